@@ -1,0 +1,148 @@
+"""Load a review CSV, check it, label it and split it — every user mistake becomes a ReviewDataError.
+
+Ratings 1–2 are negative (0), 3–5 positive (1). Rows with no text or rating and exact duplicate
+(text, rating) pairs are dropped and counted, because real exports are full of both.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+PROJECT_DIR = Path(__file__).resolve().parent
+SAMPLE_DATA = PROJECT_DIR / "data" / "sample_reviews.csv"
+DEFAULT_TEXT_COL = "Review text"
+DEFAULT_RATING_COL = "Ratings"
+LABEL_NAMES = ("negative", "positive")
+
+
+class ReviewDataError(ValueError):
+    """A problem with the user's data, reported as one line without a traceback."""
+
+
+@dataclass(frozen=True)
+class Reviews:
+    """Labelled reviews ready to split, plus what loading did to get there."""
+
+    path: Path
+    text: pd.Series
+    rating: pd.Series
+    label: pd.Series
+    rows_read: int
+    dropped_missing: int
+    dropped_duplicates: int
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The cleaned-up table that training sees (what MLflow records as the dataset)."""
+        return pd.DataFrame({"review": self.text, "rating": self.rating, "label": self.label})
+
+
+@dataclass(frozen=True)
+class Split:
+    """A stratified train/test split of raw review texts and 0/1 labels."""
+
+    X_train: pd.Series
+    X_test: pd.Series
+    y_train: np.ndarray
+    y_test: np.ndarray
+
+
+def load_reviews(
+    path: str | Path, text_col: str = DEFAULT_TEXT_COL, rating_col: str = DEFAULT_RATING_COL
+) -> Reviews:
+    """Read a CSV (or TSV by extension), drop unusable rows, and label ratings."""
+    path = Path(path)
+    raw = _read_table(path)
+    missing_cols = [c for c in (text_col, rating_col) if c not in raw.columns]
+    if missing_cols:
+        raise ReviewDataError(
+            f"{path}: no column {', '.join(map(repr, missing_cols))}; "
+            f"columns are: {', '.join(map(repr, raw.columns))} (use --text-col / --rating-col)"
+        )
+    df = raw[[text_col, rating_col]].rename(columns={text_col: "text", rating_col: "rating"})
+    df["text"] = df["text"].astype("string").str.strip().replace("", pd.NA)
+    usable = df.dropna()
+    usable = usable.assign(rating=_check_ratings(path, rating_col, usable["rating"]))
+    deduped = usable.drop_duplicates()
+    label = (deduped["rating"] >= 3).astype(int).rename("label")
+    if label.nunique() < 2:
+        only = LABEL_NAMES[int(label.iloc[0])] if len(label) else "none"
+        raise ReviewDataError(
+            f"{path}: every usable review is {only}; training needs both negative (1–2) "
+            f"and positive (3–5) ratings"
+        )
+    return Reviews(
+        path=path,
+        text=deduped["text"].astype(object).rename("review"),
+        rating=deduped["rating"],
+        label=label,
+        rows_read=len(raw),
+        dropped_missing=len(df) - len(usable),
+        dropped_duplicates=len(usable) - len(deduped),
+    )
+
+
+def split_reviews(reviews: Reviews, test_size: float, folds: int, seed: int) -> Split:
+    """Stratified, seeded train/test split that leaves every class enough rows for k-fold CV."""
+    counts = reviews.label.value_counts()
+    smallest, name = int(counts.min()), LABEL_NAMES[int(counts.idxmin())]
+    try:
+        X_train, X_test, y_train, y_test = train_test_split(
+            reviews.text, reviews.label.to_numpy(), test_size=test_size,
+            stratify=reviews.label.to_numpy(), random_state=seed,
+        )
+    except ValueError as err:
+        raise ReviewDataError(
+            f"{reviews.path}: too few reviews to split ({len(reviews.label)} usable, "
+            f"{smallest} {name}): {err}"
+        ) from None
+    if np.bincount(y_train).min() < folds:
+        raise ReviewDataError(
+            f"{reviews.path}: too few {name} reviews for {folds}-fold CV: {smallest} usable, "
+            f"{np.bincount(y_train).min()} left for training after the test split; "
+            f"need at least {folds} (add data or lower --folds)"
+        )
+    return Split(X_train, X_test, y_train, y_test)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise ReviewDataError(f"{path}: file not found")
+    if not path.is_file():
+        raise ReviewDataError(f"{path}: not a file")
+    sep = "\t" if path.suffix.lower() in {".tsv", ".tab"} else ","
+    try:
+        table = pd.read_csv(path, sep=sep, encoding="utf-8")
+    except PermissionError:
+        raise ReviewDataError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as err:
+        raise ReviewDataError(f"{path}: not a UTF-8 text CSV ({err.reason} at byte {err.start})") from None
+    except pd.errors.EmptyDataError:
+        raise ReviewDataError(f"{path}: file is empty") from None
+    except (pd.errors.ParserError, csv.Error) as err:
+        raise ReviewDataError(f"{path}: not a readable CSV ({str(err).strip()})") from None
+    except OSError as err:
+        raise ReviewDataError(f"{path}: cannot read ({err.strerror or err})") from None
+    if table.empty:
+        raise ReviewDataError(f"{path}: no data rows")
+    return table
+
+
+def _check_ratings(path: Path, rating_col: str, ratings: pd.Series) -> pd.Series:
+    """Ratings must be whole numbers 1–5 (4 and 4.0 are fine, '4 stars' and 4.5 are not)."""
+    numeric = pd.to_numeric(ratings, errors="coerce")
+    bad = numeric.isna() | (numeric % 1 != 0) | ~numeric.between(1, 5)
+    if bad.any():
+        rows = bad[bad].index[:3]
+        where = ", ".join(f"row {i + 2} ({ratings[i]!r})" for i in rows)
+        more = f" and {int(bad.sum()) - len(rows)} more" if bad.sum() > len(rows) else ""
+        raise ReviewDataError(
+            f"{path}: column {rating_col!r} must hold whole-number ratings 1–5; "
+            f"bad values at {where}{more} (row 1 is the header)"
+        )
+    return numeric.astype(int).rename("rating")
