@@ -32,9 +32,9 @@ MODEL_NAME = "FlipkartSentimentModel"
 CHAMPION = "champion"
 MODEL_ARTIFACT = "model"
 _REQUIREMENTS = ("scikit-learn", "skops", "nltk", "emoji", "pandas", "numpy", "mlflow")
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", text_cleaning.TEXT_COLUMN)]), outputs=Schema([ColSpec("long")])
-)
+# One unnamed string column: pyfunc then takes a list, a Series, an array or a one-column
+# DataFrame (any column name) and every REST payload format, one prediction per review.
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("long")]))
 _TRUSTED = [f"{text_cleaning.clean_texts.__module__}.{text_cleaning.clean_texts.__qualname__}"]
 
 

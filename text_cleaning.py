@@ -74,11 +74,20 @@ def clean_texts(texts: Iterable[object] | pd.DataFrame | np.ndarray) -> list[str
     """Clean a batch of reviews: same output as `clean_text` on each, many times faster."""
     done: dict[str, str] = {}  # real exports repeat reviews ("Good", "Nice product")
     out = []
-    for text in map(str, _text_values(texts)):
+    for text in map(_as_text, _text_values(texts)):
         if text not in done:
             done[text] = " ".join([_stem(w) for w in _strip(text).split() if w not in STOP_WORDS])
         out.append(done[text])
     return out
+
+
+def _as_text(value: object) -> str:
+    """One review as text; a container here means rows were packed into one cell (e.g. pyfunc
+    given {"review": [...]}), which would silently score them as one review."""
+    if isinstance(value, (list, tuple, set, dict, np.ndarray)):
+        raise TypeError(f"each review must be a string, got a {type(value).__name__}; "
+                        f"pass a list of strings or a one-column DataFrame")
+    return str(value)
 
 
 def _text_values(texts: Iterable[object] | pd.DataFrame | np.ndarray) -> Iterable[object]:

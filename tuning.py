@@ -37,7 +37,7 @@ def tune_family(
     def objective(trial: optuna.Trial) -> float:
         params = FAMILIES[family].suggest(trial)
         pipeline = build_pipeline(family, params, seed, with_cleaning=False)
-        pipeline.set_params(tfidf__analyzer=_already_analysed)
+        pipeline.set_params(tfidf__analyzer=_already_analysed, tfidf__ngram_range=(1, 1))
         X = analysed.ngrams(params["tfidf_ngram_max"])
         scores: list[float] = []
         for step, fold_round in enumerate(fold_rounds):

@@ -1,0 +1,104 @@
+"""Loading reviews: labels, drop counts, and a one-line error for every user mistake."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sentiment_mlflow_optuna
+from conftest import PROJECT_DIR, SAMPLE, Store
+from review_data import ReviewDataError, load_reviews, split_reviews
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def reviews_csv(path: Path, n_pos: int, n_neg: int, header: str = "Review text,Ratings") -> Path:
+    rows = [f"great thing {i},5" for i in range(n_pos)] + [f"awful thing {i},1" for i in range(n_neg)]
+    return write(path, "\n".join([header, *rows]) + "\n")
+
+
+def test_labels_and_drop_counts(tmp_path: Path) -> None:
+    csv = write(tmp_path / "r.csv", "Review text,Ratings\nGood,5\nOk,3\nBad,2\nAwful,1\n"
+                "Good,5\n,4\nNo rating,\n   ,5\nFine,4.0\n")
+    reviews = load_reviews(csv)
+    assert reviews.text.tolist() == ["Good", "Ok", "Bad", "Awful", "Fine"]
+    assert reviews.label.tolist() == [1, 1, 0, 0, 1]
+    assert (reviews.rows_read, reviews.dropped_missing, reviews.dropped_duplicates) == (9, 3, 1)
+
+
+def test_tsv_and_custom_columns(tmp_path: Path) -> None:
+    tsv = write(tmp_path / "r.tsv", "Rating\tReview\n5\tlovely, really\n1\thorrid\n")
+    reviews = load_reviews(tsv, text_col="Review", rating_col="Rating")
+    assert reviews.text.tolist() == ["lovely, really", "horrid"]
+    assert reviews.label.tolist() == [1, 0]
+
+
+def test_split_is_stratified_and_seeded(tmp_path: Path) -> None:
+    reviews = load_reviews(reviews_csv(tmp_path / "r.csv", 80, 20))
+    a, b = (split_reviews(reviews, 0.25, 5, seed=3) for _ in range(2))
+    assert a.X_test.index.tolist() == b.X_test.index.tolist()
+    assert a.y_test.sum() == 20 and len(a.y_test) == 25
+    assert split_reviews(reviews, 0.25, 5, seed=4).X_test.index.tolist() != a.X_test.index.tolist()
+
+
+BAD_INPUTS = {
+    "missing file": (lambda d: d / "nope.csv", [], r"nope\.csv: file not found"),
+    "a folder": (lambda d: d, [], r"not a file"),
+    "empty file": (lambda d: write(d / "e.csv", ""), [], r"e\.csv: file is empty"),
+    "binary": (lambda d: (d / "b.csv").write_bytes(b"\x89PNG\x00\xff\xfe\x00" * 50) and d / "b.csv", [],
+               r"not a UTF-8 text CSV"),
+    "ragged csv": (lambda d: write(d / "x.csv", "Review text,Ratings\ngood,5\nbad,1,3,4\n"), [],
+                   r"not a readable CSV"),
+    "missing column": (lambda d: reviews_csv(d / "c.csv", 50, 50, header="Review,Ratings"), [],
+                       r"no column 'Review text'; columns are: 'Review', 'Ratings'"),
+    "bad ratings": (lambda d: write(d / "r.csv", "Review text,Ratings\na,5\nb,five\nc,4.5\nd,0\ne,6\n"), [],
+                    r"whole-number ratings 1–5; bad values at row 3 \('five'\), row 4 \('4\.5'\), "
+                    r"row 5 \('0'\) and 1 more"),
+    "one class": (lambda d: reviews_csv(d / "p.csv", 40, 0), [], r"every usable review is positive"),
+    "too few for folds": (lambda d: reviews_csv(d / "f.csv", 40, 6), ["--folds", "5"],
+                          r"too few negative reviews for 5-fold CV"),
+    "too few to split": (lambda d: reviews_csv(d / "s.csv", 2, 1), [], r"too few reviews to split"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_and_writes_nothing(
+    case: str, store: Store, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture
+) -> None:
+    make, extra, message = BAD_INPUTS[case]
+    path = make(tmp_path_factory.mktemp("data"))
+    assert sentiment_mlflow_optuna.main(["--data", str(path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert re.search(message, err), err
+    assert not (store.path / "mlflow.db").exists() and not (store.path / "mlruns").exists()
+
+
+def test_loader_raises_review_data_error_only(tmp_path: Path) -> None:
+    with pytest.raises(ReviewDataError):
+        load_reviews(tmp_path / "missing.csv")
+
+
+def test_cli_exit_code_and_no_traceback(tmp_path: Path) -> None:
+    """As a user sees it: a real process, exit status 2, one line on stderr."""
+    bad = write(tmp_path / "bad.csv", "Review text,Stars\ngood,5\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), "--data", str(bad)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: {bad}: no column 'Ratings'; columns are: 'Review text', "
+                                   f"'Stars' (use --text-col / --rating-col)")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_sample_is_the_default_data() -> None:
+    assert sentiment_mlflow_optuna.parse_args([]).data == SAMPLE
