@@ -32,6 +32,14 @@ def confusion_figure(y_true: Sequence[int], y_pred: Sequence[int], title: str):
     return display.figure_
 
 
+def positive_scores(pipeline: Pipeline, texts) -> np.ndarray:
+    """P(positive) where the model has probabilities (LR, NB); for Linear SVM the logistic of its
+    margin — monotone in the decision and 0.5 at the boundary, but not calibrated."""
+    if hasattr(pipeline, "predict_proba"):
+        return pipeline.predict_proba(texts)[:, 1]
+    return 1.0 / (1.0 + np.exp(-pipeline.decision_function(texts)))
+
+
 def term_weights(pipeline: Pipeline) -> tuple[np.ndarray, np.ndarray] | None:
     """Vocabulary and per-term push towards 'positive', for linear models (None for Naive Bayes)."""
     model = pipeline.named_steps["model"]

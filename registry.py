@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from evaluation import macro_f1
 MODEL_NAME = "FlipkartSentimentModel"
 CHAMPION = "champion"
 MODEL_ARTIFACT = "model"
+BEST_PARAMS_ARTIFACT = "best_params.json"
 _REQUIREMENTS = ("scikit-learn", "skops", "nltk", "emoji", "pandas", "numpy", "mlflow")
 # One unnamed string column: pyfunc then takes a list, a Series, an array or a one-column
 # DataFrame (any column name) and every REST payload format, one prediction per review.
@@ -44,6 +46,13 @@ class Promotion:
 
     promoted: bool
     reason: str
+
+
+def quiet_mlflow_warnings() -> None:
+    """MLflow warns about things our usage gets right (a local CSV as dataset source; an int label
+    output in the example's schema): hide those two so users see progress, not noise."""
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
 
 
 def as_model_input(texts: Sequence[str] | pd.Series) -> pd.DataFrame:
@@ -95,6 +104,24 @@ def log_sentiment_model(pipeline: Pipeline, example_texts: Sequence[str]) -> Mod
 def register(model_info: ModelInfo, name: str, tags: dict[str, object]) -> ModelVersion:
     """A new version of `name`, created together with its tags."""
     return mlflow.register_model(model_info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
+
+
+def best_tuned_params(name: str, family: str) -> tuple[dict, ModelVersion] | None:
+    """The tuning script's best configuration for `family` (by CV F1) among registered versions."""
+    tuned = [v for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'")
+             if v.tags.get("source") == "tuning" and v.tags.get("family") == family]
+    if not tuned:
+        return None
+    best = max(tuned, key=lambda v: float(v.tags["cv_f1_macro"]))
+    params = mlflow.artifacts.load_dict(f"runs:/{best.run_id}/{BEST_PARAMS_ARTIFACT}")
+    return params, best
+
+
+def latest_version(name: str, **tags: str) -> ModelVersion | None:
+    """The newest version of `name` whose tags include all of `tags`."""
+    matching = [v for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'")
+                if all(v.tags.get(k) == value for k, value in tags.items())]
+    return max(matching, key=lambda v: int(v.version), default=None)
 
 
 def current_champion(name: str) -> ModelVersion | None:

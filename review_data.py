@@ -58,12 +58,7 @@ def load_reviews(
     """Read a CSV (or TSV by extension), drop unusable rows, and label ratings."""
     path = Path(path)
     raw = _read_table(path)
-    missing_cols = [c for c in (text_col, rating_col) if c not in raw.columns]
-    if missing_cols:
-        raise ReviewDataError(
-            f"{path}: no column {', '.join(map(repr, missing_cols))}; "
-            f"columns are: {', '.join(map(repr, raw.columns))} (use --text-col / --rating-col)"
-        )
+    _require_columns(path, raw, [text_col, rating_col], "--text-col / --rating-col")
     df = raw[[text_col, rating_col]].rename(columns={text_col: "text", rating_col: "rating"})
     df["text"] = df["text"].astype("string").str.strip().replace("", pd.NA)
     usable = df.dropna()
@@ -108,6 +103,23 @@ def split_reviews(reviews: Reviews, test_size: float, folds: int, seed: int) -> 
             f"need at least {folds} (add data or lower --folds)"
         )
     return Split(X_train, X_test, y_train, y_test)
+
+
+def load_texts(path: str | Path, text_col: str = DEFAULT_TEXT_COL) -> pd.Series:
+    """Reviews to score: every row of the text column, in file order (missing text stays NA)."""
+    path = Path(path)
+    table = _read_table(path)
+    _require_columns(path, table, [text_col], "--text-col")
+    return table[text_col].astype("string").str.strip().replace("", pd.NA).rename("review")
+
+
+def _require_columns(path: Path, table: pd.DataFrame, columns: list[str], flags: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ReviewDataError(
+            f"{path}: no column {', '.join(map(repr, missing))}; "
+            f"columns are: {', '.join(map(repr, table.columns))} (use {flags})"
+        )
 
 
 def _read_table(path: Path) -> pd.DataFrame:

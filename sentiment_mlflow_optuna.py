@@ -120,6 +120,7 @@ def tune_and_register(
             "fit_time": fit_time,
         }
         mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
+        mlflow.log_dict(study.best_params, registry.BEST_PARAMS_ARTIFACT)
         mlflow.log_metrics(metrics)
         mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
         mlflow.log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
@@ -166,8 +167,7 @@ def _quiet_library_warnings() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+    registry.quiet_mlflow_warnings()
 
 
 def _import_in_background(*modules: str) -> None:

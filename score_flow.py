@@ -1,0 +1,82 @@
+"""Batch scoring as a Prefect flow: the registry's champion labels a CSV of new reviews."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+import registry
+from evaluation import positive_scores
+from review_data import DEFAULT_TEXT_COL, LABEL_NAMES, load_texts
+
+EXPERIMENT = "FLIPKART_SENTIMENT_SCORING"
+_io_step = task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
+
+
+@task(cache_policy=NO_CACHE, name="read new reviews")
+def read_reviews(path: str, text_col: str) -> pd.Series:
+    return load_texts(path, text_col)
+
+
+@_io_step(name="load champion")
+def load_model(model_uri: str):
+    """The sklearn flavour, for probabilities; plus the registry version it resolved to."""
+    name, _, alias = model_uri.removeprefix("models:/").partition("@")
+    version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version if alias else "?"
+    return mlflow.sklearn.load_model(model_uri), version
+
+
+@task(cache_policy=NO_CACHE, name="score")
+def score(model, texts: pd.Series) -> pd.DataFrame:
+    """One row out per row in; rows with no text get no label rather than a made-up one."""
+    present = texts.notna()
+    out = pd.DataFrame({"row_id": range(len(texts)), "review": texts.astype(object), "label": pd.NA, "score": float("nan")})
+    if present.any():
+        given = texts[present].tolist()
+        predicted = model.predict(given)
+        out.loc[present.to_numpy(), "label"] = [LABEL_NAMES[int(p)] for p in predicted]
+        out.loc[present.to_numpy(), "score"] = positive_scores(model, given).round(4)
+    return out
+
+
+@_io_step(name="write predictions")
+def write_predictions(predictions: pd.DataFrame, path: str) -> None:
+    """Write to a temporary file beside the target, then rename: never a half-written CSV."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".partial")
+    os.close(fd)
+    try:
+        predictions.to_csv(tmp, index=False)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@_io_step(name="log counts to MLflow")
+def log_counts(predictions: pd.DataFrame, model_uri: str, version: str, input_path: str) -> None:
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name=f"score-{flow_run.get_name() or 'local'}"):
+        mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()), "model_uri": model_uri,
+                         "model_version": version, "input": input_path})
+        counts = predictions["label"].value_counts()
+        mlflow.log_metrics({"rows": len(predictions), "positive": int(counts.get("positive", 0)),
+                            "negative": int(counts.get("negative", 0)),
+                            "no_text": int(predictions["label"].isna().sum())})
+
+
+@flow(name="score_reviews", log_prints=True)
+def score_reviews(input_path: str, output_path: str, text_col: str = DEFAULT_TEXT_COL,
+                  model_uri: str = f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}") -> int:
+    texts = read_reviews(input_path, text_col)
+    model, version = load_model(model_uri)
+    predictions = score(model, texts)
+    write_predictions(predictions, output_path)
+    log_counts(predictions, model_uri, version, input_path)
+    get_run_logger().info("scored %d reviews with %s (v%s) into %s", len(predictions), model_uri, version, output_path)
+    return len(predictions)
