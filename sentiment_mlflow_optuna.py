@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-size", type=_fraction, default=0.3, help="held-out test share")
     parser.add_argument("--seed", type=int, default=42, help="fixes split, folds, sampler and models")
     parser.add_argument("--n-jobs", type=int, default=1,
-                        help="processes for CV folds (-1: all cores); pays off on large data sets only")
+                        help="processes for a trial's CV folds (-1: all cores); slower than 1 on 2 cores today")
     parser.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")
     parser.add_argument("--registered-model", default=registry.MODEL_NAME, help="registry model name")
     return parser.parse_args(argv)
