@@ -15,7 +15,7 @@ import sys
 
 from prefect_server import quiet_prefect_env
 
-os.environ.update(quiet_prefect_env({k: v for k, v in os.environ.items() if k.startswith("PREFECT_")}))
+os.environ.update(quiet_prefect_env(dict(os.environ)))  # before prefect reads its settings
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402

@@ -106,22 +106,23 @@ def register(model_info: ModelInfo, name: str, tags: dict[str, object]) -> Model
     return mlflow.register_model(model_info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
 
 
-def best_tuned_params(name: str, family: str) -> tuple[dict, ModelVersion] | None:
-    """The tuning script's best configuration for `family` (by CV F1) among registered versions."""
-    tuned = [v for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'")
-             if v.tags.get("source") == "tuning" and v.tags.get("family") == family]
-    if not tuned:
-        return None
-    best = max(tuned, key=lambda v: float(v.tags["cv_f1_macro"]))
-    params = mlflow.artifacts.load_dict(f"runs:/{best.run_id}/{BEST_PARAMS_ARTIFACT}")
-    return params, best
+def versions_tagged(name: str, **tags: str) -> list[ModelVersion]:
+    """The versions of `name` whose tags include all of `tags`."""
+    return [v for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'")
+            if all(v.tags.get(k) == value for k, value in tags.items())]
 
 
 def latest_version(name: str, **tags: str) -> ModelVersion | None:
-    """The newest version of `name` whose tags include all of `tags`."""
-    matching = [v for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'")
-                if all(v.tags.get(k) == value for k, value in tags.items())]
-    return max(matching, key=lambda v: int(v.version), default=None)
+    return max(versions_tagged(name, **tags), key=lambda v: int(v.version), default=None)
+
+
+def best_tuned_params(name: str, family: str) -> tuple[dict, ModelVersion] | None:
+    """The tuning script's best configuration for `family` (by CV F1) among registered versions."""
+    tuned = versions_tagged(name, source="tuning", family=family)
+    if not tuned:
+        return None
+    best = max(tuned, key=lambda v: float(v.tags["cv_f1_macro"]))
+    return mlflow.artifacts.load_dict(f"runs:/{best.run_id}/{BEST_PARAMS_ARTIFACT}"), best
 
 
 def current_champion(name: str) -> ModelVersion | None:

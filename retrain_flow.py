@@ -16,19 +16,18 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from mlflow.data.pandas_dataset import PandasDataset
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
 
 import registry
 from evaluation import macro_f1
+from flow_steps import cpu_step, io_step
 from model_families import build_pipeline
-from review_data import (DEFAULT_RATING_COL, DEFAULT_TEXT_COL, SAMPLE_DATA, ReviewDataError, Reviews,
-                         Split, load_reviews, split_reviews)
+from review_data import (DEFAULT_RATING_COL, DEFAULT_TEXT_COL, SAMPLE_DATA, Reviews, Split, load_reviews,
+                         split_reviews)
 from text_cleaning import clean_texts
 
 FLOW_NAME = "Flipkart Sentiment Analysis Flow (Logistic)"
@@ -40,11 +39,6 @@ PUBLISHED_DEFAULTS: dict[str, Any] = {
 }
 CODE_FILES = ("text_cleaning.py", "review_data.py", "model_families.py", "registry.py", "retrain_flow.py")
 
-# Steps that touch files or the tracking store retry briefly; a user's bad data does not.
-_io_step = task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4],
-                retry_condition_fn=lambda _task, _run, state: not _is_data_error(state))
-_cpu_step = task(cache_policy=NO_CACHE)
-
 
 @dataclass(frozen=True)
 class RetrainOutcome:
@@ -55,33 +49,23 @@ class RetrainOutcome:
     test_f1: float | None = None
 
 
-def _is_data_error(state) -> bool:
-    try:
-        state.result()
-    except ReviewDataError:
-        return True
-    except Exception:
-        return False
-    return False
-
-
-@_io_step(name="load data")
+@io_step(name="load data")
 def load_data(path: str, text_col: str, rating_col: str) -> Reviews:
     return load_reviews(path, text_col, rating_col)
 
 
-@_cpu_step(name="clean and label")
+@cpu_step(name="clean and label")
 def clean_and_label(reviews: Reviews) -> pd.Series:
     """Clean every review once (labels came with loading: ratings 1–2 → 0, 3–5 → 1)."""
     return pd.Series(clean_texts(reviews.text), index=reviews.text.index)
 
 
-@_cpu_step(name="split")
+@cpu_step(name="split")
 def split(reviews: Reviews, test_size: float, seed: int) -> Split:
-    return split_reviews(reviews, test_size, folds=2, seed=seed)
+    return split_reviews(reviews, test_size, folds=2, seed=seed)  # no CV here: 2 per class suffices
 
 
-@_io_step(name="choose hyperparameters")
+@io_step(name="choose hyperparameters")
 def choose_hyperparameters(overrides: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
     """The tuning script's best Logistic Regression when there is one, else the published defaults."""
     tuned = registry.best_tuned_params(registry.MODEL_NAME, FAMILY)
@@ -93,65 +77,63 @@ def choose_hyperparameters(overrides: dict[str, Any] | None) -> tuple[dict[str, 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    data_digest: str
+    dataset: PandasDataset  # what gets logged as the run's input; its digest feeds `value`
     value: str  # data + code + parameters
     last_registered: str | None  # the last registered retrain's value
 
 
-@_io_step(name="check for changes")
+@io_step(name="check for changes")
 def fingerprint(reviews: Reviews, params: dict[str, Any], seed: int, test_size: float) -> Fingerprint:
     """Hash data, code and parameters, next to the last registered retrain's hash."""
-    data_digest = mlflow.data.from_pandas(reviews.frame, source=str(reviews.path), targets="label").digest
-    digest = hashlib.sha256(data_digest.encode())
+    dataset = mlflow.data.from_pandas(reviews.frame, source=str(reviews.path), targets="label")
+    digest = hashlib.sha256(dataset.digest.encode())
     for name in CODE_FILES:
         digest.update(Path(__file__).with_name(name).read_bytes())
     digest.update(json.dumps({"params": params, "seed": seed, "test_size": test_size}, sort_keys=True).encode())
     last = registry.latest_version(registry.MODEL_NAME, source="retrain")
-    return Fingerprint(data_digest, digest.hexdigest()[:16], last.tags.get("fingerprint") if last else None)
+    return Fingerprint(dataset, digest.hexdigest()[:16], last.tags.get("fingerprint") if last else None)
 
 
-@_cpu_step(name="TF-IDF")
-def vectorize(clean_train: list[str], params: dict[str, Any], seed: int) -> TfidfVectorizer:
-    return build_pipeline(FAMILY, params, seed, with_cleaning=False).named_steps["tfidf"].fit(clean_train)
+@cpu_step(name="TF-IDF")
+def vectorize(pipeline: Pipeline, clean_train: list[str]) -> TfidfVectorizer:
+    return pipeline.named_steps["tfidf"].fit(clean_train)
 
 
-@_cpu_step(name="train Logistic Regression")
-def train(tfidf: TfidfVectorizer, clean_train: list[str], y_train, params: dict[str, Any], seed: int) -> Pipeline:
-    """Fit the classifier on the TF-IDF features and assemble the raw-text pipeline that gets logged."""
-    model: LogisticRegression = build_pipeline(FAMILY, params, seed, with_cleaning=False).named_steps["model"]
-    model.fit(tfidf.transform(clean_train), y_train)
-    return registry.slim(Pipeline([("clean", FunctionTransformer(clean_texts)), ("tfidf", tfidf), ("model", model)]))
+@cpu_step(name="train Logistic Regression")
+def train(pipeline: Pipeline, tfidf: TfidfVectorizer, clean_train: list[str], y_train) -> Pipeline:
+    """Fit the classifier on the TF-IDF features; the raw-text pipeline around both is what gets logged."""
+    pipeline.named_steps["model"].fit(tfidf.transform(clean_train), y_train)
+    return registry.slim(pipeline)
 
 
-@_cpu_step(name="evaluate")
+@cpu_step(name="evaluate")
 def evaluate(pipeline: Pipeline, data: Split) -> dict[str, float]:
     return {"train_f1": macro_f1(data.y_train, pipeline.predict(data.X_train)),
             "test_f1": macro_f1(data.y_test, pipeline.predict(data.X_test))}
 
 
-@_io_step(name="log to MLflow")
+@io_step(name="log to MLflow")
 def log_run(pipeline: Pipeline | None, reviews: Reviews, params: dict[str, Any], source: str,
             metrics: dict[str, float], fingerprint: Fingerprint, outcome: str) -> tuple[str, Any]:
     """One MLflow run per flow run; a failure inside marks it FAILED, never leaves it RUNNING."""
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"retrain-{flow_run.get_name() or 'local'}") as run:
         mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()), "outcome": outcome,
-                         "fingerprint": fingerprint.value, "data_digest": fingerprint.data_digest,
+                         "fingerprint": fingerprint.value, "data_digest": fingerprint.dataset.digest,
                          "hyperparameter_source": source, "family": FAMILY})
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
-        mlflow.log_input(mlflow.data.from_pandas(reviews.frame, source=str(reviews.path), targets="label"),
-                         context="training")
+        mlflow.log_input(fingerprint.dataset, context="training")
         model_info = registry.log_sentiment_model(pipeline, reviews.text.iloc[:3].tolist()) if pipeline else None
     return run.info.run_id, model_info
 
 
-@_io_step(name="register and promote")
+@io_step(name="register and promote")
 def register_and_promote(model_info, run_id: str, metrics: dict[str, float], fingerprint: Fingerprint,
                          data: Split) -> tuple[str, registry.Promotion]:
     version = registry.register(model_info, registry.MODEL_NAME, {
         "family": FAMILY, "source": "retrain", "fingerprint": fingerprint.value,
-        "data_digest": fingerprint.data_digest,
+        "data_digest": fingerprint.dataset.digest,
         "test_f1": f"{metrics['test_f1']:.4f}", "run_id": run_id,
     })
     return str(version.version), registry.promote_if_better(registry.MODEL_NAME, version, metrics["test_f1"],
@@ -181,9 +163,10 @@ def retrain_logistic(
         return RetrainOutcome("skipped", message)
 
     clean_train = clean.loc[data.X_train.index].tolist()
+    pipeline = build_pipeline(FAMILY, params, seed)
     started = time.perf_counter()
-    tfidf = vectorize(clean_train, params, seed)
-    pipeline = train(tfidf, clean_train, data.y_train, params, seed)
+    tfidf = vectorize(pipeline, clean_train)
+    pipeline = train(pipeline, tfidf, clean_train, data.y_train)
     metrics = evaluate(pipeline, data) | {"fit_time": time.perf_counter() - started}
     run_id, model_info = log_run(pipeline, reviews, params, source, metrics, changes, "registered")
     version, promotion = register_and_promote(model_info, run_id, metrics, changes, data)

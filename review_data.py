@@ -60,7 +60,7 @@ def load_reviews(
     raw = _read_table(path)
     _require_columns(path, raw, [text_col, rating_col], "--text-col / --rating-col")
     df = raw[[text_col, rating_col]].rename(columns={text_col: "text", rating_col: "rating"})
-    df["text"] = df["text"].astype("string").str.strip().replace("", pd.NA)
+    df["text"] = _stripped_text(df["text"])
     usable = df.dropna()
     usable = usable.assign(rating=_check_ratings(path, rating_col, usable["rating"]))
     deduped = usable.drop_duplicates()
@@ -110,7 +110,12 @@ def load_texts(path: str | Path, text_col: str = DEFAULT_TEXT_COL) -> pd.Series:
     path = Path(path)
     table = _read_table(path)
     _require_columns(path, table, [text_col], "--text-col")
-    return table[text_col].astype("string").str.strip().replace("", pd.NA).rename("review")
+    return _stripped_text(table[text_col]).rename("review")
+
+
+def _stripped_text(column: pd.Series) -> pd.Series:
+    """Text without surrounding whitespace; blank counts as missing."""
+    return column.astype("string").str.strip().replace("", pd.NA)
 
 
 def _require_columns(path: Path, table: pd.DataFrame, columns: list[str], flags: str) -> None:

@@ -7,24 +7,23 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 import registry
 from evaluation import positive_scores
+from flow_steps import cpu_step, io_step
 from review_data import DEFAULT_TEXT_COL, LABEL_NAMES, load_texts
 
 EXPERIMENT = "FLIPKART_SENTIMENT_SCORING"
-_io_step = task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
 
 
-@task(cache_policy=NO_CACHE, name="read new reviews")
+@io_step(name="read new reviews")
 def read_reviews(path: str, text_col: str) -> pd.Series:
     return load_texts(path, text_col)
 
 
-@_io_step(name="load champion")
+@io_step(name="load champion")
 def load_model(model_uri: str):
     """The sklearn flavour, for probabilities; plus the registry version it resolved to."""
     name, _, alias = model_uri.removeprefix("models:/").partition("@")
@@ -32,7 +31,7 @@ def load_model(model_uri: str):
     return mlflow.sklearn.load_model(model_uri), version
 
 
-@task(cache_policy=NO_CACHE, name="score")
+@cpu_step(name="score")
 def score(model, texts: pd.Series) -> pd.DataFrame:
     """One row out per row in; rows with no text get no label rather than a made-up one."""
     present = texts.notna()
@@ -45,7 +44,7 @@ def score(model, texts: pd.Series) -> pd.DataFrame:
     return out
 
 
-@_io_step(name="write predictions")
+@io_step(name="write predictions")
 def write_predictions(predictions: pd.DataFrame, path: str) -> None:
     """Write to a temporary file beside the target, then rename: never a half-written CSV."""
     target = Path(path)
@@ -58,7 +57,7 @@ def write_predictions(predictions: pd.DataFrame, path: str) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-@_io_step(name="log counts to MLflow")
+@io_step(name="log counts to MLflow")
 def log_counts(predictions: pd.DataFrame, model_uri: str, version: str, input_path: str) -> None:
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"score-{flow_run.get_name() or 'local'}"):
