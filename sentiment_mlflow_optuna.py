@@ -8,9 +8,7 @@ track every trial in MLflow, register each family's best model and promote the c
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -75,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     clean_train = clean_texts(split.X_train)
 
     _quiet_library_warnings()
-    _import_in_background("skops.io", "matplotlib.pyplot")
     mlflow.set_experiment(args.experiment)
     print(f"MLflow: experiment {args.experiment!r} at {mlflow.get_tracking_uri()}")
     results = [tune_and_register(family, reviews, split, clean_train, args) for family in args.models]
@@ -168,12 +165,6 @@ def _quiet_library_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     registry.quiet_mlflow_warnings()
-
-
-def _import_in_background(*modules: str) -> None:
-    """Import what model logging needs (skops alone scans all of sklearn: ~1 s) on a thread,
-    while the main thread mostly waits for CV folds running in worker processes."""
-    threading.Thread(target=lambda: [importlib.import_module(m) for m in modules], daemon=True).start()
 
 
 def _at_least(low: int):
