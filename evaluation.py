@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import sparse
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 from sklearn.pipeline import Pipeline
 
@@ -11,7 +12,7 @@ from review_data import LABEL_NAMES
 
 
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
-    return float(f1_score(y_true, y_pred, average="macro"))
+    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
 def report_text(y_true: Sequence[int], y_pred: Sequence[int]) -> str:
@@ -32,28 +33,53 @@ def confusion_figure(y_true: Sequence[int], y_pred: Sequence[int], title: str):
     return display.figure_
 
 
-def positive_scores(pipeline: Pipeline, texts) -> np.ndarray:
+def positive_scores(estimator, X) -> np.ndarray:
     """P(positive) where the model has probabilities (LR, NB); for Linear SVM the logistic of its
     margin — monotone in the decision and 0.5 at the boundary, but not calibrated."""
-    if hasattr(pipeline, "predict_proba"):
-        return pipeline.predict_proba(texts)[:, 1]
-    return 1.0 / (1.0 + np.exp(-pipeline.decision_function(texts)))
+    if hasattr(estimator, "predict_proba"):
+        return estimator.predict_proba(X)[:, 1]
+    return 1.0 / (1.0 + np.exp(-estimator.decision_function(X)))
 
 
-def term_weights(pipeline: Pipeline) -> tuple[np.ndarray, np.ndarray] | None:
-    """Vocabulary and per-term push towards 'positive', for linear models (None for Naive Bayes)."""
-    model = pipeline.named_steps["model"]
-    if not hasattr(model, "coef_"):
-        return None
-    return pipeline.named_steps["tfidf"].get_feature_names_out(), model.coef_.ravel()
+def predict_with_scores(pipeline: Pipeline, texts) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and positive scores, cleaning and vectorising the texts once (calling predict and
+    predict_proba on the pipeline would do both twice)."""
+    features = pipeline[:-1].transform(texts)
+    model = pipeline[-1]
+    return model.predict(features), positive_scores(model, features)
 
 
-def top_terms(pipeline: Pipeline, n: int = 20) -> dict[str, list[list[object]]] | None:
-    """The n most positive and most negative terms with their coefficients."""
-    weights = term_weights(pipeline)
-    if weights is None:
-        return None
-    terms, coef = weights
+def decision_weights(model) -> tuple[np.ndarray, float]:
+    """Per-feature weights and bias of the model's log-odds (or margin) for 'positive': the
+    coefficients of the linear models; for Naive Bayes the log-likelihood ratio of the two classes
+    and the prior log-odds. Every family here decides on features · weights + bias > 0."""
+    if hasattr(model, "coef_"):
+        return model.coef_.ravel(), float(model.intercept_[0])
+    return (model.feature_log_prob_[1] - model.feature_log_prob_[0],
+            float(model.class_log_prior_[1] - model.class_log_prior_[0]))
+
+
+def term_weights(pipeline: Pipeline) -> tuple[np.ndarray, np.ndarray]:
+    """Vocabulary and per-term push towards 'positive' per unit of TF-IDF."""
+    return pipeline.named_steps["tfidf"].get_feature_names_out(), decision_weights(pipeline.named_steps["model"])[0]
+
+
+def strongest_terms(features: sparse.csr_matrix, terms: np.ndarray, weights: np.ndarray,
+                    n: int) -> list[list[tuple[str, float]]]:
+    """Per row, the n terms whose TF-IDF weight × model weight moved the decision most
+    (positive: towards 'positive'), strongest first."""
+    rows = []
+    for start, end in zip(features.indptr[:-1], features.indptr[1:]):
+        indices = features.indices[start:end]
+        push = features.data[start:end] * weights[indices]
+        order = np.argsort(-np.abs(push))[:n]
+        rows.append([(str(terms[indices[j]]), round(float(push[j]), 4)) for j in order])
+    return rows
+
+
+def top_terms(pipeline: Pipeline, n: int = 20) -> dict[str, list[list[object]]]:
+    """The n most positive and most negative terms with their weights."""
+    terms, coef = term_weights(pipeline)
     order = np.argsort(coef)
     pick = lambda idx: [[str(terms[i]), round(float(coef[i]), 4)] for i in idx]  # noqa: E731
     return {"positive": pick(order[::-1][:n]), "negative": pick(order[:n])}

@@ -126,8 +126,13 @@ def best_tuned_params(name: str, family: str) -> tuple[dict, ModelVersion] | Non
 
 
 def current_champion(name: str) -> ModelVersion | None:
+    return version_by_alias(name, CHAMPION)
+
+
+def version_by_alias(name: str, alias: str) -> ModelVersion | None:
+    """The version holding `alias`, or None when no version (or no model `name`) has it."""
     try:
-        return mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION)
+        return mlflow.MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException as err:
         if err.error_code in {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), "INVALID_PARAMETER_VALUE"}:
             return None

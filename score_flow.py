@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 import registry
-from evaluation import positive_scores
+from evaluation import predict_with_scores
 from flow_steps import cpu_step, io_step
 from review_data import DEFAULT_TEXT_COL, LABEL_NAMES, load_texts
 
@@ -37,10 +37,9 @@ def score(model, texts: pd.Series) -> pd.DataFrame:
     present = texts.notna()
     out = pd.DataFrame({"row_id": range(len(texts)), "review": texts.astype(object), "label": pd.NA, "score": float("nan")})
     if present.any():
-        given = texts[present].tolist()
-        predicted = model.predict(given)
-        out.loc[present.to_numpy(), "label"] = [LABEL_NAMES[int(p)] for p in predicted]
-        out.loc[present.to_numpy(), "score"] = positive_scores(model, given).round(4)
+        labels, scores = predict_with_scores(model, texts[present].tolist())
+        out.loc[present.to_numpy(), "label"] = [LABEL_NAMES[int(p)] for p in labels]
+        out.loc[present.to_numpy(), "score"] = scores.round(4)
     return out
 
 

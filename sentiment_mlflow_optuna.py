@@ -121,9 +121,7 @@ def tune_and_register(
         mlflow.log_metrics(metrics)
         mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
         mlflow.log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
-        terms = top_terms(pipeline)
-        if terms:
-            mlflow.log_dict(terms, "top_terms.json")
+        mlflow.log_dict(top_terms(pipeline), "top_terms.json")
         model_info = registry.log_sentiment_model(pipeline, split.X_train.iloc[:3].tolist())
         mlflow.log_metric("model_size_bytes", registry.model_size_bytes(model_info))
 

@@ -34,6 +34,7 @@ class Store:
         """Point MLflow (and ./mlruns, via the cwd) at this store until the test ends."""
         monkeypatch.chdir(self.path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", self.uri)
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", self.uri)  # mlflow.set_registry_uri exports it; undo it after
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
 
