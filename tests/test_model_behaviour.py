@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import mlflow
+import numpy as np
 import pytest
 
 import registry
-from conftest import Store
+from conftest import SAMPLE, Store
+from evaluation import positive_scores, strongest_terms, term_weights
+from fast_scoring import FastScorer
+from model_families import FAMILIES
+from review_data import load_texts
 
 
 @pytest.fixture
@@ -41,3 +46,26 @@ def test_noise_does_not_change_the_label(champion) -> None:
     base = champion.predict(REVIEWS).tolist()
     noisy = [f"<br>{r.upper()}!!! https://example.com/p/123 {i}" for i, r in enumerate(REVIEWS)]
     assert champion.predict(noisy).tolist() == base
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fast_scorer_gives_the_pipelines_own_labels_and_scores(tuned: Store, family: str) -> None:
+    """The service's scorer must be the model, only faster: every family, every sample review,
+    plus texts that leave no known term (the decision is then the bias alone)."""
+    [version] = registry.versions_tagged(registry.MODEL_NAME, family=family)
+    pipeline = mlflow.sklearn.load_model(f"models:/{registry.MODEL_NAME}/{version.version}")
+    texts = load_texts(SAMPLE, "Review text").dropna().tolist() + ["", "!!!", "the and of", "😡", "zzzz qqqq"]
+    labels, scores = FastScorer.of(pipeline).predict(texts)
+    assert labels.tolist() == pipeline.predict(texts).tolist()
+    np.testing.assert_allclose(scores, positive_scores(pipeline, texts), rtol=0, atol=1e-9)
+
+
+def test_explanations_add_up_to_the_decision(tuned: Store) -> None:
+    """Term pushes are features × weights: with every term listed they sum to decision − bias."""
+    pipeline = mlflow.sklearn.load_model(f"models:/{registry.MODEL_NAME}@champion")
+    features = pipeline[:-1].transform(REVIEWS)
+    terms, weights = term_weights(pipeline)
+    pushes = strongest_terms(features, terms, weights, n=10_000)
+    scorer = FastScorer.of(pipeline)
+    np.testing.assert_allclose([sum(w for _, w in row) for row in pushes],
+                               scorer.decisions(REVIEWS) - scorer.bias, atol=1e-3)

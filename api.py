@@ -1,0 +1,218 @@
+"""The prediction service's HTTP surface: request and response shapes, limits, routes.
+
+Everything a caller sends is validated here into a one-line 4xx; nothing a caller sends chooses
+a model, a path or a URI — the served models come only from the `ModelWatcher`.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from model_watcher import CHALLENGER, CHAMPION, ModelWatcher, choose_variant
+from prediction_log import LoggedRequest, PredictionLog
+from review_data import LABEL_NAMES
+
+MAX_REVIEWS = 1000
+MAX_REVIEW_CHARS = 5000
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_CALLER_ID_CHARS = 200
+PAGE = Path(__file__).with_name("web") / "index.html"
+
+
+def _not_blank(review: str) -> str:
+    if not review.strip():
+        raise ValueError("review is empty or whitespace only")
+    return review
+
+
+Review = Annotated[StrictStr, Field(max_length=MAX_REVIEW_CHARS), AfterValidator(_not_blank)]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"reviews": ["Superb laptop, great battery", "Not good at all, stopped working"]}]})
+
+    reviews: Annotated[list[Review], Field(min_length=1, max_length=MAX_REVIEWS)]
+    explain: StrictBool = Field(False, description="add the terms that pushed each decision most")
+
+
+class Term(BaseModel):
+    term: str = Field(description="stemmed term (or bigram) as the model sees it")
+    weight: float = Field(description="TF-IDF weight × model weight; > 0 pushes towards positive")
+
+
+class Prediction(BaseModel):
+    id: str = Field(description="prediction id, for POST /feedback")
+    label: Literal["negative", "positive"]
+    label_id: Literal[0, 1]
+    score: float = Field(description="see GET /model for what the score means for this model")
+    model_name: str
+    model_version: str
+    variant: Literal["champion", "challenger"]
+    explanation: list[Term] | None = None
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_id: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+    label: Literal["negative", "positive"] = Field(description="the review's true sentiment")
+
+
+class FeedbackResponse(BaseModel):
+    prediction_id: str
+    label: Literal["negative", "positive"]
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` with 413 before anything parses them, and stamp
+    each request with its arrival time (the logged latency starts there)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        scope["received_at"] = time.perf_counter()
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                too_big = JSONResponse({"detail": f"request body is over {self.max_bytes} bytes"}, 413)
+                return await too_big(scope, receive, send)
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay():
+            return pending.pop() if pending else await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def one_line(errors: list[dict]) -> str:
+    """The first validation error as `where: what`, e.g. `reviews[2]: review is empty ...`."""
+    first = errors[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"][1:]).lstrip(".")
+    if first["type"] == "json_invalid":
+        what = f"body is not valid JSON ({first.get('ctx', {}).get('error', first['msg'])})"
+    elif first["type"] == "model_attributes_type":
+        what = 'body must be a JSON object, e.g. {"reviews": ["Great battery life"]}'
+    else:
+        what = f"{where or 'body'}: {first['msg'].removeprefix('Value error, ')}"
+    more = len(errors) - 1
+    return what + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+def create_app(watcher: ModelWatcher, prediction_log: PredictionLog, challenger_share: float) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watcher.start()
+        yield
+        watcher.stop()
+        prediction_log.close()
+
+    app = FastAPI(title="Flipkart review sentiment", lifespan=lifespan, description=(
+        f"Labels product reviews with the registry's `champion` model. Up to {MAX_REVIEWS} reviews per "
+        f"request, each at most {MAX_REVIEW_CHARS} characters; bodies over {MAX_BODY_BYTES} bytes get 413."))
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    page = PAGE.read_text(encoding="utf-8")
+    request_ids = (f"{secrets.token_hex(4)}-{n:x}" for n in itertools.count(1))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if "json" not in request.headers.get("content-type", ""):
+            return JSONResponse({"detail": "send the body as JSON (Content-Type: application/json)"}, 415)
+        return JSONResponse({"detail": one_line(exc.errors())}, status_code=422)
+
+    @app.post("/predict", response_model=PredictResponse, responses={
+        413: {"description": "body too large"}, 503: {"description": "no model loaded yet"}})
+    async def predict(body: PredictRequest, request: Request,
+                      x_caller_id: Annotated[str | None, Header(max_length=MAX_CALLER_ID_CHARS, description=(
+                          "stable id of the caller: the same id always gets the same variant"))] = None):
+        """Label reviews, in order, with the champion (or, for a share of callers, the challenger)."""
+        variants = watcher.current
+        if variants.champion is None:
+            raise HTTPException(503, variants.problem)
+        variant = choose_variant(x_caller_id, challenger_share) if variants.challenger else CHAMPION
+        model = variants.challenger if variant == CHALLENGER else variants.champion
+        scored = model.score(body.reviews, body.explain)
+        answered = LoggedRequest(
+            request_id=next(request_ids), time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            variant=variant, model_name=model.name, model_version=model.version, caller_id=x_caller_id,
+            reviews=body.reviews, labels=scored.label_ids, scores=scored.scores,
+            latency_ms=(time.perf_counter() - request.scope["received_at"]) * 1000)
+        explanations = scored.explanations or [None] * len(body.reviews)
+        predictions = [
+            {"id": pid, "label": label, "label_id": label_id, "score": score, "model_name": model.name,
+             "model_version": model.version, "variant": variant,
+             "explanation": None if terms is None else [{"term": t, "weight": w} for t, w in terms]}
+            for pid, label, label_id, score, terms in zip(
+                answered.prediction_ids(), scored.labels, scored.label_ids, scored.scores, explanations, strict=True)
+        ]
+        prediction_log.append(answered)
+        return {"predictions": predictions}
+
+    @app.post("/feedback", response_model=FeedbackResponse, responses={
+        404: {"description": "unknown prediction id"}, 503: {"description": "prediction log unavailable"}})
+    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
+        """Record the true label of a logged prediction (the A/B report's macro-F1 uses it)."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        try:
+            stored = await asyncio.wrap_future(
+                prediction_log.feedback(body.prediction_id, LABEL_NAMES.index(body.label), now))
+        except sqlite3.Error as err:
+            raise HTTPException(503, f"the prediction log cannot be written: {err}") from None
+        if not stored:
+            raise HTTPException(404, f"no logged prediction has id {body.prediction_id!r}")
+        return FeedbackResponse(prediction_id=body.prediction_id, label=body.label)
+
+    @app.get("/health", responses={503: {"description": "no model loaded yet"}})
+    async def health() -> JSONResponse:
+        """Ready (200) only once a champion model is loaded."""
+        variants = watcher.current
+        if variants.champion is None:
+            return JSONResponse({"status": "unavailable", "detail": variants.problem}, status_code=503)
+        return JSONResponse({"status": "ready", "champion_version": variants.champion.version,
+                             "challenger_version": variants.challenger.version if variants.challenger else None})
+
+    @app.get("/model")
+    async def model_info() -> dict:
+        """What is served: name, version, alias, family, logged metrics and data digest per variant."""
+        variants = watcher.current
+        return {
+            "champion": variants.champion.describe() if variants.champion else None,
+            "challenger": variants.challenger.describe() if variants.challenger else None,
+            "challenger_share": challenger_share if variants.challenger else 0.0,
+            "problem": variants.problem,
+            "registry_checked_at": variants.checked_at,
+            "poll_seconds": watcher.poll_seconds,
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def home() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return app

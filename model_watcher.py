@@ -1,0 +1,101 @@
+"""Which models the service answers with, kept in step with the registry's aliases.
+
+A background thread polls the registry; when an alias points at a new version it loads that
+version first and then swaps one immutable `Variants` snapshot, so a request that already took
+the old snapshot finishes on the old model and no request ever sees a half-loaded one.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import random
+import threading
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from served_model import ModelRef, ServedModel, load_served
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+log = logging.getLogger("uvicorn.error")
+
+
+@dataclass(frozen=True)
+class Variants:
+    """One consistent view of what is served; replaced whole, never changed in place."""
+
+    champion: ServedModel | None = None
+    challenger: ServedModel | None = None
+    problem: str | None = "loading the model"
+    checked_at: str | None = None
+
+
+def choose_variant(caller_id: str | None, challenger_share: float) -> str:
+    """A caller id always lands on the same side (its SHA-256 read as a number in [0, 1)); a
+    request without one is assigned at random."""
+    if challenger_share <= 0:
+        return CHAMPION
+    if caller_id is None:
+        point = random.random()
+    else:
+        point = int.from_bytes(hashlib.sha256(caller_id.encode()).digest()[:8]) / 2**64
+    return CHALLENGER if point < challenger_share else CHAMPION
+
+
+class ModelWatcher:
+    """Polls `champion_ref` (and, when given, the challenger alias) every `poll_seconds`."""
+
+    def __init__(self, champion_ref: ModelRef, challenger_ref: ModelRef | None, poll_seconds: float):
+        self.refs = {CHAMPION: champion_ref, CHALLENGER: challenger_ref}
+        self.poll_seconds = poll_seconds
+        self.current = Variants()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.refresh()
+            self._stop.wait(self.poll_seconds)
+
+    def refresh(self) -> None:
+        """One poll. A registry or loading error keeps what is served and is retried next poll."""
+        loaded = {CHAMPION: self.current.champion, CHALLENGER: self.current.challenger}
+        problem = None
+        for variant, ref in self.refs.items():
+            if ref is None:
+                continue
+            try:
+                loaded[variant] = self._follow(variant, ref, loaded[variant])
+            except Exception as err:  # noqa: BLE001 — the service must outlive a bad poll
+                log.error("Could not refresh the %s (%s): %s", variant, ref, err)
+                if variant == CHAMPION and loaded[variant] is None:
+                    problem = f"could not load {ref}: {err}"
+        if loaded[CHAMPION] is None and problem is None:
+            problem = f"no version of {self.refs[CHAMPION].name} holds alias {self.refs[CHAMPION].alias!r} yet"
+        if problem and problem != self.current.problem:
+            log.warning("Not ready: %s", problem)
+        self.current = replace(self.current, **loaded, problem=problem,
+                               checked_at=datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @staticmethod
+    def _follow(variant: str, ref: ModelRef, served: ServedModel | None) -> ServedModel | None:
+        version = ref.resolve()
+        if version is None:
+            if served is not None and variant == CHALLENGER:
+                log.info("Alias %r was removed: no challenger traffic", ref.alias)
+                return None
+            return served  # a champion alias that vanished: keep answering with the last one
+        if served is not None and served.version == str(version.version):
+            return served
+        model = load_served(version, ref.alias)
+        gc.freeze()  # what is loaded now lives long: keep it out of every later collection (a full one took 170 ms)
+        log.info("Serving %s v%s (%s) as %s", model.name, model.version, model.family, variant)
+        return model

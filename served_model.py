@@ -1,0 +1,105 @@
+"""A registered model version as the prediction service holds it: the fitted pipeline, ready to
+label, score and explain raw reviews, plus what `/model` tells about it."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import mlflow
+import numpy as np
+from mlflow.entities.model_registry import ModelVersion
+from sklearn.pipeline import Pipeline
+
+import registry
+from evaluation import strongest_terms, term_weights
+from fast_scoring import FastScorer
+from review_data import LABEL_NAMES
+
+EXPLAIN_TERMS = 5
+_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What `--model-uri` names: a registered model by alias (followed as it moves) or a fixed version."""
+
+    name: str
+    alias: str | None
+    version: str | None
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelRef:
+        match = _URI.fullmatch(uri)
+        if not match:
+            raise ValueError(f"--model-uri {uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        return cls(match["name"], match["alias"], match["version"])
+
+    def resolve(self) -> ModelVersion | None:
+        """The registry version this reference points at now (None if the alias is unset)."""
+        if self.alias:
+            return registry.version_by_alias(self.name, self.alias)
+        return mlflow.MlflowClient().get_model_version(self.name, self.version)
+
+    def __str__(self) -> str:
+        return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Predictions for a batch of reviews, in request order."""
+
+    labels: list[str]
+    label_ids: list[int]
+    scores: list[float]
+    explanations: list[list[tuple[str, float]]] | None
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    version: str
+    alias: str | None
+    family: str
+    run_id: str
+    data_digest: str | None
+    metrics: dict[str, float]
+    pipeline: Pipeline = field(repr=False)
+    scorer: FastScorer = field(repr=False)
+    terms: np.ndarray = field(repr=False)
+    weights: np.ndarray = field(repr=False)
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def score_kind(self) -> str:
+        if hasattr(self.pipeline, "predict_proba"):
+            return "probability of positive"
+        return "logistic of the SVM margin (0.5 at the decision boundary; not a calibrated probability)"
+
+    def score(self, texts: list[str], explain: bool = False) -> Scored:
+        labels, scores = self.scorer.predict(texts)
+        ids = labels.tolist()
+        explanations = None
+        if explain:
+            features = self.pipeline[:-1].transform(texts)
+            explanations = strongest_terms(features, self.terms, self.weights, EXPLAIN_TERMS)
+        return Scored([LABEL_NAMES[i] for i in ids], ids, np.round(scores, 4).tolist(), explanations)
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "version": self.version, "alias": self.alias, "family": self.family,
+                "score_meaning": self.score_kind, "metrics": self.metrics, "data_digest": self.data_digest,
+                "run_id": self.run_id, "loaded_at": self.loaded_at}
+
+
+def load_served(version: ModelVersion, alias: str | None) -> ServedModel:
+    """Load one registry version with the sklearn flavour (for probabilities and coefficients)."""
+    pipeline = mlflow.sklearn.load_model(f"models:/{version.name}/{version.version}")
+    terms, weights = term_weights(pipeline)
+    run = mlflow.MlflowClient().get_run(version.run_id)
+    return ServedModel(
+        name=version.name, version=str(version.version), alias=alias,
+        family=version.tags.get("family", type(pipeline[-1]).__name__),
+        run_id=version.run_id, data_digest=version.tags.get("data_digest"),
+        metrics={k: round(v, 4) for k, v in sorted(run.data.metrics.items())},
+        pipeline=pipeline, scorer=FastScorer.of(pipeline), terms=terms, weights=weights,
+    )

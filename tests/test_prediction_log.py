@@ -1,0 +1,76 @@
+"""Prediction log, A/B assignment and the A/B report, without a server."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ab_report import format_report, variant_stats
+from model_watcher import CHALLENGER, CHAMPION, choose_variant
+from prediction_log import LoggedRequest, PredictionLog, read_log
+
+
+def answered(request_id: str, variant: str, version: str, labels: list[int], latency: float) -> LoggedRequest:
+    return LoggedRequest(request_id, "2026-11-26T06:00:00.000+00:00", variant, "FlipkartSentimentModel", version,
+                         None, [f"review {request_id}.{i}" for i in range(len(labels))], labels,
+                         [0.9 if y else 0.1 for y in labels], latency)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> PredictionLog:
+    log = PredictionLog(tmp_path / "predictions.db")
+    log.append(answered("a", CHAMPION, "3", [1, 0], 2.0))
+    log.append(answered("b", CHALLENGER, "1", [1], 4.0))
+    log.append(answered("c", CHAMPION, "3", [1], 1.0))
+    return log
+
+
+def test_feedback_finds_logged_predictions_only(log: PredictionLog, tmp_path: Path) -> None:
+    assert log.feedback("a.0", 1, "t").result(timeout=5) is True
+    assert log.feedback("a.1", 1, "t").result(timeout=5) is True  # the model said 0: a mistake
+    assert log.feedback("a.1", 0, "t2").result(timeout=5) is True  # corrected: the last word counts
+    assert log.feedback("zz.9", 1, "t").result(timeout=5) is False
+    log.close()
+    frame = read_log(tmp_path / "predictions.db").set_index("id")
+    assert len(frame) == 4
+    assert (frame.loc["a.0", "true_label"], frame.loc["a.1", "true_label"]) == (1, 0)
+    assert frame.loc[["b.0", "c.0"], "true_label"].isna().all()
+    assert frame.loc["b.0", "review"] == "review b.0" and frame.loc["b.0", "variant"] == CHALLENGER
+
+
+def test_variant_stats_count_requests_reviews_latency_and_f1(log: PredictionLog, tmp_path: Path) -> None:
+    log.feedback("a.0", 1, "t").result(timeout=5)
+    log.feedback("a.1", 1, "t").result(timeout=5)
+    log.close()
+    champion, challenger = variant_stats(read_log(tmp_path / "predictions.db"))
+    assert (champion.variant, champion.versions, champion.requests, champion.reviews) == (CHAMPION, "3", 2, 3)
+    assert champion.positive_rate == pytest.approx(2 / 3)
+    assert champion.p50_ms == pytest.approx(1.5) and champion.feedback == 2
+    assert champion.macro_f1 == pytest.approx(1 / 3)  # one right positive, one missed: F1 2/3 and 0
+    assert (challenger.requests, challenger.feedback, challenger.macro_f1) == (1, 0, None)
+
+
+def test_report_prints_a_row_per_variant(log: PredictionLog, tmp_path: Path) -> None:
+    log.close()
+    frame = read_log(tmp_path / "predictions.db")
+    text = format_report(frame[frame["variant"] == CHAMPION], "predictions.db")
+    rows = [line.split()[0] for line in text.splitlines() if line.startswith(("champion ", "challenger "))]
+    assert rows == [CHAMPION]
+    assert "Agreement between variants: n/a (needs traffic on both variants)" in text
+    assert format_report(frame.iloc[:0], "x.db") == "x.db: no predictions logged yet"
+
+
+def test_read_log_names_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nothing.db: no prediction log here"):
+        read_log(tmp_path / "nothing.db")
+
+
+def test_a_caller_keeps_its_variant_and_shares_follow_the_setting() -> None:
+    callers = [f"caller-{i}" for i in range(4000)]
+    first = [choose_variant(c, 0.1) for c in callers]
+    assert first == [choose_variant(c, 0.1) for c in callers]
+    assert first.count(CHALLENGER) / len(callers) == pytest.approx(0.1, abs=0.015)
+    assert {choose_variant(c, 0.0) for c in callers} == {CHAMPION}
+    assert {choose_variant(c, 1.0) for c in callers} == {CHALLENGER}
+    # raising the share only moves callers towards the challenger, never back
+    assert all(choose_variant(c, 0.2) == CHALLENGER for c, v in zip(callers, first) if v == CHALLENGER)

@@ -1,0 +1,314 @@
+"""The prediction service as a user meets it: a real server process on a free loopback port,
+serving a model trained on the sample from a temporary MLflow store."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pytest
+
+import registry
+import serve_api
+from conftest import PROJECT_DIR, SAMPLE, Store
+from evaluation import predict_with_scores
+from prediction_log import read_log
+from review_data import load_texts
+
+CHALLENGER_SHARE = 0.3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(store_uri: str, workdir: Path, *args: str) -> Iterator[httpx.Client]:
+    """`python serve_api.py` as a separate process; stopped with Ctrl-C (SIGINT) afterwards."""
+    port = free_port()
+    log_path = workdir / f"server-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(PROJECT_DIR / "serve_api.py"), "--port", str(port), *args],
+            cwd=workdir, env=dict(os.environ, MLFLOW_TRACKING_URI=store_uri, MLFLOW_REGISTRY_URI=store_uri), stdout=log, stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        wait_for(lambda: _answers(client, process), timeout=60, what="the server to answer")
+        yield client
+    finally:
+        client.close()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        output = log_path.read_text()
+        assert process.returncode == 0, output
+        assert "Traceback" not in output and "ERROR" not in output, output
+
+
+def _answers(client: httpx.Client, process: subprocess.Popen) -> bool:
+    assert process.poll() is None, f"the server exited with status {process.returncode}"
+    try:
+        client.get("/health")
+        return True
+    except httpx.TransportError:
+        return False
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def store_copy(_tuned_once: Store, tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """A copy of the tuned registry (artifacts stay where they are): tests here move its aliases."""
+    path = tmp_path_factory.mktemp("serving")
+    shutil.copy(_tuned_once.path / "mlflow.db", path / "mlflow.db")
+    return Store(path)
+
+
+@pytest.fixture(scope="module")
+def server(store_copy: Store) -> Iterator[httpx.Client]:
+    with running_server(store_copy.uri, store_copy.path, "--poll-seconds", "0.5",
+                        "--challenger-share", str(CHALLENGER_SHARE)) as client:
+        wait_for(lambda: client.get("/health").status_code == 200, timeout=60, what="a loaded model")
+        yield client
+
+
+@pytest.fixture
+def registry_client(store_copy: Store, monkeypatch: pytest.MonkeyPatch) -> mlflow.MlflowClient:
+    store_copy.activate(monkeypatch)
+    return mlflow.MlflowClient()
+
+
+def predict(server: httpx.Client, reviews: list, **extra) -> httpx.Response:
+    return server.post("/predict", json={"reviews": reviews, **extra})
+
+
+def test_health_and_model_describe_the_champion(server: httpx.Client, registry_client) -> None:
+    champion = registry_client.get_model_version_by_alias(registry.MODEL_NAME, "champion")
+    health = server.get("/health").json()
+    assert health == {"status": "ready", "champion_version": str(champion.version), "challenger_version": None}
+    info = server.get("/model").json()["champion"]
+    assert (info["name"], info["version"], info["alias"]) == (registry.MODEL_NAME, str(champion.version), "champion")
+    assert info["family"] == champion.tags["family"] and info["data_digest"] == champion.tags["data_digest"]
+    assert info["metrics"]["test_f1"] == pytest.approx(float(champion.tags["test_f1"]), abs=1e-4)
+
+
+def test_predictions_match_the_models_own_predict(server: httpx.Client, registry_client) -> None:
+    texts = load_texts(SAMPLE, "Review text").dropna().tolist()[:600]
+    model = mlflow.sklearn.load_model(f"models:/{registry.MODEL_NAME}@champion")
+    labels, scores = predict_with_scores(model, texts)
+    answer = predict(server, texts)
+    assert answer.status_code == 200, answer.text
+    got = answer.json()["predictions"]
+    assert [p["label_id"] for p in got] == labels.tolist()
+    assert [p["label"] for p in got] == ["positive" if y else "negative" for y in labels]
+    np.testing.assert_allclose([p["score"] for p in got], scores, atol=1e-4)
+    assert {(p["variant"], p["model_version"]) for p in got} == {("champion", server.get("/health").json()["champion_version"])}
+    assert len({p["id"] for p in got}) == len(texts)
+
+
+def test_explain_names_the_terms_that_moved_the_decision(server: httpx.Client) -> None:
+    good, bad = predict(server, ["Superb laptop, great battery life", "Waste of money, not good, very bad"],
+                        explain=True).json()["predictions"]
+    for prediction in (good, bad):
+        weights = [t["weight"] for t in prediction["explanation"]]
+        assert 0 < len(weights) <= 5 and weights == sorted(weights, key=abs, reverse=True)
+    assert good["label"] == "positive" and good["explanation"][0]["weight"] > 0
+    assert bad["label"] == "negative" and bad["explanation"][0]["weight"] < 0
+    assert predict(server, ["Superb laptop"]).json()["predictions"][0]["explanation"] is None
+
+
+BAD_REQUESTS = [
+    ("empty list", {"reviews": []}, 422, "reviews: List should have at least 1 item"),
+    ("empty review", {"reviews": [""]}, 422, "reviews[0]: review is empty or whitespace only"),
+    ("whitespace review", {"reviews": ["fine", " \t\n\u3000"]}, 422, "reviews[1]: review is empty"),
+    ("number", {"reviews": ["fine", 3]}, 422, "reviews[1]: Input should be a valid string"),
+    ("null item", {"reviews": [None]}, 422, "reviews[0]: Input should be a valid string"),
+    ("nested list", {"reviews": [["a", "b"]]}, 422, "reviews[0]: Input should be a valid string"),
+    ("string not list", {"reviews": "great laptop"}, 422, "reviews: Input should be a valid list"),
+    ("wrong key", {"review": ["great laptop"]}, 422, "reviews: Field required"),
+    ("unknown field", {"reviews": ["great"], "model_uri": "runs:/x/model"}, 422, "model_uri: Extra inputs are not permitted"),
+    ("explain not bool", {"reviews": ["great"], "explain": "yes"}, 422, "explain: Input should be a valid boolean"),
+    ("array body", ["great laptop"], 422, "body must be a JSON object"),
+    ("too many", {"reviews": ["great"] * 1001}, 422, "reviews: List should have at most 1000 items"),
+    ("too long", {"reviews": ["a" * 5001]}, 422, "reviews[0]: String should have at most 5000 characters"),
+]
+
+
+@pytest.mark.parametrize("body, status, message", [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_json_gets_a_one_line_4xx(server: httpx.Client, body, status: int, message: str) -> None:
+    answer = server.post("/predict", json=body)
+    assert (answer.status_code, answer.json()["detail"][:len(message)]) == (status, message)
+
+
+RAW_BAD_REQUESTS = [
+    ("not json", b"great laptop", "application/json", 422, "body is not valid JSON"),
+    ("truncated json", b'{"reviews": ["great"', "application/json", 422, "body is not valid JSON"),
+    ("lone surrogate", b'{"reviews": ["bad \\ud800 text"]}', "application/json", 422, "reviews[0]: Input should be a valid string"),
+    ("invalid utf-8", b'{"reviews": ["\xff\xfe"]}', "application/json", 400, "There was an error parsing the body"),
+    ("plain text", b'{"reviews": ["great"]}', "text/plain", 415, "send the body as JSON"),
+    ("no body", b"", "application/json", 422, "body: Field required"),
+    ("huge body", b'{"reviews": ["' + b"a" * (9 * 1024 * 1024) + b'"]}', "application/json", 413, "request body is over"),
+]
+
+
+@pytest.mark.parametrize("body, content_type, status, message", [b[1:] for b in RAW_BAD_REQUESTS],
+                         ids=[b[0] for b in RAW_BAD_REQUESTS])
+def test_bad_bodies_get_a_one_line_4xx(server: httpx.Client, body: bytes, content_type: str, status: int,
+                                       message: str) -> None:
+    answer = server.post("/predict", content=body, headers={"Content-Type": content_type})
+    detail = answer.json()["detail"]
+    assert (answer.status_code, detail[:len(message)]) == (status, message)
+    assert "\n" not in detail
+
+
+def test_other_mistakes_get_4xx_and_the_server_stays_up(server: httpx.Client) -> None:
+    assert predict(server, ["fine"]).status_code == 200
+    assert server.post("/predict", json={"reviews": ["fine"]}, headers={"X-Caller-Id": "x" * 201}).status_code == 422
+    assert server.get("/predict").status_code == 405
+    assert server.post("/models/load", json={"uri": "/etc/passwd"}).status_code == 404
+    assert server.get("/health").status_code == 200
+
+
+def test_unicode_of_every_kind_is_answered(server: httpx.Client) -> None:
+    reviews = ["Superb 😍👍🏽 laptop", "很好的笔记本", "ممتاز جدا", "e\u0301 cafe\u0301 naïve", "\u200b zero\u200bwidth",
+               "NUL \x00 inside", "\u202eright to left", "\U0010ffff private", "🇮🇳🇮🇳", "ａｗｅｓｏｍｅ"]
+    answer = predict(server, reviews, explain=True)
+    assert answer.status_code == 200, answer.text
+    assert [p["label"] in {"positive", "negative"} for p in answer.json()["predictions"]] == [True] * len(reviews)
+
+
+def test_alias_move_is_picked_up_while_requests_keep_flowing(server: httpx.Client, registry_client) -> None:
+    before = server.get("/health").json()["champion_version"]
+    other = next(v.version for v in registry_client.search_model_versions(f"name='{registry.MODEL_NAME}'")
+                 if str(v.version) != before)
+
+    def versions_seen() -> set[str]:
+        answer = predict(server, ["good product", "bad battery", "okay"])
+        assert answer.status_code == 200, answer.text
+        return {p["model_version"] for p in answer.json()["predictions"]}
+
+    stop, seen = threading.Event(), []
+
+    def traffic() -> None:
+        while not stop.is_set():
+            seen.append(versions_seen())
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            senders = [pool.submit(traffic) for _ in range(2)]
+            time.sleep(0.3)
+            registry_client.set_registered_model_alias(registry.MODEL_NAME, "champion", other)
+            wait_for(lambda: server.get("/model").json()["champion"]["version"] == str(other), 15, "the new champion")
+            time.sleep(0.3)
+            stop.set()
+            [sender.result() for sender in senders]
+        assert all(len(s) == 1 for s in seen)  # one request, one model, even mid-swap
+        assert {v for s in seen for v in s} == {before, str(other)}
+        assert seen[-1] == {str(other)}
+    finally:
+        registry_client.set_registered_model_alias(registry.MODEL_NAME, "champion", before)
+        wait_for(lambda: server.get("/health").json()["champion_version"] == before, 15, "the old champion back")
+
+
+def test_ab_split_is_stable_per_caller_and_close_to_the_share(server: httpx.Client, registry_client) -> None:
+    champion = server.get("/health").json()["champion_version"]
+    challenger = next(v.version for v in registry_client.search_model_versions(f"name='{registry.MODEL_NAME}'")
+                      if str(v.version) != champion)
+    registry_client.set_registered_model_alias(registry.MODEL_NAME, "challenger", challenger)
+    try:
+        wait_for(lambda: server.get("/health").json()["challenger_version"] == str(challenger), 15, "the challenger")
+
+        def variant(caller: str | None) -> tuple[str, str]:
+            headers = {"X-Caller-Id": caller} if caller else {}
+            p = server.post("/predict", json={"reviews": ["nice"]}, headers=headers).json()["predictions"][0]
+            return p["variant"], p["model_version"]
+
+        by_caller = {f"user-{i}": variant(f"user-{i}") for i in range(500)}
+        assert {variant("user-7") for _ in range(5)} == {by_caller["user-7"]}
+        assert set(by_caller.values()) == {("champion", champion), ("challenger", str(challenger))}
+        share = sum(v == "challenger" for v, _ in by_caller.values()) / len(by_caller)
+        assert share == pytest.approx(CHALLENGER_SHARE, abs=0.07)
+        anonymous = sum(variant(None)[0] == "challenger" for _ in range(300)) / 300
+        assert anonymous == pytest.approx(CHALLENGER_SHARE, abs=0.1)
+        assert server.get("/model").json()["challenger"]["version"] == str(challenger)
+    finally:
+        registry_client.delete_registered_model_alias(registry.MODEL_NAME, "challenger")
+        wait_for(lambda: server.get("/health").json()["challenger_version"] is None, 15, "the challenger to go")
+
+
+def test_feedback_joins_its_prediction_and_reaches_the_report(server: httpx.Client, store_copy: Store,
+                                                              registry_client, capsys: pytest.CaptureFixture) -> None:
+    first, second = predict(server, ["Superb laptop, great battery", "Stopped working in a week"]).json()["predictions"]
+    for prediction, truth in ((first, "positive"), (second, "negative")):
+        answer = server.post("/feedback", json={"prediction_id": prediction["id"], "label": truth})
+        assert answer.json() == {"prediction_id": prediction["id"], "label": truth}
+    assert server.post("/feedback", json={"prediction_id": "no-such-id", "label": "positive"}).status_code == 404
+    assert server.post("/feedback", json={"prediction_id": first["id"], "label": "great"}).status_code == 422
+
+    log = read_log(store_copy.path / serve_api.DEFAULT_LOG).set_index("id")
+    assert log.loc[first["id"], "true_label"] == 1 and log.loc[second["id"], "true_label"] == 0
+    assert log.loc[first["id"], "review"] == "Superb laptop, great battery"
+    assert serve_api.main(["report", "--prediction-log", str(store_copy.path / serve_api.DEFAULT_LOG)]) == 0
+    report = capsys.readouterr().out
+    champion_row = next(line for line in report.splitlines() if line.startswith("champion ")).split()
+    assert int(champion_row[-2]) >= 2 and 0 <= float(champion_row[-1]) <= 1  # feedback counted, macro-F1
+    assert "Agreement between variants: " in report
+
+
+def test_page_is_served_and_needs_nothing_from_the_internet(server: httpx.Client) -> None:
+    page = server.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<textarea" in page.text and 'fetch("/predict"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text and 'src="//' not in page.text
+
+
+def test_openapi_schema_has_no_server_errors_under_fuzzing(server: httpx.Client, tmp_path: Path) -> None:
+    schemathesis = Path(sys.executable).with_name("schemathesis")
+    result = subprocess.run(
+        [str(schemathesis), "run", f"{server.base_url}/openapi.json", "--checks", "not_a_server_error",
+         "--max-examples", "150", "--seed", "1", "--workers", "1", "--generation-database", "none",
+         "--phases", "examples,coverage,fuzzing", "--no-color"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert server.get("/health").status_code == 200
+
+
+def test_without_a_champion_the_service_is_up_but_not_ready(tmp_path: Path) -> None:
+    with running_server(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path, "--poll-seconds", "0.5") as client:
+        wait_for(lambda: client.get("/health").json()["detail"] != "loading the model", 30, "the first registry check")
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["detail"] == "no version of FlipkartSentimentModel holds alias 'champion' yet"
+        assert predict(client, ["great"]).status_code == 503
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model-uri", "s3://bucket/model"], "expected models:/NAME@ALIAS or models:/NAME/VERSION"),
+    (["--prediction-log", "/no/such/dir/p.db"], "cannot use as the prediction log"),
+    (["report", "--prediction-log", "missing.db"], "no prediction log here"),
+])
+def test_cli_mistakes_get_one_line_and_status_2(args: list[str], message: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert serve_api.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
