@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from served_model import ModelRef, ServedModel, load_served
 
-CHAMPION = "champion"
+CHAMPION = "champion"  # variant names: what each prediction and log row says answered it
 CHALLENGER = "challenger"
 log = logging.getLogger("uvicorn.error")
 

@@ -31,6 +31,7 @@ from evaluation import macro_f1
 
 MODEL_NAME = "FlipkartSentimentModel"
 CHAMPION = "champion"
+CHALLENGER = "challenger"  # the alias the prediction service sends a share of traffic to
 MODEL_ARTIFACT = "model"
 BEST_PARAMS_ARTIFACT = "best_params.json"
 _REQUIREMENTS = ("scikit-learn", "skops", "nltk", "emoji", "pandas", "numpy", "mlflow")

@@ -19,7 +19,7 @@ import uvicorn
 import registry
 from ab_report import format_report
 from api import create_app
-from model_watcher import CHALLENGER, ModelWatcher
+from model_watcher import ModelWatcher
 from prediction_log import PredictionLog, read_log
 from served_model import ModelRef
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.Error as err:
         print(f"error: {args.prediction_log}: cannot use as the prediction log ({err})", file=sys.stderr)
         return 2
-    challenger = ModelRef(champion.name, CHALLENGER, None) if args.challenger_share > 0 else None
+    challenger = ModelRef(champion.name, registry.CHALLENGER, None) if args.challenger_share > 0 else None
     watcher = ModelWatcher(champion, challenger, args.poll_seconds)
     print(f"Serving {champion}" + (f" and {challenger} for {args.challenger_share:.0%} of traffic" if challenger else "")
           + f"; predictions logged to {args.prediction_log}", flush=True)

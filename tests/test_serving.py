@@ -312,3 +312,8 @@ def test_cli_mistakes_get_one_line_and_status_2(args: list[str], message: str, t
     assert serve_api.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_it_listens_on_loopback_unless_told_otherwise() -> None:
+    args = serve_api.parse_args([])
+    assert (args.host, args.port, args.model_uri) == ("127.0.0.1", 8000, "models:/FlipkartSentimentModel@champion")
