@@ -85,5 +85,6 @@ def format_report(log: pd.DataFrame, source: str) -> str:
     if agreed.rate is None:
         lines.append(f"Agreement between variants: n/a ({agreed.note})")
     else:
-        lines.append(f"Agreement between variants: {agreed.rate:.1%} of {agreed.reviews} logged reviews ({agreed.note})")
+        lines.append(f"Agreement between variants: {agreed.rate:.1%} of {agreed.reviews} logged reviews "
+                     f"({agreed.note})")
     return "\n".join(lines)

@@ -134,7 +134,10 @@ def read_log(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no prediction log here (start the service, or pass --prediction-log)")
     with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-        return pd.read_sql_query(
-            "SELECT p.*, f.label AS true_label FROM predictions p LEFT JOIN feedback f ON f.prediction_id = p.id",
-            conn,
-        )
+        try:
+            return pd.read_sql_query(
+                "SELECT p.*, f.label AS true_label FROM predictions p LEFT JOIN feedback f ON f.prediction_id = p.id",
+                conn,
+            )
+        except pd.errors.DatabaseError as err:
+            raise ValueError(f"{path}: not a prediction log ({err.__cause__ or err})") from None

@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (loopback unless told otherwise)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model-uri", default=DEFAULT_URI, help="models:/NAME@ALIAS (followed) or models:/NAME/VERSION")
+    parser.add_argument("--model-uri", default=DEFAULT_URI,
+                        help="models:/NAME@ALIAS (followed as it moves) or models:/NAME/VERSION")
     parser.add_argument("--challenger-share", type=_share, default=0.0,
                         help="share of traffic for the version aliased `challenger` (0 to 1)")
     parser.add_argument("--poll-seconds", type=_positive, default=10.0, help="how often to look for alias moves")
@@ -60,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     challenger = ModelRef(champion.name, registry.CHALLENGER, None) if args.challenger_share > 0 else None
     watcher = ModelWatcher(champion, challenger, args.poll_seconds)
-    print(f"Serving {champion}" + (f" and {challenger} for {args.challenger_share:.0%} of traffic" if challenger else "")
-          + f"; predictions logged to {args.prediction_log}", flush=True)
+    sharing = f" and {challenger} for {args.challenger_share:.0%} of traffic" if challenger else ""
+    print(f"Serving {champion}{sharing}; predictions logged to {args.prediction_log}", flush=True)
     app = create_app(watcher, prediction_log, args.challenger_share)
     uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_level="info")
     return 0

@@ -60,9 +60,12 @@ def test_report_prints_a_row_per_variant(log: PredictionLog, tmp_path: Path) -> 
     assert format_report(frame.iloc[:0], "x.db") == "x.db: no predictions logged yet"
 
 
-def test_read_log_names_a_missing_file(tmp_path: Path) -> None:
+def test_read_log_names_a_missing_or_foreign_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothing.db: no prediction log here"):
         read_log(tmp_path / "nothing.db")
+    (tmp_path / "notes.db").write_text("not sqlite")
+    with pytest.raises(ValueError, match="notes.db: not a prediction log .file is not a database"):
+        read_log(tmp_path / "notes.db")
 
 
 def test_a_caller_keeps_its_variant_and_shares_follow_the_setting() -> None:

@@ -44,7 +44,8 @@ def running_server(store_uri: str, workdir: Path, *args: str) -> Iterator[httpx.
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, str(PROJECT_DIR / "serve_api.py"), "--port", str(port), *args],
-            cwd=workdir, env=dict(os.environ, MLFLOW_TRACKING_URI=store_uri, MLFLOW_REGISTRY_URI=store_uri), stdout=log, stderr=subprocess.STDOUT)
+            cwd=workdir, env=dict(os.environ, MLFLOW_TRACKING_URI=store_uri, MLFLOW_REGISTRY_URI=store_uri),
+            stdout=log, stderr=subprocess.STDOUT)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
         wait_for(lambda: _answers(client, process), timeout=60, what="the server to answer")
@@ -121,7 +122,8 @@ def test_predictions_match_the_models_own_predict(server: httpx.Client, registry
     assert [p["label_id"] for p in got] == labels.tolist()
     assert [p["label"] for p in got] == ["positive" if y else "negative" for y in labels]
     np.testing.assert_allclose([p["score"] for p in got], scores, atol=1e-4)
-    assert {(p["variant"], p["model_version"]) for p in got} == {("champion", server.get("/health").json()["champion_version"])}
+    champion = server.get("/health").json()["champion_version"]
+    assert {(p["variant"], p["model_version"]) for p in got} == {("champion", champion)}
     assert len({p["id"] for p in got}) == len(texts)
 
 
