@@ -14,7 +14,8 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from served_model import ModelRef, ServedModel, load_served
+from registry import ModelRef
+from served_model import ServedModel, load_served
 
 CHAMPION = "champion"  # variant names: what each prediction and log row says answered it
 CHALLENGER = "challenger"

@@ -7,6 +7,7 @@ champion on the same test split.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import warnings
@@ -38,7 +39,33 @@ _REQUIREMENTS = ("scikit-learn", "skops", "nltk", "emoji", "pandas", "numpy", "m
 # One unnamed string column: pyfunc then takes a list, a Series, an array or a one-column
 # DataFrame (any column name) and every REST payload format, one prediction per review.
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("long")]))
+_MODELS_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
 _TRUSTED = [f"{text_cleaning.clean_texts.__module__}.{text_cleaning.clean_texts.__qualname__}"]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A `models:/` reference: a registered model by alias (which may move) or a fixed version."""
+
+    name: str
+    alias: str | None
+    version: str | None
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelRef:
+        match = _MODELS_URI.fullmatch(uri)
+        if not match:
+            raise ValueError(f"{uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        return cls(match["name"], match["alias"], match["version"])
+
+    def resolve(self) -> ModelVersion | None:
+        """The registry version this reference points at now (None if the alias is unset)."""
+        if self.alias:
+            return version_by_alias(self.name, self.alias)
+        return mlflow.MlflowClient().get_model_version(self.name, self.version)
+
+    def __str__(self) -> str:
+        return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
 
 
 @dataclass(frozen=True)

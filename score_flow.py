@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 import registry
 from evaluation import predict_with_scores
 from flow_steps import cpu_step, io_step
-from review_data import DEFAULT_TEXT_COL, LABEL_NAMES, load_texts
+from review_data import DEFAULT_TEXT_COL, LABEL_NAMES, ReviewDataError, load_texts
 
 EXPERIMENT = "FLIPKART_SENTIMENT_SCORING"
 
@@ -26,9 +26,10 @@ def read_reviews(path: str, text_col: str) -> pd.Series:
 @io_step(name="load champion")
 def load_model(model_uri: str):
     """The sklearn flavour, for probabilities; plus the registry version it resolved to."""
-    name, _, alias = model_uri.removeprefix("models:/").partition("@")
-    version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version if alias else "?"
-    return mlflow.sklearn.load_model(model_uri), version
+    version = registry.ModelRef.parse(model_uri).resolve()
+    if version is None:
+        raise ReviewDataError(f"{model_uri}: no version holds that alias yet (run the tuning script or a retrain first)")
+    return mlflow.sklearn.load_model(f"models:/{version.name}/{version.version}"), str(version.version)
 
 
 @cpu_step(name="score")

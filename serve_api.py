@@ -21,7 +21,6 @@ from ab_report import format_report
 from api import create_app
 from model_watcher import ModelWatcher
 from prediction_log import PredictionLog, read_log
-from served_model import ModelRef
 
 DEFAULT_URI = f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}"
 DEFAULT_LOG = Path("predictions.db")
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             print(format_report(read_log(args.prediction_log), str(args.prediction_log)))
             return 0
-        champion = ModelRef.parse(args.model_uri)
+        champion = registry.ModelRef.parse(args.model_uri)
         prediction_log = PredictionLog(args.prediction_log)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.Error as err:
         print(f"error: {args.prediction_log}: cannot use as the prediction log ({err})", file=sys.stderr)
         return 2
-    challenger = ModelRef(champion.name, registry.CHALLENGER, None) if args.challenger_share > 0 else None
+    challenger = registry.ModelRef(champion.name, registry.CHALLENGER, None) if args.challenger_share > 0 else None
     watcher = ModelWatcher(champion, challenger, args.poll_seconds)
     sharing = f" and {challenger} for {args.challenger_share:.0%} of traffic" if challenger else ""
     print(f"Serving {champion}{sharing}; predictions logged to {args.prediction_log}", flush=True)

@@ -2,7 +2,6 @@
 label, score and explain raw reviews, plus what `/model` tells about it."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -11,38 +10,11 @@ import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 from sklearn.pipeline import Pipeline
 
-import registry
 from evaluation import strongest_terms, term_weights
 from fast_scoring import FastScorer
 from review_data import LABEL_NAMES
 
 EXPLAIN_TERMS = 5
-_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """What `--model-uri` names: a registered model by alias (followed as it moves) or a fixed version."""
-
-    name: str
-    alias: str | None
-    version: str | None
-
-    @classmethod
-    def parse(cls, uri: str) -> ModelRef:
-        match = _URI.fullmatch(uri)
-        if not match:
-            raise ValueError(f"--model-uri {uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-        return cls(match["name"], match["alias"], match["version"])
-
-    def resolve(self) -> ModelVersion | None:
-        """The registry version this reference points at now (None if the alias is unset)."""
-        if self.alias:
-            return registry.version_by_alias(self.name, self.alias)
-        return mlflow.MlflowClient().get_model_version(self.name, self.version)
-
-    def __str__(self) -> str:
-        return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
 
 
 @dataclass(frozen=True)
