@@ -83,6 +83,9 @@ def test_missing_data_fails_cleanly(store: Store) -> None:
 
 
 def test_scorer_writes_one_prediction_per_input_row(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(ReviewDataError, match="@champion: no version holds that alias yet"):
+        score_reviews(str(SAMPLE), str(tmp_path / "early.csv"))
+    assert not (tmp_path / "early.csv").exists()
     retrain_logistic(data_path=str(SAMPLE))
     new = tmp_path / "new.csv"
     pd.DataFrame({"Review text": ["Not good at all", None, "Superb laptop 👍", "ok"], "x": range(4)}).to_csv(new, index=False)
