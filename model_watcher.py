@@ -51,6 +51,7 @@ class ModelWatcher:
         self.refs = {CHAMPION: champion_ref, CHALLENGER: challenger_ref}
         self.poll_seconds = poll_seconds
         self.current = Variants()
+        self._errors: dict[str, str] = {}  # the last error per variant, logged once until it changes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
 
@@ -75,8 +76,11 @@ class ModelWatcher:
                 continue
             try:
                 loaded[variant] = self._follow(variant, ref, loaded[variant])
+                self._errors.pop(variant, None)
             except Exception as err:  # noqa: BLE001 — the service must outlive a bad poll
-                log.error("Could not refresh the %s (%s): %s", variant, ref, err)
+                if self._errors.get(variant) != str(err):
+                    log.error("Could not refresh the %s (%s): %s", variant, ref, err)
+                    self._errors[variant] = str(err)
                 if variant == CHAMPION and loaded[variant] is None:
                     problem = f"could not load {ref}: {err}"
         if loaded[CHAMPION] is None and problem is None:
