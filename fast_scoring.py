@@ -3,8 +3,8 @@
 Every family we train is linear in its TF-IDF features (see `evaluation.decision_weights`), so a
 review's log-odds is a short sum over the terms it contains. sklearn spends almost all of a
 one-review `predict_proba` (0.78 ms here) validating input and building sparse matrices; this
-walks the fitted vectorizer's own analyzer, vocabulary and idf in plain Python (about 0.03 ms).
-tests/test_serving.py holds it to the pipeline's own `predict` and `predict_proba`.
+walks the fitted vectorizer's own analyzer, vocabulary and idf in plain Python (0.07 ms).
+tests/test_model_behaviour.py holds it to the pipeline's own `predict` and `predict_proba`.
 """
 from __future__ import annotations
 
