@@ -5,7 +5,8 @@
     python ml_orchestration_flipkart.py score --input new.csv --output preds.csv
 
 Without PREFECT_API_URL, serving starts a local Prefect server (127.0.0.1, state in .prefect/)
-and stops it on Ctrl-C; with it, the given server is used.
+and stops it on Ctrl-C; with it, the given server is used. The flows live in
+review_sentiment/orchestration/.
 """
 from __future__ import annotations
 
@@ -13,20 +14,10 @@ import argparse
 import os
 import sys
 
-from prefect_server import quiet_prefect_env
-
-os.environ.update(quiet_prefect_env(dict(os.environ)))  # before prefect reads its settings
-
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy  # noqa: E402
-from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
-
-from prefect_server import prefect_api  # noqa: E402
-from retrain_flow import retrain_logistic  # noqa: E402
-from registry import quiet_mlflow_warnings  # noqa: E402
-from review_data import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, SAMPLE_DATA, ReviewDataError  # noqa: E402
-from score_flow import score_reviews  # noqa: E402
-
-DEPLOYMENT = "flipkart-sentiment-logistic-deployment"
+from review_sentiment import cli
+from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, SAMPLE_DATA
+from review_sentiment.data.reviews import ReviewDataError
+from review_sentiment.orchestration.local_prefect import quiet_prefect_env
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,35 +37,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    quiet_mlflow_warnings()
+    os.environ.update(quiet_prefect_env(dict(os.environ)))  # Prefect reads its settings once, when first imported
+    from review_sentiment.orchestration import commands
+
+    data = {"data_path": args.data, "text_col": args.text_col, "rating_col": args.rating_col}
     try:
         if args.command == "score":
-            rows = score_reviews(args.input, args.output, args.text_col)
-            print(f"Scored {rows} reviews into {args.output}")
-            return 0
-        data = {"data_path": args.data, "text_col": args.text_col, "rating_col": args.rating_col}
-        if args.once:
-            outcome = retrain_logistic(**data)
-            print(f"Retrain {outcome.status}: {outcome.message}")
-            return 0
-        serve(args.cron, data)
-        return 0
+            commands.score_file(args.input, args.output, args.text_col)
+        elif args.once:
+            commands.retrain_once(data)
+        else:
+            commands.serve_retrain(args.cron, data)
     except ReviewDataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-def serve(cron: str, parameters: dict[str, str]) -> None:
-    """Serve the deployment until Ctrl-C; runs never overlap (a new one is cancelled)."""
-    with prefect_api() as api_url, temporary_settings(updates={PREFECT_API_URL: api_url}):
-        print(f"Prefect dashboard: {api_url.removesuffix('/api')}  (MLflow: run `mlflow ui`)", flush=True)
-        retrain_logistic.serve(
-            name=DEPLOYMENT,
-            cron=cron,
-            parameters=parameters,
-            global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-            limit=1,
-        )
+        return cli.user_error(err)
+    return 0
 
 
 if __name__ == "__main__":

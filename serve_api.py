@@ -6,36 +6,29 @@
 
 The service follows the alias: when `champion` moves, the new version is served within
 --poll-seconds, without a restart. Every prediction is appended to the prediction log.
+The service lives in review_sentiment/serving/.
 """
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from pathlib import Path
 
-import uvicorn
-
-import registry
-from ab_report import format_report
-from api import create_app
-from model_watcher import ModelWatcher
-from prediction_log import PredictionLog, read_log
-
-DEFAULT_URI = f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}"
-DEFAULT_LOG = Path("predictions.db")
+from review_sentiment import cli
+from review_sentiment.constants import DEFAULT_MODEL_URI, DEFAULT_PREDICTION_LOG
+from review_sentiment.serving.service import ServiceSettings, print_report, serve
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (loopback unless told otherwise)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model-uri", default=DEFAULT_URI,
+    parser.add_argument("--model-uri", default=DEFAULT_MODEL_URI,
                         help="models:/NAME@ALIAS (followed as it moves) or models:/NAME/VERSION")
-    parser.add_argument("--challenger-share", type=_share, default=0.0,
+    parser.add_argument("--challenger-share", type=cli.share, default=0.0,
                         help="share of traffic for the version aliased `challenger` (0 to 1)")
-    parser.add_argument("--poll-seconds", type=_positive, default=10.0, help="how often to look for alias moves")
-    parser.add_argument("--prediction-log", type=Path, default=DEFAULT_LOG, help="SQLite prediction log")
+    parser.add_argument("--poll-seconds", type=cli.positive, default=10.0, help="how often to look for alias moves")
+    parser.add_argument("--prediction-log", type=Path, default=DEFAULT_PREDICTION_LOG, help="SQLite prediction log")
     parser.add_argument("--access-log", action="store_true", help="print one line per HTTP request")
     commands = parser.add_subparsers(dest="command")
     report = commands.add_parser("report", help="print the champion/challenger report from the prediction log")
@@ -45,40 +38,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    registry.quiet_mlflow_warnings()
     try:
         if args.command == "report":
-            print(format_report(read_log(args.prediction_log), str(args.prediction_log)))
-            return 0
-        champion = registry.ModelRef.parse(args.model_uri)
-        prediction_log = PredictionLog(args.prediction_log)
+            print_report(args.prediction_log)
+        else:
+            serve(ServiceSettings(args.host, args.port, args.model_uri, args.challenger_share, args.poll_seconds,
+                                  args.prediction_log, args.access_log))
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except sqlite3.Error as err:
-        print(f"error: {args.prediction_log}: cannot use as the prediction log ({err})", file=sys.stderr)
-        return 2
-    challenger = registry.ModelRef(champion.name, registry.CHALLENGER, None) if args.challenger_share > 0 else None
-    watcher = ModelWatcher(champion, challenger, args.poll_seconds)
-    sharing = f" and {challenger} for {args.challenger_share:.0%} of traffic" if challenger else ""
-    print(f"Serving {champion}{sharing}; predictions logged to {args.prediction_log}", flush=True)
-    app = create_app(watcher, prediction_log, args.challenger_share)
-    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_level="info")
+        return cli.user_error(err)
     return 0
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
-    return value
-
-
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def main() -> None:
     print("\n".join(table(base_out)))
     print("ours:")
     print("\n".join(row.rsplit("|", 1)[0] for row in table(fresh_out)))
-    best = [min(col) for col in zip(*rows)]
+    best = [min(col) for col in zip(*rows, strict=True)]
     print(f"\nbest of {args.repeats}: baseline {best[0]:.1f}s, ours fresh {best[1]:.1f}s "
           f"({best[1] / best[0]:.2f}x), ours existing store {best[2]:.1f}s ({best[2] / best[0]:.2f}x)")
 

@@ -28,7 +28,7 @@ import pandas as pd
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from review_data import SAMPLE_DATA  # noqa: E402
+from review_sentiment.constants import SAMPLE_DATA  # noqa: E402
 
 MODEL_URI = "models:/FlipkartSentimentModel@champion"
 
@@ -61,8 +61,8 @@ def main() -> int:
                    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
         if not args.tracking_uri:
             print("Training a champion on the sample in a temporary store…", flush=True)
-            subprocess.run([sys.executable, str(PROJECT / "sentiment_mlflow_optuna.py"), "--trials", "6", "--folds", "3"],
-                           cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([sys.executable, str(PROJECT / "sentiment_mlflow_optuna.py"), "--trials", "6",
+                            "--folds", "3"], cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
         servers = [start_ours(env, tmp), start_mlflow(env, tmp)]
         try:
             for server in servers:
@@ -89,7 +89,8 @@ def main() -> int:
 def start_ours(env: dict, tmp: str) -> Server:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(PROJECT / "serve_api.py"), "--port", str(port), "--prediction-log", f"{tmp}/predictions.db"],
+        [sys.executable, str(PROJECT / "serve_api.py"), "--port", str(port),
+         "--prediction-log", f"{tmp}/predictions.db"],
         cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return Server("serve_api.py", port, "/health", "/predict", "reviews", process)
 
@@ -169,7 +170,7 @@ def print_table(rows: list[tuple]) -> None:
     for load, name, p50, p99, rps, reviews in rows:
         print(f"{load:<20} {name:<20} {p50:>8.2f} {p99:>8.2f} {rps:>8.0f} {reviews:>10.0f}")
     print("-" * 78)
-    for ours, theirs in zip(rows[::2], rows[1::2]):
+    for ours, theirs in zip(rows[::2], rows[1::2], strict=True):
         print(f"{ours[0]:<20} ours vs mlflow: {ours[4] / theirs[4]:.2f}× req/s, p99 {ours[3] / theirs[3]:.2f}×")
 
 

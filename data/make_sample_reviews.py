@@ -110,7 +110,7 @@ def _join(rng: random.Random, parts: list[str]) -> str:
 
 def sample_rows(n_rows: int, seed: int) -> list[dict[str, object]]:
     rng = random.Random(seed)
-    ratings, weights = zip(*RATING_WEIGHTS.items())
+    ratings, weights = zip(*RATING_WEIGHTS.items(), strict=True)
     rows = []
     for _ in range(n_rows):
         rating = rng.choices(ratings, weights)[0]

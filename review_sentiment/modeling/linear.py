@@ -1,36 +1,13 @@
-"""What a fitted sentiment pipeline gets judged and explained by: macro-F1, reports, top terms."""
-from __future__ import annotations
+"""The linear maths every family here shares, for scoring and explaining a fitted pipeline.
 
-from collections.abc import Sequence
+Logistic Regression, Naive Bayes and the linear SVM all decide on TF-IDF features · weights + bias:
+training logs the strongest terms from it, batch scoring and the service score and explain with it.
+"""
+from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
-from sklearn.metrics import classification_report, confusion_matrix, f1_score
 from sklearn.pipeline import Pipeline
-
-from review_data import LABEL_NAMES
-
-
-def macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
-    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
-
-
-def report_text(y_true: Sequence[int], y_pred: Sequence[int]) -> str:
-    return classification_report(y_true, y_pred, target_names=list(LABEL_NAMES), digits=4)
-
-
-def confusion_figure(y_true: Sequence[int], y_pred: Sequence[int], title: str):
-    """A labelled confusion-matrix figure (matplotlib is imported only when one is drawn)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    display = ConfusionMatrixDisplay(confusion_matrix(y_true, y_pred, labels=[0, 1]),
-                                     display_labels=list(LABEL_NAMES))
-    display.plot(cmap="Blues", colorbar=False)
-    display.ax_.set_title(title)
-    return display.figure_
 
 
 def positive_scores(estimator, X) -> np.ndarray:
@@ -69,17 +46,9 @@ def strongest_terms(features: sparse.csr_matrix, terms: np.ndarray, weights: np.
     """Per row, the n terms whose TF-IDF weight × model weight moved the decision most
     (positive: towards 'positive'), strongest first."""
     rows = []
-    for start, end in zip(features.indptr[:-1], features.indptr[1:]):
+    for start, end in zip(features.indptr[:-1], features.indptr[1:], strict=True):
         indices = features.indices[start:end]
         push = features.data[start:end] * weights[indices]
         order = np.argsort(-np.abs(push))[:n]
         rows.append([(str(terms[indices[j]]), round(float(push[j]), 4)) for j in order])
     return rows
-
-
-def top_terms(pipeline: Pipeline, n: int = 20) -> dict[str, list[list[object]]]:
-    """The n most positive and most negative terms with their weights."""
-    terms, coef = term_weights(pipeline)
-    order = np.argsort(coef)
-    pick = lambda idx: [[str(terms[i]), round(float(coef[i]), 4)] for i in idx]  # noqa: E731
-    return {"positive": pick(order[::-1][:n]), "negative": pick(order[:n])}

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import mlflow
@@ -22,22 +24,36 @@ from prefect.runtime import flow_run
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
 
-import registry
-from evaluation import macro_f1
-from flow_steps import cpu_step, io_step
-from model_families import build_pipeline
-from review_data import (DEFAULT_RATING_COL, DEFAULT_TEXT_COL, SAMPLE_DATA, Reviews, Split, load_reviews,
-                         split_reviews)
+import review_sentiment.data.reviews
+import review_sentiment.modeling.families
+import review_sentiment.modeling.metrics
+import review_sentiment.tracking.model_logging
+import review_sentiment.tracking.promotion
+import text_cleaning
+from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MODEL_NAME, RETRAIN_EXPERIMENT, SAMPLE_DATA
+from review_sentiment.data.reviews import Reviews, Split, load_reviews, split_reviews
+from review_sentiment.modeling.families import build_pipeline
+from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.orchestration.task_policies import cpu_step, io_step
+from review_sentiment.tracking.model_logging import compact_for_saving, log_sentiment_model
+from review_sentiment.tracking.promotion import Promotion, promote_if_better
+from review_sentiment.tracking.registry import best_tuned_params, latest_version, register
 from text_cleaning import clean_texts
 
 FLOW_NAME = "Flipkart Sentiment Analysis Flow (Logistic)"
-EXPERIMENT = "FLIPKART_SENTIMENT_ORCHESTRATION"
 FAMILY = "LogisticRegression"
 PUBLISHED_DEFAULTS: dict[str, Any] = {
     "tfidf_max_features": 5000, "tfidf_min_df": 3, "tfidf_max_df": 0.9, "tfidf_ngram_max": 2,
     "tfidf_sublinear_tf": False, "model_C": 0.5, "model_solver": "lbfgs",
 }
-CODE_FILES = ("text_cleaning.py", "review_data.py", "model_families.py", "registry.py", "retrain_flow.py")
+# The code that decides what a retrain produces: cleaning, loading and labelling, the pipeline, the
+# metric, how the model is logged, when it is promoted, and this flow. A change to any of these files
+# changes the fingerprint, so the next run retrains. Modules, not file names, so a move follows along.
+MODEL_CODE: tuple[ModuleType, ...] = (
+    text_cleaning, review_sentiment.data.reviews, review_sentiment.modeling.families,
+    review_sentiment.modeling.metrics, review_sentiment.tracking.model_logging,
+    review_sentiment.tracking.promotion, sys.modules[__name__],
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,7 @@ def split(reviews: Reviews, test_size: float, seed: int) -> Split:
 @io_step(name="choose hyperparameters")
 def choose_hyperparameters(overrides: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
     """The tuning script's best Logistic Regression when there is one, else the published defaults."""
-    tuned = registry.best_tuned_params(registry.MODEL_NAME, FAMILY)
+    tuned = best_tuned_params(MODEL_NAME, FAMILY)
     params, source = (tuned[0], f"tuned (v{tuned[1].version})") if tuned else (PUBLISHED_DEFAULTS, "published defaults")
     if overrides:
         params, source = {**params, **overrides}, f"{source} + overrides {sorted(overrides)}"
@@ -87,10 +103,10 @@ def fingerprint(reviews: Reviews, params: dict[str, Any], seed: int, test_size: 
     """Hash data, code and parameters, next to the last registered retrain's hash."""
     dataset = mlflow.data.from_pandas(reviews.frame, source=str(reviews.path), targets="label")
     digest = hashlib.sha256(dataset.digest.encode())
-    for name in CODE_FILES:
-        digest.update(Path(__file__).with_name(name).read_bytes())
+    for module in MODEL_CODE:
+        digest.update(Path(module.__file__).read_bytes())
     digest.update(json.dumps({"params": params, "seed": seed, "test_size": test_size}, sort_keys=True).encode())
-    last = registry.latest_version(registry.MODEL_NAME, source="retrain")
+    last = latest_version(MODEL_NAME, source="retrain")
     return Fingerprint(dataset, digest.hexdigest()[:16], last.tags.get("fingerprint") if last else None)
 
 
@@ -103,7 +119,7 @@ def vectorize(pipeline: Pipeline, clean_train: list[str]) -> TfidfVectorizer:
 def train(pipeline: Pipeline, tfidf: TfidfVectorizer, clean_train: list[str], y_train) -> Pipeline:
     """Fit the classifier on the TF-IDF features; the raw-text pipeline around both is what gets logged."""
     pipeline.named_steps["model"].fit(tfidf.transform(clean_train), y_train)
-    return registry.slim(pipeline)
+    return compact_for_saving(pipeline)
 
 
 @cpu_step(name="evaluate")
@@ -116,7 +132,7 @@ def evaluate(pipeline: Pipeline, data: Split) -> dict[str, float]:
 def log_run(pipeline: Pipeline | None, reviews: Reviews, params: dict[str, Any], source: str,
             metrics: dict[str, float], fingerprint: Fingerprint, outcome: str) -> tuple[str, Any]:
     """One MLflow run per flow run; a failure inside marks it FAILED, never leaves it RUNNING."""
-    mlflow.set_experiment(EXPERIMENT)
+    mlflow.set_experiment(RETRAIN_EXPERIMENT)
     with mlflow.start_run(run_name=f"retrain-{flow_run.get_name() or 'local'}") as run:
         mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()), "outcome": outcome,
                          "fingerprint": fingerprint.value, "data_digest": fingerprint.dataset.digest,
@@ -124,20 +140,19 @@ def log_run(pipeline: Pipeline | None, reviews: Reviews, params: dict[str, Any],
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_input(fingerprint.dataset, context="training")
-        model_info = registry.log_sentiment_model(pipeline, reviews.text.iloc[:3].tolist()) if pipeline else None
+        model_info = log_sentiment_model(pipeline, reviews.text.iloc[:3].tolist()) if pipeline else None
     return run.info.run_id, model_info
 
 
 @io_step(name="register and promote")
 def register_and_promote(model_info, run_id: str, metrics: dict[str, float], fingerprint: Fingerprint,
-                         data: Split) -> tuple[str, registry.Promotion]:
-    version = registry.register(model_info, registry.MODEL_NAME, {
+                         data: Split) -> tuple[str, Promotion]:
+    version = register(model_info, MODEL_NAME, {
         "family": FAMILY, "source": "retrain", "fingerprint": fingerprint.value,
         "data_digest": fingerprint.dataset.digest,
         "test_f1": f"{metrics['test_f1']:.4f}", "run_id": run_id,
     })
-    return str(version.version), registry.promote_if_better(registry.MODEL_NAME, version, metrics["test_f1"],
-                                                       data.X_test, data.y_test)
+    return str(version.version), promote_if_better(MODEL_NAME, version, metrics["test_f1"], data.X_test, data.y_test)
 
 
 @flow(name=FLOW_NAME, log_prints=True)

@@ -10,12 +10,11 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-import registry
-from evaluation import predict_with_scores
-from flow_steps import cpu_step, io_step
-from review_data import DEFAULT_TEXT_COL, LABEL_NAMES, ReviewDataError, load_texts
-
-EXPERIMENT = "FLIPKART_SENTIMENT_SCORING"
+from review_sentiment.constants import DEFAULT_MODEL_URI, DEFAULT_TEXT_COL, LABEL_NAMES, SCORING_EXPERIMENT
+from review_sentiment.data.reviews import ReviewDataError, load_texts
+from review_sentiment.modeling.linear import predict_with_scores
+from review_sentiment.orchestration.task_policies import cpu_step, io_step
+from review_sentiment.tracking.model_uri import ModelRef
 
 
 @io_step(name="read new reviews")
@@ -26,9 +25,10 @@ def read_reviews(path: str, text_col: str) -> pd.Series:
 @io_step(name="load champion")
 def load_model(model_uri: str):
     """The sklearn flavour, for probabilities; plus the registry version it resolved to."""
-    version = registry.ModelRef.parse(model_uri).resolve()
+    version = ModelRef.parse(model_uri).resolve()
     if version is None:
-        raise ReviewDataError(f"{model_uri}: no version holds that alias yet (run the tuning script or a retrain first)")
+        raise ReviewDataError(f"{model_uri}: no version holds that alias yet "
+                              f"(run the tuning script or a retrain first)")
     return mlflow.sklearn.load_model(f"models:/{version.name}/{version.version}"), str(version.version)
 
 
@@ -36,7 +36,8 @@ def load_model(model_uri: str):
 def score(model, texts: pd.Series) -> pd.DataFrame:
     """One row out per row in; rows with no text get no label rather than a made-up one."""
     present = texts.notna()
-    out = pd.DataFrame({"row_id": range(len(texts)), "review": texts.astype(object), "label": pd.NA, "score": float("nan")})
+    out = pd.DataFrame({"row_id": range(len(texts)), "review": texts.astype(object), "label": pd.NA,
+                        "score": float("nan")})
     if present.any():
         labels, scores = predict_with_scores(model, texts[present].tolist())
         out.loc[present.to_numpy(), "label"] = [LABEL_NAMES[int(p)] for p in labels]
@@ -59,7 +60,7 @@ def write_predictions(predictions: pd.DataFrame, path: str) -> None:
 
 @io_step(name="log counts to MLflow")
 def log_counts(predictions: pd.DataFrame, model_uri: str, version: str, input_path: str) -> None:
-    mlflow.set_experiment(EXPERIMENT)
+    mlflow.set_experiment(SCORING_EXPERIMENT)
     with mlflow.start_run(run_name=f"score-{flow_run.get_name() or 'local'}"):
         mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()), "model_uri": model_uri,
                          "model_version": version, "input": input_path})
@@ -71,7 +72,7 @@ def log_counts(predictions: pd.DataFrame, model_uri: str, version: str, input_pa
 
 @flow(name="score_reviews", log_prints=True)
 def score_reviews(input_path: str, output_path: str, text_col: str = DEFAULT_TEXT_COL,
-                  model_uri: str = f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}") -> int:
+                  model_uri: str = DEFAULT_MODEL_URI) -> int:
     texts = read_reviews(input_path, text_col)
     model, version = load_model(model_uri)
     predictions = score(model, texts)

@@ -11,14 +11,14 @@ import hashlib
 import logging
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from registry import ModelRef
-from served_model import ServedModel, load_served
+from review_sentiment.constants import CHALLENGER, CHAMPION
+from review_sentiment.serving.served_model import ServedModel, load_served
+from review_sentiment.tracking.model_uri import ModelRef
 
-CHAMPION = "champion"  # variant names: what each prediction and log row says answered it
-CHALLENGER = "challenger"
 log = logging.getLogger("uvicorn.error")
 
 
@@ -32,15 +32,13 @@ class Variants:
     checked_at: str | None = None
 
 
-def choose_variant(caller_id: str | None, challenger_share: float) -> str:
+def choose_variant(caller_id: str | None, challenger_share: float,
+                   draw: Callable[[], float] = random.random) -> str:
     """A caller id always lands on the same side (its SHA-256 read as a number in [0, 1)); a
-    request without one is assigned at random."""
+    request without one is assigned by `draw` (at random; tests pass a seeded one)."""
     if challenger_share <= 0:
         return CHAMPION
-    if caller_id is None:
-        point = random.random()
-    else:
-        point = int.from_bytes(hashlib.sha256(caller_id.encode()).digest()[:8]) / 2**64
+    point = draw() if caller_id is None else int.from_bytes(hashlib.sha256(caller_id.encode()).digest()[:8]) / 2**64
     return CHALLENGER if point < challenger_share else CHAMPION
 
 

@@ -1,10 +1,10 @@
 """The logged pipeline's decision, computed per review without sklearn's per-call overhead.
 
-Every family we train is linear in its TF-IDF features (see `evaluation.decision_weights`), so a
+Every family we train is linear in its TF-IDF features (see `linear.decision_weights`), so a
 review's log-odds is a short sum over the terms it contains. sklearn spends almost all of a
 one-review `predict_proba` (0.78 ms here) validating input and building sparse matrices; this
 walks the fitted vectorizer's own analyzer, vocabulary and idf in plain Python (0.07 ms).
-tests/test_model_behaviour.py holds it to the pipeline's own `predict` and `predict_proba`.
+tests/model/test_fast_scorer.py holds it to the pipeline's own `predict` and `predict_proba`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from scipy.special import expit
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
 
-from evaluation import decision_weights
+from review_sentiment.modeling.linear import decision_weights
 
 
 @dataclass(frozen=True)

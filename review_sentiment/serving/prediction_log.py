@@ -11,8 +11,8 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import closing
 from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -1,4 +1,6 @@
-"""A local Prefect server for schedules: Prefect's ephemeral API cannot schedule runs."""
+"""A local Prefect server for schedules (Prefect's ephemeral API cannot schedule runs), and the
+project's Prefect defaults. This module imports nothing of Prefect's, so the orchestration CLI can
+apply the defaults before Prefect reads its settings, which it does once, on first import."""
 from __future__ import annotations
 
 import os
@@ -11,7 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-DEFAULT_PREFECT_HOME = Path(__file__).resolve().parent / ".prefect"
+from review_sentiment.constants import PROJECT_DIR
+
+DEFAULT_PREFECT_HOME = PROJECT_DIR / ".prefect"
 
 
 def quiet_prefect_env(env: dict[str, str]) -> dict[str, str]:

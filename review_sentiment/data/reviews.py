@@ -13,11 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-PROJECT_DIR = Path(__file__).resolve().parent
-SAMPLE_DATA = PROJECT_DIR / "data" / "sample_reviews.csv"
-DEFAULT_TEXT_COL = "Review text"
-DEFAULT_RATING_COL = "Ratings"
-LABEL_NAMES = ("negative", "positive")
+from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, LABEL_NAMES
 
 
 class ReviewDataError(ValueError):

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
+from importlib.resources import files
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Header, HTTPException, Request
@@ -21,15 +21,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from model_watcher import CHALLENGER, CHAMPION, ModelWatcher, choose_variant
-from prediction_log import LoggedRequest, PredictionLog
-from review_data import LABEL_NAMES
+from review_sentiment.constants import CHALLENGER, CHAMPION, LABEL_NAMES
+from review_sentiment.serving.model_watcher import ModelWatcher, choose_variant
+from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog
 
 MAX_REVIEWS = 1000
 MAX_REVIEW_CHARS = 5000
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_CALLER_ID_CHARS = 200
-PAGE = Path(__file__).with_name("web") / "index.html"
+PAGE = files(__package__) / "web" / "index.html"
 
 
 def _not_blank(review: str) -> str:

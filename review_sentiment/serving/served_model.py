@@ -10,9 +10,9 @@ import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 from sklearn.pipeline import Pipeline
 
-from evaluation import strongest_terms, term_weights
-from fast_scoring import FastScorer
-from review_data import LABEL_NAMES
+from review_sentiment.constants import LABEL_NAMES
+from review_sentiment.modeling.fast_scorer import FastScorer
+from review_sentiment.modeling.linear import strongest_terms, term_weights
 
 EXPLAIN_TERMS = 5
 

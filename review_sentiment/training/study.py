@@ -10,7 +10,7 @@ from joblib import effective_n_jobs
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-from model_families import FAMILIES, build_pipeline
+from review_sentiment.modeling.families import FAMILIES, build_pipeline
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import mlflow
 import pandas as pd
 
-from evaluation import macro_f1
-from model_watcher import CHALLENGER, CHAMPION
+from review_sentiment.constants import CHALLENGER, CHAMPION
+from review_sentiment.modeling.metrics import macro_f1
 
 
 @dataclass(frozen=True)

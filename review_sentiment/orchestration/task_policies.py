@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from review_data import ReviewDataError
+from review_sentiment.data.reviews import ReviewDataError
 
 
 def _not_a_data_error(_task, _task_run, state) -> bool:

@@ -1,0 +1,28 @@
+"""Names that more than one stage must agree on: change one here and every stage follows.
+
+The registry's model name and aliases, the label names, the MLflow experiments, the columns of the
+Flipkart export, the bundled sample and the artifact that carries a tuned model's parameters.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = PROJECT_DIR / "data" / "sample_reviews.csv"
+DEFAULT_TEXT_COL = "Review text"
+DEFAULT_RATING_COL = "Ratings"
+
+LABEL_NAMES = ("negative", "positive")  # index = label id: ratings 1–2 → 0, 3–5 → 1
+
+MODEL_NAME = "FlipkartSentimentModel"
+CHAMPION = "champion"  # the alias of the served model; also the name of the variant that answers with it
+CHALLENGER = "challenger"  # the alias the prediction service sends a share of traffic to
+DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION}"
+
+TUNING_EXPERIMENT = "FLIPKART_SENTIMENT_ANALYSIS"
+RETRAIN_EXPERIMENT = "FLIPKART_SENTIMENT_ORCHESTRATION"
+SCORING_EXPERIMENT = "FLIPKART_SENTIMENT_SCORING"
+
+BEST_PARAMS_ARTIFACT = "best_params.json"  # the tuning run writes it, the scheduled retrain reads it
+
+DEFAULT_PREDICTION_LOG = Path("predictions.db")  # in the working folder: the service writes it, reports read it

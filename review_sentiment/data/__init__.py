@@ -1,0 +1,1 @@
+"""Data: reading, validating, labelling and splitting review files; every user mistake is one line."""

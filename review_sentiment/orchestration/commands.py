@@ -1,0 +1,44 @@
+"""What `ml_orchestration_flipkart.py` runs: one retrain now, the retrain on a schedule, batch scoring.
+
+Importing this module imports Prefect, which reads its settings then: apply
+`local_prefect.quiet_prefect_env` to the environment first.
+"""
+from __future__ import annotations
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from review_sentiment.orchestration.batch_scoring import score_reviews
+from review_sentiment.orchestration.local_prefect import prefect_api
+from review_sentiment.orchestration.retrain import retrain_logistic
+from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
+
+DEPLOYMENT = "flipkart-sentiment-logistic-deployment"
+
+
+def retrain_once(parameters: dict[str, str]) -> None:
+    """One retrain in the foreground; a data error propagates as ReviewDataError."""
+    quiet_mlflow_warnings()
+    outcome = retrain_logistic(**parameters)
+    print(f"Retrain {outcome.status}: {outcome.message}")
+
+
+def serve_retrain(cron: str, parameters: dict[str, str]) -> None:
+    """Serve the deployment until Ctrl-C; runs never overlap (a new one is cancelled)."""
+    quiet_mlflow_warnings()
+    with prefect_api() as api_url, temporary_settings(updates={PREFECT_API_URL: api_url}):
+        print(f"Prefect dashboard: {api_url.removesuffix('/api')}  (MLflow: run `mlflow ui`)", flush=True)
+        retrain_logistic.serve(
+            name=DEPLOYMENT,
+            cron=cron,
+            parameters=parameters,
+            global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+            limit=1,
+        )
+
+
+def score_file(input_path: str, output_path: str, text_col: str) -> None:
+    """Label a CSV of reviews with the champion into `output_path` (written whole or not at all)."""
+    quiet_mlflow_warnings()
+    rows = score_reviews(input_path, output_path, text_col)
+    print(f"Scored {rows} reviews into {output_path}")

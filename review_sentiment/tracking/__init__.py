@@ -1,0 +1,1 @@
+"""Tracking: how a model is logged to MLflow, what the registry holds, and when `champion` moves."""

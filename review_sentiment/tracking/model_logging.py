@@ -1,0 +1,85 @@
+"""How a sentiment pipeline is logged, so that any MLflow client can load it offline.
+
+Raw text in: the cleaning module and its stopword data travel with the model (`code_paths`); skops
+trusts exactly one function of ours (`text_cleaning.clean_texts`); the signature is one unnamed
+string column; requirements are pinned explicitly. Models logged before the package existed have
+this same format, so they load and score the same way.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types import ColSpec, Schema
+from sklearn.pipeline import Pipeline
+
+import text_cleaning
+
+MODEL_ARTIFACT = "model"
+_REQUIREMENTS = ("scikit-learn", "skops", "nltk", "emoji", "pandas", "numpy", "mlflow")
+# One unnamed string column: pyfunc then takes a list, a Series, an array or a one-column
+# DataFrame (any column name) and every REST payload format, one prediction per review.
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("long")]))
+_TRUSTED = [f"{text_cleaning.clean_texts.__module__}.{text_cleaning.clean_texts.__qualname__}"]
+
+
+def quiet_mlflow_warnings() -> None:
+    """MLflow warns about things our usage gets right (a local CSV as dataset source; an int label
+    output in the example's schema): hide those two so users see progress, not noise."""
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+
+
+def as_model_input(texts: Sequence[str] | pd.Series) -> pd.DataFrame:
+    """The logged models' input: one string column named 'review'."""
+    return pd.DataFrame({text_cleaning.TEXT_COLUMN: list(texts)})
+
+
+def compact_for_saving(pipeline: Pipeline) -> Pipeline:
+    """Make a fitted pipeline cheap to save: skops writes each numpy-int vocabulary index as its
+    own file (3,500 terms: 3 MB, 0.3 s to dump, 0.3 s to load), plain ints go into its JSON; and
+    the TF-IDF's record of discarded terms is documented as safe to remove."""
+    tfidf = pipeline.named_steps["tfidf"]
+    tfidf.vocabulary_ = {term: int(index) for term, index in tfidf.vocabulary_.items()}
+    if hasattr(tfidf, "stop_words_"):
+        del tfidf.stop_words_
+    return pipeline
+
+
+def model_size_bytes(model_info: ModelInfo) -> int:
+    """Bytes of the logged model's files, as the artifact store holds them."""
+    files = mlflow.artifacts.list_artifacts(artifact_uri=model_info.model_uri)
+    return sum(f.file_size for f in files if not f.is_dir)
+
+
+@contextmanager
+def _cleaning_code() -> Iterator[list[str]]:
+    """text_cleaning.py and its stopword data, laid out as in the project so the copy finds it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        shutil.copytree(text_cleaning.NLTK_DATA_DIR, data_dir / text_cleaning.NLTK_DATA_DIR.name)
+        yield [text_cleaning.__file__, str(data_dir)]
+
+
+def log_sentiment_model(pipeline: Pipeline, example_texts: Sequence[str]) -> ModelInfo:
+    """Log a raw-text pipeline to the active run so pyfunc can load it anywhere, offline."""
+    with _cleaning_code() as code_paths:
+        return mlflow.sklearn.log_model(
+            pipeline,
+            name=MODEL_ARTIFACT,
+            signature=SIGNATURE,
+            input_example=as_model_input(example_texts),
+            code_paths=code_paths,
+            pip_requirements=[f"{pkg}=={version(pkg)}" for pkg in _REQUIREMENTS],
+            serialization_format="skops",
+            skops_trusted_types=_TRUSTED,
+        )
