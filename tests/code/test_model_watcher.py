@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import logging
 
-import registry
-from conftest import Store
-from model_watcher import ModelWatcher
+from review_sentiment.serving.model_watcher import ModelWatcher
+from review_sentiment.tracking.model_uri import ModelRef
+from tests.helpers import Store
 
 
 def test_a_missing_version_makes_it_unready_and_is_logged_once(store: Store, caplog) -> None:
-    watcher = ModelWatcher(registry.ModelRef.parse("models:/NoSuchModel/3"), None, poll_seconds=1)
+    watcher = ModelWatcher(ModelRef.parse("models:/NoSuchModel/3"), None, poll_seconds=1)
     with caplog.at_level(logging.ERROR, logger="uvicorn.error"):
         watcher.refresh()
         watcher.refresh()
@@ -19,7 +19,7 @@ def test_a_missing_version_makes_it_unready_and_is_logged_once(store: Store, cap
 
 
 def test_an_unset_alias_says_what_is_missing(store: Store) -> None:
-    watcher = ModelWatcher(registry.ModelRef.parse("models:/FlipkartSentimentModel@champion"), None, 1)
+    watcher = ModelWatcher(ModelRef.parse("models:/FlipkartSentimentModel@champion"), None, 1)
     watcher.refresh()
     assert watcher.current.problem == "no version of FlipkartSentimentModel holds alias 'champion' yet"
 

@@ -36,7 +36,7 @@ def test_stopwords_come_from_the_shipped_nltk_corpus() -> None:
     """The list loads offline, through nltk, from the project's own data folder."""
     english = nltk.corpus.stopwords.words("english")
     assert len(english) == 179
-    assert STOP_WORDS == set(english) - {"not", "no", "nor"}
+    assert set(english) - {"not", "no", "nor"} == STOP_WORDS
     assert str(text_cleaning.NLTK_DATA_DIR) in nltk.data.path
 
 

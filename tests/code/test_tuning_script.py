@@ -2,29 +2,27 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import mlflow
 import pandas as pd
 import pytest
 
-import registry
-from conftest import FAST, SAMPLE, Store, run_script
-from model_families import FAMILIES, build_pipeline
-from review_data import load_reviews, split_reviews
-
-EXPERIMENT = "FLIPKART_SENTIMENT_ANALYSIS"
+from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
+from review_sentiment.data.reviews import load_reviews, split_reviews
+from review_sentiment.modeling.families import FAMILIES, build_pipeline
+from review_sentiment.tracking.model_logging import compact_for_saving, log_sentiment_model
+from review_sentiment.tracking.promotion import promote_if_better
+from review_sentiment.tracking.registry import current_champion, register
+from tests.helpers import FAST, SAMPLE, Store, run_script
 
 
 def parent_runs() -> pd.DataFrame:
-    runs = mlflow.search_runs(experiment_names=[EXPERIMENT])
+    runs = mlflow.search_runs(experiment_names=[TUNING_EXPERIMENT])
     return runs[runs["tags.mlflow.parentRunId"].isna()].set_index("tags.mlflow.runName")
 
 
 def test_every_family_gets_a_parent_run_with_trials_as_children(tuned: Store) -> None:
-    runs = mlflow.search_runs(experiment_names=[EXPERIMENT])
+    runs = mlflow.search_runs(experiment_names=[TUNING_EXPERIMENT])
     parents = parent_runs()
     assert sorted(parents.index) == sorted(FAMILIES)
     for family, parent in parents.iterrows():
@@ -54,51 +52,16 @@ def test_parent_runs_carry_dataset_and_artifacts(tuned: Store) -> None:
 
 def test_versions_are_registered_and_best_cv_family_is_champion(tuned: Store) -> None:
     client = mlflow.MlflowClient()
-    versions = client.search_model_versions(f"name='{registry.MODEL_NAME}'")
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
     assert sorted(v.tags["family"] for v in versions) == sorted(FAMILIES)
     assert all({"cv_f1_macro", "test_f1", "data_digest", "run_id"} <= v.tags.keys() for v in versions)
-    champion = client.get_model_version_by_alias(registry.MODEL_NAME, "champion")
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     best_family = parent_runs()["metrics.cv_f1_macro"].idxmax()
     assert champion.tags["family"] == best_family
-    assert f"Champion: models:/{registry.MODEL_NAME}@champion = v{champion.version}" in tuned.output
+    assert f"Champion: models:/{MODEL_NAME}@champion = v{champion.version}" in tuned.output
     assert "is the first champion" in tuned.output
     for family in FAMILIES:
         assert f"{family:<18} | CV F1=" in tuned.output
-
-
-def test_champion_predicts_raw_text_in_a_fresh_process(tuned: Store, tmp_path) -> None:
-    """No project code on the path: the model brings its cleaning code and stopword list."""
-    script = """
-import json, mlflow, numpy as np, pandas as pd
-from mlflow.models import validate_serving_input
-uri = "models:/FlipkartSentimentModel@champion"
-model = mlflow.pyfunc.load_model(uri)
-texts = ["Worst product ever, not good at all 😡", "Excellent laptop, loved it 👍", "ok <b>fine</b>"]
-import text_cleaning
-payloads = [{"dataframe_split": {"columns": ["review"], "data": [[t] for t in texts]}},
-            {"dataframe_records": [{"review": t} for t in texts]}, {"inputs": texts}, {"instances": texts}]
-out = {
-    "list": model.predict(texts).tolist(),
-    "frame": model.predict(pd.DataFrame({"review": texts})).tolist(),
-    "series": model.predict(pd.Series(texts)).tolist(),
-    "array": model.predict(np.array(texts)).tolist(),
-    "dict": model.predict({"review": np.array(texts)}).tolist(),
-    "rest": [validate_serving_input(uri, json.dumps(p)).tolist() for p in payloads],
-    "one": model.predict(["not good"]).tolist(),
-    "code_from": text_cleaning.__file__,
-}
-print(json.dumps(out))
-"""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["MLFLOW_TRACKING_URI"] = tuned.uri
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                          env=env, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["list"] == out["frame"] == out["series"] == out["array"] == out["dict"]
-    assert out["rest"] == [out["list"]] * 4 and len(out["list"]) == 3
-    assert out["list"][:2] == [0, 1] and out["one"] == [0]
-    assert str(tuned.path) in out["code_from"]  # the model's own copy, not the project's
 
 
 def test_same_seed_same_results_and_ties_promote(store: Store) -> None:
@@ -109,7 +72,7 @@ def test_same_seed_same_results_and_ties_promote(store: Store) -> None:
     strip_version = lambda rows: [row.rsplit("|", 1)[0] for row in rows]  # noqa: E731
     assert strip_version(table(first)) == strip_version(table(second))
     assert "promoted: test F1" in second and "not promoted" not in second
-    champion = mlflow.MlflowClient().get_model_version_by_alias(registry.MODEL_NAME, "champion")
+    champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
     assert int(champion.version) > 2
 
 
@@ -121,13 +84,13 @@ def test_worse_model_is_registered_but_not_promoted(store: Store) -> None:
     mlflow.set_experiment("promotion")
     versions = []
     for labels in (split.y_train, 1 - split.y_train):  # the second one learns the opposite
-        pipeline = registry.slim(build_pipeline("LogisticRegression", params, 0).fit(split.X_train, labels))
+        pipeline = compact_for_saving(build_pipeline("LogisticRegression", params, 0).fit(split.X_train, labels))
         with mlflow.start_run():
-            info = registry.log_sentiment_model(pipeline, ["great"])
-        versions.append(registry.register(info, registry.MODEL_NAME, {"family": "LogisticRegression"}))
+            info = log_sentiment_model(pipeline, ["great"])
+        versions.append(register(info, MODEL_NAME, {"family": "LogisticRegression"}))
     good, bad = versions
-    first = registry.promote_if_better(registry.MODEL_NAME, good, 0.9, split.X_test, split.y_test)
+    first = promote_if_better(MODEL_NAME, good, 0.9, split.X_test, split.y_test)
     assert first.promoted
-    worse = registry.promote_if_better(registry.MODEL_NAME, bad, 0.1, split.X_test, split.y_test)
+    worse = promote_if_better(MODEL_NAME, bad, 0.1, split.X_test, split.y_test)
     assert not worse.promoted and "not promoted" in worse.reason
-    assert registry.current_champion(registry.MODEL_NAME).version == good.version
+    assert current_champion(MODEL_NAME).version == good.version

@@ -1,24 +1,24 @@
-"""The Prefect flows for real (Prefect's test harness; a real local server for the schedule)."""
+"""The Prefect flows for real, on Prefect's test harness (the schedule itself: tests/e2e)."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pandas as pd
 import pytest
-import sqlalchemy
 from prefect.testing.utilities import prefect_test_harness
 
-import registry
-from conftest import FAST, PROJECT_DIR, SAMPLE, Store, run_script
-from retrain_flow import EXPERIMENT, retrain_logistic
-from review_data import ReviewDataError
-from score_flow import score_reviews
+import text_cleaning
+from review_sentiment.constants import MODEL_NAME, RETRAIN_EXPERIMENT, SCORING_EXPERIMENT
+from review_sentiment.data import reviews
+from review_sentiment.modeling import families, metrics
+from review_sentiment.orchestration import retrain
+from review_sentiment.orchestration.batch_scoring import score_reviews
+from review_sentiment.orchestration.retrain import retrain_logistic
+from review_sentiment.tracking import model_logging, promotion
+from review_sentiment.tracking.registry import best_tuned_params, current_champion
+from tests.helpers import FAST, SAMPLE, Store, run_script
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -29,11 +29,11 @@ def prefect_api():
 
 
 def versions() -> list:
-    return mlflow.MlflowClient().search_model_versions(f"name='{registry.MODEL_NAME}'")
+    return mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")
 
 
 def orchestration_runs() -> pd.DataFrame:
-    return mlflow.search_runs(experiment_names=[EXPERIMENT])
+    return mlflow.search_runs(experiment_names=[RETRAIN_EXPERIMENT])
 
 
 def test_retrain_registers_then_skips_unchanged_then_registers_changed(store: Store, tmp_path: Path) -> None:
@@ -61,13 +61,13 @@ def test_worse_model_is_registered_but_not_promoted(store: Store) -> None:
     good = retrain_logistic(data_path=str(SAMPLE))
     worse = retrain_logistic(data_path=str(SAMPLE), overrides={"tfidf_max_features": 3, "model_C": 0.0001})
     assert worse.status == "registered" and not worse.promoted and worse.test_f1 < good.test_f1
-    assert str(registry.current_champion(registry.MODEL_NAME).version) == good.version
+    assert str(current_champion(MODEL_NAME).version) == good.version
 
 
 def test_uses_the_tuning_scripts_best_logistic_regression(store: Store) -> None:
     run_script(FAST + ["--models", "LogisticRegression", "--trials", "2"])
     outcome = retrain_logistic(data_path=str(SAMPLE))
-    tuned = registry.best_tuned_params(registry.MODEL_NAME, "LogisticRegression")
+    tuned = best_tuned_params(MODEL_NAME, "LogisticRegression")
     run = orchestration_runs().iloc[0]
     assert run["tags.hyperparameter_source"] == f"tuned (v{tuned[1].version})"
     assert run["params.model_C"] == str(tuned[0]["model_C"])
@@ -76,19 +76,20 @@ def test_uses_the_tuning_scripts_best_logistic_regression(store: Store) -> None:
 
 def test_missing_data_fails_cleanly(store: Store) -> None:
     retrain_logistic(data_path=str(SAMPLE))
-    with pytest.raises(ReviewDataError, match="nope.csv: file not found"):
+    with pytest.raises(reviews.ReviewDataError, match="nope.csv: file not found"):
         retrain_logistic(data_path=str(store.path / "nope.csv"))
     assert len(versions()) == 1
     assert "RUNNING" not in set(orchestration_runs().status)
 
 
 def test_scorer_writes_one_prediction_per_input_row(store: Store, tmp_path: Path) -> None:
-    with pytest.raises(ReviewDataError, match="@champion: no version holds that alias yet"):
+    with pytest.raises(reviews.ReviewDataError, match="@champion: no version holds that alias yet"):
         score_reviews(str(SAMPLE), str(tmp_path / "early.csv"))
     assert not (tmp_path / "early.csv").exists()
     retrain_logistic(data_path=str(SAMPLE))
     new = tmp_path / "new.csv"
-    pd.DataFrame({"Review text": ["Not good at all", None, "Superb laptop 👍", "ok"], "x": range(4)}).to_csv(new, index=False)
+    texts = ["Not good at all", None, "Superb laptop 👍", "ok"]
+    pd.DataFrame({"Review text": texts, "x": range(4)}).to_csv(new, index=False)
     out = tmp_path / "preds.csv"
     assert score_reviews(str(new), str(out)) == 4
     preds = pd.read_csv(out)
@@ -96,41 +97,24 @@ def test_scorer_writes_one_prediction_per_input_row(store: Store, tmp_path: Path
     assert preds.row_id.tolist() == [0, 1, 2, 3]
     assert preds.label.iloc[0] == "negative" and preds.label.iloc[2] == "positive"
     assert pd.isna(preds.label.iloc[1]) and preds.score.drop(1).between(0, 1).all()
-    counts = mlflow.search_runs(experiment_names=["FLIPKART_SENTIMENT_SCORING"]).iloc[0]
+    counts = mlflow.search_runs(experiment_names=[SCORING_EXPERIMENT]).iloc[0]
     assert counts["metrics.rows"] == 4 and counts["metrics.no_text"] == 1
 
 
-def test_served_deployment_runs_on_schedule(tmp_path: Path) -> None:
-    """The real serve path: starts its own Prefect server, registers the cron deployment, a
-    scheduled run completes and lands in MLflow, Ctrl-C stops everything."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {"PREFECT_HOME": str(tmp_path / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    serving = subprocess.Popen(
-        [sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "--cron", "* * * * *"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 150
-        runs = pd.DataFrame()
-        while time.monotonic() < deadline and serving.poll() is None:
-            time.sleep(3)
-            if (tmp_path / "mlflow.db").exists():
-                mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-                try:
-                    runs = orchestration_runs()
-                except (mlflow.exceptions.MlflowException, sqlalchemy.exc.OperationalError):
-                    continue  # the served run may still be creating the store's tables
-                if len(runs) and (runs.status == "FINISHED").any():
-                    break
-        assert len(runs) and (runs.status == "FINISHED").any(), "no scheduled run finished"
-        assert runs["tags.prefect.flow_run_id"].iloc[0]
-    finally:
-        serving.send_signal(signal.SIGINT)
-        try:
-            output, _ = serving.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            serving.kill()
-            output, _ = serving.communicate()
-        mlflow.set_tracking_uri(None)
-    assert "Prefect dashboard: http://127.0.0.1:" in output
-    assert serving.returncode is not None
+def test_the_fingerprint_covers_the_code_that_shapes_the_model() -> None:
+    """A change to cleaning, loading, the pipelines, the metric, model logging, promotion or the
+    flow itself must trigger a retrain, wherever those modules live."""
+    files = {Path(module.__file__) for module in retrain.MODEL_CODE}
+    expected = {text_cleaning, reviews, families, metrics, model_logging, promotion, retrain}
+    assert files == {Path(module.__file__) for module in expected}
+    assert all(path.is_file() for path in files)
+
+
+def test_a_code_change_triggers_a_retrain(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code = tmp_path / "shapes_the_model.py"
+    code.write_text("A = 1\n")
+    monkeypatch.setattr(retrain, "MODEL_CODE", (*retrain.MODEL_CODE, SimpleNamespace(__file__=str(code))))
+    assert retrain_logistic(data_path=str(SAMPLE)).status == "registered"
+    assert retrain_logistic(data_path=str(SAMPLE)).status == "skipped"
+    code.write_text("A = 2\n")
+    assert retrain_logistic(data_path=str(SAMPLE)).status == "registered"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import sentiment_mlflow_optuna
-from conftest import PROJECT_DIR, SAMPLE, Store
-from review_data import ReviewDataError, load_reviews, split_reviews
+from review_sentiment.data.reviews import ReviewDataError, load_reviews, split_reviews
+from tests.helpers import PROJECT_DIR, SAMPLE, Store
 
 
 def write(path: Path, text: str) -> Path:
@@ -70,7 +70,7 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_and_writes_nothing(
-    case: str, store: Store, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture
+    case: str, untouched_store: Store, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture
 ) -> None:
     make, extra, message = BAD_INPUTS[case]
     path = make(tmp_path_factory.mktemp("data"))
@@ -78,7 +78,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert re.search(message, err), err
-    assert not (store.path / "mlflow.db").exists() and not (store.path / "mlruns").exists()
+    assert not (untouched_store.path / "mlflow.db").exists() and not (untouched_store.path / "mlruns").exists()
 
 
 def test_loader_raises_review_data_error_only(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from conftest import PROJECT_DIR, SAMPLE
-from review_data import load_reviews, split_reviews
+from review_sentiment.data.reviews import load_reviews, split_reviews
+from tests.helpers import PROJECT_DIR, SAMPLE
 
 
 def test_generator_reproduces_the_bundled_file(tmp_path: Path) -> None:

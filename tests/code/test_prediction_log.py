@@ -1,13 +1,15 @@
 """Prediction log, A/B assignment and the A/B report, without a server."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
-from ab_report import format_report, variant_stats
-from model_watcher import CHALLENGER, CHAMPION, choose_variant
-from prediction_log import LoggedRequest, PredictionLog, read_log
+from review_sentiment.constants import CHALLENGER, CHAMPION
+from review_sentiment.serving.ab_report import format_report, variant_stats
+from review_sentiment.serving.model_watcher import choose_variant
+from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog, read_log
 
 
 def answered(request_id: str, variant: str, version: str, labels: list[int], latency: float) -> LoggedRequest:
@@ -76,4 +78,16 @@ def test_a_caller_keeps_its_variant_and_shares_follow_the_setting() -> None:
     assert {choose_variant(c, 0.0) for c in callers} == {CHAMPION}
     assert {choose_variant(c, 1.0) for c in callers} == {CHALLENGER}
     # raising the share only moves callers towards the challenger, never back
-    assert all(choose_variant(c, 0.2) == CHALLENGER for c, v in zip(callers, first) if v == CHALLENGER)
+    assert all(choose_variant(c, 0.2) == CHALLENGER for c, v in zip(callers, first, strict=True) if v == CHALLENGER)
+
+
+def test_anonymous_requests_are_drawn_at_the_share() -> None:
+    """Without a caller id each request is a fresh draw: seeded here, so the check is exact."""
+    def draws(seed: int) -> list[str]:
+        draw = random.Random(seed).random
+        return [choose_variant(None, 0.3, draw) for _ in range(4000)]
+
+    variants = draws(11)
+    assert variants == draws(11) and variants != draws(12)
+    assert variants.count(CHALLENGER) / len(variants) == pytest.approx(0.3, abs=0.02)
+    assert {choose_variant(None, 0.0, lambda: 0.0), choose_variant(None, 1.0, lambda: 0.999)} == {CHAMPION, CHALLENGER}

@@ -1,0 +1,1 @@
+"""Code tests: each unit of the package against real stores, studies and flows."""

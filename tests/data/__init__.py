@@ -1,0 +1,1 @@
+"""Data tests: the bundled sample is what the defaults and the other tests assume."""

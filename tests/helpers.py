@@ -1,0 +1,90 @@
+"""What tests of every kind share: the tracking store they work in, how to run the tuning script,
+and how to wait for a condition instead of sleeping."""
+from __future__ import annotations
+
+import json
+import socket
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+
+import mlflow
+import pytest
+
+import sentiment_mlflow_optuna
+from review_sentiment.constants import MODEL_NAME, PROJECT_DIR, SAMPLE_DATA
+
+SAMPLE = SAMPLE_DATA
+FAST = ["--trials", "6", "--folds", "3"]
+
+
+@dataclass(frozen=True)
+class Store:
+    """A tracking store folder; `uri` is what MLFLOW_TRACKING_URI says while it is active."""
+
+    path: Path
+    output: str = ""
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.path / 'mlflow.db'}"
+
+    def activate(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point MLflow (and ./mlruns, via the cwd) at this store until the test ends."""
+        monkeypatch.chdir(self.path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", self.uri)
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", self.uri)  # mlflow.set_registry_uri exports it; undo it after
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+
+
+def run_script(args: list[str]) -> str:
+    """Run the tuning script in-process; return what it printed, failing on a non-zero exit."""
+    out = StringIO()
+    with redirect_stdout(out):
+        code = sentiment_mlflow_optuna.main(args)
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> None:
+    """Poll `condition` until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+MODELS_LOGGED_BEFORE_PACKAGE = PROJECT_DIR / "tests" / "fixtures" / "models_logged_before_package"
+
+
+def register_models_logged_before_package() -> dict[str, str]:
+    """Register the model directories that the pre-package code logged (see the fixture's README) as
+    versions of the project's model in the active store; returns each family's version."""
+    versions = {}
+    mlflow.set_experiment("models-logged-before-package")  # not the active one of an earlier store
+    with tempfile.TemporaryDirectory() as unpacked, tarfile.open(MODELS_LOGGED_BEFORE_PACKAGE / "models.tar.gz") as tar:
+        tar.extractall(unpacked, filter="data")
+        for family in ("LogisticRegression", "LinearSVM"):
+            with mlflow.start_run(run_name=f"logged-before-package-{family}") as run:
+                mlflow.log_artifacts(str(Path(unpacked) / family), "model")
+            version = mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL_NAME, tags={"family": family})
+            versions[family] = str(version.version)
+    return versions
+
+
+def expected_from_models_logged_before_package() -> dict:
+    """The texts, and per family the labels and positive scores the pre-package code gave for them."""
+    return json.loads((MODELS_LOGGED_BEFORE_PACKAGE / "expected.json").read_text(encoding="utf-8"))

@@ -1,0 +1,1 @@
+"""Model tests: behaviour any registered sentiment model must show; `--model-uri` picks the model."""
