@@ -5,9 +5,10 @@
     python ml_orchestration_flipkart.py score --input new.csv --output preds.csv
 
 Without PREFECT_API_URL, serving starts a local Prefect server (127.0.0.1, state in .prefect/)
-and stops it on Ctrl-C; with it, the given server is used. The flows live in
-review_sentiment/orchestration/.
+and stops it on Ctrl-C; with it, the given server is used.
 """
+# The flows live in review_sentiment/orchestration/; this script turns flags into one call of
+# review_sentiment/orchestration/commands.py.
 from __future__ import annotations
 
 import argparse

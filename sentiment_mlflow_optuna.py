@@ -4,10 +4,9 @@ track every trial in MLflow, register each family's best model and promote the c
     python sentiment_mlflow_optuna.py                     # the bundled sample data
     python sentiment_mlflow_optuna.py --data reviews.csv --text-col Review --rating-col Rating
     mlflow ui                                             # then open http://127.0.0.1:5000
-
-The run: load → clean → split → tune → evaluate → log → register → promote
-(review_sentiment/training/tuning_run.py).
 """
+# The run itself (load → clean → split → tune → evaluate → log → register → promote) reads top to
+# bottom in review_sentiment/training/tuning_run.py; this script only turns flags into its settings.
 from __future__ import annotations
 
 import argparse

@@ -6,8 +6,9 @@
 
 The service follows the alias: when `champion` moves, the new version is served within
 --poll-seconds, without a restart. Every prediction is appended to the prediction log.
-The service lives in review_sentiment/serving/.
 """
+# The service lives in review_sentiment/serving/; this script turns flags into a call of
+# review_sentiment/serving/service.py.
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from review_sentiment import cli
 from review_sentiment.constants import DEFAULT_MODEL_URI, DEFAULT_PREDICTION_LOG
-from review_sentiment.serving.service import ServiceSettings, print_report, serve
+from review_sentiment.serving.service import ServiceSettings, build_app, print_report, serve
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,11 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             print_report(args.prediction_log)
-        else:
-            serve(ServiceSettings(args.host, args.port, args.model_uri, args.challenger_share, args.poll_seconds,
-                                  args.prediction_log, args.access_log))
+            return 0
+        settings = ServiceSettings(host=args.host, port=args.port, model_uri=args.model_uri,
+                                   challenger_share=args.challenger_share, poll_seconds=args.poll_seconds,
+                                   prediction_log=args.prediction_log, access_log=args.access_log)
+        app = build_app(settings)
     except (ValueError, FileNotFoundError) as err:
         return cli.user_error(err)
+    serve(app, settings)
     return 0
 
 

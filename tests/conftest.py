@@ -3,7 +3,9 @@ folders, and one tuning run on the sample that read-only tests share."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import mlflow
@@ -39,6 +41,9 @@ def new_store(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Stor
 
     def make(path: Path) -> Store:
         shutil.copy(template.path / "mlflow.db", path / "mlflow.db")
+        with closing(sqlite3.connect(path / "mlflow.db")) as db, db:  # the Default experiment's artifacts: here
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                       (str(path / "mlruns" / "0"),))
         return Store(path)
     return make
 

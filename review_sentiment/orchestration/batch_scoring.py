@@ -9,6 +9,7 @@ import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from sklearn.pipeline import Pipeline
 
 from review_sentiment.constants import DEFAULT_MODEL_URI, DEFAULT_TEXT_COL, LABEL_NAMES, SCORING_EXPERIMENT
 from review_sentiment.data.reviews import ReviewDataError, load_texts
@@ -23,7 +24,7 @@ def read_reviews(path: str, text_col: str) -> pd.Series:
 
 
 @io_step(name="load champion")
-def load_model(model_uri: str):
+def load_model(model_uri: str) -> tuple[Pipeline, str]:
     """The sklearn flavour, for probabilities; plus the registry version it resolved to."""
     version = ModelRef.parse(model_uri).resolve()
     if version is None:

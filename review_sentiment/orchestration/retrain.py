@@ -24,12 +24,6 @@ from prefect.runtime import flow_run
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
 
-import review_sentiment.data.reviews
-import review_sentiment.modeling.families
-import review_sentiment.modeling.metrics
-import review_sentiment.tracking.model_logging
-import review_sentiment.tracking.promotion
-import text_cleaning
 from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MODEL_NAME, RETRAIN_EXPERIMENT, SAMPLE_DATA
 from review_sentiment.data.reviews import Reviews, Split, load_reviews, split_reviews
 from review_sentiment.modeling.families import build_pipeline
@@ -46,14 +40,14 @@ PUBLISHED_DEFAULTS: dict[str, Any] = {
     "tfidf_max_features": 5000, "tfidf_min_df": 3, "tfidf_max_df": 0.9, "tfidf_ngram_max": 2,
     "tfidf_sublinear_tf": False, "model_C": 0.5, "model_solver": "lbfgs",
 }
-# The code that decides what a retrain produces: cleaning, loading and labelling, the pipeline, the
-# metric, how the model is logged, when it is promoted, and this flow. A change to any of these files
-# changes the fingerprint, so the next run retrains. Modules, not file names, so a move follows along.
-MODEL_CODE: tuple[ModuleType, ...] = (
-    text_cleaning, review_sentiment.data.reviews, review_sentiment.modeling.families,
-    review_sentiment.modeling.metrics, review_sentiment.tracking.model_logging,
-    review_sentiment.tracking.promotion, sys.modules[__name__],
-)
+# The code that decides what a retrain produces: the modules of cleaning, loading and labelling, the
+# pipeline, the metric, how the model is logged, when it is promoted, and this flow. A change to any
+# of their files changes the fingerprint, so the next run retrains. Found from the functions this flow
+# calls rather than named as files, so a move follows along.
+MODEL_CODE: tuple[ModuleType, ...] = tuple(
+    sys.modules[function.__module__]
+    for function in (clean_texts, load_reviews, build_pipeline, macro_f1, log_sentiment_model, promote_if_better)
+) + (sys.modules[__name__],)
 
 
 @dataclass(frozen=True)

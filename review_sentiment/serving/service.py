@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from review_sentiment.constants import CHALLENGER
 from review_sentiment.serving.ab_report import format_report
@@ -30,9 +31,9 @@ class ServiceSettings:
     access_log: bool
 
 
-def serve(settings: ServiceSettings) -> None:
-    """Serve until SIGINT/SIGTERM. A bad model URI or an unusable prediction log raises ValueError
-    before anything listens."""
+def build_app(settings: ServiceSettings) -> FastAPI:
+    """The app, with its model references and prediction log checked: a bad model URI or an unusable
+    log raises ValueError here, before anything listens."""
     quiet_mlflow_warnings()
     champion = ModelRef.parse(settings.model_uri)
     try:
@@ -43,7 +44,11 @@ def serve(settings: ServiceSettings) -> None:
     watcher = ModelWatcher(champion, challenger, settings.poll_seconds)
     sharing = f" and {challenger} for {settings.challenger_share:.0%} of traffic" if challenger else ""
     print(f"Serving {champion}{sharing}; predictions logged to {settings.prediction_log}", flush=True)
-    app = create_app(watcher, prediction_log, settings.challenger_share)
+    return create_app(watcher, prediction_log, settings.challenger_share)
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Serve until SIGINT/SIGTERM; the app's lifespan starts the watcher and drains the log."""
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=settings.access_log, log_level="info")
 
 

@@ -3,6 +3,7 @@ confusion matrix as a picture, and the terms that push hardest each way."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
@@ -11,12 +12,15 @@ from sklearn.pipeline import Pipeline
 from review_sentiment.constants import LABEL_NAMES
 from review_sentiment.modeling.linear import term_weights
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 def report_text(y_true: Sequence[int], y_pred: Sequence[int]) -> str:
     return classification_report(y_true, y_pred, target_names=list(LABEL_NAMES), digits=4)
 
 
-def confusion_figure(y_true: Sequence[int], y_pred: Sequence[int], title: str):
+def confusion_figure(y_true: Sequence[int], y_pred: Sequence[int], title: str) -> Figure:
     """A labelled confusion-matrix figure (matplotlib is imported only when one is drawn)."""
     import matplotlib
 

@@ -51,6 +51,8 @@ class TuningSettings:
 
 @dataclass(frozen=True)
 class FamilyResult:
+    """One family's line of the summary table, and the version that decides promotion."""
+
     family: str
     cv_f1: float
     train_f1: float

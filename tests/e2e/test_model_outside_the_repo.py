@@ -1,4 +1,4 @@
-"""A registered model as another team meets it: a fresh Python process, no project code on its path,
+"""A registered model as another team meets it: a fresh Python process that imports no project code,
 every input shape pyfunc and the REST payload formats allow."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from tests.helpers import Store
 
 
 def test_champion_predicts_raw_text_in_a_fresh_process(tuned: Store, tmp_path) -> None:
-    """No project code on the path: the model brings its cleaning code and stopword list."""
+    """The model brings its cleaning code and stopword list: the process imports the model's own copy of
+    text_cleaning, never the project's, and nothing of the package (installed here, editable)."""
     script = """
 import json, sys, mlflow, numpy as np, pandas as pd
 from mlflow.models import validate_serving_input

@@ -249,9 +249,12 @@ def test_ab_split_is_stable_per_caller_and_close_to_the_share(server: httpx.Clie
         assert set(by_caller.values()) == {("champion", champion), ("challenger", str(challenger))}
         share = sum(v == "challenger" for v, _ in by_caller.values()) / len(by_caller)
         assert share == pytest.approx(CHALLENGER_SHARE, abs=0.07)
-        # without an id each request is drawn afresh (the share itself: tests/code/test_prediction_log.py);
-        # 300 draws all landing on one side has a chance of 0.7**300 ≈ 1e-47
-        assert {variant(None) for _ in range(300)} == {("champion", champion), ("challenger", str(challenger))}
+        # Without an id each request is drawn afresh: the exact check is seeded, in tests/code. Here 300
+        # real draws land on both sides and within 6 standard deviations (±0.16) of the share; either
+        # failing by chance has a probability under 2e-9.
+        anonymous = [variant(None) for _ in range(300)]
+        assert set(anonymous) == {("champion", champion), ("challenger", str(challenger))}
+        assert sum(v == "challenger" for v, _ in anonymous) / 300 == pytest.approx(CHALLENGER_SHARE, abs=0.16)
         assert server.get("/model").json()["challenger"]["version"] == str(challenger)
     finally:
         registry_client.delete_registered_model_alias(MODEL_NAME, "challenger")
@@ -302,24 +305,6 @@ def test_without_a_champion_the_service_is_up_but_not_ready(tmp_path: Path) -> N
         assert health.status_code == 503
         assert health.json()["detail"] == "no version of FlipkartSentimentModel holds alias 'champion' yet"
         assert predict(client, ["great"]).status_code == 503
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--model-uri", "s3://bucket/model"], "expected models:/NAME@ALIAS or models:/NAME/VERSION"),
-    (["--prediction-log", "/no/such/dir/p.db"], "cannot use as the prediction log"),
-    (["report", "--prediction-log", "missing.db"], "no prediction log here"),
-])
-def test_cli_mistakes_get_one_line_and_status_2(args: list[str], message: str, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert serve_api.main(args) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1
-
-
-def test_it_listens_on_loopback_unless_told_otherwise() -> None:
-    args = serve_api.parse_args([])
-    assert (args.host, args.port, args.model_uri) == ("127.0.0.1", 8000, "models:/FlipkartSentimentModel@champion")
 
 
 def test_models_logged_before_the_package_are_served_as_before(store: Store) -> None:

@@ -7,6 +7,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from review_sentiment.constants import DEFAULT_MODEL_URI, MODEL_NAME
+from review_sentiment.modeling.families import FAMILIES
 from review_sentiment.tracking.registry import versions_tagged
 from tests.helpers import Store
 
@@ -34,7 +35,10 @@ def every_model(request: pytest.FixtureRequest) -> dict[str, Pipeline]:
     if uri:
         return _load({uri: uri}, None)
     store: Store = request.getfixturevalue("_tuned_once")
+    uris = {}
     with pytest.MonkeyPatch.context() as monkeypatch:
         store.activate(monkeypatch)
-        uris = {v.tags["family"]: f"models:/{MODEL_NAME}/{v.version}" for v in versions_tagged(MODEL_NAME)}
+        for family in FAMILIES:
+            [version] = versions_tagged(MODEL_NAME, family=family)  # the tuning run registers one each
+            uris[family] = f"models:/{MODEL_NAME}/{version.version}"
     return _load(uris, store)

@@ -71,15 +71,22 @@ def test_products_aspects_and_names_do_not_change_the_label(sentiment_model: Pip
     assert sentiment_model.predict([template.format(word) for word in known]).tolist() == [label] * len(known)
 
 
-SIGNED = ["Totally worth it, superb display", "Terrible build quality, returned it", "Not worth the money",
+REVIEWS = ["Totally worth it, superb display", "Terrible build quality, returned it", "Not worth the money",
           "Loved the camera", "good but battery is below average"]
 
 
 def test_a_reviewers_signature_does_not_change_the_label(sentiment_model: Pipeline) -> None:
-    base = sentiment_model.predict(SIGNED).tolist()
+    base = sentiment_model.predict(REVIEWS).tolist()
     for name in ["Rahul Sharma", "Priya", "Flipkart Customer", "Ayesha Siddiqui"]:
-        for signed in ([f"{r} - {name}" for r in SIGNED], [f"{name}: {r}" for r in SIGNED]):
+        for signed in ([f"{r} - {name}" for r in REVIEWS], [f"{name}: {r}" for r in REVIEWS]):
             assert sentiment_model.predict(signed).tolist() == base, name
+
+
+def test_what_cleaning_strips_does_not_change_the_label(sentiment_model: Pipeline) -> None:
+    """The raw-text pipeline end to end: markup, case, links, punctuation and digits are not signal."""
+    base = sentiment_model.predict(REVIEWS).tolist()
+    noisy = [f"<br>{r.upper()}!!! https://example.com/p/123 {i}" for i, r in enumerate(REVIEWS)]
+    assert sentiment_model.predict(noisy).tolist() == base
 
 
 BASES = ["Good laptop for daily use", "Nice phone, the display is superb", "Average tablet",
