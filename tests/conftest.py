@@ -2,8 +2,10 @@
 folders, and one tuning run on the sample that read-only tests share."""
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -11,9 +13,11 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from review_sentiment.orchestration.local_prefect import LocalServer, quiet_prefect_env
 from tests.helpers import FAST, Store, run_script
 
 E2E_DIR = Path(__file__).parent / "e2e"
+PREFECT_SERVER = pytest.StashKey[tuple[LocalServer, Path]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -28,6 +32,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_DIR in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """If a selected test runs flows, start their Prefect server now: it migrates a fresh database
+    (~14 s) while the tests before them run, instead of in front of them."""
+    if any("prefect_server" in item.fixturenames for item in session.items):
+        home = Path(tempfile.mkdtemp(prefix="prefect-tests-"))
+        env = quiet_prefect_env({k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+                                | {"PREFECT_HOME": str(home)})
+        session.config.stash[PREFECT_SERVER] = (LocalServer.start(env), home)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    started = session.config.stash.get(PREFECT_SERVER, None)
+    if started:
+        server, home = started
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(request: pytest.FixtureRequest) -> str:
+    """The API URL of a real Prefect server (`prefect server start`, as the CLI starts one) for the
+    whole session, once it answers."""
+    server, _ = request.config.stash[PREFECT_SERVER]
+    return server.wait_healthy()
 
 
 @pytest.fixture(scope="session")
