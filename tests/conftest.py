@@ -1,5 +1,6 @@
 """Fixtures for every kind of test: real MLflow tracking stores (SQLite + artifacts) in temporary
-folders, and one tuning run on the sample that read-only tests share."""
+folders, one tuning run on the sample that read-only tests share, and a real Prefect server when a
+selected test runs flows."""
 from __future__ import annotations
 
 import os
