@@ -29,7 +29,7 @@ from review_sentiment.data.reviews import Reviews, Split, load_reviews, split_re
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.orchestration.task_policies import cpu_step, io_step
-from review_sentiment.tracking.model_logging import compact_for_saving, log_sentiment_model
+from review_sentiment.tracking.model_logging import compact_for_saving, log_sentiment_model, training_dataset
 from review_sentiment.tracking.promotion import Promotion, promote_if_better
 from review_sentiment.tracking.registry import best_tuned_params, latest_version, register
 from text_cleaning import clean_texts
@@ -95,7 +95,7 @@ class Fingerprint:
 @io_step(name="check for changes")
 def fingerprint(reviews: Reviews, params: dict[str, Any], seed: int, test_size: float) -> Fingerprint:
     """Hash data, code and parameters, next to the last registered retrain's hash."""
-    dataset = mlflow.data.from_pandas(reviews.frame, source=str(reviews.path), targets="label")
+    dataset = training_dataset(reviews.frame, str(reviews.path))
     digest = hashlib.sha256(dataset.digest.encode())
     for module in MODEL_CODE:
         digest.update(Path(module.__file__).read_bytes())

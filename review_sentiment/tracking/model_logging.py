@@ -17,12 +17,14 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
 import text_cleaning
+from review_sentiment.data.reviews import data_digest
 
 MODEL_ARTIFACT = "model"
 _REQUIREMENTS = ("scikit-learn", "skops", "nltk", "emoji", "pandas", "numpy", "mlflow")
@@ -37,6 +39,11 @@ def quiet_mlflow_warnings() -> None:
     output in the example's schema): hide those two so users see progress, not noise."""
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+
+
+def training_dataset(frame: pd.DataFrame, source: str, name: str | None = None) -> PandasDataset:
+    """The MLflow dataset a run logs as its training input, with a digest of every row."""
+    return mlflow.data.from_pandas(frame, source=source, targets="label", name=name, digest=data_digest(frame))
 
 
 def as_model_input(texts: Sequence[str] | pd.Series) -> pd.DataFrame:

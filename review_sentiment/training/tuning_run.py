@@ -24,6 +24,7 @@ from review_sentiment.tracking.model_logging import (
     log_sentiment_model,
     model_size_bytes,
     quiet_mlflow_warnings,
+    training_dataset,
 )
 from review_sentiment.tracking.promotion import Promotion, promote_if_better
 from review_sentiment.tracking.registry import current_champion, register
@@ -93,8 +94,7 @@ def tune_and_register(
         mlflow.log_params({"family": family, "seed": settings.seed, "folds": settings.folds,
                            "test_size": settings.test_size, "trials": settings.trials})
         train_frame = reviews.frame.loc[split.X_train.index]
-        dataset = mlflow.data.from_pandas(train_frame, source=str(reviews.path), targets="label",
-                                          name=f"{reviews.path.stem}-train")
+        dataset = training_dataset(train_frame, str(reviews.path), name=f"{reviews.path.stem}-train")
         mlflow.log_input(dataset, context="training")
         study = tune_family(
             family, clean_train, split.y_train, trials=settings.trials, folds=settings.folds,

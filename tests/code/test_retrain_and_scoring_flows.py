@@ -1,6 +1,8 @@
 """The Prefect flows for real, against a real Prefect server (the schedule itself: tests/e2e)."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +22,7 @@ from review_sentiment.orchestration.batch_scoring import score_reviews
 from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.tracking import model_logging, promotion
 from review_sentiment.tracking.registry import best_tuned_params, current_champion
-from tests.helpers import FAST, SAMPLE, Store, run_script
+from tests.helpers import FAST, PROJECT_DIR, SAMPLE, Store, run_script
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -123,3 +125,17 @@ def test_a_code_change_triggers_a_retrain(store: Store, tmp_path: Path, monkeypa
     assert retrain_logistic(data_path=str(SAMPLE)).status == "skipped"
     code.write_text("A = 2\n")
     assert retrain_logistic(data_path=str(SAMPLE)).status == "registered"
+
+
+def test_an_edit_past_row_10000_triggers_a_retrain(store: Store, tmp_path: Path) -> None:
+    """MLflow's dataset digest reads 10,000 rows; the fingerprint must see every one."""
+    data = tmp_path / "big.csv"
+    subprocess.run([sys.executable, str(PROJECT_DIR / "data" / "make_sample_reviews.py"), "--rows", "12500",
+                    "--out", str(data)], check=True, capture_output=True)
+    assert retrain_logistic(data_path=str(data)).status == "registered"
+    table = pd.read_csv(data)
+    last = table["Review text"].dropna().drop_duplicates(keep=False).index.max()  # a row loading keeps
+    assert last >= 12_000
+    table.loc[last, "Ratings"] = 1 if table.loc[last, "Ratings"] >= 3 else 5
+    table.to_csv(data, index=False)
+    assert retrain_logistic(data_path=str(data)).status == "registered"
