@@ -11,7 +11,12 @@ from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 
 
 def register(model_info: ModelInfo, name: str, tags: dict[str, object]) -> ModelVersion:
-    """A new version of `name`, created together with its tags."""
+    """The version of `name` holding this logged model: created with its tags the first time, and the
+    same one again when a retried step registers it again (one logged model, one version)."""
+    made = mlflow.MlflowClient().search_model_versions(f"name='{name}' and run_id='{model_info.run_id}'")
+    for version in sorted(made, key=lambda v: int(v.version)):
+        if version.source == model_info.model_uri:
+            return version
     return mlflow.register_model(model_info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
 
 

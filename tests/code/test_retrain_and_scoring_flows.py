@@ -21,6 +21,7 @@ from review_sentiment.orchestration import retrain
 from review_sentiment.orchestration.batch_scoring import score_reviews
 from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.tracking import model_logging, promotion
+from review_sentiment.tracking.promotion import promote_if_better
 from review_sentiment.tracking.registry import best_tuned_params, current_champion
 from tests.helpers import FAST, PROJECT_DIR, SAMPLE, Store, run_script
 
@@ -139,3 +140,20 @@ def test_an_edit_past_row_10000_triggers_a_retrain(store: Store, tmp_path: Path)
     table.loc[last, "Ratings"] = 1 if table.loc[last, "Ratings"] >= 3 else 5
     table.to_csv(data, index=False)
     assert retrain_logistic(data_path=str(data)).status == "registered"
+
+
+def test_a_retried_register_step_registers_the_run_once(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault between registration and promotion makes Prefect retry the whole step."""
+    calls = []
+
+    def fails_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise ConnectionError("registry unreachable (injected after registration)")
+        return promote_if_better(*args, **kwargs)
+
+    monkeypatch.setattr(retrain, "promote_if_better", fails_once)
+    outcome = retrain_logistic(data_path=str(SAMPLE))
+    assert len(calls) == 2 and outcome.status == "registered" and outcome.promoted
+    [version] = versions()
+    assert str(version.version) == outcome.version == "1"
