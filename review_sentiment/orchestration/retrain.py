@@ -31,7 +31,7 @@ from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.orchestration.task_policies import cpu_step, io_step
 from review_sentiment.tracking.model_logging import compact_for_saving, log_sentiment_model, training_dataset
 from review_sentiment.tracking.promotion import Promotion, promote_if_better
-from review_sentiment.tracking.registry import best_tuned_params, latest_version, register
+from review_sentiment.tracking.registry import latest_version, register, tuned_params
 from text_cleaning import clean_texts
 
 FLOW_NAME = "Flipkart Sentiment Analysis Flow (Logistic)"
@@ -75,11 +75,18 @@ def split(reviews: Reviews, test_size: float, seed: int) -> Split:
     return split_reviews(reviews, test_size, folds=2, seed=seed)  # no CV here: 2 per class suffices
 
 
+@cpu_step(name="describe data")
+def describe_data(reviews: Reviews) -> PandasDataset:
+    """The reviews as the MLflow dataset the run logs; its digest covers every row."""
+    return training_dataset(reviews.frame, str(reviews.path))
+
+
 @io_step(name="choose hyperparameters")
-def choose_hyperparameters(overrides: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
-    """The tuning script's best Logistic Regression when there is one, else the published defaults."""
-    tuned = best_tuned_params(MODEL_NAME, FAMILY)
-    params, source = (tuned[0], f"tuned (v{tuned[1].version})") if tuned else (PUBLISHED_DEFAULTS, "published defaults")
+def choose_hyperparameters(overrides: dict[str, Any] | None, reviews_digest: str) -> tuple[dict[str, Any], str]:
+    """The tuning script's Logistic Regression for these reviews when there is one (see
+    `tuned_params`), else the published defaults; and which, and why, in words."""
+    tuned = tuned_params(MODEL_NAME, FAMILY, reviews_digest)
+    params, source = (tuned.params, tuned.why) if tuned else (PUBLISHED_DEFAULTS, "published defaults")
     if overrides:
         params, source = {**params, **overrides}, f"{source} + overrides {sorted(overrides)}"
     return dict(params), source
@@ -93,9 +100,8 @@ class Fingerprint:
 
 
 @io_step(name="check for changes")
-def fingerprint(reviews: Reviews, params: dict[str, Any], seed: int, test_size: float) -> Fingerprint:
+def fingerprint(dataset: PandasDataset, params: dict[str, Any], seed: int, test_size: float) -> Fingerprint:
     """Hash data, code and parameters, next to the last registered retrain's hash."""
-    dataset = training_dataset(reviews.frame, str(reviews.path))
     digest = hashlib.sha256(dataset.digest.encode())
     for module in MODEL_CODE:
         digest.update(Path(module.__file__).read_bytes())
@@ -143,7 +149,7 @@ def register_and_promote(model_info, run_id: str, metrics: dict[str, float], fin
                          data: Split) -> tuple[str, Promotion]:
     version = register(model_info, MODEL_NAME, {
         "family": FAMILY, "source": "retrain", "fingerprint": fingerprint.value,
-        "data_digest": fingerprint.dataset.digest,
+        "data_digest": fingerprint.dataset.digest, "reviews_digest": fingerprint.dataset.digest,
         "test_f1": f"{metrics['test_f1']:.4f}", "run_id": run_id,
     })
     return str(version.version), promote_if_better(MODEL_NAME, version, metrics["test_f1"], data.X_test, data.y_test)
@@ -162,9 +168,10 @@ def retrain_logistic(
     reviews = load_data(data_path, text_col, rating_col)
     clean = clean_and_label(reviews)
     data = split(reviews, test_size, seed)
-    params, source = choose_hyperparameters(overrides)
+    dataset = describe_data(reviews)
+    params, source = choose_hyperparameters(overrides, dataset.digest)
     logger.info("Hyperparameters: %s %s", source, params)
-    changes = fingerprint(reviews, params, seed, test_size)
+    changes = fingerprint(dataset, params, seed, test_size)
     if changes.value == changes.last_registered:
         log_run(None, reviews, params, source, {}, changes, "skipped")
         message = f"data, code and parameters unchanged since the last retrain ({changes.value})"

@@ -1,6 +1,8 @@
 """Registry queries: creating versions and finding them by tag or alias."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -30,13 +32,30 @@ def latest_version(name: str, **tags: str) -> ModelVersion | None:
     return max(versions_tagged(name, **tags), key=lambda v: int(v.version), default=None)
 
 
-def best_tuned_params(name: str, family: str) -> tuple[dict, ModelVersion] | None:
-    """The tuning script's best configuration for `family` (by CV F1) among registered versions."""
+@dataclass(frozen=True)
+class TunedParams:
+    """A tuning run's best configuration, the version that carries it, and why it was the one chosen."""
+
+    params: dict
+    version: ModelVersion
+    why: str
+
+
+def tuned_params(name: str, family: str, reviews_digest: str) -> TunedParams | None:
+    """The tuning script's configuration for `family` to reuse on the reviews with `reviews_digest`:
+    the best by CV F1 among versions tuned on those same reviews, else the most recent tuning run.
+    CV scores on different data do not compare, so the highest one overall means nothing."""
     tuned = versions_tagged(name, source="tuning", family=family)
-    if not tuned:
+    same_data = [v for v in tuned if v.tags.get("reviews_digest") == reviews_digest]
+    if same_data:
+        chosen = max(same_data, key=lambda v: float(v.tags["cv_f1_macro"]))
+        why = f"tuned on the same data (v{chosen.version}, best CV F1 {chosen.tags['cv_f1_macro']})"
+    elif tuned:
+        chosen = max(tuned, key=lambda v: int(v.version))
+        why = f"most recent tuning run (v{chosen.version}); none was tuned on this data"
+    else:
         return None
-    best = max(tuned, key=lambda v: float(v.tags["cv_f1_macro"]))
-    return mlflow.artifacts.load_dict(f"runs:/{best.run_id}/{BEST_PARAMS_ARTIFACT}"), best
+    return TunedParams(mlflow.artifacts.load_dict(f"runs:/{chosen.run_id}/{BEST_PARAMS_ARTIFACT}"), chosen, why)
 
 
 def current_champion(name: str) -> ModelVersion | None:

@@ -16,7 +16,7 @@ import optuna
 from optuna_integration.mlflow import MLflowCallback
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
-from review_sentiment.data.reviews import Reviews, Split, load_reviews, split_reviews
+from review_sentiment.data.reviews import Reviews, Split, data_digest, load_reviews, split_reviews
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking.model_logging import (
@@ -76,7 +76,9 @@ def run_tuning(settings: TuningSettings) -> None:
     _quiet_library_warnings()
     mlflow.set_experiment(settings.experiment)
     print(f"MLflow: experiment {settings.experiment!r} at {mlflow.get_tracking_uri()}")
-    results = [tune_and_register(family, reviews, split, clean_train, settings) for family in settings.models]
+    reviews_digest = data_digest(reviews.frame)
+    results = [tune_and_register(family, reviews, reviews_digest, split, clean_train, settings)
+               for family in settings.models]
 
     best = max(results, key=lambda r: r.cv_f1)
     candidate = mlflow.MlflowClient().get_model_version(settings.registered_model, best.version)
@@ -85,9 +87,11 @@ def run_tuning(settings: TuningSettings) -> None:
 
 
 def tune_and_register(
-    family: str, reviews: Reviews, split: Split, clean_train: list[str], settings: TuningSettings
+    family: str, reviews: Reviews, reviews_digest: str, split: Split, clean_train: list[str],
+    settings: TuningSettings,
 ) -> FamilyResult:
-    """One parent run: the Optuna study (trials as child runs), refit, evaluate, log, register."""
+    """One parent run: the Optuna study (trials as child runs), refit, evaluate, log, register. The
+    version is tagged with the digest of all the reviews, so a retrain on the same data finds it."""
     print(f"\n{family}: {settings.trials} trials, {settings.folds}-fold CV")
     with mlflow.start_run(run_name=family) as run:
         mlflow.set_tags({"family": family, "data_path": str(reviews.path)})
@@ -125,6 +129,7 @@ def tune_and_register(
     version = register(model_info, settings.registered_model, {
         "family": family, "cv_f1_macro": f"{metrics['cv_f1_macro']:.4f}",
         "test_f1": f"{metrics['test_f1']:.4f}", "data_digest": dataset.digest,
+        "reviews_digest": reviews_digest,
         "run_id": run.info.run_id, "source": "tuning",
     })
     print(f"  best CV F1 {study.best_value:.4f}, test F1 {metrics['test_f1']:.4f} "

@@ -14,7 +14,7 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 import text_cleaning
-from review_sentiment.constants import MODEL_NAME, RETRAIN_EXPERIMENT, SCORING_EXPERIMENT
+from review_sentiment.constants import BEST_PARAMS_ARTIFACT, MODEL_NAME, RETRAIN_EXPERIMENT, SCORING_EXPERIMENT
 from review_sentiment.data import reviews
 from review_sentiment.modeling import families, metrics
 from review_sentiment.orchestration import retrain
@@ -22,7 +22,7 @@ from review_sentiment.orchestration.batch_scoring import score_reviews
 from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.tracking import model_logging, promotion
 from review_sentiment.tracking.promotion import promote_if_better
-from review_sentiment.tracking.registry import best_tuned_params, current_champion
+from review_sentiment.tracking.registry import current_champion
 from tests.helpers import FAST, PROJECT_DIR, SAMPLE, Store, run_script
 
 
@@ -72,14 +72,27 @@ def test_worse_model_is_registered_but_not_promoted(store: Store) -> None:
     assert str(current_champion(MODEL_NAME).version) == good.version
 
 
-def test_uses_the_tuning_scripts_best_logistic_regression(store: Store) -> None:
+def test_reuses_the_configuration_tuned_on_the_same_data(store: Store, tmp_path: Path) -> None:
+    """CV F1 on other data does not compare: a near-perfect score on easy reviews must not win."""
+    easy = tmp_path / "easy.csv"
+    easy.write_text("Review text,Ratings\n" + "".join(f"great thing {i},5\n" for i in range(60))
+                    + "".join(f"awful thing {i},1\n" for i in range(30)), encoding="utf-8")
     run_script(FAST + ["--models", "LogisticRegression", "--trials", "2"])
-    outcome = retrain_logistic(data_path=str(SAMPLE))
-    tuned = best_tuned_params(MODEL_NAME, "LogisticRegression")
+    run_script(FAST + ["--models", "LogisticRegression", "--trials", "2", "--data", str(easy)])
+    on_sample, on_easy = sorted(versions(), key=lambda v: int(v.version))
+    assert float(on_easy.tags["cv_f1_macro"]) > float(on_sample.tags["cv_f1_macro"])
+
+    assert retrain_logistic(data_path=str(SAMPLE)).status == "registered"
     run = orchestration_runs().iloc[0]
-    assert run["tags.hyperparameter_source"] == f"tuned (v{tuned[1].version})"
-    assert run["params.model_C"] == str(tuned[0]["model_C"])
-    assert outcome.status == "registered"
+    assert run["tags.hyperparameter_source"].startswith(f"tuned on the same data (v{on_sample.version},")
+    sample_params = mlflow.artifacts.load_dict(f"runs:/{on_sample.run_id}/{BEST_PARAMS_ARTIFACT}")
+    assert run["params.model_C"] == str(sample_params["model_C"])
+
+    other = tmp_path / "other.csv"
+    pd.read_csv(SAMPLE).iloc[:-40].to_csv(other, index=False)
+    assert retrain_logistic(data_path=str(other)).status == "registered"
+    run = orchestration_runs().iloc[0]
+    assert run["tags.hyperparameter_source"].startswith(f"most recent tuning run (v{on_easy.version})")
 
 
 def test_missing_data_fails_cleanly(store: Store) -> None:
