@@ -14,10 +14,17 @@ from io import StringIO
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
+from mlflow.entities.model_registry import ModelVersion
 
 import sentiment_mlflow_optuna
 from review_sentiment.constants import MODEL_NAME, PROJECT_DIR, SAMPLE_DATA
+from review_sentiment.data.reviews import Split, load_reviews, split_reviews
+from review_sentiment.modeling.families import build_pipeline
+from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.tracking.model_logging import compact_for_saving, log_sentiment_model, log_training_reviews
+from review_sentiment.tracking.registry import register
 
 SAMPLE = SAMPLE_DATA
 FAST = ["--trials", "6", "--folds", "3"]
@@ -88,3 +95,29 @@ def register_models_logged_before_package() -> dict[str, str]:
 def expected_from_models_logged_before_package() -> dict:
     """The texts, and per family the labels and positive scores the pre-package code gave for them."""
     return json.loads((MODELS_LOGGED_BEFORE_PACKAGE / "expected.json").read_text(encoding="utf-8"))
+
+
+# Models to promote: Logistic Regressions on the sample's split, logged and registered as the pipeline does.
+STRONG = {"tfidf_max_features": 10000, "tfidf_min_df": 1, "tfidf_max_df": 0.9, "tfidf_ngram_max": 2,
+          "tfidf_sublinear_tf": True, "model_C": 1.0, "model_solver": "liblinear"}
+FAIR = STRONG | {"tfidf_max_features": 40, "tfidf_ngram_max": 1}
+WEAK = STRONG | {"tfidf_max_features": 3, "model_C": 0.0001}
+
+
+def the_split(seed: int = 42) -> Split:
+    return split_reviews(load_reviews(SAMPLE), 0.3, 2, seed)
+
+
+def registered(texts: pd.Series, labels, params: dict, record_training: bool = True) -> ModelVersion:
+    """A Logistic Regression trained on `texts`, logged and registered as the pipeline logs them."""
+    pipeline = compact_for_saving(build_pipeline("LogisticRegression", params, 0).fit(texts, labels))
+    mlflow.set_experiment("promotion")
+    with mlflow.start_run():
+        info = log_sentiment_model(pipeline, ["great"])
+        if record_training:
+            log_training_reviews(texts)
+    return register(info, MODEL_NAME, {"family": "LogisticRegression"})
+
+
+def f1_of(version: ModelVersion, texts: pd.Series, labels) -> float:
+    return macro_f1(labels, mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version.version}").predict(texts))

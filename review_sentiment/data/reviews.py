@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,13 @@ def data_digest(frame: pd.DataFrame) -> str:
     digest = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
     digest.update(rows.tobytes())
     return digest.hexdigest()[:16]
+
+
+def review_hashes(texts: Iterable[str]) -> np.ndarray:
+    """A compact identity per review text, in order (8-byte BLAKE2b, stable across versions and
+    machines): models record those of their training reviews, so promotion can leave them out."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest()) for t in texts),
+                       dtype=np.uint64)
 
 
 @dataclass(frozen=True)

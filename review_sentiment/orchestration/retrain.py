@@ -29,7 +29,12 @@ from review_sentiment.data.reviews import Reviews, Split, load_reviews, split_re
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.orchestration.task_policies import cpu_step, io_step
-from review_sentiment.tracking.model_logging import compact_for_saving, log_sentiment_model, training_dataset
+from review_sentiment.tracking.model_logging import (
+    compact_for_saving,
+    log_sentiment_model,
+    log_training_reviews,
+    training_dataset,
+)
 from review_sentiment.tracking.promotion import Promotion, promote_if_better
 from review_sentiment.tracking.registry import latest_version, register, tuned_params
 from text_cleaning import clean_texts
@@ -129,9 +134,10 @@ def evaluate(pipeline: Pipeline, data: Split) -> dict[str, float]:
 
 
 @io_step(name="log to MLflow")
-def log_run(pipeline: Pipeline | None, reviews: Reviews, params: dict[str, Any], source: str,
+def log_run(pipeline: Pipeline | None, reviews: Reviews, data: Split, params: dict[str, Any], source: str,
             metrics: dict[str, float], fingerprint: Fingerprint, outcome: str) -> tuple[str, Any]:
-    """One MLflow run per flow run; a failure inside marks it FAILED, never leaves it RUNNING."""
+    """One MLflow run per flow run; a failure inside marks it FAILED, never leaves it RUNNING. With a
+    model it also records the reviews that model trained on, for fair promotions later."""
     mlflow.set_experiment(RETRAIN_EXPERIMENT)
     with mlflow.start_run(run_name=f"retrain-{flow_run.get_name() or 'local'}") as run:
         mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()), "outcome": outcome,
@@ -140,7 +146,10 @@ def log_run(pipeline: Pipeline | None, reviews: Reviews, params: dict[str, Any],
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_input(fingerprint.dataset, context="training")
-        model_info = log_sentiment_model(pipeline, reviews.text.iloc[:3].tolist()) if pipeline else None
+        model_info = None
+        if pipeline:
+            model_info = log_sentiment_model(pipeline, reviews.text.iloc[:3].tolist())
+            log_training_reviews(data.X_train)
     return run.info.run_id, model_info
 
 
@@ -152,7 +161,7 @@ def register_and_promote(model_info, run_id: str, metrics: dict[str, float], fin
         "data_digest": fingerprint.dataset.digest, "reviews_digest": fingerprint.dataset.digest,
         "test_f1": f"{metrics['test_f1']:.4f}", "run_id": run_id,
     })
-    return str(version.version), promote_if_better(MODEL_NAME, version, metrics["test_f1"], data.X_test, data.y_test)
+    return str(version.version), promote_if_better(MODEL_NAME, version, data.X_test, data.y_test)
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -173,7 +182,7 @@ def retrain_logistic(
     logger.info("Hyperparameters: %s %s", source, params)
     changes = fingerprint(dataset, params, seed, test_size)
     if changes.value == changes.last_registered:
-        log_run(None, reviews, params, source, {}, changes, "skipped")
+        log_run(None, reviews, data, params, source, {}, changes, "skipped")
         message = f"data, code and parameters unchanged since the last retrain ({changes.value})"
         logger.info(message)
         return RetrainOutcome("skipped", message)
@@ -184,7 +193,7 @@ def retrain_logistic(
     tfidf = vectorize(pipeline, clean_train)
     pipeline = train(pipeline, tfidf, clean_train, data.y_train)
     metrics = evaluate(pipeline, data) | {"fit_time": time.perf_counter() - started}
-    run_id, model_info = log_run(pipeline, reviews, params, source, metrics, changes, "registered")
+    run_id, model_info = log_run(pipeline, reviews, data, params, source, metrics, changes, "registered")
     version, promotion = register_and_promote(model_info, run_id, metrics, changes, data)
     message = (f"registered v{version} (train F1 {metrics['train_f1']:.4f}, test F1 {metrics['test_f1']:.4f}); "
                f"{promotion.reason}")

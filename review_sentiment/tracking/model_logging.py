@@ -10,12 +10,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.models import ModelSignature
@@ -24,9 +25,10 @@ from mlflow.types import ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
 import text_cleaning
-from review_sentiment.data.reviews import data_digest
+from review_sentiment.data.reviews import data_digest, review_hashes
 
 MODEL_ARTIFACT = "model"
+TRAINING_REVIEWS_ARTIFACT = "training_review_hashes.npy"  # sorted unique uint64: data.reviews.review_hashes
 _REQUIREMENTS = ("scikit-learn", "skops", "nltk", "emoji", "pandas", "numpy", "mlflow")
 # One unnamed string column: pyfunc then takes a list, a Series, an array or a one-column
 # DataFrame (any column name) and every REST payload format, one prediction per review.
@@ -39,6 +41,21 @@ def quiet_mlflow_warnings() -> None:
     output in the example's schema): hide those two so users see progress, not noise."""
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+
+
+def log_training_reviews(texts: Iterable[str]) -> None:
+    """Record, in the active run, which reviews its model trained on (8 bytes each)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / TRAINING_REVIEWS_ARTIFACT
+        np.save(path, np.unique(review_hashes(texts)))
+        mlflow.log_artifact(str(path))
+
+
+def training_reviews(run_id: str) -> np.ndarray | None:
+    """The review hashes a run's model trained on; None for runs logged before they were recorded."""
+    if not any(f.path == TRAINING_REVIEWS_ARTIFACT for f in mlflow.MlflowClient().list_artifacts(run_id)):
+        return None
+    return np.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TRAINING_REVIEWS_ARTIFACT))
 
 
 def training_dataset(frame: pd.DataFrame, source: str, name: str | None = None) -> PandasDataset:

@@ -1,42 +1,107 @@
-"""When `champion` moves: only to a model at least as good as the current champion, both scored
-on the same test split. The tuning run and the scheduled retrain both promote through here."""
+"""When `champion` moves: only to a model at least as good as the current champion, and only by a
+compare-and-set. The tuning run and the scheduled retrain both promote through here.
+
+The two models are scored on the candidate's test reviews that the champion did not train on either
+(every logged model records its training reviews), so a champion trained on older data that overlaps
+today's test split is not flattered. The comparison runs unlocked; the alias then moves under the
+store's alias lock only if it still points where it pointed when the comparison began, otherwise the
+candidate is compared again with the new champion.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
 from review_sentiment.constants import CHAMPION
+from review_sentiment.data.reviews import review_hashes
 from review_sentiment.modeling.metrics import macro_f1
-from review_sentiment.tracking.model_logging import as_model_input
+from review_sentiment.tracking.alias_lock import alias_lock
+from review_sentiment.tracking.model_logging import training_reviews
 from review_sentiment.tracking.registry import current_champion
+
+MIN_COMPARED_REVIEWS = 30  # fewer unseen test reviews than this (or one class only) is no fair comparison
 
 
 @dataclass(frozen=True)
 class Promotion:
-    """Whether `champion` moved to a new version, and why (printed and logged as-is)."""
+    """Whether `champion` moved to the candidate, why (printed and logged as-is), and which version
+    held the alias when this promotion finished."""
 
     promoted: bool
     reason: str
+    champion: str
 
 
-def promote_if_better(
-    name: str, candidate: ModelVersion, candidate_f1: float, X_test: pd.Series, y_test: Sequence[int]
-) -> Promotion:
-    """Move `champion` to `candidate` if it scores at least the current champion's test macro-F1,
-    both measured on this same test split."""
-    client = mlflow.MlflowClient()
-    champion = current_champion(name)
-    if champion is None:
-        client.set_registered_model_alias(name, CHAMPION, candidate.version)
-        return Promotion(True, f"v{candidate.version} is the first champion")
-    champion_model = mlflow.pyfunc.load_model(f"models:/{name}/{champion.version}")
-    champion_f1 = macro_f1(y_test, champion_model.predict(as_model_input(X_test)))
-    scores = f"test F1 {candidate_f1:.4f} vs champion v{champion.version} {champion_f1:.4f} on this split"
-    if candidate_f1 >= champion_f1:
-        client.set_registered_model_alias(name, CHAMPION, candidate.version)
-        return Promotion(True, f"v{candidate.version} promoted: {scores}")
-    return Promotion(False, f"v{candidate.version} not promoted: {scores}")
+@dataclass(frozen=True)
+class Comparison:
+    """Both models' macro-F1 on the same test reviews, unseen by either."""
+
+    candidate_f1: float
+    champion_f1: float
+    reviews: int
+    note: str  # which reviews, in words
+
+    @property
+    def candidate_wins(self) -> bool:
+        return self.candidate_f1 >= self.champion_f1  # ties promote: the newer model, on newer data
+
+
+def promote_if_better(name: str, candidate: ModelVersion, X_test: pd.Series, y_test: Sequence[int]) -> Promotion:
+    """Move `champion` to `candidate` if it scores at least the champion's macro-F1 on the candidate's
+    test reviews that the champion did not train on; `X_test` and `y_test` are the candidate's."""
+    version = str(candidate.version)
+    while True:
+        champion = current_champion(name)
+        if champion is None:
+            if _move_alias(name, version, expected=None):
+                return Promotion(True, f"v{version} is the first champion", version)
+            continue
+        if str(champion.version) == version:
+            return Promotion(False, f"v{version} is already the champion", version)
+        compared = compare(candidate, champion, X_test, np.asarray(y_test))
+        if compared is None:
+            return Promotion(False, f"v{version} not promoted: fewer than {MIN_COMPARED_REVIEWS} test reviews of "
+                                    f"both labels left unseen by champion v{champion.version}", str(champion.version))
+        scores = (f"test F1 {compared.candidate_f1:.4f} vs champion v{champion.version} "
+                  f"{compared.champion_f1:.4f} on {compared.note}")
+        if not compared.candidate_wins:
+            return Promotion(False, f"v{version} not promoted: {scores}", str(champion.version))
+        if _move_alias(name, version, expected=str(champion.version)):
+            return Promotion(True, f"v{version} promoted: {scores}", version)
+
+
+def compare(candidate: ModelVersion, champion: ModelVersion, X_test: pd.Series,
+            y_test: np.ndarray) -> Comparison | None:
+    """Score both on the test reviews the champion did not train on (the candidate never saw its own test
+    split); None when too few of them, or of one label only, remain."""
+    seen = training_reviews(champion.run_id)
+    if seen is None:
+        keep = np.ones(len(X_test), dtype=bool)
+        note = "the full test split (the champion predates training-review records)"
+    else:
+        keep = ~np.isin(review_hashes(X_test), seen)
+        note = f"{int(keep.sum())} of {len(X_test)} test reviews that neither model trained on"
+    texts, labels = X_test[keep].tolist(), y_test[keep]
+    if len(texts) < MIN_COMPARED_REVIEWS or len(set(labels.tolist())) < 2:
+        return None
+    candidate_f1, champion_f1 = (macro_f1(labels, _load(version).predict(texts)) for version in (candidate, champion))
+    return Comparison(candidate_f1, champion_f1, len(texts), note)
+
+
+def _move_alias(name: str, version: str, expected: str | None) -> bool:
+    """Compare-and-set: point `champion` at `version` if it still points at `expected` (None: unset)."""
+    with alias_lock(name):
+        current = current_champion(name)
+        if (None if current is None else str(current.version)) != expected:
+            return False
+        mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION, version)
+        return True
+
+
+def _load(version: ModelVersion):
+    return mlflow.sklearn.load_model(f"models:/{version.name}/{version.version}")

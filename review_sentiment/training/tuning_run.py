@@ -22,12 +22,13 @@ from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking.model_logging import (
     compact_for_saving,
     log_sentiment_model,
+    log_training_reviews,
     model_size_bytes,
     quiet_mlflow_warnings,
     training_dataset,
 )
 from review_sentiment.tracking.promotion import Promotion, promote_if_better
-from review_sentiment.tracking.registry import current_champion, register
+from review_sentiment.tracking.registry import register
 from review_sentiment.training.reports import confusion_figure, report_text, top_terms
 from review_sentiment.training.study import tune_family
 from text_cleaning import clean_texts
@@ -82,7 +83,7 @@ def run_tuning(settings: TuningSettings) -> None:
 
     best = max(results, key=lambda r: r.cv_f1)
     candidate = mlflow.MlflowClient().get_model_version(settings.registered_model, best.version)
-    promotion = promote_if_better(settings.registered_model, candidate, best.test_f1, split.X_test, split.y_test)
+    promotion = promote_if_better(settings.registered_model, candidate, split.X_test, split.y_test)
     print_summary(results, settings.registered_model, best.family, promotion, time.perf_counter() - started)
 
 
@@ -124,6 +125,7 @@ def tune_and_register(
         mlflow.log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
         mlflow.log_dict(top_terms(pipeline), "top_terms.json")
         model_info = log_sentiment_model(pipeline, split.X_train.iloc[:3].tolist())
+        log_training_reviews(split.X_train)
         mlflow.log_metric("model_size_bytes", model_size_bytes(model_info))
 
     version = register(model_info, settings.registered_model, {
@@ -146,8 +148,7 @@ def print_summary(results: list[FamilyResult], model_name: str, candidate: str,
               f"Test F1={r.test_f1:.4f} | {model_name} v{r.version}")
     print("=" * 78)
     print(f"Candidate (best CV F1): {candidate}. {promotion.reason}.")
-    champion = current_champion(model_name)
-    print(f"Champion: models:/{model_name}@{CHAMPION} = v{champion.version}  ({seconds:.1f}s total)")
+    print(f"Champion: models:/{model_name}@{CHAMPION} = v{promotion.champion}  ({seconds:.1f}s total)")
 
 
 def _trial_logger() -> MLflowCallback:

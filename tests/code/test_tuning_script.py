@@ -8,12 +8,8 @@ import pandas as pd
 import pytest
 
 from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
-from review_sentiment.data.reviews import load_reviews, split_reviews
-from review_sentiment.modeling.families import FAMILIES, build_pipeline
-from review_sentiment.tracking.model_logging import compact_for_saving, log_sentiment_model
-from review_sentiment.tracking.promotion import promote_if_better
-from review_sentiment.tracking.registry import current_champion, register
-from tests.helpers import FAST, SAMPLE, Store, run_script
+from review_sentiment.modeling.families import FAMILIES
+from tests.helpers import FAST, Store, run_script
 
 
 def parent_runs() -> pd.DataFrame:
@@ -74,23 +70,3 @@ def test_same_seed_same_results_and_ties_promote(store: Store) -> None:
     assert "promoted: test F1" in second and "not promoted" not in second
     champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
     assert int(champion.version) > 2
-
-
-def test_worse_model_is_registered_but_not_promoted(store: Store) -> None:
-    reviews = load_reviews(SAMPLE)
-    split = split_reviews(reviews, 0.3, 5, 0)
-    params = {"tfidf_max_features": 3000, "tfidf_min_df": 2, "tfidf_max_df": 0.9, "tfidf_ngram_max": 2,
-              "tfidf_sublinear_tf": True, "model_C": 1.0, "model_solver": "liblinear"}
-    mlflow.set_experiment("promotion")
-    versions = []
-    for labels in (split.y_train, 1 - split.y_train):  # the second one learns the opposite
-        pipeline = compact_for_saving(build_pipeline("LogisticRegression", params, 0).fit(split.X_train, labels))
-        with mlflow.start_run():
-            info = log_sentiment_model(pipeline, ["great"])
-        versions.append(register(info, MODEL_NAME, {"family": "LogisticRegression"}))
-    good, bad = versions
-    first = promote_if_better(MODEL_NAME, good, 0.9, split.X_test, split.y_test)
-    assert first.promoted
-    worse = promote_if_better(MODEL_NAME, bad, 0.1, split.X_test, split.y_test)
-    assert not worse.promoted and "not promoted" in worse.reason
-    assert current_champion(MODEL_NAME).version == good.version
