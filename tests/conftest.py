@@ -15,7 +15,7 @@ import mlflow
 import pytest
 
 from review_sentiment.orchestration.local_prefect import LocalServer, quiet_prefect_env
-from tests.helpers import FAST, Store, run_script
+from tests.helpers import FAST, SAMPLE, Store, run_script
 
 E2E_DIR = Path(__file__).parent / "e2e"
 PREFECT_SERVER = pytest.StashKey[tuple[LocalServer, Path]]()
@@ -108,3 +108,17 @@ def tuned(_tuned_once: Store, monkeypatch: pytest.MonkeyPatch) -> Store:
     """The store of one tuning run on the sample (run once per session); tests only read it."""
     _tuned_once.activate(monkeypatch)
     return _tuned_once
+
+
+@pytest.fixture
+def reviews_to_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the sample to score, in a folder that is the working folder, MLflow store and Prefect home."""
+    for name in [k for k in os.environ if k.startswith("PREFECT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # main() sets it otherwise, for good
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    copy = tmp_path / "reviews.csv"
+    copy.write_bytes(SAMPLE.read_bytes())
+    return copy

@@ -74,6 +74,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def nothing_was_written(folder: Path, reviews: Path) -> bool:
+    return (reviews.read_bytes() == SAMPLE.read_bytes() and not (folder / "mlflow.db").exists()
+            and not (folder / ".prefect" / "prefect.db").exists())  # no Prefect API was started
+
+
 MODELS_LOGGED_BEFORE_PACKAGE = PROJECT_DIR / "tests" / "fixtures" / "models_logged_before_package"
 
 

@@ -111,6 +111,12 @@ def split_reviews(reviews: Reviews, test_size: float, folds: int, seed: int) -> 
             f"{reviews.path}: too few reviews to split ({len(reviews.label)} usable, "
             f"{smallest} {name}): {err}"
         ) from None
+    if len(np.unique(y_test)) < 2:
+        absent = LABEL_NAMES[1 - int(y_test[0])]
+        raise ReviewDataError(
+            f"{reviews.path}: the test split holds no {absent} review ({len(y_test)} reviews, "
+            f"{smallest} {name} in all); raise --test-size or add data"
+        )
     if np.bincount(y_train).min() < folds:
         raise ReviewDataError(
             f"{reviews.path}: too few {name} reviews for {folds}-fold CV: {smallest} usable, "
@@ -149,7 +155,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise ReviewDataError(f"{path}: not a file")
     sep = "\t" if path.suffix.lower() in {".tsv", ".tab"} else ","
     try:
-        table = pd.read_csv(path, sep=sep, encoding="utf-8")
+        table = pd.read_csv(path, sep=sep, encoding="utf-8", skip_blank_lines=False)  # rows keep their numbers
     except PermissionError:
         raise ReviewDataError(f"{path}: permission denied") from None
     except UnicodeDecodeError as err:
@@ -171,7 +177,8 @@ def _check_ratings(path: Path, rating_col: str, ratings: pd.Series) -> pd.Series
     bad = numeric.isna() | (numeric % 1 != 0) | ~numeric.between(1, 5)
     if bad.any():
         rows = bad[bad].index[:3]
-        where = ", ".join(f"row {i + 2} ({ratings[i]!r})" for i in rows)
+        shown = ratings.astype(object)  # Python values: 0, not np.int64(0)
+        where = ", ".join(f"row {i + 2} ({shown[i]!r})" for i in rows)
         more = f" and {int(bad.sum()) - len(rows)} more" if bad.sum() > len(rows) else ""
         raise ReviewDataError(
             f"{path}: column {rating_col!r} must hold whole-number ratings 1–5; "

@@ -7,7 +7,7 @@ negations (not, no, nor) that the cleaning keeps on purpose.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +20,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
+from review_sentiment.data.reviews import ReviewDataError
 from text_cleaning import clean_texts
 
 Params = dict[str, Any]
+MAX_DF_CEILING = 0.9  # the highest max_df any configuration uses: the most words a TF-IDF here keeps
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ def _suggest_tfidf(trial: optuna.Trial) -> Params:
     return {
         "tfidf_max_features": trial.suggest_int("tfidf_max_features", 2000, 10000, step=500),
         "tfidf_min_df": trial.suggest_int("tfidf_min_df", 1, 7),
-        "tfidf_max_df": trial.suggest_float("tfidf_max_df", 0.7, 0.9),
+        "tfidf_max_df": trial.suggest_float("tfidf_max_df", 0.7, MAX_DF_CEILING),
         "tfidf_ngram_max": trial.suggest_int("tfidf_ngram_max", 1, 2),
         "tfidf_sublinear_tf": trial.suggest_categorical("tfidf_sublinear_tf", [False, True]),
     }
@@ -85,6 +87,19 @@ FAMILIES: dict[str, ModelFamily] = {
         ),
     )
 }
+
+
+def require_words(clean_texts: Sequence[str], source: str) -> None:
+    """Refuse, before anything is written, training texts from which no configuration here can learn a
+    single term: the most permissive TF-IDF (min_df 1, max_df at its ceiling) finds none."""
+    if not any(clean_texts):
+        raise ReviewDataError(f"{source}: no training review has a word left after cleaning (emoji, digits, "
+                              f"punctuation and stopwords are removed); there is nothing to learn from")
+    try:
+        TfidfVectorizer(max_df=MAX_DF_CEILING, ngram_range=(1, 2)).fit(clean_texts)
+    except ValueError:
+        raise ReviewDataError(f"{source}: every word left after cleaning is in more than {MAX_DF_CEILING:.0%} of "
+                              f"the training reviews; nothing tells them apart") from None
 
 
 def build_pipeline(family: str, params: Params, seed: int, *, with_cleaning: bool = True) -> Pipeline:

@@ -14,8 +14,23 @@ from sklearn.pipeline import Pipeline
 from review_sentiment.constants import DEFAULT_MODEL_URI, DEFAULT_TEXT_COL, LABEL_NAMES, SCORING_EXPERIMENT
 from review_sentiment.data.reviews import ReviewDataError, load_texts
 from review_sentiment.modeling.linear import predict_with_scores
-from review_sentiment.orchestration.task_policies import cpu_step, io_step
+from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
 from review_sentiment.tracking.model_uri import ModelRef
+
+
+def check_paths(input_path: str, output_path: str) -> None:
+    """Mistakes in the paths, found before anything is read or scored (a data error: never retried)."""
+    source, target = Path(input_path), Path(output_path)
+    if not source.is_file():
+        raise ReviewDataError(f"{source}: {'not a file' if source.exists() else 'file not found'}")
+    if target.resolve() == source.resolve():
+        raise ReviewDataError(f"{target}: --output is the input file; write the predictions elsewhere")
+    if target.is_dir():
+        raise ReviewDataError(f"{target}: is a folder; --output names the CSV file to write")
+    if not target.parent.is_dir():
+        raise ReviewDataError(f"{target.parent}: no such folder for --output")
+    if not os.access(target.parent, os.W_OK):
+        raise ReviewDataError(f"{target.parent}: cannot write the predictions there (permission denied)")
 
 
 @io_step(name="read new reviews")
@@ -74,6 +89,8 @@ def log_counts(predictions: pd.DataFrame, model_uri: str, version: str, input_pa
 @flow(name="score_reviews", log_prints=True)
 def score_reviews(input_path: str, output_path: str, text_col: str = DEFAULT_TEXT_COL,
                   model_uri: str = DEFAULT_MODEL_URI) -> int:
+    data_errors_in_one_line()
+    check_paths(input_path, output_path)
     texts = read_reviews(input_path, text_col)
     model, version = load_model(model_uri)
     predictions = score(model, texts)

@@ -11,7 +11,7 @@ from types import FrameType
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from review_sentiment.orchestration.batch_scoring import score_reviews
+from review_sentiment.orchestration.batch_scoring import check_paths, score_reviews
 from review_sentiment.orchestration.local_prefect import prefect_api
 from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
@@ -56,7 +56,9 @@ def _stop_like_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def score_file(input_path: str, output_path: str, text_col: str) -> None:
-    """Label a CSV of reviews with the champion into `output_path` (written whole or not at all)."""
+    """Label a CSV of reviews with the champion into `output_path` (written whole or not at all). Path
+    mistakes fail here, before a Prefect API is started for the flow (which checks them again)."""
+    check_paths(input_path, output_path)
     quiet_mlflow_warnings()
     rows = score_reviews(input_path, output_path, text_col)
     print(f"Scored {rows} reviews into {output_path}")

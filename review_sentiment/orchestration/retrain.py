@@ -26,9 +26,9 @@ from sklearn.pipeline import Pipeline
 
 from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MODEL_NAME, RETRAIN_EXPERIMENT, SAMPLE_DATA
 from review_sentiment.data.reviews import Reviews, Split, load_reviews, split_reviews
-from review_sentiment.modeling.families import build_pipeline
+from review_sentiment.modeling.families import build_pipeline, require_words
 from review_sentiment.modeling.metrics import macro_f1
-from review_sentiment.orchestration.task_policies import cpu_step, io_step
+from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
 from review_sentiment.tracking.model_logging import (
     compact_for_saving,
     log_sentiment_model,
@@ -173,10 +173,13 @@ def retrain_logistic(
     seed: int = 42,
     overrides: dict[str, Any] | None = None,
 ) -> RetrainOutcome:
+    data_errors_in_one_line()
     logger = get_run_logger()
     reviews = load_data(data_path, text_col, rating_col)
     clean = clean_and_label(reviews)
     data = split(reviews, test_size, seed)
+    clean_train = clean.loc[data.X_train.index].tolist()
+    require_words(clean_train, data_path)
     dataset = describe_data(reviews)
     params, source = choose_hyperparameters(overrides, dataset.digest)
     logger.info("Hyperparameters: %s %s", source, params)
@@ -187,7 +190,6 @@ def retrain_logistic(
         logger.info(message)
         return RetrainOutcome("skipped", message)
 
-    clean_train = clean.loc[data.X_train.index].tolist()
     pipeline = build_pipeline(FAMILY, params, seed)
     started = time.perf_counter()
     tfidf = vectorize(pipeline, clean_train)

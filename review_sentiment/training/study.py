@@ -15,6 +15,11 @@ from review_sentiment.modeling.families import FAMILIES, build_pipeline
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
+class EmptyVocabulary(ValueError):
+    """A configuration whose TF-IDF keeps no term on some fold (say min_df 7 on a small set): that
+    trial fails and the study goes on; the tuning run reports a family where every trial did."""
+
+
 def tune_family(
     family: str,
     clean_train: Sequence[str],
@@ -48,7 +53,15 @@ def tune_family(
         X = analysed(params["tfidf_ngram_max"])
         scores: list[float] = []
         for step, fold_round in enumerate(fold_rounds):
-            scores += cross_val_score(pipeline, X, y_train, scoring="f1_macro", cv=fold_round, n_jobs=n_jobs).tolist()
+            try:
+                scores += cross_val_score(pipeline, X, y_train, scoring="f1_macro", cv=fold_round, n_jobs=n_jobs,
+                                          error_score="raise").tolist()
+            except ValueError as err:
+                if "vocabulary" in str(err) or "no terms remain" in str(err):
+                    trial.set_user_attr("failed", f"min_df {params['tfidf_min_df']}, max_df "
+                                                  f"{params['tfidf_max_df']:.2f} left no word on a fold")
+                    raise EmptyVocabulary(str(err)) from None
+                raise
             trial.report(float(np.mean(scores)), step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -61,7 +74,7 @@ def tune_family(
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
     )
-    study.optimize(objective, n_trials=trials, callbacks=list(callbacks))
+    study.optimize(objective, n_trials=trials, callbacks=list(callbacks), catch=(EmptyVocabulary,))
     return study
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import mlflow
 import optuna
+from optuna.trial import TrialState
 from optuna_integration.mlflow import MLflowCallback
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
-from review_sentiment.data.reviews import Reviews, Split, data_digest, load_reviews, split_reviews
-from review_sentiment.modeling.families import build_pipeline
+from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
+from review_sentiment.modeling.families import build_pipeline, require_words
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking.model_logging import (
     compact_for_saving,
@@ -29,6 +30,7 @@ from review_sentiment.tracking.model_logging import (
 )
 from review_sentiment.tracking.promotion import Promotion, promote_if_better
 from review_sentiment.tracking.registry import register
+from review_sentiment.tracking.undo import Writes, undone_on_failure
 from review_sentiment.training.reports import confusion_figure, report_text, top_terms
 from review_sentiment.training.study import tune_family
 from text_cleaning import clean_texts
@@ -64,7 +66,8 @@ class FamilyResult:
 
 
 def run_tuning(settings: TuningSettings) -> None:
-    """Raises ReviewDataError for unusable data, before anything is written to MLflow."""
+    """Raises ReviewDataError for unusable data: before anything is written to MLflow where it can be
+    told up front, else after taking back what this run wrote (no half-state either way)."""
     started = time.perf_counter()
     reviews = load_reviews(settings.data, settings.text_col, settings.rating_col)
     split = split_reviews(reviews, settings.test_size, settings.folds, settings.seed)
@@ -73,28 +76,30 @@ def run_tuning(settings: TuningSettings) -> None:
           f"{len(reviews.label)} reviews, {reviews.label.mean():.1%} positive")
     print(f"Split: {len(split.y_train)} train / {len(split.y_test)} test (stratified, seed {settings.seed})")
     clean_train = clean_texts(split.X_train)
+    require_words(clean_train, str(reviews.path))
 
     _quiet_library_warnings()
     mlflow.set_experiment(settings.experiment)
     print(f"MLflow: experiment {settings.experiment!r} at {mlflow.get_tracking_uri()}")
     reviews_digest = data_digest(reviews.frame)
-    results = [tune_and_register(family, reviews, reviews_digest, split, clean_train, settings)
-               for family in settings.models]
-
-    best = max(results, key=lambda r: r.cv_f1)
-    candidate = mlflow.MlflowClient().get_model_version(settings.registered_model, best.version)
-    promotion = promote_if_better(settings.registered_model, candidate, split.X_test, split.y_test)
+    with undone_on_failure() as writes:
+        results = [tune_and_register(family, reviews, reviews_digest, split, clean_train, settings, writes)
+                   for family in settings.models]
+        best = max(results, key=lambda r: r.cv_f1)
+        candidate = mlflow.MlflowClient().get_model_version(settings.registered_model, best.version)
+        promotion = promote_if_better(settings.registered_model, candidate, split.X_test, split.y_test)
     print_summary(results, settings.registered_model, best.family, promotion, time.perf_counter() - started)
 
 
 def tune_and_register(
     family: str, reviews: Reviews, reviews_digest: str, split: Split, clean_train: list[str],
-    settings: TuningSettings,
+    settings: TuningSettings, writes: Writes,
 ) -> FamilyResult:
     """One parent run: the Optuna study (trials as child runs), refit, evaluate, log, register. The
     version is tagged with the digest of all the reviews, so a retrain on the same data finds it."""
     print(f"\n{family}: {settings.trials} trials, {settings.folds}-fold CV")
     with mlflow.start_run(run_name=family) as run:
+        writes.runs.append(run.info.run_id)
         mlflow.set_tags({"family": family, "data_path": str(reviews.path)})
         mlflow.log_params({"family": family, "seed": settings.seed, "folds": settings.folds,
                            "test_size": settings.test_size, "trials": settings.trials})
@@ -105,6 +110,9 @@ def tune_and_register(
             family, clean_train, split.y_train, trials=settings.trials, folds=settings.folds,
             seed=settings.seed, n_jobs=settings.n_jobs, callbacks=[_trial_logger(), _print_progress],
         )
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise ReviewDataError(f"{reviews.path}: every {family} trial failed: no TF-IDF configuration tried kept "
+                                  f"a word on every CV fold (the reviews share too few words; add data)")
 
         pipeline = build_pipeline(family, study.best_params, settings.seed)
         fit_started = time.perf_counter()
@@ -134,6 +142,7 @@ def tune_and_register(
         "reviews_digest": reviews_digest,
         "run_id": run.info.run_id, "source": "tuning",
     })
+    writes.versions.append(version)
     print(f"  best CV F1 {study.best_value:.4f}, test F1 {metrics['test_f1']:.4f} "
           f"-> {settings.registered_model} v{version.version}")
     return FamilyResult(family, study.best_value, metrics["train_f1"], metrics["test_f1"],
@@ -157,12 +166,15 @@ def _trial_logger() -> MLflowCallback:
 
 
 def _print_progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    if trial.state == TrialState.FAIL:
+        print(f"  trial {trial.number + 1:>3}  failed: {trial.user_attrs.get('failed', 'see the log')}", flush=True)
+        return
     print(f"  trial {trial.number + 1:>3}  cv_f1={trial.value:.4f}  best={study.best_value:.4f}", flush=True)
 
 
 def _quiet_library_warnings() -> None:
     """Keep the progress readable: library deprecation notices are for us, not for users."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is on its progress line, not a traceback
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     quiet_mlflow_warnings()

@@ -121,6 +121,24 @@ def test_scorer_writes_one_prediction_per_input_row(store: Store, tmp_path: Path
     counts = mlflow.search_runs(experiment_names=[SCORING_EXPERIMENT]).iloc[0]
     assert counts["metrics.rows"] == 4 and counts["metrics.no_text"] == 1
 
+    one_column = tmp_path / "one.csv"  # a blank line there is an empty review, and still a row
+    one_column.write_text("Review text\nSuperb laptop\n\nNot good at all\n", encoding="utf-8")
+    assert score_reviews(str(one_column), str(out)) == 3
+    preds = pd.read_csv(out)
+    assert preds.row_id.tolist() == [0, 1, 2] and preds.review.iloc[2] == "Not good at all"
+    assert pd.isna(preds.label.iloc[1]) and preds.label.iloc[2] == "negative"
+
+
+def test_a_data_error_in_a_flow_is_logged_in_one_line(store: Store, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Prefect logs a failed flow with its traceback; for a user's mistake the message is the news."""
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("Review,Stars\ngreat,5\n", encoding="utf-8")
+    with pytest.raises(reviews.ReviewDataError, match="wrong.csv: no column 'Review text'"):
+        score_reviews(str(wrong), str(tmp_path / "out.csv"))
+    reported = [r for r in caplog.records if "ReviewDataError" in r.getMessage()]
+    assert reported and all(r.exc_info is None and r.exc_text is None for r in reported)
+
 
 def test_the_fingerprint_covers_the_code_that_shapes_the_model() -> None:
     """A change to cleaning, loading, the pipelines, the metric, model logging, promotion or the

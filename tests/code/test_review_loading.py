@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import os
+import random
 import re
+import string
 import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
+from mlflow.entities import ViewType
 
 import sentiment_mlflow_optuna
 from review_sentiment.data.reviews import ReviewDataError, load_reviews, split_reviews
@@ -65,6 +69,16 @@ BAD_INPUTS = {
     "too few for folds": (lambda d: reviews_csv(d / "f.csv", 40, 6), ["--folds", "5"],
                           r"too few negative reviews for 5-fold CV"),
     "too few to split": (lambda d: reviews_csv(d / "s.csv", 2, 1), [], r"too few reviews to split"),
+    "only emoji": (lambda d: write(d / "m.csv", "Review text,Ratings\n" + "".join(
+        f"{'😍👍🔥'[i % 3] * (i % 5 + 1)},{5 if i % 4 else 1}\n" for i in range(80))), [],
+        r"m\.csv: no training review has a word left after cleaning"),
+    "one word everywhere": (lambda d: write(d / "w.csv", "Review text,Ratings\n" + "".join(
+        f"Good {'😍' * (i % 7 + 1)}{'!' * (i // 7)},{5 if i % 4 else 1}\n" for i in range(80))), [],
+        r"w\.csv: every word left after cleaning is in more than 90% of the training reviews"),
+    "numeric bad rating": (lambda d: write(d / "n.csv", "Review text,Ratings\na,5\nb,0\nc,3\n"), [],
+                           r"n\.csv: column 'Ratings' must hold whole-number ratings 1–5; bad values at row 3 \(0\) "),
+    "no negative in test": (lambda d: reviews_csv(d / "t.csv", 200, 5), ["--test-size", "0.05"],
+                            r"t\.csv: the test split holds no negative review \(11 reviews, 5 negative in all\)"),
 }
 
 
@@ -79,6 +93,30 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert re.search(message, err), err
     assert not (untouched_store.path / "mlflow.db").exists() and not (untouched_store.path / "mlruns").exists()
+
+
+def random_words(path: Path, rows: int) -> Path:
+    """Reviews of three made-up words each, no word shared: TF-IDF with min_df 2 or more keeps none."""
+    rng = random.Random(3)
+    return write(path, "Review text,Ratings\n" + "".join(
+        f"{' '.join(''.join(rng.choices(string.ascii_lowercase, k=7)) for _ in range(3))},{5 if i % 3 else 1}\n"
+        for i in range(rows)))
+
+
+def test_a_failure_after_writing_takes_back_what_was_written(store: Store, tmp_path: Path, capsys) -> None:
+    """Seed 1 samples min_df 6 for the only trial: it fails once the family's run is open. One line, exit 2,
+    and neither a run (nor its trial's child run) nor a registered model is left to see."""
+    args = ["--data", str(random_words(tmp_path / "u.csv", 60)), "--trials", "1", "--folds", "2", "--seed", "1",
+            "--models", "LogisticRegression", "NaiveBayes"]
+    assert sentiment_mlflow_optuna.main(args) == 2
+    captured = capsys.readouterr()
+    last = captured.err.splitlines()[-1]  # MLflow logs creating the experiment above it
+    assert last.startswith("error: ") and "u.csv: every LogisticRegression trial failed" in last
+    assert "trial   1  failed: min_df 6" in captured.out and "Traceback" not in captured.out + captured.err
+    assert mlflow.search_runs(search_all_experiments=True).empty
+    assert mlflow.MlflowClient().search_registered_models() == []
+    deleted = mlflow.search_runs(search_all_experiments=True, run_view_type=ViewType.DELETED_ONLY)
+    assert len(deleted) == 2  # the family's run and its trial, in MLflow's trash
 
 
 def test_loader_raises_review_data_error_only(tmp_path: Path) -> None:

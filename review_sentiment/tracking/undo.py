@@ -1,0 +1,49 @@
+"""Take back what a failed run wrote to MLflow: a failure half-way must not leave registered versions
+without a promotion decision, or FAILED runs beside the good ones.
+
+Versions are deleted from the registry (and the registered model too if it is left empty); runs and
+their child runs are moved to MLflow's trash (`mlflow gc` purges it), where searches and the UI no
+longer show them.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+
+
+@dataclass
+class Writes:
+    """What a run has written so far; record each write as it happens."""
+
+    runs: list[str] = field(default_factory=list)
+    versions: list[ModelVersion] = field(default_factory=list)
+
+
+@contextmanager
+def undone_on_failure() -> Iterator[Writes]:
+    """Yield a record of writes; if the block raises (Ctrl-C included), undo them and re-raise."""
+    writes = Writes()
+    try:
+        yield writes
+    except BaseException:
+        undo(writes)
+        raise
+
+
+def undo(writes: Writes) -> None:
+    client = mlflow.MlflowClient()
+    for version in writes.versions:
+        client.delete_model_version(version.name, version.version)
+    for name in {version.name for version in writes.versions}:
+        if not client.search_model_versions(f"name='{name}'"):
+            client.delete_registered_model(name)
+    for run_id in writes.runs:
+        run = client.get_run(run_id)
+        children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+        for child in children:
+            client.delete_run(child.info.run_id)
+        client.delete_run(run_id)

@@ -1,0 +1,26 @@
+"""`ml_orchestration_flipkart.py score` as a user runs it: path mistakes are one line and exit 2,
+before a Prefect API is started, retried or anything is written."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import ml_orchestration_flipkart
+from tests.helpers import nothing_was_written
+
+
+@pytest.mark.parametrize("output, message", [
+    ("missing/preds.csv", "missing: no such folder for --output"),
+    ("{input}", "--output is the input file; write the predictions elsewhere"),
+    (".", "is a folder; --output names the CSV file to write"),
+    ("preds.csv", "nope.csv: file not found"),
+], ids=["missing folder", "output is input", "output is a folder", "missing input"])
+def test_path_mistakes_are_one_line_and_change_nothing(reviews_to_score: Path, output: str, message: str,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    source = "nope.csv" if "nope" in message else str(reviews_to_score)
+    args = ["score", "--input", source, "--output", output.format(input=reviews_to_score)]
+    assert ml_orchestration_flipkart.main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and message in captured.err and captured.err.count("\n") == 1
+    assert nothing_was_written(reviews_to_score.parent, reviews_to_score)
