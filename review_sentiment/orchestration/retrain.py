@@ -35,6 +35,7 @@ from review_sentiment.tracking.model_logging import (
     log_training_reviews,
     training_dataset,
 )
+from review_sentiment.tracking.orphans import close_orphaned_runs, closed_orphans_line, process_tags
 from review_sentiment.tracking.promotion import Promotion, promote_if_better
 from review_sentiment.tracking.registry import latest_version, register, tuned_params
 from text_cleaning import clean_texts
@@ -139,8 +140,10 @@ def log_run(pipeline: Pipeline | None, reviews: Reviews, data: Split, params: di
     """One MLflow run per flow run; a failure inside marks it FAILED, never leaves it RUNNING. With a
     model it also records the reviews that model trained on, for fair promotions later."""
     mlflow.set_experiment(RETRAIN_EXPERIMENT)
+    if closed := closed_orphans_line(close_orphaned_runs(RETRAIN_EXPERIMENT)):
+        get_run_logger().warning(closed)
     with mlflow.start_run(run_name=f"retrain-{flow_run.get_name() or 'local'}") as run:
-        mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()), "outcome": outcome,
+        mlflow.set_tags({**process_tags(), "prefect.flow_run_id": str(flow_run.get_id()), "outcome": outcome,
                          "fingerprint": fingerprint.value, "data_digest": fingerprint.dataset.digest,
                          "hyperparameter_source": source, "family": FAMILY})
         mlflow.log_params(params)

@@ -28,6 +28,7 @@ from review_sentiment.tracking.model_logging import (
     quiet_mlflow_warnings,
     training_dataset,
 )
+from review_sentiment.tracking.orphans import close_orphaned_runs, closed_orphans_line, process_tags
 from review_sentiment.tracking.promotion import Promotion, promote_if_better
 from review_sentiment.tracking.registry import register
 from review_sentiment.tracking.undo import Writes, undone_on_failure
@@ -81,6 +82,8 @@ def run_tuning(settings: TuningSettings) -> None:
     _quiet_library_warnings()
     mlflow.set_experiment(settings.experiment)
     print(f"MLflow: experiment {settings.experiment!r} at {mlflow.get_tracking_uri()}")
+    if closed := closed_orphans_line(close_orphaned_runs(settings.experiment)):
+        print(closed)
     reviews_digest = data_digest(reviews.frame)
     with undone_on_failure() as writes:
         results = [tune_and_register(family, reviews, reviews_digest, split, clean_train, settings, writes)
@@ -100,7 +103,7 @@ def tune_and_register(
     print(f"\n{family}: {settings.trials} trials, {settings.folds}-fold CV")
     with mlflow.start_run(run_name=family) as run:
         writes.runs.append(run.info.run_id)
-        mlflow.set_tags({"family": family, "data_path": str(reviews.path)})
+        mlflow.set_tags({"family": family, "data_path": str(reviews.path), **process_tags()})
         mlflow.log_params({"family": family, "seed": settings.seed, "folds": settings.folds,
                            "test_size": settings.test_size, "trials": settings.trials})
         train_frame = reviews.frame.loc[split.X_train.index]

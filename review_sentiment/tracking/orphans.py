@@ -1,0 +1,69 @@
+"""Runs left RUNNING by a killed process: MLflow has no run heartbeat, so a `kill -9` during tuning
+leaves the run RUNNING for good. Each run of ours records which process writes it (host, pid and that
+process's start time, so a reused pid is not mistaken for it); the next start marks the runs whose
+process is gone KILLED, with their child runs. Runs written from other hosts are left alone: their
+process cannot be checked from here.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import mlflow
+import psutil
+from mlflow.entities import Run, RunStatus
+
+HOST, PID, STARTED = "process.host", "process.pid", "process.started"
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming the process that writes a run, for `close_orphaned_runs` to check later."""
+    me = psutil.Process()
+    return {HOST: socket.gethostname(), PID: str(me.pid), STARTED: f"{me.create_time():.2f}"}
+
+
+@dataclass(frozen=True)
+class Orphan:
+    run: Run
+    children: int
+
+    def __str__(self) -> str:
+        tags = self.run.data.tags
+        return (f"{tags.get('mlflow.runName', self.run.info.run_id)} ({self.run.info.run_id[:8]}, pid {tags[PID]}, "
+                f"{self.children} child run{'s' * (self.children != 1)})")
+
+
+def close_orphaned_runs(experiment: str) -> list[Orphan]:
+    """Mark KILLED the RUNNING runs of `experiment` whose writing process on this host is gone."""
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    client = mlflow.MlflowClient()
+    running = client.search_runs([found.experiment_id], "attributes.status = 'RUNNING'")
+    orphans = []
+    for run in running:
+        if run.data.tags.get(HOST) != socket.gethostname() or _alive(run.data.tags):
+            continue
+        children = [r for r in running if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
+        for stale in (*children, run):
+            client.set_terminated(stale.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        orphans.append(Orphan(run, len(children)))
+    return orphans
+
+
+def closed_orphans_line(orphans: list[Orphan]) -> str | None:
+    """The one line a start prints when it closed runs, else None."""
+    if not orphans:
+        return None
+    return (f"Marked KILLED {len(orphans)} run{'s' * (len(orphans) != 1)} left RUNNING by a process that is gone: "
+            + "; ".join(map(str, orphans)))
+
+
+def _alive(tags: dict[str, str]) -> bool:
+    try:
+        process = psutil.Process(int(tags[PID]))
+        return process.status() != psutil.STATUS_ZOMBIE and f"{process.create_time():.2f}" == tags[STARTED]
+    except (KeyError, ValueError, psutil.NoSuchProcess):
+        return False
+    except psutil.AccessDenied:
+        return True  # someone else's process by that pid and start: not ours to judge

@@ -1,0 +1,50 @@
+"""A tuning run killed with SIGKILL leaves its MLflow runs RUNNING (MLflow has no run heartbeat); the
+next start must mark them KILLED, once their process is really gone, and say so in one line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import mlflow
+import pandas as pd
+
+from review_sentiment.constants import TUNING_EXPERIMENT
+from review_sentiment.tracking.orphans import close_orphaned_runs
+from tests.helpers import FAST, PROJECT_DIR, Store, run_script, wait_for
+
+
+def runs() -> pd.DataFrame:
+    return mlflow.search_runs(experiment_names=[TUNING_EXPERIMENT])
+
+
+def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> None:
+    tuning = subprocess.Popen(
+        [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), "--trials", "40", "--folds", "3"],
+        cwd=store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(tuning.stdout), daemon=True).start()
+    try:
+        wait_for(lambda: tuning.poll() is not None or "NaiveBayes: 40 trials" in "".join(lines), 180,
+                 "the second family's study to start")
+        wait_for(lambda: tuning.poll() is not None or "".join(lines).split("NaiveBayes: ")[-1].count("trial") >= 3,
+                 60, "a few of its trials")
+        assert tuning.poll() is None, "".join(lines)
+        assert close_orphaned_runs(TUNING_EXPERIMENT) == []  # its process is alive: not an orphan
+    finally:
+        tuning.kill()  # SIGKILL: no cleanup of any kind
+        tuning.wait()
+    left = runs()
+    parent = left[(left["tags.mlflow.runName"] == "NaiveBayes") & left["tags.mlflow.parentRunId"].isna()]
+    assert list(parent.status) == ["RUNNING"]  # what a kill leaves behind
+
+    output = run_script(FAST + ["--models", "LogisticRegression"])
+    closed = [line for line in output.splitlines() if line.startswith("Marked KILLED")]
+    assert len(closed) == 1 and closed[0].startswith("Marked KILLED 1 run left RUNNING by a process that is gone: "
+                                                     "NaiveBayes (" + parent.run_id.iloc[0][:8]), output
+    after = runs().set_index("run_id")
+    assert after.loc[parent.run_id.iloc[0], "status"] == "KILLED"
+    assert "RUNNING" not in set(after.status)
+    assert "Marked KILLED" not in run_script(FAST + ["--models", "LogisticRegression"])  # nothing left to close
