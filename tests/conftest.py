@@ -18,7 +18,7 @@ from review_sentiment.orchestration.local_prefect import LocalServer, quiet_pref
 from tests.helpers import FAST, SAMPLE, Store, run_script
 
 E2E_DIR = Path(__file__).parent / "e2e"
-PREFECT_SERVER = pytest.StashKey[tuple[LocalServer, Path]]()
+PREFECT_SERVER = pytest.StashKey[LocalServer]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,23 +42,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         home = Path(tempfile.mkdtemp(prefix="prefect-tests-"))
         env = quiet_prefect_env({k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
                                 | {"PREFECT_HOME": str(home)})
-        session.config.stash[PREFECT_SERVER] = (LocalServer.start(env), home)
+        session.config.stash[PREFECT_SERVER] = LocalServer.start(env)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    started = session.config.stash.get(PREFECT_SERVER, None)
-    if started:
-        server, home = started
+    server = session.config.stash.get(PREFECT_SERVER, None)
+    if server:
         server.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(server.home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def prefect_server(request: pytest.FixtureRequest) -> str:
     """The API URL of a real Prefect server (`prefect server start`, as the CLI starts one) for the
     whole session, once it answers."""
-    server, _ = request.config.stash[PREFECT_SERVER]
-    return server.wait_healthy()
+    return request.config.stash[PREFECT_SERVER].wait_healthy()
 
 
 @pytest.fixture(scope="session")

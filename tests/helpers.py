@@ -3,7 +3,9 @@ and how to wait for a condition instead of sleeping."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -126,3 +128,18 @@ def registered(texts: pd.Series, labels, params: dict, record_training: bool = T
 
 def f1_of(version: ModelVersion, texts: pd.Series, labels) -> float:
     return macro_f1(labels, mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version.version}").predict(texts))
+
+
+def rendered(url: str, budget_ms: int = 20_000) -> str:
+    """The page's DOM after its scripts ran, in headless Chromium (Debian's `chromium`; .ci/run installs
+    it). Background networking is off: this machine's network is closed."""
+    chromium = shutil.which("chromium")
+    assert chromium, "these tests need Debian's chromium: apt-get install chromium"
+    with tempfile.TemporaryDirectory() as profile:
+        page = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+            capture_output=True, text=True, timeout=120)
+    assert page.returncode == 0, page.stderr[-2000:]
+    return page.stdout

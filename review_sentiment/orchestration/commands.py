@@ -17,6 +17,7 @@ from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 
 DEPLOYMENT = "flipkart-sentiment-logistic-deployment"
+NEVER_OVERLAP = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
 def retrain_once(parameters: dict[str, str]) -> None:
@@ -33,13 +34,16 @@ def serve_retrain(cron: str, parameters: dict[str, str]) -> None:
     try:
         with prefect_api() as api_url, temporary_settings(updates={PREFECT_API_URL: api_url}):
             print(f"Prefect dashboard: {api_url.removesuffix('/api')}  (MLflow: run `mlflow ui`)", flush=True)
-            retrain_logistic.serve(
-                name=DEPLOYMENT,
-                cron=cron,
-                parameters=parameters,
-                global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-                limit=1,
-            )
+            try:
+                retrain_logistic.serve(
+                    name=DEPLOYMENT,
+                    cron=cron,
+                    parameters=parameters,
+                    global_limit=NEVER_OVERLAP,
+                    limit=1,
+                )
+            except KeyboardInterrupt:  # Ctrl-C while the deployment was still being registered
+                print("Stopped before serving began", flush=True)
     finally:
         signal.signal(signal.SIGINT, previous)
 

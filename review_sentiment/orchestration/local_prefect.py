@@ -3,7 +3,10 @@ project's Prefect defaults. This module imports nothing of Prefect's, so the orc
 apply the defaults before Prefect reads its settings, which it does once, on first import."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,9 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from review_sentiment.constants import PROJECT_DIR
 
 DEFAULT_PREFECT_HOME = PROJECT_DIR / ".prefect"
+STATE_FILE = "server.json"  # in PREFECT_HOME: which process serves it, since when, at which URL
 
 
 def quiet_prefect_env(env: dict[str, str]) -> dict[str, str]:
@@ -27,55 +33,91 @@ def quiet_prefect_env(env: dict[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class LocalServer:
-    """A `prefect server start` process of ours on loopback, in a session of its own."""
+    """A `prefect server start` process of ours on loopback, in a session of its own (so Ctrl-C in the
+    terminal reaches only the CLI, which stops it). `server.json` in its PREFECT_HOME names it, so the
+    next start finds one that outlived a killed CLI."""
 
-    process: subprocess.Popen
+    process: psutil.Process
     url: str  # what PREFECT_API_URL should say
-    log_path: Path
+    home: Path
 
     @classmethod
     def start(cls, env: dict[str, str]) -> LocalServer:
         """Start one and return at once; `wait_healthy` says when it answers (a fresh database takes
-        ~14 s to migrate here, an existing one ~5 s), so the caller can do other work meanwhile."""
+        ~14 s to migrate here, an existing one ~5 s), so the caller can do other work meanwhile. Its
+        web UI is told the real API URL (by default it points the browser at port 4200)."""
         port = _free_port()
-        log_path = Path(env["PREFECT_HOME"]) / "server.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
+        url = f"http://127.0.0.1:{port}/api"
+        home = Path(env["PREFECT_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        with (home / "server.log").open("ab") as log:
+            process = psutil.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**env, "PREFECT_UI_API_URL": url}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        return cls(process, f"http://127.0.0.1:{port}/api", log_path)
+        server = cls(process, url, home)
+        (home / STATE_FILE).write_text(json.dumps({"pid": process.pid, "started": process.create_time(), "url": url}))
+        return server
+
+    @classmethod
+    def left_running(cls, home: Path) -> LocalServer | None:
+        """The server a previous CLI started here and did not stop (it was killed), if it still runs."""
+        try:
+            state = json.loads((home / STATE_FILE).read_text())
+            process = psutil.Process(state["pid"])
+            if process.create_time() == state["started"] and process.status() != psutil.STATUS_ZOMBIE:
+                return cls(process, state["url"], home)
+        except (OSError, ValueError, KeyError, psutil.Error):
+            pass
+        (home / STATE_FILE).unlink(missing_ok=True)
+        return None
 
     def wait_healthy(self, timeout: float = 90.0) -> str:
         """The API URL once /health answers 200; RuntimeError naming the log if it dies or stalls."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Prefect server exited with status {self.process.returncode}; see {self.log_path}")
+            if not self.process.is_running() or self.process.status() == psutil.STATUS_ZOMBIE:
+                raise RuntimeError(f"Prefect server exited; see {self.home / 'server.log'}")
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
                         return self.url
             except OSError:
                 time.sleep(0.5)
-        raise RuntimeError(f"Prefect server not healthy after {timeout:.0f}s; see {self.log_path}")
+        raise RuntimeError(f"Prefect server not healthy after {timeout:.0f}s; see {self.home / 'server.log'}")
 
     def stop(self) -> None:
-        self.process.terminate()
+        """SIGTERM to its whole process group, SIGKILL after 15 s; then it is no longer on record."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        except psutil.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+        (self.home / STATE_FILE).unlink(missing_ok=True)
 
 
 @contextmanager
 def prefect_api(startup_timeout: float = 90.0) -> Iterator[str]:
-    """Yield PREFECT_API_URL: the user's server if set, else one started here and stopped after."""
+    """Yield PREFECT_API_URL: the user's server if set, else a local one, stopped after. A server that
+    a killed run left behind is reused when it answers, stopped when it does not, never duplicated."""
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
-    server = LocalServer.start(quiet_prefect_env({k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}))
+    env = quiet_prefect_env({k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})
+    server = LocalServer.left_running(Path(env["PREFECT_HOME"]))
+    if server is not None:
+        try:
+            server.wait_healthy(timeout=10)
+            print(f"Reusing the Prefect server left running by an earlier run (pid {server.process.pid})", flush=True)
+        except RuntimeError:
+            server.stop()
+            server = None
+    if server is None:
+        server = LocalServer.start(env)
     try:
         yield server.wait_healthy(startup_timeout)
     finally:
