@@ -62,7 +62,7 @@ def promote_if_better(name: str, candidate: ModelVersion, X_test: pd.Series, y_t
                 return Promotion(True, f"v{version} is the first champion", version)
             continue
         if str(champion.version) == version:
-            return Promotion(False, f"v{version} is already the champion", version)
+            return Promotion(True, f"v{version} is already the champion", version)  # a retried step
         compared = compare(candidate, champion, X_test, np.asarray(y_test))
         if compared is None:
             return Promotion(False, f"v{version} not promoted: fewer than {MIN_COMPARED_REVIEWS} test reviews of "
