@@ -89,14 +89,19 @@ FAMILIES: dict[str, ModelFamily] = {
 }
 
 
-def require_words(clean_texts: Sequence[str], source: str) -> None:
+def left_no_words(err: ValueError) -> bool:
+    """Whether sklearn's error says a TF-IDF kept no term (its wording is all it gives to tell)."""
+    return "empty vocabulary" in str(err) or "no terms remain" in str(err)
+
+
+def require_words(texts: Sequence[str], source: str) -> None:
     """Refuse, before anything is written, training texts from which no configuration here can learn a
     single term: the most permissive TF-IDF (min_df 1, max_df at its ceiling) finds none."""
-    if not any(clean_texts):
+    if not any(texts):
         raise ReviewDataError(f"{source}: no training review has a word left after cleaning (emoji, digits, "
                               f"punctuation and stopwords are removed); there is nothing to learn from")
     try:
-        TfidfVectorizer(max_df=MAX_DF_CEILING, ngram_range=(1, 2)).fit(clean_texts)
+        TfidfVectorizer(max_df=MAX_DF_CEILING, ngram_range=(1, 2)).fit(texts)
     except ValueError:
         raise ReviewDataError(f"{source}: every word left after cleaning is in more than {MAX_DF_CEILING:.0%} of "
                               f"the training reviews; nothing tells them apart") from None

@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from review_sentiment.constants import PROJECT_DIR
+from review_sentiment.processes import running, this_process
 
 DEFAULT_PREFECT_HOME = PROJECT_DIR / ".prefect"
 STATE_FILE = "server.json"  # in PREFECT_HOME: which process serves it, since when, at which URL
@@ -34,15 +35,15 @@ def quiet_prefect_env(env: dict[str, str]) -> dict[str, str]:
 @dataclass(frozen=True)
 class LocalServer:
     """A `prefect server start` process of ours on loopback, in a session of its own (so Ctrl-C in the
-    terminal reaches only the CLI, which stops it). `server.json` in its PREFECT_HOME names it, so the
-    next start finds one that outlived a killed CLI."""
+    terminal reaches only the CLI, which stops it). `server.json` in its PREFECT_HOME records it and the
+    CLI that owns it, so the next start can take over a server whose owner was killed."""
 
     process: psutil.Process
     url: str  # what PREFECT_API_URL should say
     home: Path
 
     @classmethod
-    def start(cls, env: dict[str, str]) -> LocalServer:
+    def start(cls, env: dict[str, str], record: bool = True) -> LocalServer:
         """Start one and return at once; `wait_healthy` says when it answers (a fresh database takes
         ~14 s to migrate here, an existing one ~5 s), so the caller can do other work meanwhile. Its
         web UI is told the real API URL (by default it points the browser at port 4200)."""
@@ -56,21 +57,29 @@ class LocalServer:
                 env={**env, "PREFECT_UI_API_URL": url}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         server = cls(process, url, home)
-        (home / STATE_FILE).write_text(json.dumps({"pid": process.pid, "started": process.create_time(), "url": url}))
+        if record:
+            server.own()
         return server
 
     @classmethod
-    def left_running(cls, home: Path) -> LocalServer | None:
-        """The server a previous CLI started here and did not stop (it was killed), if it still runs."""
-        try:
-            state = json.loads((home / STATE_FILE).read_text())
-            process = psutil.Process(state["pid"])
-            if process.create_time() == state["started"] and process.status() != psutil.STATUS_ZOMBIE:
-                return cls(process, state["url"], home)
-        except (OSError, ValueError, KeyError, psutil.Error):
-            pass
-        (home / STATE_FILE).unlink(missing_ok=True)
-        return None
+    def orphaned(cls, home: Path) -> LocalServer | None:
+        """The server recorded here if it still runs and the CLI that owned it does not (it was killed)."""
+        state = _recorded(home)
+        if state is None:
+            return None
+        if running(*state["owner"]) is not None:
+            return None  # another CLI still serves from this folder: its server is not ours to take
+        server = running(*state["server"])
+        if server is None:
+            (home / STATE_FILE).unlink(missing_ok=True)
+            return None
+        return cls(server, state["url"], home)
+
+    def own(self) -> None:
+        """Record this server as this process's, for the next start to find if we are killed."""
+        state = {"server": [self.process.pid, self.process.create_time()], "owner": list(this_process()),
+                 "url": self.url}
+        (self.home / STATE_FILE).write_text(json.dumps(state))
 
     def wait_healthy(self, timeout: float = 90.0) -> str:
         """The API URL once /health answers 200; RuntimeError naming the log if it dies or stalls."""
@@ -87,7 +96,7 @@ class LocalServer:
         raise RuntimeError(f"Prefect server not healthy after {timeout:.0f}s; see {self.home / 'server.log'}")
 
     def stop(self) -> None:
-        """SIGTERM to its whole process group, SIGKILL after 15 s; then it is no longer on record."""
+        """SIGTERM to its process group (it leads one), SIGKILL after 15 s; its record goes if it is ours."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
         try:
@@ -97,31 +106,44 @@ class LocalServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
         except psutil.NoSuchProcess:
             pass
-        (self.home / STATE_FILE).unlink(missing_ok=True)
+        state = _recorded(self.home)
+        if state is not None and state["server"][0] == self.process.pid:
+            (self.home / STATE_FILE).unlink(missing_ok=True)
 
 
 @contextmanager
 def prefect_api(startup_timeout: float = 90.0) -> Iterator[str]:
-    """Yield PREFECT_API_URL: the user's server if set, else a local one, stopped after. A server that
-    a killed run left behind is reused when it answers, stopped when it does not, never duplicated."""
+    """Yield PREFECT_API_URL: the user's server if set, else a local one, stopped after. A server whose
+    CLI was killed is reused when it answers, stopped when it does not, never duplicated; while another
+    live CLI serves from the same folder, this one starts a server of its own, as before."""
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
     env = quiet_prefect_env({k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})
-    server = LocalServer.left_running(Path(env["PREFECT_HOME"]))
+    home = Path(env["PREFECT_HOME"])
+    server = LocalServer.orphaned(home)
     if server is not None:
         try:
             server.wait_healthy(timeout=10)
-            print(f"Reusing the Prefect server left running by an earlier run (pid {server.process.pid})", flush=True)
+            server.own()
+            print(f"Reusing the Prefect server left running by a killed run (pid {server.process.pid})", flush=True)
         except RuntimeError:
             server.stop()
             server = None
     if server is None:
-        server = LocalServer.start(env)
+        server = LocalServer.start(env, record=_recorded(home) is None)
     try:
         yield server.wait_healthy(startup_timeout)
     finally:
         server.stop()
+
+
+def _recorded(home: Path) -> dict | None:
+    try:
+        state = json.loads((home / STATE_FILE).read_text())
+        return state if {"server", "owner", "url"} <= state.keys() else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _free_port() -> int:

@@ -25,8 +25,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
 
 from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MODEL_NAME, RETRAIN_EXPERIMENT, SAMPLE_DATA
-from review_sentiment.data.reviews import Reviews, Split, load_reviews, split_reviews
-from review_sentiment.modeling.families import build_pipeline, require_words
+from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, load_reviews, split_reviews
+from review_sentiment.modeling.families import build_pipeline, left_no_words
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
 from review_sentiment.tracking.model_logging import (
@@ -117,8 +117,16 @@ def fingerprint(dataset: PandasDataset, params: dict[str, Any], seed: int, test_
 
 
 @cpu_step(name="TF-IDF")
-def vectorize(pipeline: Pipeline, clean_train: list[str]) -> TfidfVectorizer:
-    return pipeline.named_steps["tfidf"].fit(clean_train)
+def vectorize(pipeline: Pipeline, clean_train: list[str], source: str) -> TfidfVectorizer:
+    """Fit the TF-IDF; one that keeps no word (too few shared words for min_df/max_df) is the data's doing."""
+    tfidf = pipeline.named_steps["tfidf"]
+    try:
+        return tfidf.fit(clean_train)
+    except ValueError as err:
+        if not left_no_words(err):
+            raise
+        raise ReviewDataError(f"{source}: after cleaning, no word is in at least {tfidf.min_df} and at most "
+                              f"{tfidf.max_df:.0%} of the training reviews; nothing to learn from") from None
 
 
 @cpu_step(name="train Logistic Regression")
@@ -182,7 +190,6 @@ def retrain_logistic(
     clean = clean_and_label(reviews)
     data = split(reviews, test_size, seed)
     clean_train = clean.loc[data.X_train.index].tolist()
-    require_words(clean_train, data_path)
     dataset = describe_data(reviews)
     params, source = choose_hyperparameters(overrides, dataset.digest)
     logger.info("Hyperparameters: %s %s", source, params)
@@ -195,7 +202,7 @@ def retrain_logistic(
 
     pipeline = build_pipeline(FAMILY, params, seed)
     started = time.perf_counter()
-    tfidf = vectorize(pipeline, clean_train)
+    tfidf = vectorize(pipeline, clean_train, data_path)
     pipeline = train(pipeline, tfidf, clean_train, data.y_train)
     metrics = evaluate(pipeline, data) | {"fit_time": time.perf_counter() - started}
     run_id, model_info = log_run(pipeline, reviews, data, params, source, metrics, changes, "registered")

@@ -1,6 +1,6 @@
 """Runs left RUNNING by a killed process: MLflow has no run heartbeat, so a `kill -9` during tuning
 leaves the run RUNNING for good. Each run of ours records which process writes it (host, pid and that
-process's start time, so a reused pid is not mistaken for it); the next start marks the runs whose
+process's start time: see `processes`); the next start marks the runs whose
 process is gone KILLED, with their child runs. Runs written from other hosts are left alone: their
 process cannot be checked from here.
 """
@@ -10,16 +10,17 @@ import socket
 from dataclasses import dataclass
 
 import mlflow
-import psutil
 from mlflow.entities import Run, RunStatus
+
+from review_sentiment.processes import running, this_process
 
 HOST, PID, STARTED = "process.host", "process.pid", "process.started"
 
 
 def process_tags() -> dict[str, str]:
     """Tags naming the process that writes a run, for `close_orphaned_runs` to check later."""
-    me = psutil.Process()
-    return {HOST: socket.gethostname(), PID: str(me.pid), STARTED: f"{me.create_time():.2f}"}
+    pid, started = this_process()
+    return {HOST: socket.gethostname(), PID: str(pid), STARTED: f"{started:.3f}"}
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,6 @@ def closed_orphans_line(orphans: list[Orphan]) -> str | None:
 
 def _alive(tags: dict[str, str]) -> bool:
     try:
-        process = psutil.Process(int(tags[PID]))
-        return process.status() != psutil.STATUS_ZOMBIE and f"{process.create_time():.2f}" == tags[STARTED]
-    except (KeyError, ValueError, psutil.NoSuchProcess):
+        return running(int(tags[PID]), float(tags[STARTED])) is not None
+    except (KeyError, ValueError):
         return False
-    except psutil.AccessDenied:
-        return True  # someone else's process by that pid and start: not ours to judge

@@ -1,18 +1,23 @@
-"""Take back what a failed run wrote to MLflow: a failure half-way must not leave registered versions
-without a promotion decision, or FAILED runs beside the good ones.
+"""Take back what a failed run wrote to MLflow: a failure (or Ctrl-C) half-way must not leave registered
+versions without a promotion decision, or FAILED runs beside the good ones.
 
-Versions are deleted from the registry (and the registered model too if it is left empty); runs and
+Versions are deleted from the registry, except one that already holds an alias (a promotion that
+finished is kept); a registered model this run created is deleted too if it is left empty. Runs and
 their child runs are moved to MLflow's trash (`mlflow gc` purges it), where searches and the UI no
-longer show them.
+longer show them. If taking back fails as well, that is logged and the original error is raised.
 """
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,6 +26,7 @@ class Writes:
 
     runs: list[str] = field(default_factory=list)
     versions: list[ModelVersion] = field(default_factory=list)
+    since_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
 
 @contextmanager
@@ -30,16 +36,21 @@ def undone_on_failure() -> Iterator[Writes]:
     try:
         yield writes
     except BaseException:
-        undo(writes)
+        try:
+            undo(writes)
+        except Exception as err:  # noqa: BLE001 — the failure that brought us here is the one to report
+            log.error("Could not take back what the failed run wrote (%s): %s", writes, err)
         raise
 
 
 def undo(writes: Writes) -> None:
     client = mlflow.MlflowClient()
     for version in writes.versions:
-        client.delete_model_version(version.name, version.version)
+        if not client.get_model_version(version.name, version.version).aliases:
+            client.delete_model_version(version.name, version.version)
     for name in {version.name for version in writes.versions}:
-        if not client.search_model_versions(f"name='{name}'"):
+        model = client.get_registered_model(name)
+        if model.creation_timestamp >= writes.since_ms and not client.search_model_versions(f"name='{name}'"):
             client.delete_registered_model(name)
     for run_id in writes.runs:
         run = client.get_run(run_id)

@@ -10,7 +10,7 @@ from joblib import effective_n_jobs
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-from review_sentiment.modeling.families import FAMILIES, build_pipeline
+from review_sentiment.modeling.families import FAMILIES, build_pipeline, left_no_words
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
@@ -57,7 +57,7 @@ def tune_family(
                 scores += cross_val_score(pipeline, X, y_train, scoring="f1_macro", cv=fold_round, n_jobs=n_jobs,
                                           error_score="raise").tolist()
             except ValueError as err:
-                if "vocabulary" in str(err) or "no terms remain" in str(err):
+                if left_no_words(err):
                     trial.set_user_attr("failed", f"min_df {params['tfidf_min_df']}, max_df "
                                                   f"{params['tfidf_max_df']:.2f} left no word on a fold")
                     raise EmptyVocabulary(str(err)) from None

@@ -40,7 +40,8 @@ def test_two_processes_promoting_at_once_leave_the_better_model_champion(store: 
     assert scores == sorted(scores) and len(set(scores)) == 3, scores
     context = multiprocessing.get_context("spawn")
     barrier, outcomes = context.Barrier(3), context.Queue()
-    processes = [context.Process(target=promote_in_rounds, args=(store.uri, str(v.version), barrier, outcomes))
+    processes = [context.Process(target=promote_in_rounds, args=(store.uri, str(v.version), barrier, outcomes),
+                                 daemon=True)
                  for v in (fair, good)]
     for process in processes:
         process.start()
@@ -54,6 +55,8 @@ def test_two_processes_promoting_at_once_leave_the_better_model_champion(store: 
     finally:
         for process in processes:
             process.join(timeout=60)
+            if process.is_alive():
+                process.terminate()
     reasons = [outcomes.get(timeout=10) for _ in range(2 * ROUNDS)]
     assert [p.exitcode for p in processes] == [0, 0]
     assert champions == [str(good.version)] * ROUNDS, reasons

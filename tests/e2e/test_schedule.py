@@ -113,7 +113,7 @@ def test_a_server_left_by_a_killed_cli_is_reused_not_duplicated(tmp_path: Path) 
     again = Serving.start(tmp_path, "0 0 1 1 *")
     try:
         assert again.dashboard() == (dashboard, port), again.output
-        assert "Reusing the Prefect server left running by an earlier run" in again.output
+        assert "Reusing the Prefect server left running by a killed run" in again.output
     finally:
         stopped = again.stop()
         outlived = kill(server_processes(port) + left)
