@@ -15,6 +15,7 @@ from review_sentiment.constants import DEFAULT_MODEL_URI, DEFAULT_TEXT_COL, LABE
 from review_sentiment.data.reviews import ReviewDataError, load_texts
 from review_sentiment.modeling.linear import predict_with_scores
 from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
+from review_sentiment.tracking.model_loading import RefusedModel, load_pipeline
 from review_sentiment.tracking.model_uri import ModelRef
 
 
@@ -45,7 +46,10 @@ def load_model(model_uri: str) -> tuple[Pipeline, str]:
     if version is None:
         raise ReviewDataError(f"{model_uri}: no version holds that alias yet "
                               f"(run the tuning script or a retrain first)")
-    return mlflow.sklearn.load_model(f"models:/{version.name}/{version.version}"), str(version.version)
+    try:
+        return load_pipeline(version), str(version.version)
+    except RefusedModel as err:
+        raise ReviewDataError(f"{model_uri}: refused, {err}") from None
 
 
 @cpu_step(name="score")

@@ -13,6 +13,7 @@ import pandas as pd
 
 from review_sentiment.constants import CHALLENGER, CHAMPION
 from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.tracking.model_loading import load_pipeline
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ def agreement(log: pd.DataFrame) -> Agreement:
     for variant, row in latest.items():
         uri = f"models:/{row.model_name}/{row.model_version}"
         try:
-            labels[variant] = mlflow.sklearn.load_model(uri).predict(texts)
+            version = mlflow.MlflowClient().get_model_version(row.model_name, row.model_version)
+            labels[variant] = load_pipeline(version).predict(texts)
         except Exception as err:  # noqa: BLE001 — a report without this line is still a report
             return Agreement(None, 0, f"could not load {uri} from {mlflow.get_tracking_uri()}: {err}")
     rate = float((labels[CHAMPION] == labels[CHALLENGER]).mean())

@@ -2,7 +2,9 @@
 
 A background thread polls the registry; when an alias points at a new version it loads that
 version first and then swaps one immutable `Variants` snapshot, so a request that already took
-the old snapshot finishes on the old model and no request ever sees a half-loaded one.
+the old snapshot finishes on the old model and no request ever sees a half-loaded one. A version
+that cannot be loaded, or is refused (see `tracking.model_loading`), leaves the previous model serving
+and the service `degraded` with the reason; a refused version is not downloaded again.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 
 from review_sentiment.constants import CHALLENGER, CHAMPION
 from review_sentiment.serving.served_model import ServedModel, load_served
+from review_sentiment.tracking.model_loading import RefusedModel
 from review_sentiment.tracking.model_uri import ModelRef
 
 log = logging.getLogger("uvicorn.error")
@@ -28,7 +31,8 @@ class Variants:
 
     champion: ServedModel | None = None
     challenger: ServedModel | None = None
-    problem: str | None = "loading the model"
+    problem: str | None = "loading the model"  # why no champion is served
+    degraded: str | None = None  # why what is served is not what the registry points at
     checked_at: str | None = None
 
 
@@ -50,6 +54,7 @@ class ModelWatcher:
         self.poll_seconds = poll_seconds
         self.current = Variants()
         self._errors: dict[str, str] = {}  # the last error per variant, logged once until it changes
+        self._refused: dict[tuple[str, str], str] = {}  # (name, version) → why it will not be loaded
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
 
@@ -68,7 +73,7 @@ class ModelWatcher:
     def refresh(self) -> None:
         """One poll. A registry or loading error keeps what is served and is retried next poll."""
         loaded = {CHAMPION: self.current.champion, CHALLENGER: self.current.challenger}
-        problem = None
+        problem, troubles = None, []
         for variant, ref in self.refs.items():
             if ref is None:
                 continue
@@ -79,17 +84,18 @@ class ModelWatcher:
                 if self._errors.get(variant) != str(err):
                     log.error("Could not refresh the %s (%s): %s", variant, ref, err)
                     self._errors[variant] = str(err)
+                troubles.append(f"could not load {ref}: {err}")
                 if variant == CHAMPION and loaded[variant] is None:
-                    problem = f"could not load {ref}: {err}"
+                    problem = troubles[-1]
         if loaded[CHAMPION] is None and problem is None:
             problem = f"no version of {self.refs[CHAMPION].name} holds alias {self.refs[CHAMPION].alias!r} yet"
         if problem and problem != self.current.problem:
             log.warning("Not ready: %s", problem)
-        self.current = replace(self.current, **loaded, problem=problem,
+        degraded = None if problem else "; ".join(troubles) or None
+        self.current = replace(self.current, **loaded, problem=problem, degraded=degraded,
                                checked_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
-    @staticmethod
-    def _follow(variant: str, ref: ModelRef, served: ServedModel | None) -> ServedModel | None:
+    def _follow(self, variant: str, ref: ModelRef, served: ServedModel | None) -> ServedModel | None:
         version = ref.resolve()
         if version is None:
             if served is not None and variant == CHALLENGER:
@@ -98,7 +104,14 @@ class ModelWatcher:
             return served  # a champion alias that vanished: keep answering with the last one
         if served is not None and served.version == str(version.version):
             return served
-        model = load_served(version, ref.alias)
+        key = (version.name, str(version.version))
+        if key in self._refused:
+            raise RefusedModel(self._refused[key])
+        try:
+            model = load_served(version, ref.alias)
+        except RefusedModel as err:
+            self._refused[key] = str(err)
+            raise
         gc.freeze()  # what is loaded now lives long: keep it out of every later collection (a full one took 170 ms)
         log.info("Serving %s v%s (%s) as %s", model.name, model.version, model.family, variant)
         return model

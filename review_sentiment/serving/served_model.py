@@ -13,6 +13,7 @@ from sklearn.pipeline import Pipeline
 from review_sentiment.constants import LABEL_NAMES
 from review_sentiment.modeling.fast_scorer import FastScorer
 from review_sentiment.modeling.linear import strongest_terms, term_weights
+from review_sentiment.tracking.model_loading import load_pipeline
 
 EXPLAIN_TERMS = 5
 
@@ -64,8 +65,9 @@ class ServedModel:
 
 
 def load_served(version: ModelVersion, alias: str | None) -> ServedModel:
-    """Load one registry version with the sklearn flavour (for probabilities and coefficients)."""
-    pipeline = mlflow.sklearn.load_model(f"models:/{version.name}/{version.version}")
+    """Load one registry version's fitted pipeline (for probabilities and coefficients), held to our
+    trusted types and our cleaning; RefusedModel says why not."""
+    pipeline = load_pipeline(version)
     terms, weights = term_weights(pipeline)
     run = mlflow.MlflowClient().get_run(version.run_id)
     return ServedModel(

@@ -7,6 +7,7 @@ this same format, so they load and score the same way.
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import warnings
@@ -33,7 +34,10 @@ _REQUIREMENTS = ("scikit-learn", "skops", "nltk", "emoji", "pandas", "numpy", "m
 # One unnamed string column: pyfunc then takes a list, a Series, an array or a one-column
 # DataFrame (any column name) and every REST payload format, one prediction per review.
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("long")]))
-_TRUSTED = [f"{text_cleaning.clean_texts.__module__}.{text_cleaning.clean_texts.__qualname__}"]
+# The one type of ours a logged model may ask skops to trust; loading holds every model to this list.
+TRUSTED_TYPES = (f"{text_cleaning.clean_texts.__module__}.{text_cleaning.clean_texts.__qualname__}",)
+CLEANING_DIGEST_TAG = "cleaning_digest"  # on every registered version: the cleaning it was trained with
+_STOPWORDS = Path("data") / "nltk_data" / "corpora" / "stopwords" / "english"
 
 
 def quiet_mlflow_warnings() -> None:
@@ -85,6 +89,15 @@ def model_size_bytes(model_info: ModelInfo) -> int:
     return sum(f.file_size for f in files if not f.is_dir)
 
 
+def cleaning_digest(root: Path = Path(text_cleaning.__file__).parent) -> str:
+    """A digest of the cleaning a model runs: `text_cleaning.py` and its stopword list, as laid out
+    under `root` (this checkout, or a logged model's `code/` folder)."""
+    digest = hashlib.sha256()
+    for part in (Path("text_cleaning.py"), _STOPWORDS):
+        digest.update((root / part).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @contextmanager
 def _cleaning_code() -> Iterator[list[str]]:
     """text_cleaning.py and its stopword data, laid out as in the project so the copy finds it."""
@@ -105,5 +118,5 @@ def log_sentiment_model(pipeline: Pipeline, example_texts: Sequence[str]) -> Mod
             code_paths=code_paths,
             pip_requirements=[f"{pkg}=={version(pkg)}" for pkg in _REQUIREMENTS],
             serialization_format="skops",
-            skops_trusted_types=_TRUSTED,
+            skops_trusted_types=list(TRUSTED_TYPES),
         )

@@ -21,6 +21,7 @@ from review_sentiment.constants import CHAMPION
 from review_sentiment.data.reviews import review_hashes
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking.alias_lock import alias_lock
+from review_sentiment.tracking.model_loading import load_pipeline, refusal
 from review_sentiment.tracking.model_logging import training_reviews
 from review_sentiment.tracking.registry import current_champion
 
@@ -53,7 +54,8 @@ class Comparison:
 
 def promote_if_better(name: str, candidate: ModelVersion, X_test: pd.Series, y_test: Sequence[int]) -> Promotion:
     """Move `champion` to `candidate` if it scores at least the champion's macro-F1 on the candidate's
-    test reviews that the champion did not train on; `X_test` and `y_test` are the candidate's."""
+    test reviews that the champion did not train on; `X_test` and `y_test` are the candidate's. A champion
+    this code refuses to load (foreign types, other cleaning) cannot be scored here, so it is replaced."""
     version = str(candidate.version)
     while True:
         champion = current_champion(name)
@@ -63,6 +65,11 @@ def promote_if_better(name: str, candidate: ModelVersion, X_test: pd.Series, y_t
             continue
         if str(champion.version) == version:
             return Promotion(True, f"v{version} is already the champion", version)  # a retried step
+        refused = refusal(champion)
+        if refused is not None:
+            if _move_alias(name, version, expected=str(champion.version)):
+                return Promotion(True, f"v{version} promoted: the champion is refused here ({refused})", version)
+            continue
         compared = compare(candidate, champion, X_test, np.asarray(y_test))
         if compared is None:
             return Promotion(False, f"v{version} not promoted: fewer than {MIN_COMPARED_REVIEWS} test reviews of "
@@ -89,7 +96,8 @@ def compare(candidate: ModelVersion, champion: ModelVersion, X_test: pd.Series,
     texts, labels = X_test[keep].tolist(), y_test[keep]
     if len(texts) < MIN_COMPARED_REVIEWS or len(set(labels.tolist())) < 2:
         return None
-    candidate_f1, champion_f1 = (macro_f1(labels, _load(version).predict(texts)) for version in (candidate, champion))
+    candidate_f1, champion_f1 = (macro_f1(labels, load_pipeline(version).predict(texts))
+                                 for version in (candidate, champion))
     return Comparison(candidate_f1, champion_f1, len(texts), note)
 
 
@@ -102,6 +110,3 @@ def _move_alias(name: str, version: str, expected: str | None) -> bool:
         mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION, version)
         return True
 
-
-def _load(version: ModelVersion):
-    return mlflow.sklearn.load_model(f"models:/{version.name}/{version.version}")

@@ -10,15 +10,18 @@ from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
+from review_sentiment.tracking.model_logging import CLEANING_DIGEST_TAG, cleaning_digest
 
 
 def register(model_info: ModelInfo, name: str, tags: dict[str, object]) -> ModelVersion:
     """The version of `name` holding this logged model: created with its tags the first time, and the
-    same one again when a retried step registers it again (one logged model, one version)."""
+    same one again when a retried step registers it again (one logged model, one version). Every version
+    records the digest of the cleaning it was trained with, which loading holds it to."""
     made = mlflow.MlflowClient().search_model_versions(f"name='{name}' and run_id='{model_info.run_id}'")
     for version in sorted(made, key=lambda v: int(v.version)):
         if version.source == model_info.model_uri:
             return version
+    tags = tags | {CLEANING_DIGEST_TAG: cleaning_digest()}
     return mlflow.register_model(model_info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
 
 

@@ -23,6 +23,7 @@ from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.tracking import model_logging, promotion
 from review_sentiment.tracking.promotion import promote_if_better
 from review_sentiment.tracking.registry import current_champion
+from tests import crafted
 from tests.helpers import FAST, PROJECT_DIR, SAMPLE, Store, run_script
 
 
@@ -127,6 +128,16 @@ def test_scorer_writes_one_prediction_per_input_row(store: Store, tmp_path: Path
     preds = pd.read_csv(out)
     assert preds.row_id.tolist() == [0, 1, 2] and preds.review.iloc[2] == "Not good at all"
     assert pd.isna(preds.label.iloc[1]) and preds.label.iloc[2] == "negative"
+
+
+def test_the_scorer_refuses_a_champion_trained_with_other_cleaning(store: Store, tmp_path: Path) -> None:
+    retrain_logistic(data_path=str(SAMPLE))
+    stale = crafted.with_other_cleaning(current_champion(MODEL_NAME))
+    mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", stale.version)
+    with pytest.raises(reviews.ReviewDataError, match=f"@champion: refused, {MODEL_NAME} v{stale.version}: it was "
+                                                      f"trained with other cleaning code"):
+        score_reviews(str(SAMPLE), str(tmp_path / "out.csv"))
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_a_data_error_in_a_flow_is_logged_in_one_line(store: Store, tmp_path: Path,

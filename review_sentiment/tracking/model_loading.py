@@ -1,0 +1,77 @@
+"""Loading a registered version without trusting its artifact.
+
+`mlflow.sklearn.load_model` lets the artifact decide: skops trusts whatever types the MLmodel file
+lists, and `code_paths` puts the artifact's code first on `sys.path`. Anyone who can point an alias at
+a crafted version could then run code in the service, the batch scorer and promotion. Here the skops
+file is loaded with the trusted types defined in our code, nothing of the artifact is imported, and a
+version is refused, with a one-line reason, when:
+- it is not a skops-saved sklearn model (a pickle runs code as it loads);
+- its MLmodel or its skops file asks for any type beyond `model_logging.TRUSTED_TYPES`;
+- its cleaning (the `text_cleaning.py` and stopword list logged with it) differs from the cleaning this
+  process runs: skops resolves `text_cleaning.clean_texts` to our module, so a model trained with other
+  cleaning would silently score with ours (train/serve skew). We refuse rather than import its copy,
+  which would replace ours for every other model in the process.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow
+import skops.io
+import yaml
+from mlflow.entities.model_registry import ModelVersion
+from sklearn.pipeline import Pipeline
+
+from review_sentiment.tracking.model_logging import CLEANING_DIGEST_TAG, TRUSTED_TYPES, cleaning_digest
+
+
+class RefusedModel(ValueError):
+    """A registered version this project will not load; the message says why, in one line."""
+
+
+def load_pipeline(version: ModelVersion) -> Pipeline:
+    """The fitted pipeline of `version`, or RefusedModel."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return skops.io.load(_checked_model_file(version, Path(tmp)), trusted=list(TRUSTED_TYPES))
+
+
+def refusal(version: ModelVersion) -> str | None:
+    """Why `version` would be refused, or None if it loads."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            _checked_model_file(version, Path(tmp))
+    except RefusedModel as err:
+        return str(err)
+    return None
+
+
+def _checked_model_file(version: ModelVersion, tmp: Path) -> Path:
+    """The version's files downloaded under `tmp` and checked; the path of its skops file."""
+    where = f"{version.name} v{version.version}"
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}", dst_path=str(tmp)))
+    try:
+        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["sklearn"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise RefusedModel(f"{where}: not a logged sklearn model ({err})") from None
+    if flavor.get("serialization_format") != "skops":
+        raise RefusedModel(f"{where}: saved as {flavor.get('serialization_format')!r}, not skops "
+                           f"(a pickle runs code as it loads)")
+    asked = set(flavor.get("skops_trusted_types") or []) - set(TRUSTED_TYPES)
+    if asked:
+        raise RefusedModel(f"{where}: its MLmodel asks to trust {', '.join(sorted(asked))}; "
+                           f"only {', '.join(TRUSTED_TYPES)} is trusted")
+    model_file = (local / flavor.get("pickled_model", "")).resolve()
+    if local.resolve() not in model_file.parents or not model_file.is_file():
+        raise RefusedModel(f"{where}: its model file {flavor.get('pickled_model')!r} is missing")
+    holds = set(skops.io.get_untrusted_types(file=model_file)) - set(TRUSTED_TYPES)
+    if holds:
+        raise RefusedModel(f"{where}: its model file holds types we do not trust: {', '.join(sorted(holds))}")
+    try:
+        theirs = cleaning_digest(local / "code")
+    except OSError:
+        raise RefusedModel(f"{where}: it carries no cleaning code to check ours against") from None
+    if theirs != cleaning_digest() or version.tags.get(CLEANING_DIGEST_TAG, theirs) != theirs:
+        raise RefusedModel(f"{where}: it was trained with other cleaning code (digest {theirs}, this process "
+                           f"runs {cleaning_digest()}); scoring it here would skew its predictions")
+    return model_file

@@ -1,0 +1,49 @@
+"""Loading held to our trusted types and our cleaning: crafted registry versions are refused in one line,
+by the same loader the service, the batch scorer and promotion use; ours load as before."""
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+
+from review_sentiment.constants import CHAMPION, MODEL_NAME
+from review_sentiment.tracking.model_loading import RefusedModel, load_pipeline
+from review_sentiment.tracking.model_logging import CLEANING_DIGEST_TAG, cleaning_digest
+from review_sentiment.tracking.promotion import promote_if_better
+from tests import crafted
+from tests.helpers import STRONG, WEAK, Store, registered, the_split
+
+
+def test_our_versions_load_and_record_the_cleaning_they_were_trained_with(store: Store) -> None:
+    split = the_split()
+    version = registered(split.X_train, split.y_train, STRONG)
+    assert version.tags[CLEANING_DIGEST_TAG] == cleaning_digest()
+    texts = split.X_test.tolist()
+    ours = load_pipeline(version).predict(texts)
+    assert np.array_equal(ours, mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version.version}").predict(texts))
+
+
+@pytest.mark.parametrize(("craft", "reason"), [
+    (lambda fitted, _: crafted.trusting_system(fitted), f"its MLmodel asks to trust {crafted.SYSTEM}; only "),
+    (lambda fitted, _: crafted.hiding_system(fitted), f"its model file holds types we do not trust: {crafted.SYSTEM}"),
+    (lambda _, ours: crafted.with_other_cleaning(ours), "it was trained with other cleaning code .digest "),
+    (lambda fitted, _: crafted.pickled(fitted), "saved as 'cloudpickle', not skops"),
+], ids=["trusts-os.system", "hides-os.system", "other-cleaning", "pickle"])
+def test_a_crafted_version_is_refused_with_one_line(store: Store, craft, reason: str) -> None:
+    split = the_split()
+    ours = registered(split.X_train, split.y_train, WEAK)
+    version = craft(load_pipeline(ours), ours)
+    with pytest.raises(RefusedModel, match=f"^{MODEL_NAME} v{version.version}: {reason}") as refused:
+        load_pipeline(version)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_champion_this_code_refuses_is_replaced_by_a_candidate_it_can_score(store: Store) -> None:
+    split = the_split()
+    ours = registered(split.X_train, split.y_train, STRONG)
+    stale = crafted.with_other_cleaning(ours)
+    mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION, stale.version)
+    candidate = registered(split.X_train, split.y_train, WEAK)  # weaker than `stale`, yet scorable here
+    promotion = promote_if_better(MODEL_NAME, candidate, split.X_test, split.y_test)
+    assert promotion.promoted and promotion.champion == str(candidate.version), promotion
+    assert f"the champion is refused here ({MODEL_NAME} v{stale.version}: it was trained with other" in promotion.reason
