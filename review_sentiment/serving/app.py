@@ -1,12 +1,13 @@
 """The prediction service's HTTP surface: request and response shapes, limits, routes.
 
 Everything a caller sends is validated here into a one-line 4xx; nothing a caller sends chooses
-a model, a path or a URI — the served models come only from the `ModelWatcher`.
+a model, a path or a URI — the served models come only from the `ModelWatcher`. A prediction is
+answered only once the prediction log has committed it; prediction ids are 128-bit random, so
+feedback cannot be guessed onto someone else's prediction, and a first true label is never overwritten.
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
 import secrets
 import sqlite3
 import time
@@ -16,19 +17,28 @@ from datetime import UTC, datetime
 from importlib.resources import files
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from review_sentiment.constants import CHALLENGER, CHAMPION, LABEL_NAMES
 from review_sentiment.serving.model_watcher import ModelWatcher, choose_variant
-from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog
+from review_sentiment.serving.prediction_log import (
+    Feedback,
+    LogFull,
+    LoggedRequest,
+    LogStuck,
+    PredictionLog,
+    new_prediction_ids,
+)
 
 MAX_REVIEWS = 1000
 MAX_REVIEW_CHARS = 5000
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_CALLER_ID_CHARS = 200
+RETRY_AFTER = {"Retry-After": "1"}
 PAGE = files(__package__) / "web" / "index.html"
 
 
@@ -126,20 +136,29 @@ def one_line(errors: list[dict]) -> str:
     return what + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
 
-def create_app(watcher: ModelWatcher, prediction_log: PredictionLog, challenger_share: float) -> FastAPI:
+def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, challenger_share: float,
+               api_key: str | None = None) -> FastAPI:
+    """The service; `prediction_log` None logs nothing, `api_key` guards the write endpoints."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         watcher.start()
         yield
         watcher.stop()
-        prediction_log.close()
+        if prediction_log is not None:
+            await prediction_log.close()
+
+    async def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(
+            auto_error=False, description="the service's API key"))]) -> None:
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), api_key.encode()):
+            raise HTTPException(401, "this endpoint needs the header 'Authorization: Bearer <API key>' with the "
+                                     "key the service was started with", headers={"WWW-Authenticate": "Bearer"})
 
     app = FastAPI(title="Flipkart review sentiment", lifespan=lifespan, description=(
         f"Labels product reviews with the registry's `champion` model. Up to {MAX_REVIEWS} reviews per "
         f"request, each at most {MAX_REVIEW_CHARS} characters; bodies over {MAX_BODY_BYTES} bytes get 413."))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     page = PAGE.read_text(encoding="utf-8")
-    request_ids = (f"{secrets.token_hex(4)}-{n:x}" for n in itertools.count(1))
+    writes = [Depends(authorized)] if api_key else []
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -148,7 +167,8 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog, challenger_
         return JSONResponse({"detail": one_line(exc.errors())}, status_code=422)
 
     @app.post("/predict", response_model=PredictResponse, responses={
-        413: {"description": "body too large"}, 503: {"description": "no model loaded yet"}})
+        413: {"description": "body too large"},
+        503: {"description": "no model loaded yet, or the prediction log is full (see Retry-After)"}})
     async def predict(body: PredictRequest, request: Request,
                       x_caller_id: Annotated[str | None, Header(max_length=MAX_CALLER_ID_CHARS, description=(
                           "stable id of the caller: the same id always gets the same variant"))] = None):
@@ -160,7 +180,8 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog, challenger_
         model = variants.challenger if variant == CHALLENGER else variants.champion
         scored = model.score(body.reviews, body.explain)
         answered = LoggedRequest(
-            request_id=next(request_ids), time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            request_id=secrets.token_hex(16), prediction_ids=new_prediction_ids(len(body.reviews)),
+            time=datetime.now(UTC).isoformat(timespec="milliseconds"),
             variant=variant, model_name=model.name, model_version=model.version, caller_id=x_caller_id,
             reviews=body.reviews, labels=scored.label_ids, scores=scored.scores,
             latency_ms=(time.perf_counter() - request.scope["received_at"]) * 1000)
@@ -170,33 +191,59 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog, challenger_
              "model_version": model.version, "variant": variant,
              "explanation": None if terms is None else [{"term": t, "weight": w} for t, w in terms]}
             for pid, label, label_id, score, terms in zip(
-                answered.prediction_ids(), scored.labels, scored.label_ids, scored.scores, explanations, strict=True)
+                answered.prediction_ids, scored.labels, scored.label_ids, scored.scores, explanations, strict=True)
         ]
-        prediction_log.append(answered)
+        if prediction_log is not None:
+            try:
+                pending = prediction_log.record(answered)
+            except LogFull as err:
+                raise HTTPException(503, f"the prediction log is behind ({err}); retry shortly", RETRY_AFTER) from None
+            await committed(pending)
         return {"predictions": predictions}
 
-    @app.post("/feedback", response_model=FeedbackResponse, responses={
-        404: {"description": "unknown prediction id"}, 503: {"description": "prediction log unavailable"}})
-    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
-        """Record the true label of a logged prediction (the A/B report's macro-F1 uses it)."""
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    async def committed(pending: asyncio.Future) -> object:
+        """The log's outcome once committed; 503 (Retry-After) when the disk does not take it in time."""
         try:
-            stored = await asyncio.wrap_future(
-                prediction_log.feedback(body.prediction_id, LABEL_NAMES.index(body.label), now))
-        except sqlite3.Error as err:
-            raise HTTPException(503, f"the prediction log cannot be written: {err}") from None
-        if not stored:
+            return await pending
+        except LogStuck as err:
+            raise HTTPException(503, f"the prediction log has {err}; retry shortly", RETRY_AFTER) from None
+        except (sqlite3.Error, ValueError) as err:  # the database refused this row itself
+            raise HTTPException(503, f"the prediction log refused this: {err}") from None
+
+    @app.post("/feedback", response_model=FeedbackResponse, dependencies=writes, responses={
+        401: {"description": "API key missing or wrong (only when the service has one)"},
+        404: {"description": "unknown prediction id"},
+        409: {"description": "this prediction already has a different true label"},
+        503: {"description": "prediction log unavailable"}})
+    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
+        """Record the true label of a logged prediction (the A/B report's macro-F1 uses it). The first
+        label stands: sending it again is fine, a different one is refused."""
+        if prediction_log is None:
+            raise HTTPException(503, "this service keeps no prediction log (started with --no-prediction-log)")
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        outcome = await committed(prediction_log.feedback(body.prediction_id, LABEL_NAMES.index(body.label), now))
+        if outcome is Feedback.UNKNOWN:
             raise HTTPException(404, f"no logged prediction has id {body.prediction_id!r}")
+        if outcome is Feedback.CONFLICT:
+            raise HTTPException(409, f"prediction {body.prediction_id!r} already has a different true label; "
+                                     f"a recorded label is never overwritten")
         return FeedbackResponse(prediction_id=body.prediction_id, label=body.label)
 
     @app.get("/health", responses={503: {"description": "no model loaded yet"}})
     async def health() -> JSONResponse:
-        """Ready (200) only once a champion model is loaded."""
+        """200 once a champion is loaded: "ready", or "degraded" with the reason when a version the
+        registry points at could not be loaded (the previous one serves) or the log cannot write."""
         variants = watcher.current
+        writer = prediction_log.state.report() if prediction_log else {"state": "off"}
         if variants.champion is None:
-            return JSONResponse({"status": "unavailable", "detail": variants.problem}, status_code=503)
-        return JSONResponse({"status": "ready", "champion_version": variants.champion.version,
-                             "challenger_version": variants.challenger.version if variants.challenger else None})
+            return JSONResponse({"status": "unavailable", "detail": variants.problem, "prediction_log": writer},
+                                status_code=503)
+        log_trouble = None if writer["state"] in {"writing", "off"} else f"prediction log {writer['state']}"
+        detail = "; ".join(t for t in (variants.degraded, log_trouble) if t) or None
+        return JSONResponse({"status": "degraded" if detail else "ready", "detail": detail,
+                             "champion_version": variants.champion.version,
+                             "challenger_version": variants.challenger.version if variants.challenger else None,
+                             "prediction_log": writer})
 
     @app.get("/model")
     async def model_info() -> dict:
@@ -206,7 +253,7 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog, challenger_
             "champion": variants.champion.describe() if variants.champion else None,
             "challenger": variants.challenger.describe() if variants.challenger else None,
             "challenger_share": challenger_share if variants.challenger else 0.0,
-            "problem": variants.problem,
+            "problem": variants.problem or variants.degraded,
             "registry_checked_at": variants.checked_at,
             "poll_seconds": watcher.poll_seconds,
         }

@@ -2,6 +2,7 @@
 printing its A/B report: what `serve_api.py` runs."""
 from __future__ import annotations
 
+import ipaddress
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from review_sentiment.serving.prediction_log import PredictionLog, read_log
 from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 from review_sentiment.tracking.model_uri import ModelRef
 
+API_KEY_ENV = "REVIEW_SENTIMENT_API_KEY"
+
 
 @dataclass(frozen=True)
 class ServiceSettings:
@@ -27,29 +30,53 @@ class ServiceSettings:
     model_uri: str
     challenger_share: float
     poll_seconds: float
-    prediction_log: Path
+    prediction_log: Path | None  # None: log nothing
+    log_queue_rows: int
+    log_wait_seconds: float
+    shutdown_seconds: float
+    api_key: str | None
     access_log: bool
 
 
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach `host` (a name other than localhost may resolve anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def build_app(settings: ServiceSettings) -> FastAPI:
-    """The app, with its model references and prediction log checked: a bad model URI or an unusable
-    log raises ValueError here, before anything listens."""
+    """The app, with its model references, prediction log and API key checked: a bad model URI, an
+    unusable log or a reachable address without a key raises ValueError here, before anything listens."""
     quiet_mlflow_warnings()
     champion = ModelRef.parse(settings.model_uri)
-    try:
-        prediction_log = PredictionLog(settings.prediction_log)
-    except sqlite3.Error as err:
-        raise ValueError(f"{settings.prediction_log}: cannot use as the prediction log ({err})") from None
+    if settings.api_key is None and not is_loopback(settings.host):
+        raise ValueError(f"--host {settings.host} can be reached from other machines, so POST /feedback needs a "
+                         f"token: pass --api-key KEY or set {API_KEY_ENV}")
+    prediction_log = None
+    if settings.prediction_log is not None:
+        try:
+            prediction_log = PredictionLog(settings.prediction_log, settings.log_queue_rows, settings.log_wait_seconds)
+        except sqlite3.Error as err:
+            raise ValueError(f"{settings.prediction_log}: cannot use as the prediction log ({err})") from None
     challenger = ModelRef(champion.name, CHALLENGER, None) if settings.challenger_share > 0 else None
     watcher = ModelWatcher(champion, challenger, settings.poll_seconds)
     sharing = f" and {challenger} for {settings.challenger_share:.0%} of traffic" if challenger else ""
-    print(f"Serving {champion}{sharing}; predictions logged to {settings.prediction_log}", flush=True)
-    return create_app(watcher, prediction_log, settings.challenger_share)
+    logged = f"predictions logged to {settings.prediction_log}" if prediction_log else "no prediction log"
+    print(f"Serving {champion}{sharing}; {logged}", flush=True)
+    if settings.api_key:
+        print("POST /feedback requires the header 'Authorization: Bearer <API key>'", flush=True)
+    return create_app(watcher, prediction_log, settings.challenger_share, settings.api_key)
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Serve until SIGINT/SIGTERM; the app's lifespan starts the watcher and drains the log."""
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=settings.access_log, log_level="info")
+    """Serve until SIGINT/SIGTERM; the app's lifespan starts the watcher and, at the end, writes what
+    is still queued for the log before the process exits."""
+    uvicorn.run(app, host=settings.host, port=settings.port, access_log=settings.access_log, log_level="info",
+                timeout_graceful_shutdown=settings.shutdown_seconds)
 
 
 def print_report(prediction_log: Path) -> None:

@@ -1,6 +1,7 @@
 """Prediction log, A/B assignment and the A/B report, without a server."""
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
@@ -9,42 +10,45 @@ import pytest
 from review_sentiment.constants import CHALLENGER, CHAMPION
 from review_sentiment.serving.ab_report import format_report, variant_stats
 from review_sentiment.serving.model_watcher import choose_variant
-from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog, read_log
+from review_sentiment.serving.prediction_log import Feedback, LoggedRequest, PredictionLog, read_log
 
 
-def answered(request_id: str, variant: str, version: str, labels: list[int], latency: float) -> LoggedRequest:
-    return LoggedRequest(request_id, "2026-11-26T06:00:00.000+00:00", variant, "FlipkartSentimentModel", version,
-                         None, [f"review {request_id}.{i}" for i in range(len(labels))], labels,
+def answered(request_id: str, variant: str, version: str, labels: list[int], latency: float,
+             reviews: list[str] | None = None) -> LoggedRequest:
+    return LoggedRequest(request_id, [f"{request_id}.{i}" for i in range(len(labels))],
+                         "2026-11-26T06:00:00.000+00:00", variant, "FlipkartSentimentModel", version, None,
+                         reviews or [f"review {request_id}.{i}" for i in range(len(labels))], labels,
                          [0.9 if y else 0.1 for y in labels], latency)
 
 
-@pytest.fixture
-def log(tmp_path: Path) -> PredictionLog:
-    log = PredictionLog(tmp_path / "predictions.db")
-    log.append(answered("a", CHAMPION, "3", [1, 0], 2.0))
-    log.append(answered("b", CHALLENGER, "1", [1], 4.0))
-    log.append(answered("c", CHAMPION, "3", [1], 1.0))
-    return log
+def filled_log(path: Path, feedback: list[tuple[str, int]] = ()) -> list[Feedback]:
+    """A log of three requests (a: champion, two reviews; b: challenger; c: champion), then `feedback`
+    sent in order; returns its outcomes."""
+    async def fill() -> list[Feedback]:
+        log = PredictionLog(path)
+        for request in (answered("a", CHAMPION, "3", [1, 0], 2.0), answered("b", CHALLENGER, "1", [1], 4.0),
+                        answered("c", CHAMPION, "3", [1], 1.0)):
+            await log.record(request)
+        outcomes = [await log.feedback(pid, label, "t") for pid, label in feedback]
+        await log.close()
+        return outcomes
+    return asyncio.run(fill())
 
 
-def test_feedback_finds_logged_predictions_only(log: PredictionLog, tmp_path: Path) -> None:
-    assert log.feedback("a.0", 1, "t").result(timeout=5) is True
-    assert log.feedback("a.1", 1, "t").result(timeout=5) is True  # the model said 0: a mistake
-    assert log.feedback("a.1", 0, "t2").result(timeout=5) is True  # corrected: the last word counts
-    assert log.feedback("zz.9", 1, "t").result(timeout=5) is False
-    log.close()
-    frame = read_log(tmp_path / "predictions.db").set_index("id")
+def test_the_first_true_label_stands(tmp_path: Path) -> None:
+    outcomes = filled_log(tmp_path / "p.db", [("a.0", 1), ("a.1", 1), ("a.1", 1), ("a.1", 0), ("zz.9", 1)])
+    # a.1: the model said 0, a mistake; then a client's retry; then a different label, never overwritten
+    assert outcomes == [Feedback.STORED, Feedback.STORED, Feedback.SAME, Feedback.CONFLICT, Feedback.UNKNOWN]
+    frame = read_log(tmp_path / "p.db").set_index("id")
     assert len(frame) == 4
-    assert (frame.loc["a.0", "true_label"], frame.loc["a.1", "true_label"]) == (1, 0)
+    assert (frame.loc["a.0", "true_label"], frame.loc["a.1", "true_label"]) == (1, 1)
     assert frame.loc[["b.0", "c.0"], "true_label"].isna().all()
     assert frame.loc["b.0", "review"] == "review b.0" and frame.loc["b.0", "variant"] == CHALLENGER
 
 
-def test_variant_stats_count_requests_reviews_latency_and_f1(log: PredictionLog, tmp_path: Path) -> None:
-    log.feedback("a.0", 1, "t").result(timeout=5)
-    log.feedback("a.1", 1, "t").result(timeout=5)
-    log.close()
-    champion, challenger = variant_stats(read_log(tmp_path / "predictions.db"))
+def test_variant_stats_count_requests_reviews_latency_and_f1(tmp_path: Path) -> None:
+    filled_log(tmp_path / "p.db", [("a.0", 1), ("a.1", 1)])
+    champion, challenger = variant_stats(read_log(tmp_path / "p.db"))
     assert (champion.variant, champion.versions, champion.requests, champion.reviews) == (CHAMPION, "3", 2, 3)
     assert champion.positive_rate == pytest.approx(2 / 3)
     assert champion.p50_ms == pytest.approx(1.5) and champion.feedback == 2
@@ -52,9 +56,9 @@ def test_variant_stats_count_requests_reviews_latency_and_f1(log: PredictionLog,
     assert (challenger.requests, challenger.feedback, challenger.macro_f1) == (1, 0, None)
 
 
-def test_report_prints_a_row_per_variant(log: PredictionLog, tmp_path: Path) -> None:
-    log.close()
-    frame = read_log(tmp_path / "predictions.db")
+def test_report_prints_a_row_per_variant(tmp_path: Path) -> None:
+    filled_log(tmp_path / "p.db")
+    frame = read_log(tmp_path / "p.db")
     text = format_report(frame[frame["variant"] == CHAMPION], "predictions.db")
     rows = [line.split()[0] for line in text.splitlines() if line.startswith(("champion ", "challenger "))]
     assert rows == [CHAMPION]

@@ -2,16 +2,13 @@
 serving a model trained on the sample from a temporary MLflow store."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,50 +22,16 @@ from review_sentiment.data.reviews import load_texts
 from review_sentiment.modeling.linear import predict_with_scores
 from review_sentiment.serving.model_watcher import choose_variant
 from review_sentiment.serving.prediction_log import read_log
+from tests.e2e.served import running_server
 from tests.helpers import (
-    PROJECT_DIR,
     SAMPLE,
     Store,
     expected_from_models_logged_before_package,
-    free_port,
     register_models_logged_before_package,
     wait_for,
 )
 
 CHALLENGER_SHARE = 0.3
-
-
-@contextmanager
-def running_server(store_uri: str, workdir: Path, *args: str) -> Iterator[httpx.Client]:
-    """`python serve_api.py` as a separate process; stopped with Ctrl-C (SIGINT) afterwards."""
-    port = free_port()
-    log_path = workdir / f"server-{port}.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(PROJECT_DIR / "serve_api.py"), "--port", str(port), *args],
-            cwd=workdir, env=dict(os.environ, MLFLOW_TRACKING_URI=store_uri, MLFLOW_REGISTRY_URI=store_uri),
-            stdout=log, stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        wait_for(lambda: _answers(client, process), timeout=60, what="the server to answer")
-        yield client
-    finally:
-        client.close()
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
-        output = log_path.read_text()
-        assert process.returncode == 0, output
-        assert "Traceback" not in output, output
-        assert not re.search(r"^(ERROR|CRITICAL):", output, re.MULTILINE), output  # a log record at error level
-
-
-def _answers(client: httpx.Client, process: subprocess.Popen) -> bool:
-    assert process.poll() is None, f"the server exited with status {process.returncode}"
-    try:
-        client.get("/health")
-        return True
-    except httpx.TransportError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +63,10 @@ def predict(server: httpx.Client, reviews: list, **extra) -> httpx.Response:
 def test_health_and_model_describe_the_champion(server: httpx.Client, registry_client) -> None:
     champion = registry_client.get_model_version_by_alias(MODEL_NAME, "champion")
     health = server.get("/health").json()
-    assert health == {"status": "ready", "champion_version": str(champion.version), "challenger_version": None}
+    writer = health.pop("prediction_log")
+    assert health == {"status": "ready", "detail": None, "champion_version": str(champion.version),
+                      "challenger_version": None}
+    assert (writer["state"], writer["queued_rows"], writer["failed_rows"]) == ("writing", 0, 0)
     info = server.get("/model").json()["champion"]
     assert (info["name"], info["version"], info["alias"]) == (MODEL_NAME, str(champion.version), "champion")
     assert info["family"] == champion.tags["family"] and info["data_digest"] == champion.tags["data_digest"]
@@ -269,6 +235,10 @@ def test_feedback_joins_its_prediction_and_reaches_the_report(server: httpx.Clie
         assert answer.json() == {"prediction_id": prediction["id"], "label": truth}
     assert server.post("/feedback", json={"prediction_id": "no-such-id", "label": "positive"}).status_code == 404
     assert server.post("/feedback", json={"prediction_id": first["id"], "label": "great"}).status_code == 422
+    again = server.post("/feedback", json={"prediction_id": first["id"], "label": "positive"})
+    assert again.status_code == 200  # a client's retry of the same label
+    changed = server.post("/feedback", json={"prediction_id": first["id"], "label": "negative"})
+    assert changed.status_code == 409 and "never overwritten" in changed.json()["detail"]
 
     log = read_log(store_copy.path / DEFAULT_PREDICTION_LOG).set_index("id")
     assert log.loc[first["id"], "true_label"] == 1 and log.loc[second["id"], "true_label"] == 0
@@ -278,6 +248,14 @@ def test_feedback_joins_its_prediction_and_reaches_the_report(server: httpx.Clie
     champion_row = next(line for line in report.splitlines() if line.startswith("champion ")).split()
     assert int(champion_row[-2]) >= 2 and 0 <= float(champion_row[-1]) <= 1  # feedback counted, macro-F1
     assert "Agreement between variants: " in report
+
+
+def test_prediction_ids_are_unguessable(server: httpx.Client) -> None:
+    """The time in ms (12 hex digits), then 128 random bits (32): nothing to guess another caller's id from."""
+    ids = [p["id"] for _ in range(20) for p in predict(server, ["fine", "bad"]).json()["predictions"]]
+    assert all(re.fullmatch(r"[0-9a-f]{44}", i) for i in ids), ids[:4]
+    assert len({i[12:20] for i in ids}) == len(ids)  # no two share even the first 32 random bits
+    assert ids == sorted(ids, key=lambda i: i[:12])  # in the order they were made
 
 
 def test_page_is_served_and_needs_nothing_from_the_internet(server: httpx.Client) -> None:

@@ -1,0 +1,155 @@
+"""The prediction log's writer under the failures a service meets: a waiter that went away, a row the
+database refuses, a database locked by another process, a log written by the first service's schema."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+import time
+from collections.abc import Callable, Coroutine
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from review_sentiment.constants import CHAMPION
+from review_sentiment.serving.prediction_log import SCHEMA_VERSION, LogFull, LogStuck, PredictionLog, connect, read_log
+from tests.code.test_prediction_log import answered
+from tests.helpers import locked
+
+# The tables of the first service's log (schema 0: no version, positional INSERT), as it wrote them.
+SCHEMA_0 = """
+CREATE TABLE predictions (
+    id TEXT PRIMARY KEY, request_id TEXT NOT NULL, time TEXT NOT NULL, variant TEXT NOT NULL,
+    model_name TEXT NOT NULL, model_version TEXT NOT NULL, caller_id TEXT,
+    review TEXT NOT NULL, label INTEGER NOT NULL, score REAL NOT NULL, latency_ms REAL NOT NULL
+);
+CREATE TABLE feedback (
+    prediction_id TEXT PRIMARY KEY REFERENCES predictions(id), label INTEGER NOT NULL, time TEXT NOT NULL
+);
+INSERT INTO predictions VALUES ('old.0', 'old', '2026-11-01T00:00:00.000+00:00', 'champion',
+    'FlipkartSentimentModel', '1', NULL, 'worked for a year', 1, 0.8, 3.0);
+INSERT INTO feedback VALUES ('old.0', 1, '2026-11-02T00:00:00.000+00:00');
+"""
+
+
+def on_an_event_loop(test: Callable[..., Coroutine]) -> Callable[..., None]:
+    """Run an async test on a fresh event loop, as the service's log runs on the service's loop."""
+    @functools.wraps(test)
+    def run(*args, **kwargs) -> None:
+        asyncio.run(test(*args, **kwargs))
+    return run
+
+
+def logged_ids(path: Path) -> list[str]:
+    return sorted(read_log(path)["id"])
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Let the event loop run (the log writes on it) until `condition` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def retrying(log: PredictionLog) -> bool:
+    return "database is locked" in log.state.state
+
+
+@on_an_event_loop
+async def test_a_waiter_that_went_away_does_not_stop_the_writer(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.db")
+    with locked(log.path):
+        gone = log.record(answered("gone", CHAMPION, "1", [1], 1.0))
+        await until(lambda: retrying(log), "the writer to meet the lock")
+        gone.cancel()  # its client disconnected, or its wait timed out, while the row waited for the disk
+    assert await asyncio.wait_for(log.record(answered("next", CHAMPION, "1", [0], 1.0)), 10) is None
+    await log.close()
+    assert logged_ids(log.path) == ["gone.0", "next.0"]  # a cancelled answer is still on record
+    assert log.state.report()["failed_rows"] == 0
+
+
+@on_an_event_loop
+async def test_a_row_the_database_refuses_loses_only_itself(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.db")
+    with locked(log.path):  # queue all three so that they are committed as one batch
+        futures = [log.record(answered(name, CHAMPION, "1", [1], 1.0, reviews))
+                   for name, reviews in (("ok1", None), ("bad", ["half an emoji \ud83d"]), ("ok2", None))]
+        await until(lambda: retrying(log), "the writer to meet the lock")
+    outcomes = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
+    assert outcomes[0] is None and outcomes[2] is None and isinstance(outcomes[1], UnicodeEncodeError)
+    assert await log.record(answered("after", CHAMPION, "1", [1], 1.0)) is None
+    state = log.state.report()
+    await log.close()
+    assert logged_ids(log.path) == ["after.0", "ok1.0", "ok2.0"]
+    assert (state["state"], state["failed_rows"], state["written_rows"], state["queued_rows"]) == ("writing", 1, 3, 0)
+    assert "surrogate" in state["last_error"]
+
+
+@on_an_event_loop
+async def test_a_full_queue_refuses_at_once_and_every_accepted_row_is_written(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.db", max_queued_rows=5)
+    with locked(log.path):
+        accepted = [log.record(answered(f"r{n}", CHAMPION, "1", [1], 1.0)) for n in range(5)]
+        with pytest.raises(LogFull, match="5 rows are waiting to be written"):
+            log.record(answered("over", CHAMPION, "1", [1], 1.0))
+        await until(lambda: retrying(log), "the writer to report the lock")
+        await asyncio.sleep(0.2)  # several retries against the lock
+        assert not any(f.done() for f in accepted)  # nobody is answered before the rows are on record
+    assert await asyncio.wait_for(asyncio.gather(*accepted), 10) == [None] * 5
+    state = log.state.report()
+    await log.close()
+    assert logged_ids(log.path) == [f"r{n}.0" for n in range(5)]
+    assert (state["state"], state["rejected_requests"], state["queued_rows"]) == ("writing", 1, 0)
+
+
+@on_an_event_loop
+async def test_a_stuck_disk_releases_its_waiters_and_keeps_their_rows(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.db", wait_seconds=0.3)
+    with locked(log.path):
+        waiting = log.record(answered("stuck", CHAMPION, "1", [1], 1.0))
+        with pytest.raises(LogStuck, match="not written for 0.3 s"):
+            await asyncio.wait_for(waiting, 5)
+        assert log.state.queued_rows == 1
+    await until(lambda: log.state.queued_rows == 0, "the row to be written once the lock is gone")
+    await log.close()
+    assert logged_ids(log.path) == ["stuck.0"]
+
+
+@on_an_event_loop
+async def test_close_writes_everything_still_queued(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.db")
+    with locked(log.path):
+        for n in range(300):
+            log.record(answered(f"r{n}", CHAMPION, "1", [1, 0], 1.0))
+        await until(lambda: retrying(log), "the writer to meet the lock")
+    await log.close()
+    assert len(logged_ids(log.path)) == 600
+    assert log.state.report()["state"] == "stopped"
+    assert (log.path.parent / f"{log.path.name}-wal").stat().st_size == 0  # all checkpointed into the file
+
+
+@on_an_event_loop
+async def test_a_log_of_the_first_schema_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA_0)
+    log = PredictionLog(path)
+    await log.record(answered("new", CHAMPION, "2", [0], 1.0))
+    await log.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "predictions_by_time" in indexes
+    frame = read_log(path).set_index("id")
+    assert frame.loc["old.0", "review"] == "worked for a year" and frame.loc["old.0", "true_label"] == 1
+    assert frame.loc["new.0", "model_version"] == "2"
+
+
+def test_a_log_from_a_newer_service_is_refused_not_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(sqlite3.DatabaseError, match=f"newer service .schema {SCHEMA_VERSION + 1}"):
+        connect(path)
