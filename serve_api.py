@@ -3,7 +3,7 @@
     python serve_api.py                          # http://127.0.0.1:8000 (page), /docs (API)
     python serve_api.py --challenger-share 0.1   # 10% of callers get the model aliased `challenger`
     python serve_api.py report                   # the A/B report from the prediction log
-    python serve_api.py --host 0.0.0.0 --api-key "$(openssl rand -hex 16)"   # reachable from other machines
+    REVIEW_SENTIMENT_API_KEY=$(openssl rand -hex 16) python serve_api.py --host 0.0.0.0   # from other machines
 
 The service follows the alias: when `champion` moves, the new version is served within
 --poll-seconds, without a restart. A prediction is answered only once it is committed to the
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prediction-log", type=Path, default=DEFAULT_PREDICTION_LOG, help="SQLite prediction log")
     parser.add_argument("--no-prediction-log", action="store_true",
                         help="log nothing (for benchmarks: /feedback and the A/B report then have no data)")
-    parser.add_argument("--log-queue-rows", type=cli.at_least(1), default=20_000,
+    parser.add_argument("--log-queue-rows", type=int, default=20_000,
                         help="rows that may wait for the log's disk; beyond that /predict answers 503 + Retry-After")
     parser.add_argument("--log-wait-seconds", type=cli.positive, default=10.0,
                         help="how long a prediction waits to be on record before it is answered 503 + Retry-After")

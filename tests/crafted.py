@@ -47,6 +47,22 @@ def with_other_cleaning(version: ModelVersion) -> ModelVersion:
     return relogged(version, edit_cleaning)
 
 
+def garbled(version: ModelVersion) -> ModelVersion:
+    """One of our versions whose skops file was overwritten with bytes skops cannot read."""
+    def overwrite(model_dir: Path) -> None:
+        (model_dir / "model.skops").write_bytes(b"PK\x03\x04 not really a zip")
+    return relogged(version, overwrite)
+
+
+def malformed(version: ModelVersion) -> ModelVersion:
+    """One of our versions whose MLmodel has a list where the sklearn flavour's settings belong."""
+    def listify(model_dir: Path) -> None:
+        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+        mlmodel["flavors"]["sklearn"] = ["skops"]
+        (model_dir / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    return relogged(version, listify)
+
+
 def pickled(fitted: Pipeline) -> ModelVersion:
     mlflow.set_experiment("crafted")
     with mlflow.start_run():

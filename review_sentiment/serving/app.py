@@ -11,7 +11,7 @@ import asyncio
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -143,9 +143,9 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         watcher.start()
         yield
-        watcher.stop()
-        if prediction_log is not None:
+        if prediction_log is not None:  # first: a watcher stuck in a download must not hold up the log
             await prediction_log.close()
+        watcher.stop()
 
     async def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(
             auto_error=False, description="the service's API key"))]) -> None:
@@ -194,12 +194,14 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
                 answered.prediction_ids, scored.labels, scored.label_ids, scored.scores, explanations, strict=True)
         ]
         if prediction_log is not None:
-            try:
-                pending = prediction_log.record(answered)
-            except LogFull as err:
-                raise HTTPException(503, f"the prediction log is behind ({err}); retry shortly", RETRY_AFTER) from None
-            await committed(pending)
+            await committed(queued(prediction_log.record, answered))
         return {"predictions": predictions}
+
+    def queued(write: Callable[..., asyncio.Future], *args: object) -> asyncio.Future:
+        try:
+            return write(*args)
+        except LogFull as err:
+            raise HTTPException(503, f"the prediction log is behind ({err}); retry shortly", RETRY_AFTER) from None
 
     async def committed(pending: asyncio.Future) -> object:
         """The log's outcome once committed; 503 (Retry-After) when the disk does not take it in time."""
@@ -214,14 +216,15 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
         401: {"description": "API key missing or wrong (only when the service has one)"},
         404: {"description": "unknown prediction id"},
         409: {"description": "this prediction already has a different true label"},
-        503: {"description": "prediction log unavailable"}})
+        503: {"description": "prediction log unavailable or behind (see Retry-After)"}})
     async def feedback(body: FeedbackRequest) -> FeedbackResponse:
         """Record the true label of a logged prediction (the A/B report's macro-F1 uses it). The first
         label stands: sending it again is fine, a different one is refused."""
         if prediction_log is None:
             raise HTTPException(503, "this service keeps no prediction log (started with --no-prediction-log)")
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        outcome = await committed(prediction_log.feedback(body.prediction_id, LABEL_NAMES.index(body.label), now))
+        outcome = await committed(queued(prediction_log.feedback, body.prediction_id, LABEL_NAMES.index(body.label),
+                                         now))
         if outcome is Feedback.UNKNOWN:
             raise HTTPException(404, f"no logged prediction has id {body.prediction_id!r}")
         if outcome is Feedback.CONFLICT:

@@ -120,7 +120,7 @@ class _Feedback:
     time: str
     done: asyncio.Future
     queued_at: float
-    size: int = 0
+    size: int = 1  # one feedback row: the queue's bound holds it too
 
 
 @dataclass
@@ -176,13 +176,10 @@ class PredictionLog:
         """Resolves (to None) once the request's predictions are committed; raises LogFull at once when
         the queue is at its limit. The future fails with LogStuck when not committed within
         `wait_seconds`, or with the database's error if it refused these rows."""
-        if self.state.queued_rows + len(request.reviews) > self.max_queued_rows:
-            self.state.rejected_requests += 1
-            raise LogFull(f"{self.state.queued_rows} rows are waiting to be written")
         return self._queue(_Predictions(request, asyncio.get_running_loop().create_future(), time.monotonic()))
 
     def feedback(self, prediction_id: str, label: int, at: str) -> asyncio.Future:
-        """Resolves to a `Feedback` outcome once decided (LogStuck, as for `record`)."""
+        """Resolves to a `Feedback` outcome once decided (LogFull and LogStuck, as for `record`)."""
         return self._queue(_Feedback(prediction_id, label, at, asyncio.get_running_loop().create_future(),
                                      time.monotonic()))
 
@@ -202,6 +199,9 @@ class PredictionLog:
         self.state.state = "stopped"
 
     def _queue(self, item: _Predictions | _Feedback) -> asyncio.Future:
+        if self.state.queued_rows + item.size > self.max_queued_rows:
+            self.state.rejected_requests += 1
+            raise LogFull(f"{self.state.queued_rows} rows are waiting to be written")
         self._pending.append(item)
         self.state.queued_rows += item.size
         if self._flush is None:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from review_sentiment.constants import CHALLENGER
 from review_sentiment.serving.ab_report import format_report
-from review_sentiment.serving.app import create_app
+from review_sentiment.serving.app import MAX_REVIEWS, create_app
 from review_sentiment.serving.model_watcher import ModelWatcher
 from review_sentiment.serving.prediction_log import PredictionLog, read_log
 from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
@@ -56,6 +56,12 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     if settings.api_key is None and not is_loopback(settings.host):
         raise ValueError(f"--host {settings.host} can be reached from other machines, so POST /feedback needs a "
                          f"token: pass --api-key KEY or set {API_KEY_ENV}")
+    if settings.api_key is not None and not (settings.api_key.isascii() and settings.api_key.isprintable()
+                                             and " " not in settings.api_key):
+        raise ValueError("the API key must be printable ASCII without spaces: it travels in an HTTP header")
+    if settings.log_queue_rows < MAX_REVIEWS:
+        raise ValueError(f"--log-queue-rows must be at least {MAX_REVIEWS}, the most reviews one request may carry "
+                         f"(got {settings.log_queue_rows})")
     prediction_log = None
     if settings.prediction_log is not None:
         try:

@@ -15,6 +15,7 @@ version is refused, with a one-line reason, when:
 from __future__ import annotations
 
 import tempfile
+import tokenize
 from pathlib import Path
 
 import mlflow
@@ -33,7 +34,14 @@ class RefusedModel(ValueError):
 def load_pipeline(version: ModelVersion) -> Pipeline:
     """The fitted pipeline of `version`, or RefusedModel."""
     with tempfile.TemporaryDirectory() as tmp:
-        return skops.io.load(_checked_model_file(version, Path(tmp)), trusted=list(TRUSTED_TYPES))
+        model_file = _checked_model_file(version, Path(tmp))
+        try:
+            pipeline = skops.io.load(model_file, trusted=list(TRUSTED_TYPES))
+        except Exception as err:  # noqa: BLE001 — whatever a malformed file raises, it is refused in one line
+            raise RefusedModel(f"{version.name} v{version.version}: its model file does not load ({err})") from None
+    if not isinstance(pipeline, Pipeline):
+        raise RefusedModel(f"{version.name} v{version.version}: holds a {type(pipeline).__name__}, not a pipeline")
+    return pipeline
 
 
 def refusal(version: ModelVersion) -> str | None:
@@ -52,24 +60,31 @@ def _checked_model_file(version: ModelVersion, tmp: Path) -> Path:
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}", dst_path=str(tmp)))
     try:
         flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["sklearn"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise RefusedModel(f"{where}: not a logged sklearn model ({err})") from None
+        trusted, pickled = flavor.get("skops_trusted_types") or [], flavor.get("pickled_model")
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
+        raise RefusedModel(f"{where}: not a logged sklearn model ({type(err).__name__}: {err})") from None
+    if not (isinstance(trusted, list) and isinstance(pickled, str)):
+        raise RefusedModel(f"{where}: its MLmodel is malformed (skops_trusted_types {trusted!r}, "
+                           f"pickled_model {pickled!r})")
     if flavor.get("serialization_format") != "skops":
         raise RefusedModel(f"{where}: saved as {flavor.get('serialization_format')!r}, not skops "
                            f"(a pickle runs code as it loads)")
-    asked = set(flavor.get("skops_trusted_types") or []) - set(TRUSTED_TYPES)
+    asked = set(map(str, trusted)) - set(TRUSTED_TYPES)
     if asked:
         raise RefusedModel(f"{where}: its MLmodel asks to trust {', '.join(sorted(asked))}; "
                            f"only {', '.join(TRUSTED_TYPES)} is trusted")
-    model_file = (local / flavor.get("pickled_model", "")).resolve()
+    model_file = (local / pickled).resolve()
     if local.resolve() not in model_file.parents or not model_file.is_file():
-        raise RefusedModel(f"{where}: its model file {flavor.get('pickled_model')!r} is missing")
-    holds = set(skops.io.get_untrusted_types(file=model_file)) - set(TRUSTED_TYPES)
+        raise RefusedModel(f"{where}: its model file {pickled!r} is missing")
+    try:
+        holds = set(skops.io.get_untrusted_types(file=model_file)) - set(TRUSTED_TYPES)
+    except Exception as err:  # noqa: BLE001 — a file skops cannot even read is refused, whatever it raised
+        raise RefusedModel(f"{where}: its model file is not a skops file ({type(err).__name__}: {err})") from None
     if holds:
         raise RefusedModel(f"{where}: its model file holds types we do not trust: {', '.join(sorted(holds))}")
     try:
         theirs = cleaning_digest(local / "code")
-    except OSError:
+    except (OSError, SyntaxError, tokenize.TokenError):
         raise RefusedModel(f"{where}: it carries no cleaning code to check ours against") from None
     if theirs != cleaning_digest() or version.tags.get(CLEANING_DIGEST_TAG, theirs) != theirs:
         raise RefusedModel(f"{where}: it was trained with other cleaning code (digest {theirs}, this process "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import tokenize
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([C
 # The one type of ours a logged model may ask skops to trust; loading holds every model to this list.
 TRUSTED_TYPES = (f"{text_cleaning.clean_texts.__module__}.{text_cleaning.clean_texts.__qualname__}",)
 CLEANING_DIGEST_TAG = "cleaning_digest"  # on every registered version: the cleaning it was trained with
+_LAYOUT = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
 _STOPWORDS = Path("data") / "nltk_data" / "corpora" / "stopwords" / "english"
 
 
@@ -90,11 +92,15 @@ def model_size_bytes(model_info: ModelInfo) -> int:
 
 
 def cleaning_digest(root: Path = Path(text_cleaning.__file__).parent) -> str:
-    """A digest of the cleaning a model runs: `text_cleaning.py` and its stopword list, as laid out
-    under `root` (this checkout, or a logged model's `code/` folder)."""
+    """A digest of the cleaning a model runs: the code of `text_cleaning.py` (its tokens: comments,
+    blank lines and layout do not count, so editing a comment does not disown every model) and its
+    stopword list, as laid out under `root` (this checkout, or a logged model's `code/` folder)."""
     digest = hashlib.sha256()
-    for part in (Path("text_cleaning.py"), _STOPWORDS):
-        digest.update((root / part).read_bytes())
+    with (root / "text_cleaning.py").open("rb") as code:
+        for token in tokenize.tokenize(code.readline):
+            if token.type not in _LAYOUT:
+                digest.update(f"{tokenize.tok_name[token.type]}:{token.string.strip()}\n".encode())
+    digest.update((root / _STOPWORDS).read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -2,10 +2,14 @@
 by the same loader the service, the batch scorer and promotion use; ours load as before."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
 
+import text_cleaning
 from review_sentiment.constants import CHAMPION, MODEL_NAME
 from review_sentiment.tracking.model_loading import RefusedModel, load_pipeline
 from review_sentiment.tracking.model_logging import CLEANING_DIGEST_TAG, cleaning_digest
@@ -28,7 +32,9 @@ def test_our_versions_load_and_record_the_cleaning_they_were_trained_with(store:
     (lambda fitted, _: crafted.hiding_system(fitted), f"its model file holds types we do not trust: {crafted.SYSTEM}"),
     (lambda _, ours: crafted.with_other_cleaning(ours), "it was trained with other cleaning code .digest "),
     (lambda fitted, _: crafted.pickled(fitted), "saved as 'cloudpickle', not skops"),
-], ids=["trusts-os.system", "hides-os.system", "other-cleaning", "pickle"])
+    (lambda _, ours: crafted.garbled(ours), "its model file is not a skops file"),
+    (lambda _, ours: crafted.malformed(ours), "not a logged sklearn model .AttributeError"),
+], ids=["trusts-os.system", "hides-os.system", "other-cleaning", "pickle", "garbled", "malformed"])
 def test_a_crafted_version_is_refused_with_one_line(store: Store, craft, reason: str) -> None:
     split = the_split()
     ours = registered(split.X_train, split.y_train, WEAK)
@@ -36,6 +42,16 @@ def test_a_crafted_version_is_refused_with_one_line(store: Store, craft, reason:
     with pytest.raises(RefusedModel, match=f"^{MODEL_NAME} v{version.version}: {reason}") as refused:
         load_pipeline(version)
     assert "\n" not in str(refused.value)
+
+
+def test_only_the_cleaning_code_counts_not_its_comments_or_layout(tmp_path: Path) -> None:
+    code = tmp_path / "text_cleaning.py"
+    shutil.copytree(text_cleaning.NLTK_DATA_DIR, tmp_path / "data" / text_cleaning.NLTK_DATA_DIR.name)
+    source = Path(text_cleaning.__file__).read_text(encoding="utf-8")
+    code.write_text(source.replace("\n\n\n", "\n\n\n# a note for the next reader\n\n"), encoding="utf-8")
+    assert code.read_text(encoding="utf-8") != source and cleaning_digest(tmp_path) == cleaning_digest()
+    code.write_text(source + "\nNEGATIONS_KEPT = False\n", encoding="utf-8")
+    assert cleaning_digest(tmp_path) != cleaning_digest()
 
 
 def test_a_champion_this_code_refuses_is_replaced_by_a_candidate_it_can_score(store: Store) -> None:

@@ -94,6 +94,8 @@ async def test_a_full_queue_refuses_at_once_and_every_accepted_row_is_written(tm
         accepted = [log.record(answered(f"r{n}", CHAMPION, "1", [1], 1.0)) for n in range(5)]
         with pytest.raises(LogFull, match="5 rows are waiting to be written"):
             log.record(answered("over", CHAMPION, "1", [1], 1.0))
+        with pytest.raises(LogFull):  # feedback is held to the same bound
+            log.feedback("r0.0", 1, "t")
         await until(lambda: retrying(log), "the writer to report the lock")
         await asyncio.sleep(0.2)  # several retries against the lock
         assert not any(f.done() for f in accepted)  # nobody is answered before the rows are on record
@@ -101,7 +103,7 @@ async def test_a_full_queue_refuses_at_once_and_every_accepted_row_is_written(tm
     state = log.state.report()
     await log.close()
     assert logged_ids(log.path) == [f"r{n}.0" for n in range(5)]
-    assert (state["state"], state["rejected_requests"], state["queued_rows"]) == ("writing", 1, 0)
+    assert (state["state"], state["rejected_requests"], state["queued_rows"]) == ("writing", 2, 0)
 
 
 @on_an_event_loop
@@ -115,6 +117,17 @@ async def test_a_stuck_disk_releases_its_waiters_and_keeps_their_rows(tmp_path: 
     await until(lambda: log.state.queued_rows == 0, "the row to be written once the lock is gone")
     await log.close()
     assert logged_ids(log.path) == ["stuck.0"]
+
+
+@on_an_event_loop
+async def test_close_gives_up_on_a_disk_that_stays_locked_and_says_how_much(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    log = PredictionLog(tmp_path / "p.db")
+    with locked(log.path):
+        log.record(answered("r", CHAMPION, "1", [1, 0, 1], 1.0))
+        await log.close(timeout=0.3)
+    assert log.state.report()["state"] == "stopped"
+    assert "still failing after 0 s at shutdown (database is locked); 3 rows not written" in caplog.text
 
 
 @on_an_event_loop

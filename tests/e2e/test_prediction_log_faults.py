@@ -57,29 +57,29 @@ def test_no_answered_prediction_is_lost_when_the_service_stops_under_load(served
 
 
 def test_a_stuck_disk_fills_the_queue_then_503s_and_the_service_recovers(served_store: Store) -> None:
-    """The log's file is locked by another process: three requests fill the queue and wait, time out
-    with 503 (their waiters cancelled under the writer), three more are refused at once; /health says
-    why. Once the lock goes, the writer (still alive) writes all three and the service is ready again."""
-    service = started(served_store, "--log-queue-rows", "3", "--log-wait-seconds", "2")
+    """The log's file is locked by another process: two requests of 400 reviews fill the 1000-row queue
+    and wait, then get 503 when their wait runs out, and four more are refused at once; /health says why.
+    Once the lock goes, the writer writes what it held and the service is ready again."""
+    service = started(served_store, "--log-queue-rows", "1000", "--log-wait-seconds", "2")
     log_path = served_store.path / DEFAULT_PREDICTION_LOG
     try:
         with locked(log_path), ThreadPoolExecutor(6) as pool:
-            answers = list(pool.map(lambda n: service.client.post("/predict", json={"reviews": [f"fine {n}"]}),
+            answers = list(pool.map(lambda n: service.client.post("/predict", json={"reviews": [f"fine {n}"] * 400}),
                                     range(6)))
             health = service.client.get("/health").json()
         assert [a.status_code for a in answers] == [503] * 6
         details = sorted(a.json()["detail"] for a in answers)
         assert [d.split(";")[0].split(")")[0] for d in details] == [
-            "the prediction log has not written for 2 s"] * 3 + ["the prediction log is behind (3 rows are waiting "
-                                                                 "to be written"] * 3, details
+            "the prediction log has not written for 2 s"] * 2 + ["the prediction log is behind (800 rows are waiting "
+                                                                 "to be written"] * 4, details
         assert all(a.headers["Retry-After"] == "1" for a in answers)
         assert health["status"] == "degraded" and "database is locked" in health["detail"], health
-        assert (health["prediction_log"]["queued_rows"], health["prediction_log"]["rejected_requests"]) == (3, 3)
+        assert (health["prediction_log"]["queued_rows"], health["prediction_log"]["rejected_requests"]) == (800, 4)
 
         wait_for(lambda: service.client.get("/health").json()["status"] == "ready", 15, "the log to catch up")
         after = service.client.post("/predict", json={"reviews": ["fine again"]})
         assert after.status_code == 200, after.text
-        assert service.client.get("/health").json()["prediction_log"]["written_rows"] == 4
+        assert service.client.get("/health").json()["prediction_log"]["written_rows"] == 801
     finally:
         code = service.stop(signal.SIGINT)
     assert code == 0 and "Traceback" not in service.output, service.output
