@@ -144,13 +144,14 @@ def f1_of(version: ModelVersion, texts: pd.Series, labels) -> float:
 
 def rendered(url: str, budget_ms: int = 20_000) -> str:
     """The page's DOM after its scripts ran, in headless Chromium (Debian's `chromium`; .ci/run installs
-    it). Background networking is off: this machine's network is closed."""
+    it). No network: every host name but 127.0.0.1 fails to resolve, as on a machine offline."""
     chromium = shutil.which("chromium")
     assert chromium, "these tests need Debian's chromium: apt-get install chromium"
     with tempfile.TemporaryDirectory() as profile:
         page = subprocess.run(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
              f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
             capture_output=True, text=True, timeout=120)
     assert page.returncode == 0, page.stderr[-2000:]

@@ -8,6 +8,7 @@ feedback cannot be guessed onto someone else's prediction, and a first true labe
 from __future__ import annotations
 
 import asyncio
+import collections
 import secrets
 import sqlite3
 import time
@@ -21,9 +22,11 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from review_sentiment.constants import CHALLENGER, CHAMPION, LABEL_NAMES
+from review_sentiment.serving.metrics import instrument
 from review_sentiment.serving.model_watcher import ModelWatcher, choose_variant
 from review_sentiment.serving.prediction_log import (
     Feedback,
@@ -153,10 +156,11 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
             raise HTTPException(401, "this endpoint needs the header 'Authorization: Bearer <API key>' with the "
                                      "key the service was started with", headers={"WWW-Authenticate": "Bearer"})
 
-    app = FastAPI(title="Flipkart review sentiment", lifespan=lifespan, description=(
+    app = FastAPIOffline(title="Flipkart review sentiment", lifespan=lifespan, description=(
         f"Labels product reviews with the registry's `champion` model. Up to {MAX_REVIEWS} reviews per "
         f"request, each at most {MAX_REVIEW_CHARS} characters; bodies over {MAX_BODY_BYTES} bytes get 413."))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    predictions_made = instrument(app, prediction_log)
     page = PAGE.read_text(encoding="utf-8")
     writes = [Depends(authorized)] if api_key else []
 
@@ -195,6 +199,8 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
         ]
         if prediction_log is not None:
             await committed(queued(prediction_log.record, answered))
+        for label, count in collections.Counter(scored.labels).items():
+            predictions_made.labels(label, model.version, variant).inc(count)
         return {"predictions": predictions}
 
     def queued(write: Callable[..., asyncio.Future], *args: object) -> asyncio.Future:

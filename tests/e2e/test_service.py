@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import mlflow
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import serve_api
 from review_sentiment.constants import CHALLENGER, CHAMPION, DEFAULT_PREDICTION_LOG, MODEL_NAME
@@ -28,6 +30,7 @@ from tests.helpers import (
     Store,
     expected_from_models_logged_before_package,
     register_models_logged_before_package,
+    rendered,
     wait_for,
 )
 
@@ -256,6 +259,39 @@ def test_prediction_ids_are_unguessable(server: httpx.Client) -> None:
     assert all(re.fullmatch(r"[0-9a-f]{44}", i) for i in ids), ids[:4]
     assert len({i[12:20] for i in ids}) == len(ids)  # no two share even the first 32 random bits
     assert ids == sorted(ids, key=lambda i: i[:12])  # in the order they were made
+
+
+def scrape(server: httpx.Client) -> Counter:
+    """/metrics, parsed by Prometheus' own text parser: value by (sample name, labels)."""
+    answer = server.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    return Counter({(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                    for family in text_string_to_metric_families(answer.text) for sample in family.samples})
+
+
+def test_metrics_parse_and_count_what_was_sent(server: httpx.Client) -> None:
+    before = scrape(server)
+    answers = [predict(server, reviews) for reviews in (["Superb laptop"], ["Stopped working", "great"], [])]
+    assert [a.status_code for a in answers] == [200, 200, 422]
+    after = scrape(server)
+    after.subtract(before)
+    requests = {status: after["http_requests_total", (("handler", "/predict"), ("method", "POST"), ("status", status))]
+                for status in ("200", "422")}
+    assert requests == {"200": 2, "422": 1}
+    assert after["http_request_duration_seconds_count", (("handler", "/predict"), ("method", "POST"))] == 3
+    made = Counter((p["label"], p["model_version"], p["variant"]) for a in answers[:2] for p in a.json()["predictions"])
+    counted = {key: after["predictions_total", (("label", key[0]), ("model_version", key[1]), ("variant", key[2]))]
+               for key in made}
+    assert counted == dict(made)
+    assert (after["prediction_log_written_rows_total", ()], after["prediction_log_queued_rows", ()]) == (3, 0)
+
+
+def test_api_docs_work_with_no_network(server: httpx.Client) -> None:
+    for page in ("/docs", "/redoc"):
+        html = server.get(page).text
+        assert "https://" not in html and "cdn" not in html.lower(), html
+    dom = rendered(f"{server.base_url}/docs")
+    assert 'class="swagger-ui' in dom and 'data-path="/predict"' in dom and 'data-path="/feedback"' in dom, dom[-2000:]
 
 
 def test_page_is_served_and_needs_nothing_from_the_internet(server: httpx.Client) -> None:

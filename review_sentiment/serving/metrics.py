@@ -1,0 +1,47 @@
+"""The service's Prometheus metrics at /metrics.
+
+HTTP requests by route, method and status, and their latency histogram, come from
+prometheus-fastapi-instrumentator; predictions by label, model version and variant, and the
+prediction log's queue, are ours. Each app has its own registry, so apps built in one process (the
+tests) do not share counts.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from review_sentiment.serving.prediction_log import PredictionLog
+
+
+class _LogState(Collector):
+    """Reads the log's counters at scrape time (they live in the log; nothing to keep in step)."""
+
+    def __init__(self, prediction_log: PredictionLog):
+        self.prediction_log = prediction_log
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        state = self.prediction_log.state
+        yield GaugeMetricFamily("prediction_log_queued_rows", "Rows waiting to be committed to the prediction log",
+                                value=state.queued_rows)
+        yield CounterMetricFamily("prediction_log_written_rows", "Rows committed to the prediction log",
+                                  value=state.written_rows)
+        yield CounterMetricFamily("prediction_log_failed_rows", "Rows the prediction log's database refused",
+                                  value=state.failed_rows)
+        yield CounterMetricFamily("prediction_log_rejected_requests", "Requests refused (503) while the queue was "
+                                  "full", value=state.rejected_requests)
+
+
+def instrument(app: FastAPI, prediction_log: PredictionLog | None) -> Counter:
+    """Add /metrics to `app`; returns the predictions counter, for the /predict route to count with."""
+    registry = CollectorRegistry()
+    Instrumentator(registry=registry, should_group_status_codes=False, excluded_handlers=["/metrics"]).instrument(
+        app).expose(app, include_in_schema=False)
+    if prediction_log is not None:
+        registry.register(_LogState(prediction_log))
+    return Counter("predictions", "Predictions answered, by label, model version and variant",
+                   ["label", "model_version", "variant"], registry=registry)
