@@ -7,12 +7,14 @@ mixed 3-star reviews, repeated one-liners and a few empty rows — in the real e
 
     python data/make_sample_reviews.py            # rewrites the bundled file (seeded, stable)
     python data/make_sample_reviews.py --rows 5000 --seed 7 --out /tmp/big.csv
+    python data/make_sample_reviews.py --domain food --out /tmp/food.csv   # another domain: for drift tests
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 COLUMNS = ["Reviewer Name", "Review Title", "Place of Review", "Up Votes", "Down Votes", "Month",
@@ -66,22 +68,54 @@ NAMES = ["Rahul Sharma", "Priya Singh", "Amit Kumar", "Sneha Patel", "Vikram Rao
          "Neha Joshi", "Imran Khan", "Deepika Reddy", "Manoj Verma", "Ayesha Siddiqui"]
 CITIES = ["Mumbai", "Delhi", "Bengaluru", "Chennai", "Kolkata", "Hyderabad", "Pune", "Jaipur",
           "Lucknow", "Kochi", "Indore", "Patna", "Guwahati", "Bhopal"]
+FOOD_PRODUCTS = ["biryani", "paneer tikka", "masala dosa", "thali", "pizza", "chole bhature", "momos", "pav bhaji"]
+FOOD_ASPECTS = ["taste", "spice level", "portion size", "freshness", "gravy", "rice", "delivery boy", "aroma",
+                "temperature", "oil", "salt", "chutney", "bread", "sweetness"]
+FOOD_GOOD_ASPECT = ["{a} was bilkul perfect", "{a} reminded me of ghar ka khana", "the {a} was mouthwatering",
+                    "{a} was lajawab", "{a} was just right, not too much", "loved how the {a} came out",
+                    "{a} was fresh and piping hot", "{a} was खूब अच्छा", "{a} tasted authentic"]
+FOOD_BAD_ASPECT = ["{a} was stale and cold", "{a} tasted like yesterday's leftovers", "{a} was way too oily",
+                   "{a} was bland, no flavour at all", "the {a} made me sick", "{a} was बेकार",
+                   "{a} was half cooked", "{a} smelled off", "could not eat the {a}"]
+FOOD_GOOD_OVERALL = ["Ordered {p} for dinner and the whole family enjoyed it", "Yummy {p}, will order again",
+                     "Restaurant-quality {p} at home", "Paisa vasool {p}", "Best {p} in the area"]
+FOOD_BAD_OVERALL = ["Ordered {p} and regretted it", "Inedible {p}, threw it away", "Overpriced {p}, tiny box",
+                    "The {p} arrived after two hours", "Never ordering {p} from here again"]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
-def review_text(rng: random.Random, rating: int) -> str:
+@dataclass(frozen=True)
+class Domain:
+    """What the reviews are about, and the phrases they praise and complain with."""
+
+    products: list[str]
+    aspects: list[str]
+    good_aspect: list[str]
+    bad_aspect: list[str]
+    good_overall: list[str]
+    bad_overall: list[str]
+
+
+DOMAINS = {
+    "electronics": Domain(PRODUCTS, ASPECTS, GOOD_ASPECT, BAD_ASPECT, GOOD_OVERALL, BAD_OVERALL),
+    "food": Domain(FOOD_PRODUCTS, FOOD_ASPECTS, FOOD_GOOD_ASPECT, FOOD_BAD_ASPECT, FOOD_GOOD_OVERALL,
+                   FOOD_BAD_OVERALL),
+}
+
+
+def review_text(rng: random.Random, rating: int, domain: Domain = DOMAINS["electronics"]) -> str:
     """Compose one review whose tone follows its rating, with real-world noise mixed in."""
     if rng.random() < 0.12:
         return rng.choice(ONE_LINERS[rating])
-    product = rng.choice(PRODUCTS)
+    product = rng.choice(domain.products)
     good = 0.9 if rating == 5 else 0.75 if rating == 4 else 0.5 if rating == 3 else 0.2 if rating == 2 else 0.05
     parts = []
     if rating == 3 and rng.random() < 0.5:
         parts.append(rng.choice(MIXED))
     else:
-        parts.append(rng.choice(GOOD_OVERALL if rng.random() < good else BAD_OVERALL))
-    for aspect in rng.sample(ASPECTS, rng.randint(1, 3)):
-        parts.append(rng.choice(GOOD_ASPECT if rng.random() < good else BAD_ASPECT).format(a=aspect))
+        parts.append(rng.choice(domain.good_overall if rng.random() < good else domain.bad_overall))
+    for aspect in rng.sample(domain.aspects, rng.randint(1, 3)):
+        parts.append(rng.choice(domain.good_aspect if rng.random() < good else domain.bad_aspect).format(a=aspect))
     if rng.random() < 0.3:
         parts.insert(rng.randrange(len(parts) + 1), rng.choice(FILLERS))
     if rng.random() < 0.04:
@@ -108,7 +142,7 @@ def _join(rng: random.Random, parts: list[str]) -> str:
     return out + rng.choice(["", ".", "!", "!!", " ..."])
 
 
-def sample_rows(n_rows: int, seed: int) -> list[dict[str, object]]:
+def sample_rows(n_rows: int, seed: int, domain: str = "electronics") -> list[dict[str, object]]:
     rng = random.Random(seed)
     ratings, weights = zip(*RATING_WEIGHTS.items(), strict=True)
     rows = []
@@ -121,7 +155,7 @@ def sample_rows(n_rows: int, seed: int) -> list[dict[str, object]]:
             "Up Votes": rng.randint(0, 300),
             "Down Votes": rng.randint(0, 60),
             "Month": f"{rng.choice(MONTHS)}, {rng.randint(2019, 2025)}",
-            "Review text": "" if rng.random() < 0.01 else review_text(rng, rating),
+            "Review text": "" if rng.random() < 0.01 else review_text(rng, rating, DOMAINS[domain]),
             "Ratings": rating,
         })
     return rows
@@ -132,11 +166,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=900)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("sample_reviews.csv"))
+    parser.add_argument("--domain", choices=sorted(DOMAINS), default="electronics",
+                        help="what the reviews are about (the bundled sample: electronics)")
     args = parser.parse_args()
     with args.out.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(sample_rows(args.rows, args.seed))
+        writer.writerows(sample_rows(args.rows, args.seed, args.domain))
     print(f"wrote {args.rows} reviews to {args.out}")
 
 

@@ -33,6 +33,7 @@ class Reviews:
     rows_read: int
     dropped_missing: int
     dropped_duplicates: int
+    usable_text: pd.Series  # every usable review, duplicates kept: what traffic looks like (for monitoring)
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -94,6 +95,7 @@ def load_reviews(
         rows_read=len(raw),
         dropped_missing=len(df) - len(usable),
         dropped_duplicates=len(usable) - len(deduped),
+        usable_text=usable["text"].astype(object),
     )
 
 

@@ -28,6 +28,7 @@ from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MOD
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, load_reviews, split_reviews
 from review_sentiment.modeling.families import build_pipeline, left_no_words
 from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, reference_profile
 from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
 from review_sentiment.tracking.model_logging import (
     compact_for_saving,
@@ -161,6 +162,8 @@ def log_run(pipeline: Pipeline | None, reviews: Reviews, data: Split, params: di
         if pipeline:
             model_info = log_sentiment_model(pipeline, reviews.text.iloc[:3].tolist())
             log_training_reviews(data.X_train)
+            mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, data.y_train, data.X_test),
+                            PROFILE_ARTIFACT)
     return run.info.run_id, model_info
 
 

@@ -20,6 +20,7 @@ from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
 from review_sentiment.modeling.families import build_pipeline, require_words
 from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, reference_profile
 from review_sentiment.tracking.model_logging import (
     compact_for_saving,
     log_sentiment_model,
@@ -137,6 +138,8 @@ def tune_and_register(
         mlflow.log_dict(top_terms(pipeline), "top_terms.json")
         model_info = log_sentiment_model(pipeline, split.X_train.iloc[:3].tolist())
         log_training_reviews(split.X_train)
+        mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, split.y_train, split.X_test, settings.seed),
+                        PROFILE_ARTIFACT)
         mlflow.log_metric("model_size_bytes", model_size_bytes(model_info))
 
     version = register(model_info, settings.registered_model, {

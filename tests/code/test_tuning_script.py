@@ -9,6 +9,7 @@ import pytest
 
 from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
 from review_sentiment.modeling.families import FAMILIES
+from review_sentiment.monitoring.profile import PROFILE_ARTIFACT
 from tests.helpers import FAST, Store, run_script
 
 
@@ -40,7 +41,9 @@ def test_parent_runs_carry_dataset_and_artifacts(tuned: Store) -> None:
         [dataset_input] = run.inputs.dataset_inputs
         assert dataset_input.tags[0].value == "training" and dataset_input.dataset.digest
         names = {a.path for a in client.list_artifacts(parent.run_id)}
-        assert {"confusion_matrix.png", "classification_report.txt"} <= names
+        assert {"confusion_matrix.png", "classification_report.txt", PROFILE_ARTIFACT} <= names
+        profile = mlflow.artifacts.load_dict(f"runs:/{parent.run_id}/{PROFILE_ARTIFACT}")
+        assert profile["vocabulary"] and profile["scores"] and 0 < profile["positive_label_share"] < 1
         terms = json.loads((tuned.path / mlflow.artifacts.download_artifacts(
             run_id=parent.run_id, artifact_path="top_terms.json")).read_text())
         assert len(terms["positive"]) == 20 and terms["positive"][0][1] > 0 > terms["negative"][0][1], family

@@ -1,0 +1,118 @@
+"""One monitoring check of one served version: its logged traffic against its reference profile.
+
+Three kinds of drift, each a scipy.stats test plus a minimum effect, so that a harmless difference in
+a large window is not an alarm:
+- input: review length and per-review out-of-vocabulary share (two-sample Kolmogorov-Smirnov), the
+  non-ASCII and empty-after-cleaning shares (Fisher's exact test);
+- prediction: the score distribution (KS) and the positive share (Fisher);
+- performance: macro-F1 on the predictions that got feedback, with a bootstrap 95% interval, against
+  the version's test F1.
+The six drift tests share a family-wise false-alarm rate of `FAMILY_ALPHA` (Bonferroni). Too few
+predictions, or no reference, is `insufficient-data`, never an alarm.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.monitoring.profile import TextStats
+
+OK, DRIFT, DEGRADED, INSUFFICIENT = "ok", "drift", "degraded", "insufficient-data"
+MIN_WINDOW = 100  # predictions of one version in one check
+MIN_FEEDBACK = 30  # predictions with a true label, of both labels
+FAMILY_ALPHA = 0.05
+DRIFT_TESTS = 6
+ALPHA = FAMILY_ALPHA / DRIFT_TESTS
+MIN_KS = 0.1  # the largest gap between the two cumulative distributions
+MIN_SHARE_CHANGE = 0.05  # in absolute share
+BOOTSTRAP_RESAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # "input", "prediction" or "performance"
+    measure: str
+    reference: float
+    current: float
+    statistic: float
+    p_value: float | None
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the service logged for one version since the last check."""
+
+    reviews: list[str]
+    labels: np.ndarray
+    scores: np.ndarray
+    true_labels: np.ndarray  # NaN where no feedback came
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str
+    predictions: int
+    feedback: int
+    findings: list[Finding] = field(default_factory=list)
+    new_terms: list[tuple[str, int]] = field(default_factory=list)
+    note: str = ""
+
+
+def distribution(kind: str, measure: str, reference: Sequence[float], current: np.ndarray) -> Finding:
+    current = current[~np.isnan(current)]
+    test = stats.ks_2samp(reference, current)
+    return Finding(kind, measure, float(np.median(reference)), float(np.median(current)), float(test.statistic),
+                   float(test.pvalue), bool(test.pvalue < ALPHA and test.statistic >= MIN_KS))
+
+
+def share(kind: str, measure: str, reference: float, reference_n: int, current: np.ndarray) -> Finding:
+    ref_k, cur_k = round(reference * reference_n), int(current.sum())
+    test = stats.fisher_exact([[ref_k, reference_n - ref_k], [cur_k, len(current) - cur_k]])
+    now = cur_k / len(current)
+    return Finding(kind, measure, reference, now, now - reference, float(test.pvalue),
+                   bool(test.pvalue < ALPHA and abs(now - reference) >= MIN_SHARE_CHANGE))
+
+
+def performance(window: Window, test_f1: float, seed: int) -> Finding | None:
+    """Macro-F1 where feedback came, if there is enough of it; degraded when even the interval's top
+    is below the version's test F1."""
+    known = ~np.isnan(window.true_labels)
+    truth, said = window.true_labels[known].astype(int), window.labels[known]
+    if len(truth) < MIN_FEEDBACK or len(set(truth.tolist())) < 2:
+        return None
+    interval = stats.bootstrap((truth, said), macro_f1, paired=True, vectorized=False, method="percentile",
+                               n_resamples=BOOTSTRAP_RESAMPLES, rng=np.random.default_rng(seed)).confidence_interval
+    current = macro_f1(truth, said)
+    return Finding("performance", "macro-F1 on feedback", test_f1, current, float(interval.high), None,
+                   bool(interval.high < test_f1))
+
+
+def check(window: Window, profile: dict | None, test_f1: float | None, seed: int = 0) -> Check:
+    """The check's status and findings; `profile` None (a version logged before profiles) checks nothing."""
+    feedback = int((~np.isnan(window.true_labels)).sum())
+    if profile is None:
+        return Check(INSUFFICIENT, len(window.reviews), feedback, note="no reference profile for this version")
+    if len(window.reviews) < MIN_WINDOW:
+        return Check(INSUFFICIENT, len(window.reviews), feedback,
+                     note=f"{len(window.reviews)} predictions, fewer than {MIN_WINDOW}")
+    current = TextStats.of(window.reviews, frozenset(profile["vocabulary"]))
+    train_n, test_n = profile["train_reviews"], profile["test_reviews"]
+    findings = [
+        distribution("input", "review length", profile["lengths"], current.lengths),
+        distribution("input", "out-of-vocabulary share", profile["oov_shares"], current.oov_shares),
+        share("input", "non-ASCII share", profile["non_ascii_share"], train_n, current.non_ascii),
+        share("input", "empty after cleaning", profile["empty_share"], train_n, current.empty),
+        distribution("prediction", "score", profile["scores"], window.scores),
+        share("prediction", "positive share", profile["positive_share"], test_n, window.labels.astype(bool)),
+    ]
+    performed = None if test_f1 is None else performance(window, test_f1, seed)
+    if performed is not None:
+        findings.append(performed)
+    status = DEGRADED if performed is not None and performed.drifted else (
+        DRIFT if any(f.drifted for f in findings) else OK)
+    return Check(status, len(window.reviews), feedback, findings, current.unseen_terms.most_common(10))

@@ -1,0 +1,100 @@
+"""The drift check against real shifts: reviews of another domain, held-out reviews of the training
+domain (the false-alarm rate over 40 windows), feedback that contradicts the model, too little data."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+
+from review_sentiment.data.reviews import load_reviews
+from review_sentiment.modeling.families import build_pipeline
+from review_sentiment.modeling.linear import predict_with_scores
+from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, MIN_WINDOW, OK, Window, check
+from review_sentiment.monitoring.profile import SAMPLE_VALUES, reference_profile, vocabulary
+from tests.helpers import PROJECT_DIR, SAMPLE, STRONG, the_split
+
+WINDOW = 200
+
+
+@functools.cache
+def generator():
+    """data/make_sample_reviews.py, the sample's generator (a script, not part of the package)."""
+    path = PROJECT_DIR / "data" / "make_sample_reviews.py"
+    spec = importlib.util.spec_from_file_location("make_sample_reviews", path)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def trained():
+    split = the_split()
+    pipeline = build_pipeline("LogisticRegression", STRONG, 0).fit(split.X_train, split.y_train)
+    profile = reference_profile(pipeline, load_reviews(SAMPLE).usable_text, split.y_train, split.X_test)
+    return pipeline, profile, macro_f1(split.y_test, pipeline.predict(split.X_test))
+
+
+def served(pipeline, reviews: list[str], true_labels: np.ndarray | None = None) -> Window:
+    """What the service would have logged for these reviews."""
+    labels, scores = predict_with_scores(pipeline, reviews)
+    return Window(reviews, labels, scores, np.full(len(reviews), np.nan) if true_labels is None else true_labels)
+
+
+def reviews_of(domain: str, seed: int, rows: int = WINDOW) -> list[str]:
+    return [row["Review text"] for row in generator().sample_rows(rows, seed, domain) if row["Review text"]]
+
+
+def test_the_profile_holds_what_monitoring_compares(trained) -> None:
+    pipeline, profile, _ = trained
+    split = the_split()
+    assert set(profile["vocabulary"]) == vocabulary(pipeline) and all(" " not in t for t in profile["vocabulary"])
+    assert len(profile["lengths"]) == min(len(load_reviews(SAMPLE).usable_text), SAMPLE_VALUES)
+    assert len(profile["scores"]) == len(split.X_test) and all(0 <= s <= 1 for s in profile["scores"])
+    assert all(0 <= share <= 1 for share in profile["oov_shares"]) and 0 <= profile["empty_share"] < 0.05
+    assert profile["positive_label_share"] == pytest.approx(split.y_train.mean())
+
+
+def test_reviews_of_another_domain_are_input_drift(trained) -> None:
+    pipeline, profile, test_f1 = trained
+    result = check(served(pipeline, reviews_of("food", seed=5)), profile, test_f1)
+    drifted = {f.measure: f for f in result.findings if f.drifted}
+    print("\n".join(f"{f.measure}: reference {f.reference:.3f}, now {f.current:.3f}, statistic {f.statistic:.3f}, "
+                    f"p {f.p_value:.2g}" for f in result.findings))
+    assert result.status == DRIFT
+    assert {"out-of-vocabulary share", "non-ASCII share"} <= drifted.keys()
+    assert {term for term, _ in result.new_terms[:5]} & {"biryani", "tast", "portion", "thali", "gravi"}
+
+
+def test_held_out_reviews_of_the_training_domain_rarely_alarm(trained) -> None:
+    """40 windows of new reviews from the training distribution: at most 5% may be anything but ok."""
+    pipeline, profile, test_f1 = trained
+    statuses = [check(served(pipeline, reviews_of("electronics", seed)), profile, test_f1).status
+                for seed in range(100, 140)]
+    alarms = len(statuses) - statuses.count(OK)
+    print(f"false alarms: {alarms} of {len(statuses)} windows")
+    assert alarms / len(statuses) <= 0.05, statuses
+
+
+def test_feedback_that_contradicts_the_model_is_degraded(trained) -> None:
+    pipeline, profile, test_f1 = trained
+    reviews = reviews_of("electronics", seed=7)
+    window = served(pipeline, reviews)
+    truth = np.full(len(reviews), np.nan)
+    wrong = np.random.default_rng(0).random(len(reviews)) < 0.4
+    truth[:120] = np.where(wrong[:120], 1 - window.labels[:120], window.labels[:120])
+    result = check(Window(reviews, window.labels, window.scores, truth), profile, test_f1)
+    performance = next(f for f in result.findings if f.kind == "performance")
+    assert result.status == DEGRADED and result.feedback == 120
+    assert performance.current < performance.statistic < test_f1  # the interval's top is below the test F1
+
+
+def test_too_little_data_or_no_reference_is_never_an_alarm(trained) -> None:
+    pipeline, profile, test_f1 = trained
+    few = reviews_of("food", seed=3, rows=MIN_WINDOW // 2)
+    assert check(served(pipeline, few), profile, test_f1).status == INSUFFICIENT
+    result = check(served(pipeline, reviews_of("food", seed=3)), None, test_f1)
+    assert (result.status, result.note) == (INSUFFICIENT, "no reference profile for this version")
