@@ -1,7 +1,9 @@
-"""Scheduled retraining and batch scoring with Prefect, on top of the tuning script's core.
+"""Scheduled retraining, monitoring and batch scoring with Prefect, on top of the tuning script's core.
 
-    python ml_orchestration_flipkart.py                  # serve the retrain every 5 minutes
+    python ml_orchestration_flipkart.py                  # serve the retrain (every 5 min) and the monitor (hourly)
     python ml_orchestration_flipkart.py --once           # one retrain now, exit with its status
+    python ml_orchestration_flipkart.py --once --with-feedback      # ... on the CSV plus the service's feedback
+    python ml_orchestration_flipkart.py monitor --once   # one monitoring check of the prediction log now
     python ml_orchestration_flipkart.py score --input new.csv --output preds.csv
 
 Without PREFECT_API_URL, serving starts a local Prefect server (127.0.0.1, state in .prefect/)
@@ -16,7 +18,7 @@ import os
 import sys
 
 from review_sentiment import cli
-from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, SAMPLE_DATA
+from review_sentiment.constants import DEFAULT_PREDICTION_LOG, DEFAULT_RATING_COL, DEFAULT_TEXT_COL, SAMPLE_DATA
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.orchestration.local_prefect import quiet_prefect_env
 
@@ -28,7 +30,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rating-col", default=DEFAULT_RATING_COL)
     parser.add_argument("--cron", default="*/5 * * * *", help="retrain schedule (UTC)")
     parser.add_argument("--once", action="store_true", help="run one retrain in the foreground and exit")
+    parser.add_argument("--prediction-log", default=str(DEFAULT_PREDICTION_LOG),
+                        help="the service's prediction log, for monitoring and --with-feedback")
+    parser.add_argument("--with-feedback", action="store_true",
+                        help="retrain on the CSV plus every review that got a true label through the service")
+    parser.add_argument("--monitor-cron", default="0 * * * *", help="monitoring schedule (UTC)")
     commands = parser.add_subparsers(dest="command")
+    monitor = commands.add_parser("monitor", help="check the prediction log for drift (served hourly by default)")
+    monitor.add_argument("--once", action="store_true", required=True, help="run one check now and exit")
+    monitor.add_argument("--no-retrain", action="store_true", help="report only: never trigger a retrain")
+    monitor.add_argument("--cooldown-hours", type=cli.positive, default=6.0,
+                         help="after a triggered retrain, checks in this time do not trigger another")
     score = commands.add_parser("score", help="label a CSV of new reviews with the champion model")
     score.add_argument("--input", required=True, help="CSV of reviews to score")
     score.add_argument("--output", required=True, help="predictions CSV to write")
@@ -42,13 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     from review_sentiment.orchestration import commands
 
     data = {"data_path": args.data, "text_col": args.text_col, "rating_col": args.rating_col}
+    retrain = data | ({"feedback_log": args.prediction_log} if args.with_feedback else {})
     try:
         if args.command == "score":
             commands.score_file(args.input, args.output, args.text_col)
+        elif args.command == "monitor":
+            commands.monitor_once(data | {"prediction_log": args.prediction_log, "retrain": not args.no_retrain,
+                                          "cooldown_hours": args.cooldown_hours})
         elif args.once:
-            commands.retrain_once(data)
+            commands.retrain_once(retrain)
         else:
-            commands.serve_retrain(args.cron, data)
+            commands.serve_schedules(args.cron, retrain, args.monitor_cron, data | {
+                "prediction_log": args.prediction_log})
     except ReviewDataError as err:
         return cli.user_error(err)
     return 0

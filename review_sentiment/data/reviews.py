@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +97,21 @@ def load_reviews(
         dropped_duplicates=len(usable) - len(deduped),
         usable_text=usable["text"].astype(object),
     )
+
+
+FEEDBACK_RATING = {0: 1, 1: 5}  # a fed-back label as the rating it stands for
+
+
+def with_feedback(reviews: Reviews, texts: pd.Series, labels: pd.Series) -> tuple[Reviews, int]:
+    """The reviews plus those whose true label came back through the service, one row per distinct
+    fed-back text with its latest label; that label replaces the file's rows of the same text (a
+    person said so, later). Returns the reviews and how many rows came from feedback."""
+    fed = pd.DataFrame({"text": texts.astype(object), "label": labels.astype(int)}).drop_duplicates("text", keep="last")
+    kept = ~reviews.text.isin(fed["text"])
+    text = pd.concat([reviews.text[kept], fed["text"]], ignore_index=True).rename("review")
+    label = pd.concat([reviews.label[kept], fed["label"]], ignore_index=True).rename("label")
+    rating = pd.concat([reviews.rating[kept], fed["label"].map(FEEDBACK_RATING)], ignore_index=True)
+    return replace(reviews, text=text, rating=rating, label=label), len(fed)
 
 
 def split_reviews(reviews: Reviews, test_size: float, folds: int, seed: int) -> Split:

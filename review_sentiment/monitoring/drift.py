@@ -61,6 +61,7 @@ class Check:
     findings: list[Finding] = field(default_factory=list)
     new_terms: list[tuple[str, int]] = field(default_factory=list)
     note: str = ""
+    current: TextStats | None = field(default=None, repr=False)  # for the report's plots
 
 
 def distribution(kind: str, measure: str, reference: Sequence[float], current: np.ndarray) -> Finding:
@@ -115,4 +116,4 @@ def check(window: Window, profile: dict | None, test_f1: float | None, seed: int
         findings.append(performed)
     status = DEGRADED if performed is not None and performed.drifted else (
         DRIFT if any(f.drifted for f in findings) else OK)
-    return Check(status, len(window.reviews), feedback, findings, current.unseen_terms.most_common(10))
+    return Check(status, len(window.reviews), feedback, findings, current.unseen_terms.most_common(10), current=current)

@@ -1,4 +1,4 @@
-"""What `ml_orchestration_flipkart.py` runs: one retrain now, the retrain on a schedule, batch scoring.
+"""What `ml_orchestration_flipkart.py` runs: one retrain or check now, both on schedules, batch scoring.
 
 Importing this module imports Prefect, which reads its settings then: apply
 `local_prefect.quiet_prefect_env` to the environment first.
@@ -8,15 +8,18 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
+from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from review_sentiment.orchestration.batch_scoring import check_paths, score_reviews
 from review_sentiment.orchestration.local_prefect import prefect_api
+from review_sentiment.orchestration.monitor import monitor_predictions
 from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 
 DEPLOYMENT = "flipkart-sentiment-logistic-deployment"
+MONITOR_DEPLOYMENT = "flipkart-sentiment-monitoring-deployment"
 NEVER_OVERLAP = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
@@ -27,19 +30,28 @@ def retrain_once(parameters: dict[str, str]) -> None:
     print(f"Retrain {outcome.status}: {outcome.message}")
 
 
-def serve_retrain(cron: str, parameters: dict[str, str]) -> None:
-    """Serve the deployment until Ctrl-C or SIGTERM; runs never overlap (a new one is cancelled)."""
+def monitor_once(parameters: dict[str, object]) -> None:
+    """One monitoring check in the foreground (and the retrain it may trigger)."""
+    quiet_mlflow_warnings()
+    outcome = monitor_predictions(**parameters)
+    versions = ", ".join(f"{version} {status}" for version, status in outcome.versions.items()) or "no predictions"
+    print(f"Check {outcome.status} ({versions}; MLflow run {outcome.run_id}). Retrain: {outcome.retrain}")
+
+
+def serve_schedules(retrain_cron: str, retrain: dict[str, str], monitor_cron: str, monitor: dict[str, str]) -> None:
+    """Serve the retrain and the monitor until Ctrl-C or SIGTERM; one flow run at a time, and a
+    deployment's runs never overlap (a new one is cancelled)."""
     quiet_mlflow_warnings()
     previous = signal.signal(signal.SIGINT, _stop_like_sigterm)
     try:
         with prefect_api() as api_url, temporary_settings(updates={PREFECT_API_URL: api_url}):
             print(f"Prefect dashboard: {api_url.removesuffix('/api')}  (MLflow: run `mlflow ui`)", flush=True)
             try:
-                retrain_logistic.serve(
-                    name=DEPLOYMENT,
-                    cron=cron,
-                    parameters=parameters,
-                    global_limit=NEVER_OVERLAP,
+                serve(
+                    retrain_logistic.to_deployment(name=DEPLOYMENT, cron=retrain_cron, parameters=retrain,
+                                                   concurrency_limit=NEVER_OVERLAP),
+                    monitor_predictions.to_deployment(name=MONITOR_DEPLOYMENT, cron=monitor_cron,
+                                                      parameters=monitor, concurrency_limit=NEVER_OVERLAP),
                     limit=1,
                 )
             except KeyboardInterrupt:  # Ctrl-C while the deployment was still being registered

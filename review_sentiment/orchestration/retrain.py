@@ -25,9 +25,10 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
 
 from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MODEL_NAME, RETRAIN_EXPERIMENT, SAMPLE_DATA
-from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, load_reviews, split_reviews
+from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, load_reviews, split_reviews, with_feedback
 from review_sentiment.modeling.families import build_pipeline, left_no_words
 from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.monitoring.logged import read_log
 from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, reference_profile
 from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
 from review_sentiment.tracking.model_logging import (
@@ -67,8 +68,18 @@ class RetrainOutcome:
 
 
 @io_step(name="load data")
-def load_data(path: str, text_col: str, rating_col: str) -> Reviews:
-    return load_reviews(path, text_col, rating_col)
+def load_data(path: str, text_col: str, rating_col: str, feedback_log: str | None) -> tuple[Reviews, int]:
+    """The CSV's reviews, plus (with `feedback_log`) every review the service logged that got a true
+    label; and how many rows came from feedback."""
+    reviews = load_reviews(path, text_col, rating_col)
+    if feedback_log is None:
+        return reviews, 0
+    try:
+        logged = read_log(Path(feedback_log))
+    except (FileNotFoundError, ValueError) as err:
+        raise ReviewDataError(str(err)) from None
+    fed = logged.dropna(subset=["true_label"])
+    return with_feedback(reviews, fed["review"], fed["true_label"])
 
 
 @cpu_step(name="clean and label")
@@ -83,9 +94,10 @@ def split(reviews: Reviews, test_size: float, seed: int) -> Split:
 
 
 @cpu_step(name="describe data")
-def describe_data(reviews: Reviews) -> PandasDataset:
+def describe_data(reviews: Reviews, feedback_log: str | None) -> PandasDataset:
     """The reviews as the MLflow dataset the run logs; its digest covers every row."""
-    return training_dataset(reviews.frame, str(reviews.path))
+    source = str(reviews.path) if feedback_log is None else f"{reviews.path} + feedback in {feedback_log}"
+    return training_dataset(reviews.frame, source)
 
 
 @io_step(name="choose hyperparameters")
@@ -145,7 +157,8 @@ def evaluate(pipeline: Pipeline, data: Split) -> dict[str, float]:
 
 @io_step(name="log to MLflow")
 def log_run(pipeline: Pipeline | None, reviews: Reviews, data: Split, params: dict[str, Any], source: str,
-            metrics: dict[str, float], fingerprint: Fingerprint, outcome: str) -> tuple[str, Any]:
+            metrics: dict[str, float], fingerprint: Fingerprint, outcome: str,
+            origin: dict[str, str]) -> tuple[str, Any]:
     """One MLflow run per flow run; a failure inside marks it FAILED, never leaves it RUNNING. With a
     model it also records the reviews that model trained on, for fair promotions later."""
     mlflow.set_experiment(RETRAIN_EXPERIMENT)
@@ -154,7 +167,7 @@ def log_run(pipeline: Pipeline | None, reviews: Reviews, data: Split, params: di
     with mlflow.start_run(run_name=f"retrain-{flow_run.get_name() or 'local'}") as run:
         mlflow.set_tags({**process_tags(), "prefect.flow_run_id": str(flow_run.get_id()), "outcome": outcome,
                          "fingerprint": fingerprint.value, "data_digest": fingerprint.dataset.digest,
-                         "hyperparameter_source": source, "family": FAMILY})
+                         "hyperparameter_source": source, "family": FAMILY, **origin})
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_input(fingerprint.dataset, context="training")
@@ -186,19 +199,24 @@ def retrain_logistic(
     test_size: float = 0.3,
     seed: int = 42,
     overrides: dict[str, Any] | None = None,
+    feedback_log: str | None = None,
+    triggered_by: str | None = None,
 ) -> RetrainOutcome:
+    """`feedback_log`: also train on the reviews the service got true labels for; `triggered_by`: the
+    monitoring check that asked for this retrain (tagged on its run)."""
     data_errors_in_one_line()
     logger = get_run_logger()
-    reviews = load_data(data_path, text_col, rating_col)
+    reviews, fed = load_data(data_path, text_col, rating_col, feedback_log)
+    origin = {"feedback_rows": str(fed)} | ({"triggered_by": triggered_by} if triggered_by else {})
     clean = clean_and_label(reviews)
     data = split(reviews, test_size, seed)
     clean_train = clean.loc[data.X_train.index].tolist()
-    dataset = describe_data(reviews)
+    dataset = describe_data(reviews, feedback_log)
     params, source = choose_hyperparameters(overrides, dataset.digest)
     logger.info("Hyperparameters: %s %s", source, params)
     changes = fingerprint(dataset, params, seed, test_size)
     if changes.value == changes.last_registered:
-        log_run(None, reviews, data, params, source, {}, changes, "skipped")
+        log_run(None, reviews, data, params, source, {}, changes, "skipped", origin)
         message = f"data, code and parameters unchanged since the last retrain ({changes.value})"
         logger.info(message)
         return RetrainOutcome("skipped", message)
@@ -208,7 +226,7 @@ def retrain_logistic(
     tfidf = vectorize(pipeline, clean_train, data_path)
     pipeline = train(pipeline, tfidf, clean_train, data.y_train)
     metrics = evaluate(pipeline, data) | {"fit_time": time.perf_counter() - started}
-    run_id, model_info = log_run(pipeline, reviews, data, params, source, metrics, changes, "registered")
+    run_id, model_info = log_run(pipeline, reviews, data, params, source, metrics, changes, "registered", origin)
     version, promotion = register_and_promote(model_info, run_id, metrics, changes, data)
     message = (f"registered v{version} (train F1 {metrics['train_f1']:.4f}, test F1 {metrics['test_f1']:.4f}); "
                f"{promotion.reason}")

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-import pandas as pd
-
 log = logging.getLogger("uvicorn.error")
 
 SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is the unversioned log of the first service
@@ -293,16 +291,3 @@ class PredictionLog:
                 except sqlite3.Error as err:  # busy or failing: the next one will do
                     log.debug("Prediction log %s: checkpoint skipped: %s", self.path, err)
 
-
-def read_log(path: Path) -> pd.DataFrame:
-    """All logged predictions with their fed-back true label (NA where none)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no prediction log here (start the service, or pass --prediction-log)")
-    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-        try:
-            return pd.read_sql_query(
-                "SELECT p.*, f.label AS true_label FROM predictions p LEFT JOIN feedback f ON f.prediction_id = p.id",
-                conn,
-            )
-        except pd.errors.DatabaseError as err:
-            raise ValueError(f"{path}: not a prediction log ({err.__cause__ or err})") from None

@@ -11,10 +11,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from review_sentiment.constants import CHALLENGER
+from review_sentiment.monitoring.logged import read_log
 from review_sentiment.serving.ab_report import format_report
 from review_sentiment.serving.app import MAX_REVIEWS, create_app
 from review_sentiment.serving.model_watcher import ModelWatcher
-from review_sentiment.serving.prediction_log import PredictionLog, read_log
+from review_sentiment.serving.prediction_log import PredictionLog
 from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 from review_sentiment.tracking.model_uri import ModelRef
 

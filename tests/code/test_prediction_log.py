@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from review_sentiment.constants import CHALLENGER, CHAMPION
+from review_sentiment.monitoring.logged import read_log
 from review_sentiment.serving.ab_report import format_report, variant_stats
 from review_sentiment.serving.model_watcher import choose_variant
-from review_sentiment.serving.prediction_log import Feedback, LoggedRequest, PredictionLog, read_log
+from review_sentiment.serving.prediction_log import Feedback, LoggedRequest, PredictionLog
 
 
 def answered(request_id: str, variant: str, version: str, labels: list[int], latency: float,

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from review_sentiment.constants import CHAMPION
-from review_sentiment.serving.prediction_log import SCHEMA_VERSION, LogFull, LogStuck, PredictionLog, connect, read_log
+from review_sentiment.monitoring.logged import read_log
+from review_sentiment.serving.prediction_log import SCHEMA_VERSION, LogFull, LogStuck, PredictionLog, connect
 from tests.code.test_prediction_log import answered
 from tests.helpers import locked
 

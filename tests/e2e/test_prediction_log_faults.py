@@ -3,7 +3,6 @@ loudly instead of growing memory: real service processes, real signals, 8 concur
 prediction by prediction."""
 from __future__ import annotations
 
-import shutil
 import signal
 import sqlite3
 import time
@@ -21,12 +20,6 @@ from tests.helpers import SAMPLE, Store, locked, wait_for
 LOAD_SECONDS = 6
 
 
-@pytest.fixture
-def served_store(_tuned_once: Store, tmp_path: Path) -> Store:
-    shutil.copy(_tuned_once.path / "mlflow.db", tmp_path / "mlflow.db")
-    return Store(tmp_path)
-
-
 def logged_ids(path: Path) -> set[str]:
     with closing(sqlite3.connect(path)) as db:  # as a crash left it: SQLite recovers the WAL on open
         return {row[0] for row in db.execute("SELECT id FROM predictions")}
@@ -39,15 +32,15 @@ def started(store: Store, *args: str) -> Service:
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_no_answered_prediction_is_lost_when_the_service_stops_under_load(served_store: Store,
+def test_no_answered_prediction_is_lost_when_the_service_stops_under_load(own_store: Store,
                                                                           how: signal.Signals) -> None:
-    service = started(served_store)
+    service = started(own_store)
     load = Load(service.port, load_texts(SAMPLE, "Review text").dropna().tolist()).start()
     time.sleep(LOAD_SECONDS)  # the load's duration: the condition under test is "while clients are busy"
     code = service.stop(how)
     load.stop()
     answered = set(load.answered)
-    lost = answered - logged_ids(served_store.path / DEFAULT_PREDICTION_LOG)
+    lost = answered - logged_ids(own_store.path / DEFAULT_PREDICTION_LOG)
     print(f"{how.name}: {len(answered)} predictions answered 200 in {LOAD_SECONDS} s, {len(lost)} not on record")
     assert len(answered) > 1000, load.statuses
     assert not lost, f"{len(lost)} of {len(answered)} answered predictions are not in the log ({how.name})"
@@ -56,12 +49,12 @@ def test_no_answered_prediction_is_lost_when_the_service_stops_under_load(served
         assert "Traceback" not in service.output, service.output
 
 
-def test_a_stuck_disk_fills_the_queue_then_503s_and_the_service_recovers(served_store: Store) -> None:
+def test_a_stuck_disk_fills_the_queue_then_503s_and_the_service_recovers(own_store: Store) -> None:
     """The log's file is locked by another process: two requests of 400 reviews fill the 1000-row queue
     and wait, then get 503 when their wait runs out, and four more are refused at once; /health says why.
     Once the lock goes, the writer writes what it held and the service is ready again."""
-    service = started(served_store, "--log-queue-rows", "1000", "--log-wait-seconds", "2")
-    log_path = served_store.path / DEFAULT_PREDICTION_LOG
+    service = started(own_store, "--log-queue-rows", "1000", "--log-wait-seconds", "2")
+    log_path = own_store.path / DEFAULT_PREDICTION_LOG
     try:
         with locked(log_path), ThreadPoolExecutor(6) as pool:
             answers = list(pool.map(lambda n: service.client.post("/predict", json={"reviews": [f"fine {n}"] * 400}),
@@ -88,12 +81,12 @@ def test_a_stuck_disk_fills_the_queue_then_503s_and_the_service_recovers(served_
         assert {row[0] for row in db.execute("SELECT review FROM predictions")} == waited | {"fine again"}
 
 
-def test_requests_cancelled_at_shutdown_are_still_written_before_exit(served_store: Store) -> None:
+def test_requests_cancelled_at_shutdown_are_still_written_before_exit(own_store: Store) -> None:
     """SIGTERM while three requests wait on a locked disk: past the grace uvicorn cancels them (their
     clients get no answer), and the log, its writer unharmed by the cancelled waiters, writes their rows
     once the disk is back, before the process exits."""
-    service = started(served_store, "--log-wait-seconds", "60", "--shutdown-seconds", "1")
-    log_path = served_store.path / DEFAULT_PREDICTION_LOG
+    service = started(own_store, "--log-wait-seconds", "60", "--shutdown-seconds", "1")
+    log_path = own_store.path / DEFAULT_PREDICTION_LOG
     with locked(log_path), ThreadPoolExecutor(3) as pool:
         waiting = [pool.submit(service.client.post, "/predict", json={"reviews": [f"cut {n}"]}) for n in range(3)]
         wait_for(lambda: service.client.get("/health").json()["prediction_log"]["queued_rows"] == 3, 15,

@@ -22,8 +22,8 @@ import serve_api
 from review_sentiment.constants import CHALLENGER, CHAMPION, DEFAULT_PREDICTION_LOG, MODEL_NAME
 from review_sentiment.data.reviews import load_texts
 from review_sentiment.modeling.linear import predict_with_scores
+from review_sentiment.monitoring.logged import read_log
 from review_sentiment.serving.model_watcher import choose_variant
-from review_sentiment.serving.prediction_log import read_log
 from tests.e2e.served import running_server
 from tests.helpers import (
     SAMPLE,

@@ -2,9 +2,7 @@
 while the last good one keeps serving, and off loopback /feedback needs the API key."""
 from __future__ import annotations
 
-import shutil
 import signal
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -17,14 +15,6 @@ from review_sentiment.tracking.registry import current_champion
 from tests import crafted
 from tests.e2e.served import Service
 from tests.helpers import Store, wait_for
-
-
-@pytest.fixture
-def own_store(_tuned_once: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
-    shutil.copy(_tuned_once.path / "mlflow.db", tmp_path / "mlflow.db")
-    store = Store(tmp_path)
-    store.activate(monkeypatch)
-    return store
 
 
 def test_a_crafted_champion_is_refused_and_the_last_good_one_serves(own_store: Store) -> None:

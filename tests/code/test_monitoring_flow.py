@@ -1,0 +1,88 @@
+"""The monitoring flow for real (real Prefect server, real MLflow store, a prediction log written by the
+service's own writer): a shifted domain is flagged, retrains on the feedback, then cools down."""
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from review_sentiment.constants import MODEL_NAME, MONITORING_EXPERIMENT, RETRAIN_EXPERIMENT
+from review_sentiment.modeling.linear import predict_with_scores
+from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT
+from review_sentiment.orchestration.monitor import monitor_predictions
+from review_sentiment.orchestration.retrain import retrain_logistic
+from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog
+from review_sentiment.tracking.model_loading import load_pipeline
+from review_sentiment.tracking.registry import current_champion
+from tests.code.test_drift import generator
+from tests.code.test_retrain_and_scoring_flows import prefect_api  # noqa: F401 — the module's Prefect server
+from tests.helpers import SAMPLE, Store
+
+
+def serve_and_log(path: Path, domain: str, seed: int, rows: int, feedback_every: int) -> int:
+    """What the service would log for `rows` reviews of `domain` scored by the champion, with the true
+    label (from the review's rating) fed back for every `feedback_every`-th; returns how many distinct
+    reviews got feedback."""
+    champion = current_champion(MODEL_NAME)
+    reviews = [r for r in generator().sample_rows(rows, seed, domain) if r["Review text"]]
+    texts = [r["Review text"] for r in reviews]
+    labels, scores = predict_with_scores(load_pipeline(champion), texts)
+
+    async def write() -> int:
+        log = PredictionLog(path)
+        for n, (text, label, score) in enumerate(zip(texts, labels, scores, strict=True)):
+            await log.record(LoggedRequest(f"{seed}-{n}", [f"{seed}-{n}"], datetime.now(UTC).isoformat(), "champion",
+                                           MODEL_NAME, str(champion.version), None, [text], [int(label)],
+                                           [float(score)], 1.0))
+        fed = [(f"{seed}-{n}", int(r["Ratings"] >= 3)) for n, r in enumerate(reviews) if n % feedback_every == 0]
+        for prediction_id, truth in fed:
+            await log.feedback(prediction_id, truth, "2026-11-28T01:00:00.000+00:00")
+        await log.close()
+        return len({texts[int(prediction_id.split("-")[1])] for prediction_id, _ in fed})
+    return asyncio.run(write())
+
+
+def test_a_shifted_domain_is_flagged_retrains_on_feedback_then_cools_down(store: Store, tmp_path: Path) -> None:
+    retrain_logistic(data_path=str(SAMPLE))
+    first = current_champion(MODEL_NAME)
+    log_path = tmp_path / "predictions.db"
+    fed = serve_and_log(log_path, "food", seed=11, rows=300, feedback_every=3)
+
+    outcome = monitor_predictions(prediction_log=str(log_path), data_path=str(SAMPLE))
+    # the inputs drifted, and the feedback shows the model failing on them: degraded wins
+    assert outcome.status == DEGRADED and outcome.versions == {f"v{first.version}": DEGRADED}
+    assert "triggered a retrain" in outcome.retrain and "registered" in outcome.retrain, outcome.retrain
+    check_run = mlflow.get_run(outcome.run_id)
+    assert check_run.data.tags["status"] == DEGRADED and check_run.data.metrics["predictions"] > 250
+    assert check_run.data.metrics["input/out_of_vocabulary_share"] > 0.3
+    report = mlflow.artifacts.load_text(f"runs:/{outcome.run_id}/report.html")
+    assert "out-of-vocabulary share" in report and "data:image/png;base64," in report
+
+    retrains = mlflow.search_runs(experiment_names=[RETRAIN_EXPERIMENT], order_by=["start_time DESC"])
+    triggered = retrains.iloc[0]
+    assert triggered["tags.triggered_by"] == outcome.run_id and int(triggered["tags.feedback_rows"]) == fed
+    dataset = mlflow.get_run(triggered["run_id"]).inputs.dataset_inputs[0].dataset
+    assert dataset.source.endswith(f"+ feedback in {log_path}\"}}") or str(log_path) in dataset.source
+    versions = mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")
+    assert len(versions) == 2  # the new version, registered; promotion decided on its own terms
+
+    assert monitor_predictions(prediction_log=str(log_path), data_path=str(SAMPLE)).status == INSUFFICIENT
+    serve_and_log(log_path, "food", seed=12, rows=300, feedback_every=3)
+    again = monitor_predictions(prediction_log=str(log_path), data_path=str(SAMPLE))
+    assert again.status in (DRIFT, DEGRADED) and "cooling down" in again.retrain, again.retrain
+    checks = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT], order_by=["start_time"])
+    assert list(checks["tags.status"]) == [DEGRADED, INSUFFICIENT, again.status]
+
+
+@pytest.mark.parametrize("rows", [300])
+def test_held_out_reviews_of_the_training_domain_check_ok(store: Store, tmp_path: Path, rows: int) -> None:
+    retrain_logistic(data_path=str(SAMPLE))
+    log_path = tmp_path / "predictions.db"
+    serve_and_log(log_path, "electronics", seed=21, rows=rows, feedback_every=1000)
+    outcome = monitor_predictions(prediction_log=str(log_path), data_path=str(SAMPLE))
+    assert (outcome.status, outcome.retrain) == ("ok", "nothing to do")
+    assert np.isclose(mlflow.get_run(outcome.run_id).data.metrics["predictions"], rows, atol=rows * 0.02)
