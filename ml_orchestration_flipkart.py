@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command")
     monitor = commands.add_parser("monitor", help="check the prediction log for drift (served hourly by default)")
     monitor.add_argument("--once", action="store_true", required=True, help="run one check now and exit")
+    monitor.add_argument("--prediction-log", default=argparse.SUPPRESS, help="the service's prediction log")
     monitor.add_argument("--no-retrain", action="store_true", help="report only: never trigger a retrain")
     monitor.add_argument("--cooldown-hours", type=cli.positive, default=6.0,
                          help="after a triggered retrain, checks in this time do not trigger another")

@@ -9,11 +9,15 @@ from pathlib import Path
 import pandas as pd
 
 
+def require_log(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no prediction log here (start the service, or pass --prediction-log)")
+
+
 def read_log(path: Path, since: str | None = None) -> pd.DataFrame:
     """Logged predictions (those after `since`, an ISO time, if given) with their fed-back true
     label (NA where none)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no prediction log here (start the service, or pass --prediction-log)")
+    require_log(path)
     with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
         try:
             return pd.read_sql_query(

@@ -6,12 +6,15 @@ Importing this module imports Prefect, which reads its settings then: apply
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from types import FrameType
 
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from review_sentiment.data.reviews import ReviewDataError
+from review_sentiment.monitoring.logged import require_log
 from review_sentiment.orchestration.batch_scoring import check_paths, score_reviews
 from review_sentiment.orchestration.local_prefect import prefect_api
 from review_sentiment.orchestration.monitor import monitor_predictions
@@ -31,7 +34,12 @@ def retrain_once(parameters: dict[str, str]) -> None:
 
 
 def monitor_once(parameters: dict[str, object]) -> None:
-    """One monitoring check in the foreground (and the retrain it may trigger)."""
+    """One monitoring check in the foreground (and the retrain it may trigger); a missing log fails
+    here, before a Prefect API is started or anything is written."""
+    try:
+        require_log(Path(str(parameters["prediction_log"])))
+    except FileNotFoundError as err:
+        raise ReviewDataError(str(err)) from None
     quiet_mlflow_warnings()
     outcome = monitor_predictions(**parameters)
     versions = ", ".join(f"{version} {status}" for version, status in outcome.versions.items()) or "no predictions"

@@ -24,3 +24,12 @@ def test_path_mistakes_are_one_line_and_change_nothing(reviews_to_score: Path, o
     captured = capsys.readouterr()
     assert captured.err.startswith("error: ") and message in captured.err and captured.err.count("\n") == 1
     assert nothing_was_written(reviews_to_score.parent, reviews_to_score)
+
+
+def test_monitor_without_a_prediction_log_is_one_line_and_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert ml_orchestration_flipkart.main(["monitor", "--once", "--prediction-log", "nope.db"]) == 2
+    assert capsys.readouterr().err == ("error: nope.db: no prediction log here (start the service, or pass "
+                                       "--prediction-log)\n")
+    assert list(tmp_path.iterdir()) == []
