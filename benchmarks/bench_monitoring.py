@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     from review_sentiment.modeling.families import build_pipeline
     from review_sentiment.modeling.linear import predict_with_scores
     from review_sentiment.monitoring.drift import Window, check
-    from review_sentiment.monitoring.logged import read_log
+    from review_sentiment.monitoring.logged import read_log, read_new
     from review_sentiment.monitoring.profile import reference_profile
     from review_sentiment.orchestration.monitor import monitor_predictions
     from review_sentiment.orchestration.retrain import PUBLISHED_DEFAULTS, retrain_logistic
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     print(f"Writing {len(texts):,} predictions through the service's log writer…", flush=True)
     log_path = tmp / "predictions.db"
 
-    async def write() -> int:
+    async def write() -> None:
         log = PredictionLog(log_path, max_queued_rows=len(texts) + 1)
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         pending = [log.record(LoggedRequest(f"r{start}", new_prediction_ids(len(chunk)), now, "champion", MODEL_NAME,
@@ -92,17 +92,16 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         fed = np.random.default_rng(0).choice(len(ids), int(len(ids) * args.feedback_share), replace=False)
         await asyncio.gather(*(log.feedback(ids[i], int(reviews[i]["Ratings"] >= 3), now) for i in fed))
         await log.close()
-        return len(fed)
-    fed = asyncio.run(write())
+    asyncio.run(write())
 
     print("Warming up Prefect's API with a check of nothing…", flush=True)
     empty = tmp / "empty.db"
     asyncio.run(PredictionLog(empty).close())
     monitor_predictions(prediction_log=str(empty), retrain=False)
 
-    frame = timed("read the log", rows, read_log, log_path)
-    window = Window(frame["review"].tolist(), frame["label"].to_numpy(), frame["score"].to_numpy(float),
-                    frame["true_label"].to_numpy(float))
+    frame, feedback = timed("read the log", rows, read_new, log_path, 0, 0)
+    window = Window(frame["review"].tolist(), frame["label"].to_numpy(int), frame["score"].to_numpy(float),
+                    feedback["true_label"].to_numpy(int), feedback["label"].to_numpy(int))
     profile = reference_profile(pipeline, load_reviews(SAMPLE_DATA).usable_text, [0, 1], texts[:300])
     result = timed("drift statistics (cleaning included)", rows, check, window, profile, 0.85)
     outcome = timed("whole check: monitoring flow, MLflow run and report", rows, monitor_predictions,
@@ -119,7 +118,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         timed(f"reference profile, {name} ({len(reviews_.text):,} reviews)", profile_rows, reference_profile,
               fitted, reviews_.usable_text, split.y_train, split.X_test)
 
-    print(f"\nOne check over {len(frame):,} predictions ({fed:,} with feedback): status {outcome.status} "
+    print(f"\nOne check over {len(frame):,} predictions ({len(feedback):,} with feedback): status {outcome.status} "
           f"(drift statistics said {result.status})")
     print(f"{'step':<58} {'seconds':>8}")
     print("-" * 67)

@@ -106,12 +106,14 @@ def with_feedback(reviews: Reviews, texts: pd.Series, labels: pd.Series) -> tupl
     """The reviews plus those whose true label came back through the service, one row per distinct
     fed-back text with its latest label; that label replaces the file's rows of the same text (a
     person said so, later). Returns the reviews and how many rows came from feedback."""
-    fed = pd.DataFrame({"text": texts.astype(object), "label": labels.astype(int)}).drop_duplicates("text", keep="last")
+    fed = pd.DataFrame({"text": texts.astype(object).str.strip(), "label": labels.astype(int)})
+    fed = fed[fed["text"] != ""].drop_duplicates("text", keep="last")  # `texts` in the order the labels came
     kept = ~reviews.text.isin(fed["text"])
     text = pd.concat([reviews.text[kept], fed["text"]], ignore_index=True).rename("review")
     label = pd.concat([reviews.label[kept], fed["label"]], ignore_index=True).rename("label")
     rating = pd.concat([reviews.rating[kept], fed["label"].map(FEEDBACK_RATING)], ignore_index=True)
-    return replace(reviews, text=text, rating=rating, label=label), len(fed)
+    usable = pd.concat([reviews.usable_text[~reviews.usable_text.isin(fed["text"])], fed["text"]], ignore_index=True)
+    return replace(reviews, text=text, rating=rating, label=label, usable_text=usable), len(fed)
 
 
 def split_reviews(reviews: Reviews, test_size: float, folds: int, seed: int) -> Split:

@@ -45,12 +45,14 @@ class Finding:
 
 @dataclass(frozen=True)
 class Window:
-    """What the service logged for one version since the last check."""
+    """What the service logged for one version since the last check: its predictions, and the
+    feedback that came in (on predictions of any age): the true label and what the model had said."""
 
     reviews: list[str]
     labels: np.ndarray
     scores: np.ndarray
-    true_labels: np.ndarray  # NaN where no feedback came
+    feedback_truth: np.ndarray
+    feedback_said: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,7 @@ def share(kind: str, measure: str, reference: float, reference_n: int, current: 
 def performance(window: Window, test_f1: float, seed: int) -> Finding | None:
     """Macro-F1 where feedback came, if there is enough of it; degraded when even the interval's top
     is below the version's test F1."""
-    known = ~np.isnan(window.true_labels)
-    truth, said = window.true_labels[known].astype(int), window.labels[known]
+    truth, said = window.feedback_truth.astype(int), window.feedback_said.astype(int)
     if len(truth) < MIN_FEEDBACK or len(set(truth.tolist())) < 2:
         return None
     interval = stats.bootstrap((truth, said), macro_f1, paired=True, vectorized=False, method="percentile",
@@ -94,16 +95,31 @@ def performance(window: Window, test_f1: float, seed: int) -> Finding | None:
 
 
 def check(window: Window, profile: dict | None, test_f1: float | None, seed: int = 0) -> Check:
-    """The check's status and findings; `profile` None (a version logged before profiles) checks nothing."""
-    feedback = int((~np.isnan(window.true_labels)).sum())
+    """The check's status and findings. Drift needs a profile (versions logged before profiles have
+    none) and `MIN_WINDOW` predictions; performance needs the test F1 and `MIN_FEEDBACK` labels, which
+    may be for predictions of earlier windows (feedback comes late)."""
+    feedback, findings, current = len(window.feedback_truth), [], None
     if profile is None:
-        return Check(INSUFFICIENT, len(window.reviews), feedback, note="no reference profile for this version")
-    if len(window.reviews) < MIN_WINDOW:
-        return Check(INSUFFICIENT, len(window.reviews), feedback,
-                     note=f"{len(window.reviews)} predictions, fewer than {MIN_WINDOW}")
-    current = TextStats.of(window.reviews, frozenset(profile["vocabulary"]))
+        note = "no reference profile for this version"
+    elif len(window.reviews) < MIN_WINDOW:
+        note = f"{len(window.reviews)} predictions, fewer than {MIN_WINDOW}"
+    else:
+        note, current = "", TextStats.of(window.reviews, frozenset(profile["vocabulary"]))
+        findings = _drift(window, profile, current)
+    performed = None if test_f1 is None else performance(window, test_f1, seed)
+    if performed is not None:
+        findings.append(performed)
+    if not findings:
+        return Check(INSUFFICIENT, len(window.reviews), feedback, note=note)
+    status = DEGRADED if performed is not None and performed.drifted else (
+        DRIFT if any(f.drifted for f in findings) else OK)
+    new_terms = [] if current is None else current.unseen_terms.most_common(10)
+    return Check(status, len(window.reviews), feedback, findings, new_terms, note, current)
+
+
+def _drift(window: Window, profile: dict, current: TextStats) -> list[Finding]:
     train_n, test_n = profile["train_reviews"], profile["test_reviews"]
-    findings = [
+    return [
         distribution("input", "review length", profile["lengths"], current.lengths),
         distribution("input", "out-of-vocabulary share", profile["oov_shares"], current.oov_shares),
         share("input", "non-ASCII share", profile["non_ascii_share"], train_n, current.non_ascii),
@@ -111,9 +127,3 @@ def check(window: Window, profile: dict | None, test_f1: float | None, seed: int
         distribution("prediction", "score", profile["scores"], window.scores),
         share("prediction", "positive share", profile["positive_share"], test_n, window.labels.astype(bool)),
     ]
-    performed = None if test_f1 is None else performance(window, test_f1, seed)
-    if performed is not None:
-        findings.append(performed)
-    status = DEGRADED if performed is not None and performed.drifted else (
-        DRIFT if any(f.drifted for f in findings) else OK)
-    return Check(status, len(window.reviews), feedback, findings, current.unseen_terms.most_common(10), current=current)

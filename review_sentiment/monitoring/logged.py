@@ -14,14 +14,36 @@ def require_log(path: Path) -> None:
         raise FileNotFoundError(f"{path}: no prediction log here (start the service, or pass --prediction-log)")
 
 
-def read_log(path: Path, since: str | None = None) -> pd.DataFrame:
-    """Logged predictions (those after `since`, an ISO time, if given) with their fed-back true
-    label (NA where none)."""
+def read_log(path: Path) -> pd.DataFrame:
+    """Every logged prediction with its fed-back true label (NA where none) and when that came."""
     require_log(path)
     with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
         try:
             return pd.read_sql_query(
-                "SELECT p.*, f.label AS true_label FROM predictions p LEFT JOIN feedback f ON f.prediction_id = p.id"
-                " WHERE p.time > ? ORDER BY p.time", conn, params=(since or "",))
+                "SELECT p.*, f.label AS true_label, f.time AS feedback_time FROM predictions p"
+                " LEFT JOIN feedback f ON f.prediction_id = p.id ORDER BY p.rowid", conn)
         except pd.errors.DatabaseError as err:
             raise ValueError(f"{path}: not a prediction log ({err.__cause__ or err})") from None
+
+
+PREDICTION_COLUMNS = ["row", "review", "label", "score", "model_name", "model_version", "time"]
+FEEDBACK_COLUMNS = ["row", "true_label", "label", "model_name", "model_version"]
+
+
+def read_new(path: Path, after_prediction: int, after_feedback: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What a check has not seen yet, by row order (commit order, unlike the request times): the
+    predictions past row `after_prediction`, and the feedback past row `after_feedback` with the
+    prediction it labels, however old that is (feedback comes late). Each frame's `row` is its rowid."""
+    require_log(path)
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+        try:
+            predictions = pd.read_sql_query(
+                f"SELECT rowid AS {', '.join(PREDICTION_COLUMNS)} FROM predictions"
+                " WHERE rowid > ? ORDER BY rowid", conn, params=(after_prediction,))
+            feedback = pd.read_sql_query(
+                "SELECT f.rowid AS row, f.label AS true_label, p.label, p.model_name, p.model_version FROM feedback f"
+                " JOIN predictions p ON p.id = f.prediction_id WHERE f.rowid > ? ORDER BY f.rowid",
+                conn, params=(after_feedback,))
+        except pd.errors.DatabaseError as err:
+            raise ValueError(f"{path}: not a prediction log ({err.__cause__ or err})") from None
+    return predictions, feedback

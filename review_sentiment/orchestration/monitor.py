@@ -24,8 +24,8 @@ from review_sentiment.constants import (
     SAMPLE_DATA,
 )
 from review_sentiment.data.reviews import ReviewDataError
-from review_sentiment.monitoring.drift import DEGRADED, DRIFT, Check, Finding, Window, check
-from review_sentiment.monitoring.logged import read_log
+from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, Check, Finding, Window, check
+from review_sentiment.monitoring.logged import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, read_new
 from review_sentiment.monitoring.profile import PROFILE_ARTIFACT
 from review_sentiment.monitoring.report import html_report, overall, summary
 from review_sentiment.orchestration.retrain import retrain_logistic
@@ -44,17 +44,24 @@ class MonitorOutcome:
 
 
 @io_step(name="read new predictions")
-def read_window(prediction_log: str, since: str | None) -> pd.DataFrame:
+def read_window(prediction_log: str, after: tuple[int, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predictions and feedback logged past the last check's rows; none while there is no log yet."""
     try:
-        return read_log(Path(prediction_log), since)
-    except (FileNotFoundError, ValueError) as err:
+        return read_new(Path(prediction_log), *after)
+    except FileNotFoundError:
+        return pd.DataFrame(columns=PREDICTION_COLUMNS), pd.DataFrame(columns=FEEDBACK_COLUMNS)
+    except ValueError as err:
         raise ReviewDataError(str(err)) from None
 
 
 @io_step(name="load reference")
 def reference_of(name: str, version: str) -> tuple[dict | None, float | None]:
-    """The version's reference profile (None for versions logged before profiles) and test F1."""
-    registered = mlflow.MlflowClient().get_model_version(name, version)
+    """The version's reference profile and test F1; (None, None) for a version logged before
+    profiles, or one deleted from the registry since it served."""
+    try:
+        registered = mlflow.MlflowClient().get_model_version(name, version)
+    except MlflowException:
+        return None, None
     try:
         profile = mlflow.artifacts.load_dict(f"runs:/{registered.run_id}/{PROFILE_ARTIFACT}")
     except (MlflowException, OSError):
@@ -64,15 +71,21 @@ def reference_of(name: str, version: str) -> tuple[dict | None, float | None]:
 
 
 @cpu_step(name="check for drift")
-def check_version(rows: pd.DataFrame, profile: dict | None, test_f1: float | None, seed: int) -> tuple[Window, Check]:
-    window = Window(rows["review"].tolist(), rows["label"].to_numpy(), rows["score"].to_numpy(float),
-                    rows["true_label"].to_numpy(float))
+def check_version(rows: pd.DataFrame, fed: pd.DataFrame, profile: dict | None, test_f1: float | None,
+                  seed: int) -> tuple[Window, Check]:
+    window = Window(rows["review"].tolist(), rows["label"].to_numpy(int), rows["score"].to_numpy(float),
+                    fed["true_label"].to_numpy(int), fed["label"].to_numpy(int))
     return window, check(window, profile, test_f1, seed)
 
 
-def last_check() -> pd.Series | None:
-    runs = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT], order_by=["start_time DESC"], max_results=1)
-    return None if runs.empty else runs.iloc[0]
+def last_check(prediction_log: str) -> tuple[int, int]:
+    """The rows of the log the last finished check of this log read up to (0, 0 if none)."""
+    runs = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT], max_results=1, order_by=["start_time DESC"],
+                              filter_string=f"tags.prediction_log = '{prediction_log}' and "
+                                            f"attributes.status = 'FINISHED'")
+    if runs.empty:
+        return 0, 0
+    return int(runs.iloc[0]["tags.last_prediction_row"]), int(runs.iloc[0]["tags.last_feedback_row"])
 
 
 def last_triggered_retrain(cooldown_hours: float) -> str | None:
@@ -107,26 +120,32 @@ def monitor_predictions(
     data_errors_in_one_line()
     logger = get_run_logger()
     mlflow.set_experiment(MONITORING_EXPERIMENT)
-    previous = last_check()
-    since = None if previous is None else previous.get("tags.window_end") or None
-    frame = read_window(prediction_log, since)
+    after = last_check(prediction_log)
+    frame, feedback = read_window(prediction_log, after)
     checks, profiles, windows = {}, {}, {}
-    for (name, version), rows in frame.groupby(["model_name", "model_version"], sort=True):
+    served = pd.concat([frame, feedback])[["model_name", "model_version"]].drop_duplicates()
+    for name, version in sorted(served.itertuples(index=False, name=None)):
         label = f"v{version}"
+        rows = frame[(frame["model_name"] == name) & (frame["model_version"] == version)]
+        fed = feedback[(feedback["model_name"] == name) & (feedback["model_version"] == version)]
         profiles[label], test_f1 = reference_of(name, version)
-        windows[label], checks[label] = check_version(rows, profiles[label], test_f1, seed)
+        windows[label], checks[label] = check_version(rows, fed, profiles[label], test_f1, seed)
     status = overall([c.status for c in checks.values()])
     busiest = max(checks, key=lambda v: checks[v].predictions, default=None)
-    window_end = frame["time"].max() if len(frame) else since
+    # Too little to judge: the next check reads these rows again, with more.
+    until = after if status == INSUFFICIENT else (int(frame["row"].max()) if len(frame) else after[0],
+                                                  int(feedback["row"].max()) if len(feedback) else after[1])
     with mlflow.start_run(run_name=f"check-{flow_run.get_name() or 'local'}") as run:
-        mlflow.set_tags({"status": status, "window_start": since or "", "window_end": window_end or "",
-                         "prediction_log": prediction_log, "prefect.flow_run_id": str(flow_run.get_id()),
+        mlflow.set_tags({"status": status, "prediction_log": prediction_log,
+                         "prefect.flow_run_id": str(flow_run.get_id()),
                          **{f"status.{v}": c.status for v, c in checks.items()}})
-        mlflow.log_metrics({"predictions": len(frame), "feedback": int(frame["true_label"].notna().sum())}
+        mlflow.log_metrics({"predictions": len(frame), "feedback": len(feedback)}
                            | (metrics_of(checks[busiest].findings) if busiest else {}))
         title = f"Monitoring check {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {status}"
         mlflow.log_text(html_report(title, checks, profiles, windows), "report.html")
-        print(f"{title} — {len(frame)} predictions since {since or 'the start of the log'}\n{summary(checks)}")
+        print(f"{title} — {len(frame)} predictions and {len(feedback)} feedback since rows {after}\n"
+              f"{summary(checks)}")
+        mlflow.set_tags({"last_prediction_row": until[0], "last_feedback_row": until[1]})  # last: the window is read
     action = "nothing to do"  # decided after the check's run is closed: a retrain starts runs of its own
     if status in (DRIFT, DEGRADED):
         action = _act(status, retrain, cooldown_hours, prediction_log, data_path, text_col, rating_col,
@@ -144,7 +163,7 @@ def _act(status: str, retrain: bool, cooldown_hours: float, prediction_log: str,
         return f"{status}: retraining is off for this check"
     if cooled := last_triggered_retrain(cooldown_hours):
         return f"{status}: cooling down, a check triggered a retrain at {cooled} (cool-down {cooldown_hours:g} h)"
-    mlflow.MlflowClient().set_tag(check_run, "retrain_triggered", "yes")
     outcome = retrain_logistic(data_path=data_path, text_col=text_col, rating_col=rating_col,
                                feedback_log=prediction_log, triggered_by=check_run)
+    mlflow.MlflowClient().set_tag(check_run, "retrain_triggered", "yes")  # a retrain that failed does not count
     return f"{status}: triggered a retrain on {data_path} + feedback: {outcome.status}, {outcome.message}"

@@ -78,7 +78,7 @@ def load_data(path: str, text_col: str, rating_col: str, feedback_log: str | Non
         logged = read_log(Path(feedback_log))
     except (FileNotFoundError, ValueError) as err:
         raise ReviewDataError(str(err)) from None
-    fed = logged.dropna(subset=["true_label"])
+    fed = logged.dropna(subset=["true_label"]).sort_values("feedback_time", kind="stable")
     return with_feedback(reviews, fed["review"], fed["true_label"])
 
 
@@ -94,10 +94,13 @@ def split(reviews: Reviews, test_size: float, seed: int) -> Split:
 
 
 @cpu_step(name="describe data")
-def describe_data(reviews: Reviews, feedback_log: str | None) -> PandasDataset:
-    """The reviews as the MLflow dataset the run logs; its digest covers every row."""
-    source = str(reviews.path) if feedback_log is None else f"{reviews.path} + feedback in {feedback_log}"
-    return training_dataset(reviews.frame, source)
+def describe_data(reviews: Reviews, feedback_log: str | None, fed: int) -> PandasDataset:
+    """The reviews as the MLflow dataset the run logs (its digest covers every row); with feedback, its
+    name says how many rows came from it."""
+    if feedback_log is None:
+        return training_dataset(reviews.frame, str(reviews.path))
+    return training_dataset(reviews.frame, f"{reviews.path} + feedback in {feedback_log}",
+                            name=f"{reviews.path.stem} + {fed} fed-back reviews")
 
 
 @io_step(name="choose hyperparameters")
@@ -115,18 +118,21 @@ def choose_hyperparameters(overrides: dict[str, Any] | None, reviews_digest: str
 class Fingerprint:
     dataset: PandasDataset  # what gets logged as the run's input; its digest feeds `value`
     value: str  # data + code + parameters
-    last_registered: str | None  # the last registered retrain's value
+    trained_as: str | None  # the registered retrain version with this same value, if any
 
 
 @io_step(name="check for changes")
 def fingerprint(dataset: PandasDataset, params: dict[str, Any], seed: int, test_size: float) -> Fingerprint:
-    """Hash data, code and parameters, next to the last registered retrain's hash."""
+    """Hash data, code and parameters, and find a registered retrain with the same hash. Any one,
+    not only the last: a scheduled retrain on the CSV alone, after a monitor-triggered one on the
+    CSV plus feedback, must not train the CSV's model again and undo what feedback taught."""
     digest = hashlib.sha256(dataset.digest.encode())
     for module in MODEL_CODE:
         digest.update(Path(module.__file__).read_bytes())
     digest.update(json.dumps({"params": params, "seed": seed, "test_size": test_size}, sort_keys=True).encode())
-    last = latest_version(MODEL_NAME, source="retrain")
-    return Fingerprint(dataset, digest.hexdigest()[:16], last.tags.get("fingerprint") if last else None)
+    value = digest.hexdigest()[:16]
+    same = latest_version(MODEL_NAME, source="retrain", fingerprint=value)
+    return Fingerprint(dataset, value, None if same is None else str(same.version))
 
 
 @cpu_step(name="TF-IDF")
@@ -188,7 +194,9 @@ def register_and_promote(model_info, run_id: str, metrics: dict[str, float], fin
         "data_digest": fingerprint.dataset.digest, "reviews_digest": fingerprint.dataset.digest,
         "test_f1": f"{metrics['test_f1']:.4f}", "run_id": run_id,
     })
-    return str(version.version), promote_if_better(MODEL_NAME, version, data.X_test, data.y_test)
+    promotion = promote_if_better(MODEL_NAME, version, data.X_test, data.y_test)
+    mlflow.MlflowClient().set_model_version_tag(MODEL_NAME, version.version, "promotion", promotion.reason)
+    return str(version.version), promotion
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -211,13 +219,13 @@ def retrain_logistic(
     clean = clean_and_label(reviews)
     data = split(reviews, test_size, seed)
     clean_train = clean.loc[data.X_train.index].tolist()
-    dataset = describe_data(reviews, feedback_log)
+    dataset = describe_data(reviews, feedback_log, fed)
     params, source = choose_hyperparameters(overrides, dataset.digest)
     logger.info("Hyperparameters: %s %s", source, params)
     changes = fingerprint(dataset, params, seed, test_size)
-    if changes.value == changes.last_registered:
+    if changes.trained_as is not None:
         log_run(None, reviews, data, params, source, {}, changes, "skipped", origin)
-        message = f"data, code and parameters unchanged since the last retrain ({changes.value})"
+        message = f"data, code and parameters unchanged: already trained as v{changes.trained_as} ({changes.value})"
         logger.info(message)
         return RetrainOutcome("skipped", message)
 
