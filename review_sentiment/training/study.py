@@ -64,6 +64,7 @@ def tune_family(
                 raise
             trial.report(float(np.mean(scores)), step)
             if trial.should_prune():
+                trial.set_user_attr("pruned_after_folds", len(scores))
                 raise optuna.TrialPruned()
         trial.set_user_attr("cv_f1_std", float(np.std(scores)))
         return float(np.mean(scores))

@@ -175,6 +175,10 @@ def _print_progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Non
     if trial.state == TrialState.FAIL:
         print(f"  trial {trial.number + 1:>3}  failed: {trial.user_attrs.get('failed', 'see the log')}", flush=True)
         return
+    if trial.state == TrialState.PRUNED:  # its value is the mean of the folds it got through: not a CV F1
+        print(f"  trial {trial.number + 1:>3}  pruned after {trial.user_attrs['pruned_after_folds']} folds "
+              f"(mean F1 so far {trial.value:.4f}, below the median)  best={study.best_value:.4f}", flush=True)
+        return
     print(f"  trial {trial.number + 1:>3}  cv_f1={trial.value:.4f}  best={study.best_value:.4f}", flush=True)
 
 

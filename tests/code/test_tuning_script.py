@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import pandas as pd
@@ -73,3 +74,13 @@ def test_same_seed_same_results_and_ties_promote(store: Store) -> None:
     assert "promoted: test F1" in second and "not promoted" not in second
     champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
     assert int(champion.version) > 2
+
+
+def test_a_pruned_trial_says_so_instead_of_a_cv_score(store: Store) -> None:
+    output = run_script(["--trials", "14", "--folds", "4", "--models", "NaiveBayes"])
+    lines = [line for line in output.splitlines() if line.startswith("  trial")]
+    pruned = [line for line in lines if "pruned" in line]
+    runs = mlflow.search_runs(experiment_names=[TUNING_EXPERIMENT])
+    assert len(lines) == 14 and len(pruned) == (runs["tags.state"] == "PRUNED").sum() > 0, output
+    assert all(re.search(r"pruned after [1-3] folds \(mean F1 so far 0\.\d{4}, below the median\)", line)
+               and "cv_f1" not in line for line in pruned), pruned
