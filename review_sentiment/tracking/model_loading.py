@@ -44,16 +44,6 @@ def load_pipeline(version: ModelVersion) -> Pipeline:
     return pipeline
 
 
-def refusal(version: ModelVersion) -> str | None:
-    """Why `version` would be refused, or None if it loads."""
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            _checked_model_file(version, Path(tmp))
-    except RefusedModel as err:
-        return str(err)
-    return None
-
-
 def _checked_model_file(version: ModelVersion, tmp: Path) -> Path:
     """The version's files downloaded under `tmp` and checked; the path of its skops file."""
     where = f"{version.name} v{version.version}"
@@ -86,7 +76,8 @@ def _checked_model_file(version: ModelVersion, tmp: Path) -> Path:
         theirs = cleaning_digest(local / "code")
     except (OSError, SyntaxError, tokenize.TokenError):
         raise RefusedModel(f"{where}: it carries no cleaning code to check ours against") from None
-    if theirs != cleaning_digest() or version.tags.get(CLEANING_DIGEST_TAG, theirs) != theirs:
+    ours = cleaning_digest()
+    if theirs != ours or version.tags.get(CLEANING_DIGEST_TAG, theirs) != theirs:
         raise RefusedModel(f"{where}: it was trained with other cleaning code (digest {theirs}, this process "
-                           f"runs {cleaning_digest()}); scoring it here would skew its predictions")
+                           f"runs {ours}); scoring it here would skew its predictions")
     return model_file

@@ -16,12 +16,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
+from sklearn.pipeline import Pipeline
 
 from review_sentiment.constants import CHAMPION
 from review_sentiment.data.reviews import review_hashes
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking.alias_lock import alias_lock
-from review_sentiment.tracking.model_loading import load_pipeline, refusal
+from review_sentiment.tracking.model_loading import RefusedModel, load_pipeline
 from review_sentiment.tracking.model_logging import training_reviews
 from review_sentiment.tracking.registry import current_champion
 
@@ -56,7 +57,7 @@ def promote_if_better(name: str, candidate: ModelVersion, X_test: pd.Series, y_t
     """Move `champion` to `candidate` if it scores at least the champion's macro-F1 on the candidate's
     test reviews that the champion did not train on; `X_test` and `y_test` are the candidate's. A champion
     this code refuses to load (foreign types, other cleaning) cannot be scored here, so it is replaced."""
-    version = str(candidate.version)
+    version, candidate_model = str(candidate.version), None
     while True:
         champion = current_champion(name)
         if champion is None:
@@ -65,12 +66,15 @@ def promote_if_better(name: str, candidate: ModelVersion, X_test: pd.Series, y_t
             continue
         if str(champion.version) == version:
             return Promotion(True, f"v{version} is already the champion", version)  # a retried step
-        refused = refusal(champion)
-        if refused is not None:
+        try:
+            champion_model = load_pipeline(champion)
+        except RefusedModel as refused:
             if _move_alias(name, version, expected=str(champion.version)):
                 return Promotion(True, f"v{version} promoted: the champion is refused here ({refused})", version)
             continue
-        compared = compare(candidate, champion, X_test, np.asarray(y_test))
+        if candidate_model is None:  # loaded once, however often the champion moves meanwhile
+            candidate_model = load_pipeline(candidate)
+        compared = compare(candidate_model, champion_model, champion.run_id, X_test, np.asarray(y_test))
         if compared is None:
             return Promotion(False, f"v{version} not promoted: fewer than {MIN_COMPARED_REVIEWS} test reviews of "
                                     f"both labels left unseen by champion v{champion.version}", str(champion.version))
@@ -82,11 +86,11 @@ def promote_if_better(name: str, candidate: ModelVersion, X_test: pd.Series, y_t
             return Promotion(True, f"v{version} promoted: {scores}", version)
 
 
-def compare(candidate: ModelVersion, champion: ModelVersion, X_test: pd.Series,
+def compare(candidate: Pipeline, champion: Pipeline, champion_run: str, X_test: pd.Series,
             y_test: np.ndarray) -> Comparison | None:
-    """Score both on the test reviews the champion did not train on (the candidate never saw its own test
-    split); None when too few of them, or of one label only, remain."""
-    seen = training_reviews(champion.run_id)
+    """Score both on the test reviews the champion (logged by `champion_run`) did not train on (the
+    candidate never saw its own test split); None when too few of them, or of one label only, remain."""
+    seen = training_reviews(champion_run)
     if seen is None:
         keep = np.ones(len(X_test), dtype=bool)
         note = "the full test split (the champion predates training-review records)"
@@ -96,8 +100,7 @@ def compare(candidate: ModelVersion, champion: ModelVersion, X_test: pd.Series,
     texts, labels = X_test[keep].tolist(), y_test[keep]
     if len(texts) < MIN_COMPARED_REVIEWS or len(set(labels.tolist())) < 2:
         return None
-    candidate_f1, champion_f1 = (macro_f1(labels, load_pipeline(version).predict(texts))
-                                 for version in (candidate, champion))
+    candidate_f1, champion_f1 = (macro_f1(labels, model.predict(texts)) for model in (candidate, champion))
     return Comparison(candidate_f1, champion_f1, len(texts), note)
 
 
