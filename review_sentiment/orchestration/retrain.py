@@ -29,12 +29,11 @@ from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, load_
 from review_sentiment.modeling.families import build_pipeline, left_no_words
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.monitoring.logged import read_log
-from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, reference_profile
 from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
 from review_sentiment.tracking.model_logging import (
     compact_for_saving,
     log_sentiment_model,
-    log_training_reviews,
+    log_trained_model,
     training_dataset,
 )
 from review_sentiment.tracking.orphans import close_orphaned_runs, closed_orphans_line, process_tags
@@ -179,10 +178,7 @@ def log_run(pipeline: Pipeline | None, reviews: Reviews, data: Split, params: di
         mlflow.log_input(fingerprint.dataset, context="training")
         model_info = None
         if pipeline:
-            model_info = log_sentiment_model(pipeline, reviews.text.iloc[:3].tolist())
-            log_training_reviews(data.X_train)
-            mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, data.y_train, data.X_test),
-                            PROFILE_ARTIFACT)
+            model_info = log_trained_model(pipeline, reviews, data, reviews.text.iloc[:3].tolist())
     return run.info.run_id, model_info
 
 

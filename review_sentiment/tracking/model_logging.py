@@ -27,7 +27,8 @@ from mlflow.types import ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
 import text_cleaning
-from review_sentiment.data.reviews import data_digest, review_hashes
+from review_sentiment.data.reviews import Reviews, Split, data_digest, review_hashes
+from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, reference_profile
 
 MODEL_ARTIFACT = "model"
 TRAINING_REVIEWS_ARTIFACT = "training_review_hashes.npy"  # sorted unique uint64: data.reviews.review_hashes
@@ -102,6 +103,18 @@ def cleaning_digest(root: Path = Path(text_cleaning.__file__).parent) -> str:
                 digest.update(f"{tokenize.tok_name[token.type]}:{token.string.strip()}\n".encode())
     digest.update((root / _STOPWORDS).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def log_trained_model(pipeline: Pipeline, reviews: Reviews, split: Split, example_texts: Sequence[str],
+                      seed: int = 0) -> ModelInfo:
+    """Log a freshly trained model with what later stages need of its training: the reviews it trained
+    on (promotion leaves them out) and its reference profile (monitoring compares against it). The
+    tuning run and the retrain both log through here, so their versions carry the same records."""
+    model_info = log_sentiment_model(pipeline, example_texts)
+    log_training_reviews(split.X_train)
+    mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, split.y_train, split.X_test, seed),
+                    PROFILE_ARTIFACT)
+    return model_info
 
 
 @contextmanager

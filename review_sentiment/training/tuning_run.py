@@ -20,11 +20,9 @@ from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
 from review_sentiment.modeling.families import build_pipeline, require_words
 from review_sentiment.modeling.metrics import macro_f1
-from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, reference_profile
 from review_sentiment.tracking.model_logging import (
     compact_for_saving,
-    log_sentiment_model,
-    log_training_reviews,
+    log_trained_model,
     model_size_bytes,
     quiet_mlflow_warnings,
     training_dataset,
@@ -136,10 +134,7 @@ def tune_and_register(
         mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
         mlflow.log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
         mlflow.log_dict(top_terms(pipeline), "top_terms.json")
-        model_info = log_sentiment_model(pipeline, split.X_train.iloc[:3].tolist())
-        log_training_reviews(split.X_train)
-        mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, split.y_train, split.X_test, settings.seed),
-                        PROFILE_ARTIFACT)
+        model_info = log_trained_model(pipeline, reviews, split, split.X_train.iloc[:3].tolist(), settings.seed)
         mlflow.log_metric("model_size_bytes", model_size_bytes(model_info))
 
     version = register(model_info, settings.registered_model, {
