@@ -46,6 +46,7 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, tmp: Path) -> int:
+    import mlflow
     import numpy as np
 
     from review_sentiment.constants import MODEL_NAME, SAMPLE_DATA
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     from review_sentiment.modeling.linear import predict_with_scores
     from review_sentiment.monitoring.drift import Window, check
     from review_sentiment.monitoring.logged import read_log, read_new
-    from review_sentiment.monitoring.profile import reference_profile
+    from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, reference_profile
     from review_sentiment.orchestration.monitor import monitor_predictions
     from review_sentiment.orchestration.retrain import PUBLISHED_DEFAULTS, retrain_logistic
     from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog, new_prediction_ids
@@ -102,8 +103,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     frame, feedback = timed("read the log", rows, read_new, log_path, 0, 0)
     window = Window(frame["review"].tolist(), frame["label"].to_numpy(int), frame["score"].to_numpy(float),
                     feedback["true_label"].to_numpy(int), feedback["label"].to_numpy(int))
-    profile = reference_profile(pipeline, load_reviews(SAMPLE_DATA).usable_text, [0, 1], texts[:300])
-    result = timed("drift statistics (cleaning included)", rows, check, window, profile, 0.85)
+    profile = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{PROFILE_ARTIFACT}")  # as the flow reads it
+    result = timed("drift statistics (cleaning included)", rows, check, window, profile,
+                   float(champion.tags["test_f1"]))
     outcome = timed("whole check: monitoring flow, MLflow run and report", rows, monitor_predictions,
                     prediction_log=str(log_path), retrain=False)
 

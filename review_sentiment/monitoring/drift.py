@@ -118,12 +118,12 @@ def check(window: Window, profile: dict | None, test_f1: float | None, seed: int
 
 
 def _drift(window: Window, profile: dict, current: TextStats) -> list[Finding]:
-    train_n, test_n = profile["train_reviews"], profile["test_reviews"]
+    traffic_n, test_n = profile["traffic_reviews"], profile["test_reviews"]
     return [
         distribution("input", "review length", profile["lengths"], current.lengths),
         distribution("input", "out-of-vocabulary share", profile["oov_shares"], current.oov_shares),
-        share("input", "non-ASCII share", profile["non_ascii_share"], train_n, current.non_ascii),
-        share("input", "empty after cleaning", profile["empty_share"], train_n, current.empty),
+        share("input", "non-ASCII share", profile["non_ascii_share"], traffic_n, current.non_ascii),
+        share("input", "empty after cleaning", profile["empty_share"], traffic_n, current.empty),
         distribution("prediction", "score", profile["scores"], window.scores),
         share("prediction", "positive share", profile["positive_share"], test_n, window.labels.astype(bool)),
     ]

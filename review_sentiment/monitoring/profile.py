@@ -60,7 +60,7 @@ def reference_profile(pipeline: Pipeline, traffic_texts: Sequence[str], train_la
     back often); out-of-vocabulary shares and the model's scores from its test reviews, which it never
     saw (what new in-distribution text looks like)."""
     words = vocabulary(pipeline)
-    train, test = TextStats.of(list(traffic_texts), words), TextStats.of(list(test_texts), words)
+    traffic, test = TextStats.of(list(traffic_texts), words), TextStats.of(list(test_texts), words)
     labels, scores = predict_with_scores(pipeline, list(test_texts))
     rng = np.random.default_rng(seed)
 
@@ -71,10 +71,10 @@ def reference_profile(pipeline: Pipeline, traffic_texts: Sequence[str], train_la
 
     return {
         "schema": PROFILE_SCHEMA,
-        "train_reviews": len(train.lengths), "test_reviews": len(test.lengths),
-        "lengths": sample(train.lengths),
-        "non_ascii_share": float(train.non_ascii.mean()),
-        "empty_share": float(train.empty.mean()),
+        "traffic_reviews": len(traffic.lengths), "test_reviews": len(test.lengths),
+        "lengths": sample(traffic.lengths),
+        "non_ascii_share": float(traffic.non_ascii.mean()),
+        "empty_share": float(traffic.empty.mean()),
         "positive_label_share": float(np.mean(train_labels)),
         "oov_shares": sample(test.oov_shares),
         "scores": sample(np.asarray(scores, float)),
