@@ -3,13 +3,19 @@ track every trial in MLflow, register each family's best model and promote the c
 
     python sentiment_mlflow_optuna.py                     # the bundled sample data
     python sentiment_mlflow_optuna.py --data reviews.csv --text-col Review --rating-col Rating
+    python sentiment_mlflow_optuna.py --workers 2         # two processes share each family's study
+    python sentiment_mlflow_optuna.py --join --storage URL  # on another machine: help a run started elsewhere
     mlflow ui                                             # then open http://127.0.0.1:5000
+
+Studies live in an Optuna storage (--storage, $OPTUNA_STORAGE, else optuna.db next to an SQLite mlflow.db):
+rerunning a command that was killed resumes it; rerunning a finished one tunes afresh.
 """
 # The run itself (load → clean → split → tune → evaluate → log → register → promote) reads top to
 # bottom in review_sentiment/training/tuning_run.py; this script only turns flags into its settings.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +23,7 @@ from review_sentiment import cli
 from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MODEL_NAME, SAMPLE_DATA, TUNING_EXPERIMENT
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.modeling.families import FAMILIES
-from review_sentiment.training.tuning_run import TuningSettings, run_tuning
+from review_sentiment.training.tuning_run import NothingToJoin, TuningSettings, run_tuning
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,6 +41,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="processes for a trial's CV folds (-1: all cores); slower than 1 on 2 cores today")
     parser.add_argument("--experiment", default=TUNING_EXPERIMENT, help="MLflow experiment name")
     parser.add_argument("--registered-model", default=MODEL_NAME, help="registry model name")
+    parser.add_argument("--storage", default=os.environ.get("OPTUNA_STORAGE"),
+                        help="Optuna storage URL, e.g. postgresql://user:pw@host/optuna (default: $OPTUNA_STORAGE, "
+                             "else sqlite optuna.db next to an SQLite tracking store)")
+    parser.add_argument("--workers", type=cli.at_least(1), default=1,
+                        help="worker processes sharing each family's study (1: exactly reproducible)")
+    parser.add_argument("--join", action="store_true",
+                        help="only run trials of the same command started elsewhere (same data, flags, storage)")
+    parser.add_argument("--worker-name", help="this worker's name on progress lines and child runs "
+                                               "(default host:pid)")
     return parser.parse_args(argv)
 
 
@@ -42,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run_tuning(TuningSettings(**vars(args)))
-    except ReviewDataError as err:
+    except (ReviewDataError, NothingToJoin) as err:
         return cli.user_error(err)
     return 0
 

@@ -23,6 +23,14 @@ def process_tags() -> dict[str, str]:
     return {HOST: socket.gethostname(), PID: str(pid), STARTED: f"{started:.3f}"}
 
 
+def adopt(run_id: str) -> None:
+    """A run this process resumes: RUNNING again, and written by this process from now on."""
+    client = mlflow.MlflowClient()
+    for tag, value in process_tags().items():
+        client.set_tag(run_id, tag, value)
+    client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+
+
 @dataclass(frozen=True)
 class Orphan:
     run: Run

@@ -1,18 +1,25 @@
-"""Optuna search for one model family: seeded TPE over stratified k-fold macro-F1, with pruning."""
+"""Optuna search for one model family: seeded TPE over stratified k-fold macro-F1, with pruning, in a
+storage that every worker of a tuning run shares (and a rerun resumes from)."""
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import optuna
 from joblib import effective_n_jobs
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
+from review_sentiment.databases import is_postgres, sqlalchemy_url
 from review_sentiment.modeling.families import FAMILIES, build_pipeline, left_no_words
 
-TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+Objective = Callable[[optuna.Trial], float]
+HEARTBEAT_SECONDS = 2  # a running trial says it is alive this often ...
+GRACE_SECONDS = 10  # ... and is marked failed (and queued again) when silent this long: its worker is gone
+RETRIES = 3  # how often one configuration is queued again after its worker died
 
 
 class EmptyVocabulary(ValueError):
@@ -20,21 +27,38 @@ class EmptyVocabulary(ValueError):
     trial fails and the study goes on; the tuning run reports a family where every trial did."""
 
 
-def tune_family(
-    family: str,
-    clean_train: Sequence[str],
-    y_train: np.ndarray,
-    *,
-    trials: int,
-    folds: int,
-    seed: int,
-    n_jobs: int,
-    callbacks: Sequence[TrialCallback] = (),
-) -> optuna.Study:
-    """Maximise mean CV macro-F1 of `family` on already-cleaned training texts.
+def default_storage(tracking_uri: str) -> str:
+    """An SQLite file next to an SQLite tracking store (else in the working folder): studies persist
+    on a laptop too, so a killed run resumes."""
+    folder = Path(tracking_uri.removeprefix("sqlite:///")).parent if tracking_uri.startswith("sqlite:///") else Path()
+    return f"sqlite:///{folder.resolve() / 'optuna.db'}"
 
-    Trials run one after another, so a seed fixes the whole search. Folds run `n_jobs` at a
-    time; after each round the running mean is reported and clearly worse trials are pruned.
+
+def open_storage(url: str) -> RDBStorage:
+    """Optuna's relational storage with heartbeats: a trial whose worker died (kill -9, lost machine)
+    is marked failed by the next worker that looks, and its configuration is queued again."""
+    engine = {"pool_pre_ping": True} if is_postgres(url) else {"connect_args": {"timeout": 60}}
+    return RDBStorage(sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                      grace_period=GRACE_SECONDS, failed_trial_callback=RetryFailedTrialCallback(max_retry=RETRIES))
+
+
+def sampler(seed: int, shared: bool) -> optuna.samplers.TPESampler:
+    """Seeded TPE. When workers share a study, each treats the others' running trials as bad results
+    so that two workers do not try the same region at once (`constant_liar`)."""
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=shared)
+
+
+def pruner() -> optuna.pruners.MedianPruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=5)
+
+
+def objective(
+    family: str, clean_train: Sequence[str], y_train: np.ndarray, *, folds: int, seed: int, n_jobs: int,
+) -> Objective:
+    """Mean CV macro-F1 of `family` on already-cleaned training texts.
+
+    Folds run `n_jobs` at a time; after each round the running mean is reported and clearly worse
+    trials are pruned.
     """
     fold_rounds = _rounds(list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(clean_train, y_train)),
                           effective_n_jobs(n_jobs))
@@ -46,7 +70,7 @@ def tune_family(
         analyse = TfidfVectorizer(ngram_range=(1, n_max)).build_analyzer()
         return [analyse(text) for text in clean_train]
 
-    def objective(trial: optuna.Trial) -> float:
+    def cv_f1(trial: optuna.Trial) -> float:
         params = FAMILIES[family].suggest(trial)
         pipeline = build_pipeline(family, params, seed, with_cleaning=False)
         pipeline.set_params(tfidf__analyzer=_already_analysed, tfidf__ngram_range=(1, 1))
@@ -69,14 +93,7 @@ def tune_family(
         trial.set_user_attr("cv_f1_std", float(np.std(scores)))
         return float(np.mean(scores))
 
-    study = optuna.create_study(
-        study_name=family,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
-    )
-    study.optimize(objective, n_trials=trials, callbacks=list(callbacks), catch=(EmptyVocabulary,))
-    return study
+    return cv_f1
 
 
 def _already_analysed(ngrams: list[str]) -> list[str]:

@@ -6,18 +6,23 @@ becomes the candidate for `champion`.
 """
 from __future__ import annotations
 
+import os
+import socket
 import time
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import optuna
-from optuna.trial import TrialState
-from optuna_integration.mlflow import MLflowCallback
+from mlflow.entities import Param
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
+from review_sentiment.databases import without_password
 from review_sentiment.modeling.families import build_pipeline, require_words
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking.model_logging import (
@@ -27,14 +32,26 @@ from review_sentiment.tracking.model_logging import (
     quiet_mlflow_warnings,
     training_dataset,
 )
-from review_sentiment.tracking.orphans import close_orphaned_runs, closed_orphans_line, process_tags
+from review_sentiment.tracking.orphans import adopt, close_orphaned_runs, closed_orphans_line, process_tags
 from review_sentiment.tracking.promotion import Promotion, promote_if_better
 from review_sentiment.tracking.registry import register
+from review_sentiment.tracking.trial_runs import log_trial_run
 from review_sentiment.tracking.undo import Writes, undone_on_failure
+from review_sentiment.training.family_studies import (
+    VERSION,
+    FamilyStudy,
+    command_key,
+    finish_attempt,
+    open_attempt,
+    open_studies_to_join,
+)
 from review_sentiment.training.reports import confusion_figure, report_text, top_terms
-from review_sentiment.training.study import tune_family
+from review_sentiment.training.study import GRACE_SECONDS, EmptyVocabulary, default_storage, objective, open_storage
+from review_sentiment.training.trial_queue import run_queued_trials, unfinished
+from review_sentiment.training.workers import local_workers, worker_command
 from text_cleaning import clean_texts
 
+WAIT_SECONDS = 0.5  # how often the run looks whether other workers' trials have finished
 
 @dataclass(frozen=True)
 class TuningSettings:
@@ -51,6 +68,16 @@ class TuningSettings:
     n_jobs: int
     experiment: str
     registered_model: str
+    storage: str | None = None  # Optuna storage URL; None: an SQLite file next to the tracking store
+    workers: int = 1
+    join: bool = False
+    worker_name: str | None = None
+
+    def key(self, reviews_digest: str) -> str:
+        """What decides the results: a rerun with the same key resumes, a worker with it joins."""
+        return command_key(reviews=reviews_digest, text_col=self.text_col, rating_col=self.rating_col,
+                           models=self.models, trials=self.trials, folds=self.folds, test_size=self.test_size,
+                           seed=self.seed, experiment=self.experiment, registered_model=self.registered_model)
 
 
 @dataclass(frozen=True)
@@ -65,10 +92,64 @@ class FamilyResult:
     version: str
 
 
+@dataclass(frozen=True)
+class Worker:
+    """This process's part in the studies: its name on progress lines and child runs, and its sampler seed."""
+
+    name: str
+    seed: int
+    shown: bool  # name it on progress lines: more than one worker shares the studies
+
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The reviews, their split and cleaned training texts: what every worker makes once."""
+
+    reviews: Reviews
+    split: Split
+    clean_train: list[str]
+    digest: str
+
+
 def run_tuning(settings: TuningSettings) -> None:
     """Raises ReviewDataError for unusable data: before anything is written to MLflow where it can be
     told up front, else after taking back what this run wrote (no half-state either way)."""
     started = time.perf_counter()
+    prepared = prepare(settings)
+    storage_url, storage = _storage(settings)
+    if settings.join:
+        join_studies(settings, prepared, storage)
+        return
+    experiment = mlflow.set_experiment(settings.experiment)
+    print(f"MLflow: experiment {settings.experiment!r} at {mlflow.get_tracking_uri()}")
+    me = Worker("w0", settings.seed, shown=settings.workers > 1)
+    with undone_on_failure() as writes:
+        studies = open_attempt(
+            storage, settings.key(prepared.digest), settings.models, settings.trials, settings.seed,
+            shared=settings.workers > 1,
+            new_parent_run=lambda family, study: _new_parent_run(experiment.experiment_id, family, study, prepared,
+                                                                 settings),
+        )
+        _take_over(studies, settings.registered_model, writes)
+        if closed := closed_orphans_line(close_orphaned_runs(settings.experiment)):
+            print(closed)
+        try:
+            with local_workers(worker_command(settings, storage_url), settings.workers - 1):
+                results = [tune_and_register(s, prepared, settings, storage, me, writes) for s in studies]
+            best = max(results, key=lambda r: r.cv_f1)
+            candidate = mlflow.MlflowClient().get_model_version(settings.registered_model, best.version)
+            promotion = promote_if_better(settings.registered_model, candidate, prepared.split.X_test,
+                                          prepared.split.y_test)
+        except BaseException:
+            for s in studies:  # the runs they point to are being taken back: a rerun starts afresh
+                optuna.delete_study(study_name=s.study.study_name, storage=storage)
+            raise
+        finish_attempt(studies)
+    print_summary(results, settings.registered_model, best.family, promotion, time.perf_counter() - started)
+
+
+def prepare(settings: TuningSettings) -> Prepared:
     reviews = load_reviews(settings.data, settings.text_col, settings.rating_col)
     split = split_reviews(reviews, settings.test_size, settings.folds, settings.seed)
     print(f"Loaded {reviews.rows_read} rows from {reviews.path}: dropped {reviews.dropped_missing} "
@@ -77,45 +158,46 @@ def run_tuning(settings: TuningSettings) -> None:
     print(f"Split: {len(split.y_train)} train / {len(split.y_test)} test (stratified, seed {settings.seed})")
     clean_train = clean_texts(split.X_train)
     require_words(clean_train, str(reviews.path))
-
     _quiet_library_warnings()
-    mlflow.set_experiment(settings.experiment)
-    print(f"MLflow: experiment {settings.experiment!r} at {mlflow.get_tracking_uri()}")
-    if closed := closed_orphans_line(close_orphaned_runs(settings.experiment)):
-        print(closed)
-    reviews_digest = data_digest(reviews.frame)
-    with undone_on_failure() as writes:
-        results = [tune_and_register(family, reviews, reviews_digest, split, clean_train, settings, writes)
-                   for family in settings.models]
-        best = max(results, key=lambda r: r.cv_f1)
-        candidate = mlflow.MlflowClient().get_model_version(settings.registered_model, best.version)
-        promotion = promote_if_better(settings.registered_model, candidate, split.X_test, split.y_test)
-    print_summary(results, settings.registered_model, best.family, promotion, time.perf_counter() - started)
+    return Prepared(reviews, split, clean_train, data_digest(reviews.frame))
+
+
+def join_studies(settings: TuningSettings, prepared: Prepared, storage: RDBStorage) -> None:
+    """Run trials of a tuning command started elsewhere until its queues are empty; register nothing."""
+    name = settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+    me = Worker(name, settings.seed + zlib.crc32(name.encode()), shown=True)
+    studies = open_studies_to_join(storage, settings.key(prepared.digest), settings.models, me.seed)
+    if studies is None:
+        raise NothingToJoin("no unfinished tuning run with these data and flags in this storage: start it with "
+                            "the same flags without --join (and the same --storage and MLFLOW_TRACKING_URI)")
+    ran = {s.family: _run_trials(s, prepared, settings, storage, me, until_complete=False)
+           for s in studies if s.version is None}
+    print(f"{name}: ran " + ", ".join(f"{n} {family}" for family, n in ran.items()) + " trials; nothing left queued")
 
 
 def tune_and_register(
-    family: str, reviews: Reviews, reviews_digest: str, split: Split, clean_train: list[str],
-    settings: TuningSettings, writes: Writes,
+    family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: RDBStorage, me: Worker,
+    writes: Writes,
 ) -> FamilyResult:
-    """One parent run: the Optuna study (trials as child runs), refit, evaluate, log, register. The
-    version is tagged with the digest of all the reviews, so a retrain on the same data finds it."""
-    print(f"\n{family}: {settings.trials} trials, {settings.folds}-fold CV")
-    with mlflow.start_run(run_name=family) as run:
-        writes.runs.append(run.info.run_id)
-        mlflow.set_tags({"family": family, "data_path": str(reviews.path), **process_tags()})
-        mlflow.log_params({"family": family, "seed": settings.seed, "folds": settings.folds,
-                           "test_size": settings.test_size, "trials": settings.trials})
+    """Run trials until the family's study is complete (the other workers' ones included), then, in its
+    parent run: refit, evaluate, log, register. The version is tagged with the digest of all the
+    reviews, so a retrain on the same data finds it. A family registered before a restart is not redone."""
+    family, study, run_id = family_study.family, family_study.study, family_study.parent_run_id
+    if family_study.version is not None:
+        print(f"\n{family}: study complete and registered as v{family_study.version} before the restart")
+        return _registered_result(family, run_id, family_study.version)
+    resumed = f", resuming: {family_study.finished_trials()} finished before" if family_study.resumed else ""
+    print(f"\n{family}: {settings.trials} trials, {settings.folds}-fold CV{resumed}")
+    _run_trials(family_study, prepared, settings, storage, me, until_complete=True)
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise ReviewDataError(f"{prepared.reviews.path}: every {family} trial failed: no TF-IDF configuration "
+                              f"tried kept a word on every CV fold (the reviews share too few words; add data)")
+
+    reviews, split = prepared.reviews, prepared.split
+    with mlflow.start_run(run_id=run_id) as run:
         train_frame = reviews.frame.loc[split.X_train.index]
         dataset = training_dataset(train_frame, str(reviews.path), name=f"{reviews.path.stem}-train")
         mlflow.log_input(dataset, context="training")
-        study = tune_family(
-            family, clean_train, split.y_train, trials=settings.trials, folds=settings.folds,
-            seed=settings.seed, n_jobs=settings.n_jobs, callbacks=[_trial_logger(), _print_progress],
-        )
-        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            raise ReviewDataError(f"{reviews.path}: every {family} trial failed: no TF-IDF configuration tried kept "
-                                  f"a word on every CV fold (the reviews share too few words; add data)")
-
         pipeline = build_pipeline(family, study.best_params, settings.seed)
         fit_started = time.perf_counter()
         pipeline.fit(split.X_train, split.y_train)
@@ -140,10 +222,11 @@ def tune_and_register(
     version = register(model_info, settings.registered_model, {
         "family": family, "cv_f1_macro": f"{metrics['cv_f1_macro']:.4f}",
         "test_f1": f"{metrics['test_f1']:.4f}", "data_digest": dataset.digest,
-        "reviews_digest": reviews_digest,
+        "reviews_digest": prepared.digest,
         "run_id": run.info.run_id, "source": "tuning",
     })
     writes.versions.append(version)
+    study.set_user_attr(VERSION, version.version)
     print(f"  best CV F1 {study.best_value:.4f}, test F1 {metrics['test_f1']:.4f} "
           f"-> {settings.registered_model} v{version.version}")
     return FamilyResult(family, study.best_value, metrics["train_f1"], metrics["test_f1"],
@@ -161,20 +244,80 @@ def print_summary(results: list[FamilyResult], model_name: str, candidate: str,
     print(f"Champion: models:/{model_name}@{CHAMPION} = v{promotion.champion}  ({seconds:.1f}s total)")
 
 
-def _trial_logger() -> MLflowCallback:
-    """Each trial becomes a child run of the family's parent run."""
-    return MLflowCallback(metric_name="cv_f1_macro", create_experiment=False, mlflow_kwargs={"nested": True})
+class NothingToJoin(ValueError):
+    """`--join` found no unfinished tuning run of these data and flags."""
 
 
-def _print_progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+def _take_over(studies: list[FamilyStudy], registered_model: str, writes: Writes) -> None:
+    """This process now writes the attempt's runs; a failure takes back the whole attempt, the part
+    done before a restart included (so a rerun starts afresh rather than from half of it)."""
+    for family_study in studies:
+        writes.runs.append(family_study.parent_run_id)
+        if family_study.version is not None:
+            writes.versions.append(mlflow.MlflowClient().get_model_version(registered_model, family_study.version))
+        elif family_study.resumed:
+            adopt(family_study.parent_run_id)
+
+
+def _storage(settings: TuningSettings) -> tuple[str, RDBStorage]:
+    url = settings.storage or default_storage(mlflow.get_tracking_uri())
+    print(f"Optuna: studies in {without_password(url)}")
+    return url, open_storage(url)
+
+
+def _new_parent_run(experiment_id: str, family: str, study_name: str, prepared: Prepared,
+                    settings: TuningSettings) -> str:
+    """The family's parent run, made before any trial so that every worker can hang child runs on it."""
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, run_name=family, tags={
+        "family": family, "data_path": str(prepared.reviews.path), "optuna_study": study_name, **process_tags()})
+    params = {"family": family, "seed": settings.seed, "folds": settings.folds, "test_size": settings.test_size,
+              "trials": settings.trials}
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return run.info.run_id
+
+
+def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: RDBStorage,
+                me: Worker, *, until_complete: bool) -> int:
+    """Run queued trials of the family; `until_complete` also waits for the other workers' running
+    trials (and runs the ones queued again because their worker died) until none is left."""
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(family_study.parent_run_id).info.experiment_id
+    cv_f1 = objective(family_study.family, prepared.clean_train, prepared.split.y_train, folds=settings.folds,
+                      seed=settings.seed, n_jobs=settings.n_jobs)
+    tag = f" [{me.name}]" if me.shown else ""
+
+    def done(study: optuna.Study, trial: FrozenTrial) -> None:
+        log_trial_run(client, experiment_id, family_study.parent_run_id, trial, study.direction.name, me.name)
+        _print_progress(study, trial, tag)
+
+    ran = run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), done)
+    if until_complete and (running := len(unfinished(family_study.study))):
+        print(f"  waiting for {running} trial{'s' * (running != 1)} running elsewhere (a trial whose worker died "
+              f"is queued again {GRACE_SECONDS} s after its last heartbeat)", flush=True)
+    while until_complete and unfinished(family_study.study):
+        time.sleep(WAIT_SECONDS)
+        ran += run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), done)
+    return ran
+
+
+def _registered_result(family: str, run_id: str, version: str) -> FamilyResult:
+    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
+    return FamilyResult(family, metrics["cv_f1_macro"], metrics["train_f1"], metrics["test_f1"],
+                        metrics["fit_time"], version)
+
+
+def _print_progress(study: optuna.Study, trial: FrozenTrial, worker: str) -> None:
+    line = f"  trial {trial.number + 1:>3}{worker}"
+    if (retried := RetryFailedTrialCallback.retried_trial_number(trial)) is not None:
+        line += f" (trial {retried + 1} again: its worker died)"
     if trial.state == TrialState.FAIL:
-        print(f"  trial {trial.number + 1:>3}  failed: {trial.user_attrs.get('failed', 'see the log')}", flush=True)
-        return
-    if trial.state == TrialState.PRUNED:  # its value is the mean of the folds it got through: not a CV F1
-        print(f"  trial {trial.number + 1:>3}  pruned after {trial.user_attrs['pruned_after_folds']} folds "
+        print(f"{line}  failed: {trial.user_attrs.get('failed', 'see the log')}", flush=True)
+    elif trial.state == TrialState.PRUNED:  # its value is the mean of the folds it got through: not a CV F1
+        print(f"{line}  pruned after {trial.user_attrs['pruned_after_folds']} folds "
               f"(mean F1 so far {trial.value:.4f}, below the median)  best={study.best_value:.4f}", flush=True)
-        return
-    print(f"  trial {trial.number + 1:>3}  cv_f1={trial.value:.4f}  best={study.best_value:.4f}", flush=True)
+    else:
+        print(f"{line}  cv_f1={trial.value:.4f}  best={study.best_value:.4f}", flush=True)
 
 
 def _quiet_library_warnings() -> None:

@@ -1,0 +1,32 @@
+"""Each finished Optuna trial becomes a child run of its family's parent run, written by whichever
+worker ran it, on whatever machine: only the parent run's id is needed, not an active run.
+
+The child run is written once the trial has finished (three calls: create, one batch, terminate), so a
+worker killed mid-trial never leaves a RUNNING run behind. It carries what optuna-integration's
+MLflowCallback logged (params, the metric, the trial's tags) plus the worker that ran it.
+"""
+from __future__ import annotations
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from optuna.trial import FrozenTrial, TrialState
+
+METRIC = "cv_f1_macro"
+WORKER = "worker"
+
+
+def log_trial_run(client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str, trial: FrozenTrial,
+                  direction: str, worker: str) -> str:
+    started, ended = (int(t.timestamp() * 1000) for t in (trial.datetime_start, trial.datetime_complete))
+    tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: str(trial.number), "number": str(trial.number),
+            "state": trial.state.name, "direction": direction, WORKER: worker,
+            "datetime_start": str(trial.datetime_start), "datetime_complete": str(trial.datetime_complete),
+            **{f"{name}_distribution": str(d) for name, d in trial.distributions.items()}}
+    run = client.create_run(experiment_id, start_time=started, tags=tags)
+    metrics = [Metric(METRIC, trial.value, ended, 0)] if trial.value is not None else []
+    client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in trial.params.items()],
+                     tags=[RunTag(k, str(v)) for k, v in trial.user_attrs.items()])
+    status = RunStatus.FAILED if trial.state == TrialState.FAIL else RunStatus.FINISHED
+    client.set_terminated(run.info.run_id, RunStatus.to_string(status), end_time=ended)
+    return run.info.run_id

@@ -1,0 +1,92 @@
+"""Workers take a study's trials from a queue, so that N workers run exactly `--trials` trials together.
+
+The tuning run queues its trials up front (`enqueue_trial` with no fixed parameters: the sampler
+still picks them all). A worker claims one queued trial by moving it from WAITING to RUNNING, which
+the storage does atomically (two workers never get the same trial), and stops when none is left.
+`study.optimize` cannot be used for this: when the queue is empty it creates a new trial, so
+workers finishing together would overshoot the budget. The loop below is Optuna's own trial loop
+(stale-trial check, heartbeat, tell) on a claimed trial instead.
+
+A worker killed mid-trial leaves its trial RUNNING without heartbeats: the next worker that looks
+marks it failed and Optuna's `RetryFailedTrialCallback` queues its configuration again.
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import optuna
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+TrialDone = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def queue_trials(study: optuna.Study, count: int) -> None:
+    for _ in range(count):
+        study.enqueue_trial({})
+
+
+def run_queued_trials(storage: RDBStorage, study: optuna.Study, objective: Callable[[optuna.Trial], float],
+                      failures: tuple[type[Exception], ...], on_done: TrialDone) -> int:
+    """Run queued trials until the queue is empty; return how many this worker ran. An exception in
+    `failures` fails its trial and the study goes on; any other leaves the trial to the heartbeat
+    check (it is queued again when a worker runs this study next)."""
+    ran = 0
+    while (trial := _claim(storage, study)) is not None:
+        with _heartbeat(storage, trial._trial_id):
+            try:
+                done = study.tell(trial, objective(trial))
+            except optuna.TrialPruned:
+                done = study.tell(trial, state=TrialState.PRUNED)
+            except failures:
+                done = study.tell(trial, state=TrialState.FAIL)
+        on_done(study, done)
+        ran += 1
+    return ran
+
+
+def unfinished(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials queued or running anywhere: the study is complete when there are none."""
+    return study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _claim(storage: RDBStorage, study: optuna.Study) -> optuna.Trial | None:
+    fail_stale_trials(study)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, waiting._trial_id)
+        except UpdateFinishedTrialError:  # finished by another worker between the read and the claim
+            continue
+    return None
+
+
+@contextmanager
+def _heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
+    """Record a heartbeat for the trial now and every interval until the block ends."""
+    stop = threading.Event()
+    interval = storage.get_heartbeat_interval()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            storage.record_heartbeat(trial_id)
+
+    storage.record_heartbeat(trial_id)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
