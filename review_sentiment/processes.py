@@ -6,6 +6,14 @@ so two readings of one process may differ by a fraction of a second: they match 
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
 import psutil
 
 SAME_START_SECONDS = 1.0
@@ -27,3 +35,45 @@ def running(pid: int, started: float) -> psutil.Process | None:
     except psutil.AccessDenied:
         return psutil.Process(pid)  # someone else's process by that pid and start: alive, not ours to judge
     return None
+
+
+def start_detached(command: list[str], env: dict[str, str], log: Path) -> psutil.Process:
+    """A server process in a session of its own (Ctrl-C in the terminal does not reach it; stopping its
+    group stops its children), its output appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return psutil.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_http(url: str, process: psutil.Process, name: str, log: Path, timeout: float) -> None:
+    """Return once GET `url` answers 200; RuntimeError naming the log if the process dies or stalls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+            raise RuntimeError(f"{name} exited; see {log}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{name} not healthy after {timeout:.0f}s; see {log}")
+
+
+def stop_group(process: psutil.Process, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> None:
+    """`sig` to the process group it leads, SIGKILL after `timeout` seconds; then wait for the leader
+    and for every member that is left (nothing of it keeps running)."""
+    try:
+        members = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    _, alive = psutil.wait_procs(members, timeout=timeout)
+    if alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        for member in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        psutil.wait_procs(alive, timeout=5)

@@ -3,15 +3,10 @@ project's Prefect defaults. This module imports nothing of Prefect's, so the orc
 apply the defaults before Prefect reads its settings, which it does once, on first import."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from review_sentiment.constants import PROJECT_DIR
-from review_sentiment.processes import running, this_process
+from review_sentiment.processes import running, start_detached, stop_group, this_process, wait_http
 
 DEFAULT_PREFECT_HOME = PROJECT_DIR / ".prefect"
 STATE_FILE = "server.json"  # in PREFECT_HOME: which process serves it, since when, at which URL
@@ -50,12 +45,8 @@ class LocalServer:
         port = _free_port()
         url = f"http://127.0.0.1:{port}/api"
         home = Path(env["PREFECT_HOME"])
-        home.mkdir(parents=True, exist_ok=True)
-        with (home / "server.log").open("ab") as log:
-            process = psutil.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                env={**env, "PREFECT_UI_API_URL": url}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        process = start_detached([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                  "--port", str(port)], {**env, "PREFECT_UI_API_URL": url}, home / "server.log")
         server = cls(process, url, home)
         if record:
             server.own()
@@ -83,29 +74,12 @@ class LocalServer:
 
     def wait_healthy(self, timeout: float = 90.0) -> str:
         """The API URL once /health answers 200; RuntimeError naming the log if it dies or stalls."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.process.is_running() or self.process.status() == psutil.STATUS_ZOMBIE:
-                raise RuntimeError(f"Prefect server exited; see {self.home / 'server.log'}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return self.url
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"Prefect server not healthy after {timeout:.0f}s; see {self.home / 'server.log'}")
+        wait_http(f"{self.url}/health", self.process, "Prefect server", self.home / "server.log", timeout)
+        return self.url
 
     def stop(self) -> None:
         """SIGTERM to its process group (it leads one), SIGKILL after 15 s; its record goes if it is ours."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except psutil.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
+        stop_group(self.process)
         state = _recorded(self.home)
         if state is not None and state["server"][0] == self.process.pid:
             (self.home / STATE_FILE).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ this same format, so they load and score the same way.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import tokenize
@@ -48,6 +49,7 @@ def quiet_mlflow_warnings() -> None:
     output in the example's schema): hide those two so users see progress, not noise."""
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a tracking server links every run
 
 
 def log_training_reviews(texts: Iterable[str]) -> None:

@@ -39,7 +39,8 @@ def open_storage(url: str) -> RDBStorage:
     is marked failed by the next worker that looks, and its configuration is queued again."""
     engine = {"pool_pre_ping": True} if is_postgres(url) else {"connect_args": {"timeout": 60}}
     return RDBStorage(sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                      grace_period=GRACE_SECONDS, failed_trial_callback=RetryFailedTrialCallback(max_retry=RETRIES))
+                      grace_period=GRACE_SECONDS,
+                      heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=RETRIES))
 
 
 def sampler(seed: int, shared: bool) -> optuna.samplers.TPESampler:

@@ -1,0 +1,253 @@
+"""A shared stack on one machine: PostgreSQL, an MLflow tracking server and a Prefect server on it.
+
+Everything lives in one folder (default `.stack/`): the PostgreSQL cluster, the MLflow artifacts
+(served through the tracking server, so a client needs only its URL), Prefect's home, the logs, and
+`stack.json` with the ports, the password and which processes serve. `up` is idempotent: it starts
+what is not running and keeps the data; `down` stops everything; `status` says what runs where.
+
+PostgreSQL refuses to run as root: as root, the cluster belongs to the `postgres` system user and
+its commands run as that user. The databases are reached over TCP with a password (scram-sha-256).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from review_sentiment.processes import running, start_detached, stop_group, wait_http
+
+POSTGRES_BINS = [Path("/usr/lib/postgresql/15/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
+DATABASES = ("mlflow", "optuna", "prefect", "predictions")
+USER = "review_sentiment"
+STATE = "stack.json"
+INSTALL_HINT = ("PostgreSQL server binaries not found (looked for initdb in $PG_BIN, /usr/lib/postgresql/*/bin and "
+                "on PATH): install them, e.g. `apt-get install postgresql-15` (Debian/Ubuntu) or "
+                "`brew install postgresql@15` (macOS), or set PG_BIN to the folder holding initdb and pg_ctl")
+
+
+class StackError(RuntimeError):
+    """The stack cannot do what was asked: one line that says why."""
+
+
+@dataclass
+class StackState:
+    host: str
+    postgres_port: int
+    mlflow_port: int
+    prefect_port: int
+    password: str
+    mlflow: list[float] | None = None  # [pid, start time] of the server process, while it runs
+    prefect: list[float] | None = None
+
+    @property
+    def address(self) -> str:
+        """Where clients reach the stack: this machine's name when it listens on every interface."""
+        return socket.getfqdn() if self.host in ("0.0.0.0", "::") else self.host
+
+    def postgres_url(self, database: str) -> str:
+        return f"postgresql://{USER}:{self.password}@{self.address}:{self.postgres_port}/{database}"
+
+    def environment(self) -> dict[str, str]:
+        """What clients export to use the stack (the entry scripts read these)."""
+        return {
+            "MLFLOW_TRACKING_URI": f"http://{self.address}:{self.mlflow_port}",
+            "PREFECT_API_URL": f"http://{self.address}:{self.prefect_port}/api",
+            "OPTUNA_STORAGE": self.postgres_url("optuna"),
+            "REVIEW_SENTIMENT_PREDICTION_LOG": self.postgres_url("predictions"),
+        }
+
+
+def up(folder: Path, host: str, ports: tuple[int, int, int]) -> StackState:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = _load(folder) or StackState(host, *ports, password=secrets.token_urlsafe(18))
+    pg = _postgres_bin()
+    if not (folder / "postgres" / "PG_VERSION").exists():
+        _init_cluster(pg, folder, state)
+    if not _postgres_running(pg, folder):
+        _run_postgres(pg, folder, ["pg_ctl", "start", "-w", "-t", "60", "-D", str(folder / "postgres"),
+                                   "-l", str(folder / "logs" / "postgres.log"),
+                                   "-o", f"-p {state.postgres_port} -k '' -c listen_addresses={state.host}"])
+    _create_databases(state)
+    _save(folder, state)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))} | {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # a client's settings must not leak into the servers
+    if _server(state.mlflow) is None:
+        mlflow = start_detached(
+            [sys.executable, "-m", "mlflow", "server", "--host", state.host, "--port", str(state.mlflow_port),
+             "--backend-store-uri", _sqlalchemy(state.postgres_url("mlflow")),
+             "--serve-artifacts", "--artifacts-destination", str((folder / "artifacts").resolve()),
+             "--workers", "1", *_allowed_hosts(state)], env, folder / "logs" / "mlflow.log")
+        state.mlflow = [mlflow.pid, mlflow.create_time()]
+        _save(folder, state)
+    if _server(state.prefect) is None:
+        prefect_env = env | {
+            "PREFECT_HOME": str((folder / "prefect").resolve()), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_DATABASE_CONNECTION_URL": state.postgres_url("prefect").replace(
+                "postgresql://", "postgresql+asyncpg://", 1),
+            "PREFECT_UI_API_URL": state.environment()["PREFECT_API_URL"]}
+        prefect = start_detached([sys.executable, "-m", "prefect", "server", "start", "--host", state.host,
+                                  "--port", str(state.prefect_port)], prefect_env, folder / "logs" / "prefect.log")
+        state.prefect = [prefect.pid, prefect.create_time()]
+        _save(folder, state)
+    env_urls = state.environment()
+    for name, process, url in (("MLflow server", _server(state.mlflow), f"{env_urls['MLFLOW_TRACKING_URI']}/health"),
+                               ("Prefect server", _server(state.prefect), f"{env_urls['PREFECT_API_URL']}/health")):
+        if process is None:
+            raise StackError(f"{name} exited at start; see {folder / 'logs'}")
+        wait_http(url, process, name, folder / "logs", timeout=120)
+    return state
+
+
+def down(folder: Path) -> list[str]:
+    """Stop the servers, then PostgreSQL; the data stays. Returns what was stopped."""
+    state = _load(folder)
+    if state is None:
+        return []
+    stopped = []
+    for name in ("mlflow", "prefect"):
+        if (process := _server(getattr(state, name))) is not None:
+            # Prefect's server shuts down cleanly on SIGINT; SIGTERM ends it on the spot
+            stop_group(process, signal.SIGINT if name == "prefect" else signal.SIGTERM)
+            stopped.append(name)
+        setattr(state, name, None)
+    _save(folder, state)
+    pg = _postgres_bin()
+    if _postgres_running(pg, folder):
+        _run_postgres(pg, folder, ["pg_ctl", "stop", "-w", "-m", "fast", "-D", str(folder / "postgres")])
+        stopped.append("postgres")
+    return stopped
+
+
+def status(folder: Path) -> list[tuple[str, str, str]]:
+    """(service, running or stopped, where) for each part of the stack."""
+    state = _load(folder)
+    if state is None:
+        return [(name, "not set up", f"run `up` to create {folder}") for name in ("postgres", "mlflow", "prefect")]
+    urls = state.environment()
+    pg_up = _postgres_running(_postgres_bin(), folder)
+    return [
+        ("postgres", _word(pg_up), f"{state.host}:{state.postgres_port}, data in {folder / 'postgres'}"),
+        ("mlflow", _word(_server(state.mlflow) is not None), urls["MLFLOW_TRACKING_URI"]),
+        ("prefect", _word(_server(state.prefect) is not None), urls["PREFECT_API_URL"]),
+    ]
+
+
+def environment(folder: Path) -> dict[str, str]:
+    state = _load(folder)
+    if state is None:
+        raise StackError(f"no stack in {folder}: run `python stack.py up` first")
+    return state.environment()
+
+
+def _allowed_hosts(state: StackState) -> list[str]:
+    """MLflow answers only requests naming a local or private host; off loopback, also this machine's name."""
+    if state.address == state.host:
+        return []
+    names = [state.address, "localhost", "127.0.0.1"]
+    return ["--allowed-hosts", ",".join(f"{name}{port}" for name in names for port in ("", ":*"))]
+
+
+def _word(up: bool) -> str:
+    return "running" if up else "stopped"
+
+
+def _sqlalchemy(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _server(recorded: list[float] | None) -> psutil.Process | None:
+    return running(int(recorded[0]), recorded[1]) if recorded else None
+
+
+def _postgres_bin() -> Path:
+    candidates = [Path(os.environ["PG_BIN"])] if os.environ.get("PG_BIN") else []
+    if found := shutil.which("initdb"):
+        candidates.append(Path(found).parent)
+    for folder in [*candidates, *POSTGRES_BINS]:
+        if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
+            return folder
+    raise StackError(INSTALL_HINT)
+
+
+def _as_postgres_user() -> str | None:
+    """PostgreSQL will not run as root: then its files and processes belong to the `postgres` user."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+def _run_postgres(pg: Path, folder: Path, command: list[str]) -> None:
+    result = subprocess.run([str(pg / command[0]), *command[1:]], user=_as_postgres_user(), cwd="/",
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        said = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        raise StackError(f"{command[0]} {command[1]} failed: {said[-1]} (log: {folder / 'logs' / 'postgres.log'})")
+
+
+def _postgres_running(pg: Path, folder: Path) -> bool:
+    if not (folder / "postgres" / "PG_VERSION").exists():
+        return False
+    result = subprocess.run([str(pg / "pg_ctl"), "status", "-D", str(folder / "postgres")], user=_as_postgres_user(),
+                            cwd="/", capture_output=True)
+    return result.returncode == 0
+
+
+def _init_cluster(pg: Path, folder: Path, state: StackState) -> None:
+    data, logs = folder / "postgres", folder / "logs"
+    data.mkdir(mode=0o700)
+    logs.mkdir(exist_ok=True)
+    password_file = folder / "postgres.pw"
+    password_file.write_text(state.password)
+    if (user := _as_postgres_user()) is not None:
+        for path in (data, logs, password_file):
+            shutil.chown(path, user)
+    try:
+        _run_postgres(pg, folder, ["initdb", "-D", str(data), "-U", USER, f"--pwfile={password_file}",
+                                   "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
+                                   "--locale=C.UTF-8"])
+    except StackError:
+        shutil.rmtree(data, ignore_errors=True)  # a half-made cluster would block the next `up`
+        raise
+    finally:
+        password_file.unlink()
+    with (data / "pg_hba.conf").open("a") as hba:  # workers on other machines, when --host is not loopback
+        hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
+
+
+def _create_databases(state: StackState) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with psycopg.connect(state.postgres_url("postgres"), autocommit=True) as conn:
+                existing = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+                for name in DATABASES:
+                    if name not in existing:
+                        conn.execute(f'CREATE DATABASE "{name}"')
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def _load(folder: Path) -> StackState | None:
+    try:
+        return StackState(**json.loads((folder / STATE).read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def _save(folder: Path, state: StackState) -> None:
+    path = folder / STATE
+    path.write_text(json.dumps(asdict(state), indent=1))
+    path.chmod(0o600)  # it holds the password
