@@ -18,7 +18,13 @@ import os
 import sys
 
 from review_sentiment import cli
-from review_sentiment.constants import DEFAULT_PREDICTION_LOG, DEFAULT_RATING_COL, DEFAULT_TEXT_COL, SAMPLE_DATA
+from review_sentiment.constants import (
+    DEFAULT_PREDICTION_LOG,
+    DEFAULT_RATING_COL,
+    DEFAULT_TEXT_COL,
+    PREDICTION_LOG_ENV,
+    SAMPLE_DATA,
+)
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.orchestration.local_prefect import quiet_prefect_env
 
@@ -30,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rating-col", default=DEFAULT_RATING_COL)
     parser.add_argument("--cron", default="*/5 * * * *", help="retrain schedule (UTC)")
     parser.add_argument("--once", action="store_true", help="run one retrain in the foreground and exit")
-    parser.add_argument("--prediction-log", default=str(DEFAULT_PREDICTION_LOG),
+    parser.add_argument("--prediction-log", default=os.environ.get(PREDICTION_LOG_ENV, str(DEFAULT_PREDICTION_LOG)),
                         help="the service's prediction log, for monitoring and --with-feedback")
     parser.add_argument("--with-feedback", action="store_true",
                         help="retrain on the CSV plus every review that got a true label through the service")

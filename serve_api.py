@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from review_sentiment import cli
-from review_sentiment.constants import DEFAULT_MODEL_URI, DEFAULT_PREDICTION_LOG
+from review_sentiment.constants import DEFAULT_MODEL_URI, DEFAULT_PREDICTION_LOG, PREDICTION_LOG_ENV
 from review_sentiment.serving.service import API_KEY_ENV, ServiceSettings, build_app, print_report, serve
 
 
@@ -33,7 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--challenger-share", type=cli.share, default=0.0,
                         help="share of traffic for the version aliased `challenger` (0 to 1)")
     parser.add_argument("--poll-seconds", type=cli.positive, default=10.0, help="how often to look for alias moves")
-    parser.add_argument("--prediction-log", type=Path, default=DEFAULT_PREDICTION_LOG, help="SQLite prediction log")
+    parser.add_argument("--prediction-log", default=os.environ.get(PREDICTION_LOG_ENV, str(DEFAULT_PREDICTION_LOG)),
+                        help=f"SQLite file, or a postgresql:// URL replicas share (default: ${PREDICTION_LOG_ENV}, "
+                             f"else {DEFAULT_PREDICTION_LOG})")
     parser.add_argument("--no-prediction-log", action="store_true",
                         help="log nothing (for benchmarks: /feedback and the A/B report then have no data)")
     parser.add_argument("--log-queue-rows", type=int, default=20_000,
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--access-log", action="store_true", help="print one line per HTTP request")
     commands = parser.add_subparsers(dest="command")
     report = commands.add_parser("report", help="print the champion/challenger report from the prediction log")
-    report.add_argument("--prediction-log", type=Path, default=argparse.SUPPRESS, help="SQLite prediction log")
+    report.add_argument("--prediction-log", default=argparse.SUPPRESS, help="SQLite file or postgresql:// URL")
     return parser.parse_args(argv)
 
 

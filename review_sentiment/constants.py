@@ -27,3 +27,4 @@ MONITORING_EXPERIMENT = "FLIPKART_SENTIMENT_MONITORING"
 BEST_PARAMS_ARTIFACT = "best_params.json"  # the tuning run writes it, the scheduled retrain reads it
 
 DEFAULT_PREDICTION_LOG = Path("predictions.db")  # in the working folder: the service writes it, reports read it
+PREDICTION_LOG_ENV = "REVIEW_SENTIMENT_PREDICTION_LOG"  # overrides it: a PostgreSQL URL that replicas share

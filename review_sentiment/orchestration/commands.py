@@ -6,7 +6,6 @@ Importing this module imports Prefect, which reads its settings then: apply
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 from types import FrameType
 
 from prefect import serve
@@ -37,7 +36,7 @@ def monitor_once(parameters: dict[str, object]) -> None:
     """One monitoring check in the foreground (and the retrain it may trigger); a missing log fails
     here, before a Prefect API is started or anything is written."""
     try:
-        require_log(Path(str(parameters["prediction_log"])))
+        require_log(str(parameters["prediction_log"]))
     except FileNotFoundError as err:
         raise ReviewDataError(str(err)) from None
     quiet_mlflow_warnings()

@@ -8,7 +8,6 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -24,6 +23,7 @@ from review_sentiment.constants import (
     SAMPLE_DATA,
 )
 from review_sentiment.data.reviews import ReviewDataError
+from review_sentiment.databases import without_password
 from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, Check, Finding, Window, check
 from review_sentiment.monitoring.logged import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, read_new
 from review_sentiment.monitoring.profile import PROFILE_ARTIFACT
@@ -47,7 +47,7 @@ class MonitorOutcome:
 def read_window(prediction_log: str, after: tuple[int, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predictions and feedback logged past the last check's rows; none while there is no log yet."""
     try:
-        return read_new(Path(prediction_log), *after)
+        return read_new(prediction_log, *after)
     except FileNotFoundError:
         return pd.DataFrame(columns=PREDICTION_COLUMNS), pd.DataFrame(columns=FEEDBACK_COLUMNS)
     except ValueError as err:
@@ -81,7 +81,7 @@ def check_version(rows: pd.DataFrame, fed: pd.DataFrame, profile: dict | None, t
 def last_check(prediction_log: str) -> tuple[int, int]:
     """The rows of the log the last finished check of this log read up to (0, 0 if none)."""
     runs = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT], max_results=1, order_by=["start_time DESC"],
-                              filter_string=f"tags.prediction_log = '{prediction_log}' and "
+                              filter_string=f"tags.prediction_log = '{without_password(prediction_log)}' and "
                                             f"attributes.status = 'FINISHED'")
     if runs.empty:
         return 0, 0
@@ -136,7 +136,7 @@ def monitor_predictions(
     until = after if status == INSUFFICIENT else (int(frame["row"].max()) if len(frame) else after[0],
                                                   int(feedback["row"].max()) if len(feedback) else after[1])
     with mlflow.start_run(run_name=f"check-{flow_run.get_name() or 'local'}") as run:
-        mlflow.set_tags({"status": status, "prediction_log": prediction_log,
+        mlflow.set_tags({"status": status, "prediction_log": without_password(prediction_log),
                          "prefect.flow_run_id": str(flow_run.get_id()),
                          **{f"status.{v}": c.status for v, c in checks.items()}})
         mlflow.log_metrics({"predictions": len(frame), "feedback": len(feedback)}

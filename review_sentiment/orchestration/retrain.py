@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 
 from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MODEL_NAME, RETRAIN_EXPERIMENT, SAMPLE_DATA
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, load_reviews, split_reviews, with_feedback
+from review_sentiment.databases import without_password
 from review_sentiment.modeling.families import build_pipeline, left_no_words
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.monitoring.logged import read_log
@@ -74,7 +75,7 @@ def load_data(path: str, text_col: str, rating_col: str, feedback_log: str | Non
     if feedback_log is None:
         return reviews, 0
     try:
-        logged = read_log(Path(feedback_log))
+        logged = read_log(feedback_log)
     except (FileNotFoundError, ValueError) as err:
         raise ReviewDataError(str(err)) from None
     fed = logged.dropna(subset=["true_label"]).sort_values("feedback_time", kind="stable")
@@ -98,7 +99,7 @@ def describe_data(reviews: Reviews, feedback_log: str | None, fed: int) -> Panda
     name says how many rows came from it."""
     if feedback_log is None:
         return training_dataset(reviews.frame, str(reviews.path))
-    return training_dataset(reviews.frame, f"{reviews.path} + feedback in {feedback_log}",
+    return training_dataset(reviews.frame, f"{reviews.path} + feedback in {without_password(feedback_log)}",
                             name=f"{reviews.path.stem} + {fed} fed-back reviews")
 
 

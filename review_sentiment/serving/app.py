@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from importlib.resources import files
 from typing import Annotated, Literal
 
+import psycopg
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -215,7 +216,7 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
             return await pending
         except LogStuck as err:
             raise HTTPException(503, f"the prediction log has {err}; retry shortly", RETRY_AFTER) from None
-        except (sqlite3.Error, ValueError) as err:  # the database refused this row itself
+        except (sqlite3.Error, psycopg.Error, ValueError) as err:  # the database refused this row itself
             raise HTTPException(503, f"the prediction log refused this: {err}") from None
 
     @app.post("/feedback", response_model=FeedbackResponse, dependencies=writes, responses={

@@ -1,6 +1,7 @@
 """The prediction log: every prediction the service answers, and the true labels fed back later.
 
-One SQLite file (WAL) that monitoring and the A/B report read. A prediction is answered only once it
+One SQLite file (WAL), or a PostgreSQL database that several replicas of the service share (pass a
+`postgresql://` URL), which monitoring and the A/B report read. A prediction is answered only once it
 is committed, so a SIGKILL loses no answered prediction. Requests queue their rows and wait; one
 commit per turn of the event loop writes everything queued (a group commit) and releases every
 request in it. It runs on the loop itself: handing rows to a writer thread and back costs ~90 µs a
@@ -23,10 +24,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+
+import psycopg
+
+from review_sentiment.databases import is_postgres, without_password
 
 log = logging.getLogger("uvicorn.error")
 
@@ -44,12 +49,26 @@ CREATE TABLE IF NOT EXISTS feedback (
 _MIGRATIONS = {  # from version N to N + 1, applied in order on open
     0: "CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions(time);",
 }
+# PostgreSQL has no rowid: `row` numbers rows in insertion order for the monitoring windows. It starts
+# at the current schema (there never was an unversioned PostgreSQL log).
+_POSTGRES_TABLES = [
+    "CREATE TABLE IF NOT EXISTS predictions (row BIGSERIAL UNIQUE, id TEXT PRIMARY KEY, request_id TEXT NOT NULL,"
+    " time TEXT NOT NULL, variant TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,"
+    " caller_id TEXT, review TEXT NOT NULL, label INTEGER NOT NULL, score DOUBLE PRECISION NOT NULL,"
+    " latency_ms DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS feedback (row BIGSERIAL UNIQUE, prediction_id TEXT PRIMARY KEY REFERENCES"
+    " predictions(id), label INTEGER NOT NULL, time TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions(time)",
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+]
+_SCHEMA_LOCK = 7_215_301  # an advisory lock id: replicas starting together create the tables one at a time
 _COLUMNS = ("id", "request_id", "time", "variant", "model_name", "model_version", "caller_id", "review", "label",
             "score", "latency_ms")
 _INSERT = f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _FEEDBACK = "INSERT INTO feedback (prediction_id, label, time) SELECT id, ?, ? FROM predictions WHERE id = ? " \
             "ON CONFLICT(prediction_id) DO NOTHING"
 _FED_BACK = "SELECT label FROM feedback WHERE prediction_id = ?"
+_UNAVAILABLE = (sqlite3.OperationalError, psycopg.OperationalError)  # locked, busy, full, down: not the rows' fault
 _CHECKPOINT_SECONDS = 1.0
 _MAX_PAUSE_SECONDS = 0.5  # the longest wait between two tries of a busy or failing disk
 
@@ -136,8 +155,20 @@ class WriterState:
         return dict(vars(self))
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating or migrating) a prediction log; a bad path or a newer log raises sqlite3.Error."""
+class LogDatabaseError(Exception):
+    """The log cannot be opened: a bad path or URL, a database that refuses us, or a newer schema."""
+
+
+def connect(target: str | Path) -> sqlite3.Connection | psycopg.Connection:
+    """Open (creating or migrating) a prediction log: an SQLite file, or PostgreSQL for a `postgresql://`
+    URL; raises LogDatabaseError naming the problem."""
+    try:
+        return _connect_postgres(str(target)) if is_postgres(str(target)) else _connect_sqlite(Path(target))
+    except (sqlite3.Error, psycopg.Error) as err:
+        raise LogDatabaseError(str(err).strip().splitlines()[0]) from None
+
+
+def _connect_sqlite(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -149,26 +180,43 @@ def connect(path: Path) -> sqlite3.Connection:
         for step in range(version, SCHEMA_VERSION):
             conn.executescript(_MIGRATIONS[step])
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute("PRAGMA busy_timeout = 0")  # a locked file is retried later, never waited on
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it
+    return conn
+
+
+def _connect_postgres(url: str) -> psycopg.Connection:
+    conn = psycopg.connect(url, connect_timeout=10)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        for statement in _POSTGRES_TABLES:
+            conn.execute(statement)
+        version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        if version is None:
+            conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
+        elif version > SCHEMA_VERSION:
+            raise psycopg.DatabaseError(f"written by a newer service (schema {version}, this one knows "
+                                        f"{SCHEMA_VERSION})")
     return conn
 
 
 class PredictionLog:
     """Open it anywhere; `record`, `feedback` and `close` are called from the service's event loop."""
 
-    def __init__(self, path: Path, max_queued_rows: int = 20_000, wait_seconds: float = 10.0):
-        self.path = path
+    def __init__(self, target: str | Path, max_queued_rows: int = 20_000, wait_seconds: float = 10.0):
+        self.target = target
+        self.name = without_password(str(target))  # for logs and /health: never the password
         self.max_queued_rows = max_queued_rows
         self.wait_seconds = wait_seconds
         self.state = WriterState()
-        self._conn = connect(path)
-        self._conn.execute("PRAGMA busy_timeout = 0")  # a locked file is retried later, never waited on
-        self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it
+        self._conn = connect(target)
         self._pending: list[_Predictions | _Feedback] = []
         self._flush: asyncio.Handle | None = None
         self._pause = 0.0
         self._stop = threading.Event()
         self._checkpoints = threading.Thread(target=self._checkpoint, name="prediction-log-checkpoints", daemon=True)
-        self._checkpoints.start()
+        if isinstance(self._conn, sqlite3.Connection):  # PostgreSQL checkpoints by itself
+            self._checkpoints.start()
 
     def record(self, request: LoggedRequest) -> asyncio.Future:
         """Resolves (to None) once the request's predictions are committed; raises LogFull at once when
@@ -188,11 +236,12 @@ class PredictionLog:
             await asyncio.sleep(0.05)
         if self._pending:
             log.error("Prediction log %s: still failing after %.0f s at shutdown (%s); %d rows not written",
-                      self.path, timeout, self.state.last_error, self.state.queued_rows)
+                      self.name, timeout, self.state.last_error, self.state.queued_rows)
         if self._flush is not None:
             self._flush.cancel()
         self._stop.set()
-        self._checkpoints.join()
+        if self._checkpoints.is_alive():
+            self._checkpoints.join()
         self._conn.close()
         self.state.state = "stopped"
 
@@ -213,7 +262,7 @@ class PredictionLog:
         try:
             left = self._write(batch)
         except Exception as err:  # noqa: BLE001 — nothing one batch does may stop the log
-            log.error("Prediction log %s: writing failed: %s", self.path, err)
+            log.error("Prediction log %s: writing failed: %s", self.name, err)
             left, self.state.last_error = batch, str(err)
         if not left:
             self._pause, self.state.state = 0.0, "writing"
@@ -235,21 +284,23 @@ class PredictionLog:
         try:
             self._commit(batch)
             return []
-        except sqlite3.OperationalError as err:  # locked, busy, disk I/O, disk full: not the rows' fault
+        except _UNAVAILABLE as err:
             return self._retrying(batch, err)
         except Exception:  # noqa: BLE001 — something in the batch was refused: find which, one by one
             pass
         for n, item in enumerate(batch):
             try:
                 self._commit([item])
-            except sqlite3.OperationalError as err:
+            except _UNAVAILABLE as err:
                 return self._retrying(batch[n:], err)
             except Exception as err:  # noqa: BLE001 — this item alone is lost, and counted
                 self._failed(item, err)
         return []
 
     def _commit(self, batch: list[_Predictions | _Feedback]) -> None:
-        with self._conn:
+        if isinstance(self._conn, psycopg.Connection) and self._conn.closed:  # the server went away: try anew
+            self._conn = _connect_postgres(str(self.target))  # OperationalError while it stays away
+        with self._transaction():
             outcomes = [self._apply(item) for item in batch]
         for item, outcome in zip(batch, outcomes, strict=True):
             self.state.written_rows += item.size
@@ -257,15 +308,21 @@ class PredictionLog:
             if not item.done.done():  # a waiter that timed out or went away needs nothing
                 item.done.set_result(outcome)
 
+    def _transaction(self) -> AbstractContextManager:
+        return self._conn.transaction() if isinstance(self._conn, psycopg.Connection) else self._conn
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if isinstance(self._conn, psycopg.Connection) else statement
+
     def _apply(self, item: _Predictions | _Feedback) -> Feedback | None:
         if isinstance(item, _Feedback):
-            if self._conn.execute(_FEEDBACK, (item.label, item.time, item.prediction_id)).rowcount:
+            if self._conn.execute(self._sql(_FEEDBACK), (item.label, item.time, item.prediction_id)).rowcount:
                 return Feedback.STORED
-            recorded = self._conn.execute(_FED_BACK, (item.prediction_id,)).fetchone()
+            recorded = self._conn.execute(self._sql(_FED_BACK), (item.prediction_id,)).fetchone()
             if recorded is None:
                 return Feedback.UNKNOWN
             return Feedback.SAME if recorded[0] == item.label else Feedback.CONFLICT
-        self._conn.executemany(_INSERT, item.request.rows())
+        self._conn.cursor().executemany(self._sql(_INSERT), list(item.request.rows()))
         return None
 
     def _retrying(self, left: list, err: Exception) -> list:
@@ -276,18 +333,18 @@ class PredictionLog:
         self.state.failed_rows += item.size
         self.state.queued_rows -= item.size
         self.state.last_error = str(err)
-        log.error("Prediction log %s: %d rows not written: %s", self.path, item.size, err)
+        log.error("Prediction log %s: %d rows not written: %s", self.name, item.size, err)
         if not item.done.done():
             item.done.set_exception(err)
 
     def _checkpoint(self) -> None:
         """Move committed pages from the WAL into the database file, off the event loop."""
-        with closing(sqlite3.connect(self.path, timeout=0)) as conn:
+        with closing(sqlite3.connect(self.target, timeout=0)) as conn:
             stopping = False
             while not stopping:
                 stopping = self._stop.wait(_CHECKPOINT_SECONDS)
                 try:  # the last one, at close, also empties the WAL file
                     conn.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if stopping else 'PASSIVE'})")
                 except sqlite3.Error as err:  # busy or failing: the next one will do
-                    log.debug("Prediction log %s: checkpoint skipped: %s", self.path, err)
+                    log.debug("Prediction log %s: checkpoint skipped: %s", self.name, err)
 

@@ -3,7 +3,6 @@ printing its A/B report: what `serve_api.py` runs."""
 from __future__ import annotations
 
 import ipaddress
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +10,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from review_sentiment.constants import CHALLENGER
+from review_sentiment.databases import without_password
 from review_sentiment.monitoring.logged import read_log
 from review_sentiment.serving.ab_report import format_report
 from review_sentiment.serving.app import MAX_REVIEWS, create_app
 from review_sentiment.serving.model_watcher import ModelWatcher
-from review_sentiment.serving.prediction_log import PredictionLog
+from review_sentiment.serving.prediction_log import LogDatabaseError, PredictionLog
 from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 from review_sentiment.tracking.model_uri import ModelRef
 
@@ -31,7 +31,7 @@ class ServiceSettings:
     model_uri: str
     challenger_share: float
     poll_seconds: float
-    prediction_log: Path | None  # None: log nothing
+    prediction_log: str | Path | None  # an SQLite file or a PostgreSQL URL; None: log nothing
     log_queue_rows: int
     log_wait_seconds: float
     shutdown_seconds: float
@@ -67,12 +67,13 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     if settings.prediction_log is not None:
         try:
             prediction_log = PredictionLog(settings.prediction_log, settings.log_queue_rows, settings.log_wait_seconds)
-        except sqlite3.Error as err:
-            raise ValueError(f"{settings.prediction_log}: cannot use as the prediction log ({err})") from None
+        except LogDatabaseError as err:
+            raise ValueError(f"{without_password(str(settings.prediction_log))}: cannot use as the prediction log "
+                             f"({err})") from None
     challenger = ModelRef(champion.name, CHALLENGER, None) if settings.challenger_share > 0 else None
     watcher = ModelWatcher(champion, challenger, settings.poll_seconds)
     sharing = f" and {challenger} for {settings.challenger_share:.0%} of traffic" if challenger else ""
-    logged = f"predictions logged to {settings.prediction_log}" if prediction_log else "no prediction log"
+    logged = f"predictions logged to {prediction_log.name}" if prediction_log else "no prediction log"
     print(f"Serving {champion}{sharing}; {logged}", flush=True)
     if settings.api_key:
         print("POST /feedback requires the header 'Authorization: Bearer <API key>'", flush=True)
@@ -86,7 +87,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
                 timeout_graceful_shutdown=settings.shutdown_seconds)
 
 
-def print_report(prediction_log: Path) -> None:
-    """The champion/challenger report; FileNotFoundError or ValueError if the file is not a log."""
+def print_report(prediction_log: str | Path) -> None:
+    """The champion/challenger report; FileNotFoundError or ValueError if it is not a log."""
     quiet_mlflow_warnings()
-    print(format_report(read_log(prediction_log), str(prediction_log)))
+    print(format_report(read_log(prediction_log), without_password(str(prediction_log))))

@@ -14,7 +14,14 @@ import pytest
 
 from review_sentiment.constants import CHAMPION
 from review_sentiment.monitoring.logged import read_log
-from review_sentiment.serving.prediction_log import SCHEMA_VERSION, LogFull, LogStuck, PredictionLog, connect
+from review_sentiment.serving.prediction_log import (
+    SCHEMA_VERSION,
+    LogDatabaseError,
+    LogFull,
+    LogStuck,
+    PredictionLog,
+    connect,
+)
 from tests.code.test_prediction_log import answered
 from tests.helpers import locked
 
@@ -61,20 +68,20 @@ def retrying(log: PredictionLog) -> bool:
 @on_an_event_loop
 async def test_a_waiter_that_went_away_does_not_stop_the_writer(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path / "p.db")
-    with locked(log.path):
+    with locked(log.target):
         gone = log.record(answered("gone", CHAMPION, "1", [1], 1.0))
         await until(lambda: retrying(log), "the writer to meet the lock")
         gone.cancel()  # its client disconnected, or its wait timed out, while the row waited for the disk
     assert await asyncio.wait_for(log.record(answered("next", CHAMPION, "1", [0], 1.0)), 10) is None
     await log.close()
-    assert logged_ids(log.path) == ["gone.0", "next.0"]  # a cancelled answer is still on record
+    assert logged_ids(log.target) == ["gone.0", "next.0"]  # a cancelled answer is still on record
     assert log.state.report()["failed_rows"] == 0
 
 
 @on_an_event_loop
 async def test_a_row_the_database_refuses_loses_only_itself(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path / "p.db")
-    with locked(log.path):  # queue all three so that they are committed as one batch
+    with locked(log.target):  # queue all three so that they are committed as one batch
         futures = [log.record(answered(name, CHAMPION, "1", [1], 1.0, reviews))
                    for name, reviews in (("ok1", None), ("bad", ["half an emoji \ud83d"]), ("ok2", None))]
         await until(lambda: retrying(log), "the writer to meet the lock")
@@ -83,7 +90,7 @@ async def test_a_row_the_database_refuses_loses_only_itself(tmp_path: Path) -> N
     assert await log.record(answered("after", CHAMPION, "1", [1], 1.0)) is None
     state = log.state.report()
     await log.close()
-    assert logged_ids(log.path) == ["after.0", "ok1.0", "ok2.0"]
+    assert logged_ids(log.target) == ["after.0", "ok1.0", "ok2.0"]
     assert (state["state"], state["failed_rows"], state["written_rows"], state["queued_rows"]) == ("writing", 1, 3, 0)
     assert "surrogate" in state["last_error"]
 
@@ -91,7 +98,7 @@ async def test_a_row_the_database_refuses_loses_only_itself(tmp_path: Path) -> N
 @on_an_event_loop
 async def test_a_full_queue_refuses_at_once_and_every_accepted_row_is_written(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path / "p.db", max_queued_rows=5)
-    with locked(log.path):
+    with locked(log.target):
         accepted = [log.record(answered(f"r{n}", CHAMPION, "1", [1], 1.0)) for n in range(5)]
         with pytest.raises(LogFull, match="5 rows are waiting to be written"):
             log.record(answered("over", CHAMPION, "1", [1], 1.0))
@@ -103,28 +110,28 @@ async def test_a_full_queue_refuses_at_once_and_every_accepted_row_is_written(tm
     assert await asyncio.wait_for(asyncio.gather(*accepted), 10) == [None] * 5
     state = log.state.report()
     await log.close()
-    assert logged_ids(log.path) == [f"r{n}.0" for n in range(5)]
+    assert logged_ids(log.target) == [f"r{n}.0" for n in range(5)]
     assert (state["state"], state["rejected_requests"], state["queued_rows"]) == ("writing", 2, 0)
 
 
 @on_an_event_loop
 async def test_a_stuck_disk_releases_its_waiters_and_keeps_their_rows(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path / "p.db", wait_seconds=0.3)
-    with locked(log.path):
+    with locked(log.target):
         waiting = log.record(answered("stuck", CHAMPION, "1", [1], 1.0))
         with pytest.raises(LogStuck, match="not written for 0.3 s"):
             await asyncio.wait_for(waiting, 5)
         assert log.state.queued_rows == 1
     await until(lambda: log.state.queued_rows == 0, "the row to be written once the lock is gone")
     await log.close()
-    assert logged_ids(log.path) == ["stuck.0"]
+    assert logged_ids(log.target) == ["stuck.0"]
 
 
 @on_an_event_loop
 async def test_close_gives_up_on_a_disk_that_stays_locked_and_says_how_much(tmp_path: Path,
                                                                             caplog: pytest.LogCaptureFixture) -> None:
     log = PredictionLog(tmp_path / "p.db")
-    with locked(log.path):
+    with locked(log.target):
         log.record(answered("r", CHAMPION, "1", [1, 0, 1], 1.0))
         await log.close(timeout=0.3)
     assert log.state.report()["state"] == "stopped"
@@ -134,14 +141,14 @@ async def test_close_gives_up_on_a_disk_that_stays_locked_and_says_how_much(tmp_
 @on_an_event_loop
 async def test_close_writes_everything_still_queued(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path / "p.db")
-    with locked(log.path):
+    with locked(log.target):
         for n in range(300):
             log.record(answered(f"r{n}", CHAMPION, "1", [1, 0], 1.0))
         await until(lambda: retrying(log), "the writer to meet the lock")
     await log.close()
-    assert len(logged_ids(log.path)) == 600
+    assert len(logged_ids(log.target)) == 600
     assert log.state.report()["state"] == "stopped"
-    assert (log.path.parent / f"{log.path.name}-wal").stat().st_size == 0  # all checkpointed into the file
+    assert (log.target.parent / f"{log.target.name}-wal").stat().st_size == 0  # all checkpointed into the file
 
 
 @on_an_event_loop
@@ -165,5 +172,5 @@ def test_a_log_from_a_newer_service_is_refused_not_rewritten(tmp_path: Path) -> 
     path = tmp_path / "p.db"
     with closing(sqlite3.connect(path)) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(sqlite3.DatabaseError, match=f"newer service .schema {SCHEMA_VERSION + 1}"):
+    with pytest.raises(LogDatabaseError, match=f"newer service .schema {SCHEMA_VERSION + 1}"):
         connect(path)

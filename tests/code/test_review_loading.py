@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import optuna
 import pytest
 from mlflow.entities import ViewType
 
@@ -116,7 +117,8 @@ def test_a_failure_after_writing_takes_back_what_was_written(store: Store, tmp_p
     assert mlflow.search_runs(search_all_experiments=True).empty
     assert mlflow.MlflowClient().search_registered_models() == []
     deleted = mlflow.search_runs(search_all_experiments=True, run_view_type=ViewType.DELETED_ONLY)
-    assert len(deleted) == 2  # the family's run and its trial, in MLflow's trash
+    assert len(deleted) == 3  # both families' runs (made before any trial) and the trial, in MLflow's trash
+    assert optuna.get_all_study_names(f"sqlite:///{store.path / 'optuna.db'}") == []  # a rerun starts afresh
 
 
 def test_loader_raises_review_data_error_only(tmp_path: Path) -> None:
