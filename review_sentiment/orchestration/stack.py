@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -172,7 +173,7 @@ def _server(recorded: list[float] | None) -> psutil.Process | None:
 def _postgres_bin() -> Path:
     candidates = [Path(os.environ["PG_BIN"])] if os.environ.get("PG_BIN") else []
     if found := shutil.which("initdb"):
-        candidates.append(Path(found).parent)
+        candidates.append(Path(found).resolve().parent)
     for folder in [*candidates, *POSTGRES_BINS]:
         if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
             return folder
@@ -207,6 +208,9 @@ def _init_cluster(pg: Path, folder: Path, state: StackState) -> None:
     password_file = folder / "postgres.pw"
     password_file.write_text(state.password)
     if (user := _as_postgres_user()) is not None:
+        if closed := [p for p in folder.resolve().parents if not p.stat().st_mode & stat.S_IXOTH]:
+            raise StackError(f"the postgres user cannot reach {folder}: {closed[0]} is closed to other users "
+                             f"(chmod o+x {closed[0]}, or choose another --dir)")
         for path in (data, logs, password_file):
             shutil.chown(path, user)
     try:

@@ -3,9 +3,14 @@ worker ran it, on whatever machine: only the parent run's id is needed, not an a
 
 The child run is written once the trial has finished (three calls: create, one batch, terminate), so a
 worker killed mid-trial never leaves a RUNNING run behind. It carries what optuna-integration's
-MLflowCallback logged (params, the metric, the trial's tags) plus the worker that ran it.
+MLflowCallback logged (params, the metric, the trial's tags and user attributes, which name the
+worker that ran it). A worker killed between finishing a trial and logging it leaves a gap, which
+`log_missing_trial_runs` fills once the family's study is complete.
 """
 from __future__ import annotations
+
+import datetime
+import time
 
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -13,14 +18,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from optuna.trial import FrozenTrial, TrialState
 
 METRIC = "cv_f1_macro"
-WORKER = "worker"
 
 
 def log_trial_run(client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str, trial: FrozenTrial,
-                  direction: str, worker: str) -> str:
+                  direction: str) -> str:
     started, ended = (int(t.timestamp() * 1000) for t in (trial.datetime_start, trial.datetime_complete))
     tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: str(trial.number), "number": str(trial.number),
-            "state": trial.state.name, "direction": direction, WORKER: worker,
+            "state": trial.state.name, "direction": direction,
             "datetime_start": str(trial.datetime_start), "datetime_complete": str(trial.datetime_complete),
             **{f"{name}_distribution": str(d) for name, d in trial.distributions.items()}}
     run = client.create_run(experiment_id, start_time=started, tags=tags)
@@ -30,3 +34,20 @@ def log_trial_run(client: mlflow.MlflowClient, experiment_id: str, parent_run_id
     status = RunStatus.FAILED if trial.state == TrialState.FAIL else RunStatus.FINISHED
     client.set_terminated(run.info.run_id, RunStatus.to_string(status), end_time=ended)
     return run.info.run_id
+
+
+def log_missing_trial_runs(client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str,
+                           trials: list[FrozenTrial], direction: str, settle_seconds: float = 5.0) -> int:
+    """Log the finished trials that have no child run: a live worker logs its trial within moments of
+    finishing it, so a trial still missing `settle_seconds` after it finished lost its worker."""
+    while True:
+        children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                      max_results=50_000)
+        logged = {child.data.tags.get("number") for child in children}
+        missing = [t for t in trials if str(t.number) not in logged]
+        now = datetime.datetime.now()
+        if all((now - t.datetime_complete).total_seconds() > settle_seconds for t in missing):
+            for trial in missing:
+                log_trial_run(client, experiment_id, parent_run_id, trial, direction)
+            return len(missing)
+        time.sleep(0.5)

@@ -19,10 +19,11 @@ from contextlib import contextmanager
 
 import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
-from optuna.storages import RDBStorage
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 TrialDone = Callable[[optuna.Study, FrozenTrial], None]
+WORKER = "worker"  # the user attribute naming the worker that ran a trial
 
 
 def queue_trials(study: optuna.Study, count: int) -> None:
@@ -31,12 +32,13 @@ def queue_trials(study: optuna.Study, count: int) -> None:
 
 
 def run_queued_trials(storage: RDBStorage, study: optuna.Study, objective: Callable[[optuna.Trial], float],
-                      failures: tuple[type[Exception], ...], on_done: TrialDone) -> int:
-    """Run queued trials until the queue is empty; return how many this worker ran. An exception in
-    `failures` fails its trial and the study goes on; any other leaves the trial to the heartbeat
-    check (it is queued again when a worker runs this study next)."""
+                      failures: tuple[type[Exception], ...], worker: str, on_done: TrialDone) -> int:
+    """Run queued trials until the queue is empty; return how many this worker ran. Each trial records
+    its `worker`. An exception in `failures` fails its trial and the study goes on; any other leaves
+    the trial to the heartbeat check (it is queued again when a worker runs this study next)."""
     ran = 0
     while (trial := _claim(storage, study)) is not None:
+        trial.set_user_attr(WORKER, worker)
         with _heartbeat(storage, trial._trial_id):
             try:
                 done = study.tell(trial, objective(trial))
@@ -47,6 +49,16 @@ def run_queued_trials(storage: RDBStorage, study: optuna.Study, objective: Calla
         on_done(study, done)
         ran += 1
     return ran
+
+
+def finished_by_workers(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that ran to an end on their worker: not those failed by the heartbeat check because their
+    worker died (each of those was queued again as a new trial)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        died = {RetryFailedTrialCallback.retried_trial_number(t) for t in study.get_trials(deepcopy=False)}
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                   TrialState.FAIL)) if t.number not in died]
 
 
 def unfinished(study: optuna.Study) -> list[FrozenTrial]:

@@ -35,7 +35,7 @@ from review_sentiment.tracking.model_logging import (
 from review_sentiment.tracking.orphans import adopt, close_orphaned_runs, closed_orphans_line, process_tags
 from review_sentiment.tracking.promotion import Promotion, promote_if_better
 from review_sentiment.tracking.registry import register
-from review_sentiment.tracking.trial_runs import log_trial_run
+from review_sentiment.tracking.trial_runs import log_missing_trial_runs, log_trial_run
 from review_sentiment.tracking.undo import Writes, undone_on_failure
 from review_sentiment.training.family_studies import (
     VERSION,
@@ -47,7 +47,7 @@ from review_sentiment.training.family_studies import (
 )
 from review_sentiment.training.reports import confusion_figure, report_text, top_terms
 from review_sentiment.training.study import GRACE_SECONDS, EmptyVocabulary, default_storage, objective, open_storage
-from review_sentiment.training.trial_queue import run_queued_trials, unfinished
+from review_sentiment.training.trial_queue import finished_by_workers, run_queued_trials, unfinished
 from review_sentiment.training.workers import local_workers, worker_command
 from text_cleaning import clean_texts
 
@@ -285,19 +285,23 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
     experiment_id = client.get_run(family_study.parent_run_id).info.experiment_id
     cv_f1 = objective(family_study.family, prepared.clean_train, prepared.split.y_train, folds=settings.folds,
                       seed=settings.seed, n_jobs=settings.n_jobs)
-    tag = f" [{me.name}]" if me.shown else ""
+    tag = f" [{me.name} {family_study.family}]" if me.shown else ""  # workers' lines interleave across families
 
     def done(study: optuna.Study, trial: FrozenTrial) -> None:
-        log_trial_run(client, experiment_id, family_study.parent_run_id, trial, study.direction.name, me.name)
+        log_trial_run(client, experiment_id, family_study.parent_run_id, trial, study.direction.name)
         _print_progress(study, trial, tag)
 
-    ran = run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), done)
+    ran = run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), me.name, done)
     if until_complete and (running := len(unfinished(family_study.study))):
         print(f"  waiting for {running} trial{'s' * (running != 1)} running elsewhere (a trial whose worker died "
               f"is queued again {GRACE_SECONDS} s after its last heartbeat)", flush=True)
     while until_complete and unfinished(family_study.study):
         time.sleep(WAIT_SECONDS)
-        ran += run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), done)
+        ran += run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), me.name, done)
+    if until_complete and (gaps := log_missing_trial_runs(client, experiment_id, family_study.parent_run_id,
+                                                          finished_by_workers(family_study.study),
+                                                          family_study.study.direction.name)):
+        print(f"  logged {gaps} finished trial{'s' * (gaps != 1)} whose worker died before logging it", flush=True)
     return ran
 
 

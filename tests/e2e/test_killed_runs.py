@@ -43,14 +43,29 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
         tuning.kill()  # SIGKILL: no cleanup of any kind
         tuning.wait()
     left = runs()
-    parent = left[(left["tags.mlflow.runName"] == "NaiveBayes") & left["tags.mlflow.parentRunId"].isna()]
-    assert list(parent.status) == ["RUNNING"]  # what a kill leaves behind
+    parents = left[left["tags.mlflow.parentRunId"].isna()].set_index("tags.mlflow.runName")
+    # what a kill leaves behind: the runs of the family being tuned and of the one after it (made up front)
+    assert parents.status.to_dict() == {"LogisticRegression": "FINISHED", "NaiveBayes": "RUNNING",
+                                        "LinearSVM": "RUNNING"}
 
-    output = run_script(FAST + ["--models", "LogisticRegression"])
+    output = run_script(FAST + ["--models", "LogisticRegression"])  # another command: it closes them
     closed = [line for line in output.splitlines() if line.startswith("Marked KILLED")]
-    assert len(closed) == 1 and closed[0].startswith("Marked KILLED 1 run left RUNNING by a process that is gone: "
-                                                     "NaiveBayes (" + parent.run_id.iloc[0][:8]), output
+    assert closed == [f"Marked KILLED 2 runs left RUNNING by a process that is gone: "
+                      f"LinearSVM ({parents.run_id['LinearSVM'][:8]}, pid {tuning.pid}, 0 child runs); "
+                      f"NaiveBayes ({parents.run_id['NaiveBayes'][:8]}, pid {tuning.pid}, 0 child runs)"], output
     after = runs().set_index("run_id")
-    assert after.loc[parent.run_id.iloc[0], "status"] == "KILLED"
+    assert set(after.loc[parents.run_id[["NaiveBayes", "LinearSVM"]], "status"]) == {"KILLED"}
     assert "RUNNING" not in set(after.status)
     assert "Marked KILLED" not in run_script(FAST + ["--models", "LogisticRegression"])  # nothing left to close
+
+    # The killed command itself, run again, resumes its studies (in optuna.db beside mlflow.db) and
+    # finishes the same parent runs: only the trials it had not finished run now.
+    resumed = run_script(["--trials", "40", "--folds", "3"])
+    assert "LogisticRegression: study complete and registered as v1 before the restart" in resumed, resumed
+    finished_before = int(resumed.split("NaiveBayes: 40 trials, 3-fold CV, resuming: ")[1].split()[0])
+    assert finished_before >= 3
+    assert trials_after("NaiveBayes: ", resumed.splitlines()) == 40 - finished_before + 40  # NaiveBayes + LinearSVM
+    final = runs().set_index("run_id")
+    assert set(final.loc[parents.run_id, "status"]) == {"FINISHED"} and "RUNNING" not in set(final.status)
+    children = final[final["tags.mlflow.parentRunId"] == parents.run_id["NaiveBayes"]]
+    assert len(children) == 40
