@@ -6,6 +6,9 @@
     python ml_orchestration_flipkart.py monitor --once   # one monitoring check of the prediction log now
     python ml_orchestration_flipkart.py score --input new.csv --output preds.csv
 
+    python ml_orchestration_flipkart.py --work-pool retrain     # deploy both to a process work pool, then:
+    prefect worker start --pool retrain                  # on this or another machine: runs them on schedule
+
 Without PREFECT_API_URL, serving starts a local Prefect server (127.0.0.1, state in .prefect/)
 and stops it on Ctrl-C; with it, the given server is used.
 """
@@ -41,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--with-feedback", action="store_true",
                         help="retrain on the CSV plus every review that got a true label through the service")
     parser.add_argument("--monitor-cron", default="0 * * * *", help="monitoring schedule (UTC)")
+    parser.add_argument("--work-pool", metavar="POOL",
+                        help="deploy both schedules to this Prefect process work pool (needs PREFECT_API_URL) and "
+                             "exit; `prefect worker start --pool POOL` runs them, on any machine")
     commands = parser.add_subparsers(dest="command")
     monitor = commands.add_parser("monitor", help="check the prediction log for drift (served hourly by default)")
     monitor.add_argument("--once", action="store_true", required=True, help="run one check now and exit")
@@ -70,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                                           "cooldown_hours": args.cooldown_hours})
         elif args.once:
             commands.retrain_once(retrain)
+        elif args.work_pool:
+            commands.deploy_to_pool(args.work_pool, args.cron, retrain, args.monitor_cron, data | {
+                "prediction_log": args.prediction_log})
         else:
             commands.serve_schedules(args.cron, retrain, args.monitor_cron, data | {
                 "prediction_log": args.prediction_log})

@@ -6,12 +6,18 @@ Importing this module imports Prefect, which reads its settings then: apply
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from types import FrameType
 
-from prefect import serve
+from prefect import Flow, serve
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.workers.process import ProcessWorker
 
+from review_sentiment.constants import PROJECT_DIR
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.monitoring.logged import require_log
 from review_sentiment.orchestration.batch_scoring import check_paths, score_reviews
@@ -22,6 +28,8 @@ from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 
 DEPLOYMENT = "flipkart-sentiment-logistic-deployment"
 MONITOR_DEPLOYMENT = "flipkart-sentiment-monitoring-deployment"
+PATH_PARAMETERS = ("data_path", "prediction_log", "feedback_log")
+POOL_SUFFIX = "-pool"  # a pool deployment may not share the served one's name: serving would take it over
 NEVER_OVERLAP = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
@@ -65,6 +73,43 @@ def serve_schedules(retrain_cron: str, retrain: dict[str, str], monitor_cron: st
                 print("Stopped before serving began", flush=True)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def deploy_to_pool(pool: str, retrain_cron: str, retrain: dict[str, str], monitor_cron: str,
+                   monitor: dict[str, str]) -> None:
+    """Deploy the retrain and the monitor on their schedules to a process work pool (made if missing)
+    of the Prefect server PREFECT_API_URL names, and return: a `prefect worker` started on any machine
+    with this project at the same path runs them. Paths in the parameters are made absolute, since
+    the worker runs flows in the project folder."""
+    if not PREFECT_API_URL.value():
+        raise ReviewDataError("a work pool lives on a Prefect server: set PREFECT_API_URL (e.g. `python stack.py up`, "
+                              "then export what it prints)")
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process",
+                                                   base_job_template=ProcessWorker.get_default_base_job_template()))
+    for flow, name, cron, parameters in ((retrain_logistic, DEPLOYMENT, retrain_cron, retrain),
+                                         (monitor_predictions, MONITOR_DEPLOYMENT, monitor_cron, monitor)):
+        _from_project(flow).deploy(name=name + POOL_SUFFIX, work_pool_name=pool, cron=cron,
+                                   parameters={k: _absolute(k, v) for k, v in parameters.items()},
+                                   concurrency_limit=NEVER_OVERLAP, print_next_steps=False, ignore_warnings=True)
+        print(f"Deployed {flow.name}/{name + POOL_SUFFIX} to work pool {pool!r}, cron {cron!r} (UTC)", flush=True)
+    print(f"Start a worker where it should run (same environment): prefect worker start --pool {pool}", flush=True)
+
+
+def _from_project(flow: Flow) -> Flow:
+    """The flow as a worker loads it: from its file in this project folder (no image, nothing pushed)."""
+    entrypoint = Path(flow.fn.__code__.co_filename).relative_to(PROJECT_DIR)
+    return flow.from_source(source=str(PROJECT_DIR), entrypoint=f"{entrypoint}:{flow.fn.__name__}")
+
+
+def _absolute(name: str, value: object) -> object:
+    """A path parameter, made absolute (a database URL stays as it is)."""
+    if name in PATH_PARAMETERS and isinstance(value, str) and "://" not in value:
+        return str(Path(value).resolve())
+    return value
 
 
 def _stop_like_sigterm(signum: int, frame: FrameType | None) -> None:

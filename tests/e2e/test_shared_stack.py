@@ -1,0 +1,136 @@
+"""The shared stack as users run it: `python stack.py` up, use, down and up again; two service replicas
+writing one PostgreSQL prediction log; the scheduled retrain run by a `prefect worker` from a work pool."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import mlflow
+import psutil
+import psycopg
+
+from review_sentiment.constants import RETRAIN_EXPERIMENT
+from review_sentiment.orchestration.commands import DEPLOYMENT, POOL_SUFFIX
+from review_sentiment.orchestration.stack import STATE, StackState
+from tests.e2e.conftest import new_database, stack_env
+from tests.e2e.served import Load, Service
+from tests.helpers import PROJECT_DIR, SAMPLE, Store, free_port, wait_for
+
+
+def stack_command(folder: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(PROJECT_DIR / "stack.py"), *args, "--dir", str(folder)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_stack_up_use_down_up_keeps_the_data_and_leaves_nothing_running() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="stack-cli-"))
+    folder.chmod(0o755)
+    ports = {"--postgres-port": free_port(), "--mlflow-port": free_port(), "--prefect-port": free_port()}
+    flags = [str(x) for pair in ports.items() for x in pair]
+    try:
+        printed = stack_command(folder, "up", *flags)
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in printed.splitlines()
+                       if line.startswith("export "))
+        assert exports["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{ports['--mlflow-port']}"
+        assert exports["PREFECT_API_URL"] == f"http://127.0.0.1:{ports['--prefect-port']}/api"
+        assert exports["OPTUNA_STORAGE"].startswith("postgresql://")
+        client = mlflow.MlflowClient(exports["MLFLOW_TRACKING_URI"])
+        run = client.create_run(client.create_experiment("lifecycle"))
+        client.log_param(run.info.run_id, "kept", "yes")
+        assert httpx.get(f"{exports['PREFECT_API_URL']}/health", timeout=10).json() is True
+        state = json.loads((folder / STATE).read_text())
+        servers = [psutil.Process(int(state[name][0])) for name in ("mlflow", "prefect")]
+        members = [member for server in servers for member in [server, *server.children(recursive=True)]]
+        postmaster = int((folder / "postgres" / "postmaster.pid").read_text().split()[0])
+
+        assert stack_command(folder, "down").startswith("Stopped: mlflow, prefect, postgres.")
+        assert not any(process.is_running() and process.status() != psutil.STATUS_ZOMBIE for process in members)
+        assert not psutil.pid_exists(postmaster) or psutil.Process(postmaster).status() == psutil.STATUS_ZOMBIE
+        assert not any(listening(port) for port in ports.values())
+        assert [line.split()[1] for line in stack_command(folder, "status").splitlines()] == ["stopped"] * 3
+
+        stack_command(folder, "up")  # the ports, password and data are the folder's
+        assert client.get_run(run.info.run_id).data.params == {"kept": "yes"}
+        assert [line.split()[1] for line in stack_command(folder, "status").splitlines()] == ["running"] * 3
+    finally:
+        stack_command(folder, "down")
+    assert not any(listening(port) for port in ports.values())
+
+
+def test_two_replicas_share_one_postgres_log_and_every_answer_is_there_once(
+        own_store: Store, stack: StackState, tmp_path: Path) -> None:
+    log = new_database(stack, "predictions")
+    replicas = [Service.start(own_store.uri, tmp_path, "--prediction-log", log) for _ in range(2)]
+    texts = [f"review {i}: {'great value' if i % 2 else 'stopped working'}" for i in range(500)]
+    loads = [Load(service.port, texts, clients=4).start() for service in replicas]
+    wait_for(lambda: all(len(load.answered) >= 300 for load in loads), 60, "answers from both replicas")
+    for load in loads:
+        load.stop()
+    assert all(service.stop(signal.SIGTERM) in (0, -signal.SIGTERM) for service in replicas)
+
+    answered = [pid for load in loads for pid in load.answered]
+    with psycopg.connect(log) as conn:
+        rows = conn.execute("SELECT id, count(*) FROM predictions GROUP BY id").fetchall()
+    counts = dict(rows)
+    assert set(answered) <= counts.keys() and set(counts.values()) == {1}  # every answer there, once
+    assert len(counts) == len(answered)  # and nothing that was not answered
+    assert len(set(answered)) == len(answered) and len(answered) >= 600
+
+    report = subprocess.run([sys.executable, str(PROJECT_DIR / "serve_api.py"), "report", "--prediction-log", log],
+                            capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": own_store.uri})
+    assert report.returncode == 0, report.stderr
+    champion_row = next(line for line in report.stdout.splitlines() if line.startswith("champion "))
+    assert str(len(answered)) in champion_row.split(), report.stdout
+    assert stack.password not in report.stdout + report.stderr
+
+
+def test_a_prefect_worker_on_a_work_pool_runs_the_scheduled_retrain(stack: StackState, tmp_path: Path) -> None:
+    env = stack_env(stack, PREFECT_HOME=str(tmp_path / "client"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    deployed = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "--work-pool", "tests-pool",
+         "--cron", "* * * * *", "--data", str(SAMPLE)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    name = DEPLOYMENT + POOL_SUFFIX
+    assert f"/{name} to work pool 'tests-pool', cron '* * * * *'" in deployed.stdout
+    api = httpx.Client(base_url=stack.environment()["PREFECT_API_URL"], timeout=30)
+
+    def runs() -> list[dict]:
+        return api.post("/flow_runs/filter", json={"deployments": {"name": {"any_": [name]}}}).json()
+
+    wait_for(lambda: any(run["state_type"] == "SCHEDULED" for run in runs()), 60, "the cron's scheduled runs")
+    worker_dir = tmp_path / "worker"  # another folder, as on another machine: only the environment is shared
+    worker_dir.mkdir()
+    with (tmp_path / "worker.log").open("w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "tests-pool", "--type", "process"],
+            cwd=worker_dir, env=env | {"PREFECT_WORKER_QUERY_SECONDS": "1"}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_for(lambda: any(run["state_type"] == "COMPLETED" for run in runs()), 150,
+                 "the worker to run a scheduled retrain")
+    finally:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+    completed = next(run for run in runs() if run["state_type"] == "COMPLETED")
+    assert completed["auto_scheduled"] and completed["work_pool_name"] == "tests-pool"
+    tracking = mlflow.MlflowClient(stack.environment()["MLFLOW_TRACKING_URI"])
+    retrains = tracking.search_runs([tracking.get_experiment_by_name(RETRAIN_EXPERIMENT).experiment_id])
+    assert "FINISHED" in {run.info.status for run in retrains}
