@@ -105,8 +105,11 @@ def assert_complete(experiment: str, state: StackState, trials: int) -> dict[str
 
 @pytest.fixture
 def tracking(stack: StackState, monkeypatch: pytest.MonkeyPatch) -> StackState:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.environment()["MLFLOW_TRACKING_URI"])
-    mlflow.set_tracking_uri(stack.environment()["MLFLOW_TRACKING_URI"])
+    uri = stack.environment()["MLFLOW_TRACKING_URI"]
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # an earlier test may have set either
+        monkeypatch.setenv(variable, uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     return stack
 
 
