@@ -12,6 +12,7 @@ marks it failed and Optuna's `RetryFailedTrialCallback` queues its configuration
 """
 from __future__ import annotations
 
+import fcntl
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -37,7 +38,8 @@ def run_queued_trials(storage: RDBStorage, study: optuna.Study, objective: Calla
     its `worker`. An exception in `failures` fails its trial and the study goes on; any other leaves
     the trial to the heartbeat check (it is queued again when a worker runs this study next)."""
     ran = 0
-    while (trial := _claim(storage, study)) is not None:
+    study_id = storage.get_study_id_from_name(study.study_name)
+    while (trial := _claim(storage, study, study_id)) is not None:
         trial.set_user_attr(WORKER, worker)
         with _heartbeat(storage, trial._trial_id):
             try:
@@ -72,16 +74,33 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _claim(storage: RDBStorage, study: optuna.Study) -> optuna.Trial | None:
-    fail_stale_trials(study)
-    study_id = storage.get_study_id_from_name(study.study_name)
-    for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, waiting._trial_id)
-        except UpdateFinishedTrialError:  # finished by another worker between the read and the claim
-            continue
+def _claim(storage: RDBStorage, study: optuna.Study, study_id: int) -> optuna.Trial | None:
+    with _claiming(storage):
+        fail_stale_trials(study)
+        for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            try:
+                if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                    return optuna.Trial(study, waiting._trial_id)
+            except UpdateFinishedTrialError:  # finished by another worker between the read and the claim
+                continue
     return None
+
+
+@contextmanager
+def _claiming(storage: RDBStorage) -> Iterator[None]:
+    """Claims one worker at a time. PostgreSQL makes a claim atomic by itself (Optuna reads the trial
+    FOR UPDATE); SQLite ignores FOR UPDATE, and two workers claimed the same trial (seen: one then
+    failed with UpdateFinishedTrialError), or both requeued one dead worker's trial. An SQLite file has
+    its workers on one machine, so an exclusive `flock` beside it serialises their claims."""
+    if storage.engine.dialect.name != "sqlite":
+        yield
+        return
+    with open(f"{storage.engine.url.database}.claims", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextmanager

@@ -6,6 +6,7 @@ becomes the candidate for `champion`.
 """
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -48,7 +49,7 @@ from review_sentiment.training.family_studies import (
 from review_sentiment.training.reports import confusion_figure, report_text, top_terms
 from review_sentiment.training.study import GRACE_SECONDS, EmptyVocabulary, default_storage, objective, open_storage
 from review_sentiment.training.trial_queue import finished_by_workers, run_queued_trials, unfinished
-from review_sentiment.training.workers import local_workers, worker_command
+from review_sentiment.training.workers import local_workers, parent_alive
 from text_cleaning import clean_texts
 
 WAIT_SECONDS = 0.5  # how often the run looks whether other workers' trials have finished
@@ -117,25 +118,24 @@ def run_tuning(settings: TuningSettings) -> None:
     told up front, else after taking back what this run wrote (no half-state either way)."""
     started = time.perf_counter()
     prepared = prepare(settings)
-    storage_url, storage = _storage(settings)
     if settings.join:
-        join_studies(settings, prepared, storage)
+        join_studies(settings, prepared, settings.worker_name or f"{socket.gethostname()}:{os.getpid()}")
         return
-    experiment = mlflow.set_experiment(settings.experiment)
-    print(f"MLflow: experiment {settings.experiment!r} at {mlflow.get_tracking_uri()}")
-    me = Worker("w0", settings.seed, shown=settings.workers > 1)
+    studies: list[FamilyStudy] = []
+    storage = _storage(settings, say=True)  # before the workers fork: two processes creating its tables collide
     with undone_on_failure() as writes:
-        studies = open_attempt(
-            storage, settings.key(prepared.digest), settings.models, settings.trials, settings.seed,
-            shared=settings.workers > 1,
-            new_parent_run=lambda family, study: _new_parent_run(experiment.experiment_id, family, study, prepared,
-                                                                 settings),
-        )
-        _take_over(studies, settings.registered_model, writes)
-        if closed := closed_orphans_line(close_orphaned_runs(settings.experiment)):
-            print(closed)
         try:
-            with local_workers(worker_command(settings, storage_url), settings.workers - 1):
+            with local_workers(functools.partial(join_studies, settings, prepared, wait=True), settings.workers - 1):
+                experiment = mlflow.set_experiment(settings.experiment)
+                print(f"MLflow: experiment {settings.experiment!r} at {mlflow.get_tracking_uri()}")
+                studies = open_attempt(
+                    storage, settings.key(prepared.digest), settings.models, settings.trials, settings.seed,
+                    shared=settings.workers > 1, new_parent_run=lambda family, study: _new_parent_run(
+                        experiment.experiment_id, family, study, prepared, settings))
+                _take_over(studies, settings.registered_model, writes)
+                if closed := closed_orphans_line(close_orphaned_runs(settings.experiment)):
+                    print(closed)
+                me = Worker("w0", settings.seed, shown=settings.workers > 1)
                 results = [tune_and_register(s, prepared, settings, storage, me, writes) for s in studies]
             best = max(results, key=lambda r: r.cv_f1)
             candidate = mlflow.MlflowClient().get_model_version(settings.registered_model, best.version)
@@ -162,17 +162,24 @@ def prepare(settings: TuningSettings) -> Prepared:
     return Prepared(reviews, split, clean_train, data_digest(reviews.frame))
 
 
-def join_studies(settings: TuningSettings, prepared: Prepared, storage: RDBStorage) -> None:
-    """Run trials of a tuning command started elsewhere until its queues are empty; register nothing."""
-    name = settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: bool = False) -> None:
+    """Run trials of a tuning command started elsewhere until its queues are empty; register nothing.
+    `wait`: a worker the command started itself waits for its studies to be made (or resumed)."""
+    storage = _storage(settings, say=not wait)
     me = Worker(name, settings.seed + zlib.crc32(name.encode()), shown=True)
-    studies = open_studies_to_join(storage, settings.key(prepared.digest), settings.models, me.seed)
+    key = settings.key(prepared.digest)
+    while (studies := open_studies_to_join(storage, key, settings.models, me.seed)) is None and wait:
+        if not parent_alive():
+            return
+        time.sleep(WAIT_SECONDS)
     if studies is None:
         raise NothingToJoin("no unfinished tuning run with these data and flags in this storage: start it with "
                             "the same flags without --join (and the same --storage and MLFLOW_TRACKING_URI)")
+    print(f"{name} (pid {os.getpid()}) joined the studies of run {key}", flush=True)
     ran = {s.family: _run_trials(s, prepared, settings, storage, me, until_complete=False)
            for s in studies if s.version is None}
-    print(f"{name}: ran " + ", ".join(f"{n} {family}" for family, n in ran.items()) + " trials; nothing left queued")
+    print(f"{name}: ran " + ", ".join(f"{n} {family}" for family, n in ran.items()) + " trials; nothing left queued",
+          flush=True)
 
 
 def tune_and_register(
@@ -259,10 +266,11 @@ def _take_over(studies: list[FamilyStudy], registered_model: str, writes: Writes
             adopt(family_study.parent_run_id)
 
 
-def _storage(settings: TuningSettings) -> tuple[str, RDBStorage]:
+def _storage(settings: TuningSettings, say: bool) -> RDBStorage:
     url = settings.storage or default_storage(mlflow.get_tracking_uri())
-    print(f"Optuna: studies in {without_password(url)}")
-    return url, open_storage(url)
+    if say:
+        print(f"Optuna: studies in {without_password(url)}")
+    return open_storage(url)
 
 
 def _new_parent_run(experiment_id: str, family: str, study_name: str, prepared: Prepared,

@@ -1,45 +1,50 @@
-"""`--workers N`: the tuning run is worker w0 and starts N-1 more on this machine. Each is the tuning
-script with `--join`, the command a worker on another machine runs too: it loads and cleans the
-reviews once, then takes trials from the shared studies until their queues are empty."""
+"""`--workers N`: the tuning run is worker w0 and forks N-1 more once the reviews are loaded, split and
+cleaned, so a worker starts trials at once, on the same data, without loading or cleaning it again.
+Each opens its own connections (none is open when they fork) and runs what `--join` runs on
+another machine: it waits for the run's studies, then takes trials until their queues are empty."""
 from __future__ import annotations
 
-import subprocess
+import multiprocessing
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
-
-from review_sentiment.constants import PROJECT_DIR
-
-if TYPE_CHECKING:
-    from review_sentiment.training.tuning_run import TuningSettings
-
-TUNING_SCRIPT = PROJECT_DIR / "sentiment_mlflow_optuna.py"
-
-
-def worker_command(settings: TuningSettings, storage_url: str) -> list[str]:
-    """The tuning script with the same data and flags, joining the studies in `storage_url`."""
-    return [sys.executable, str(TUNING_SCRIPT), "--data", str(settings.data), "--text-col", settings.text_col,
-            "--rating-col", settings.rating_col, "--models", *settings.models, "--trials", str(settings.trials),
-            "--folds", str(settings.folds), "--test-size", str(settings.test_size), "--seed", str(settings.seed),
-            "--n-jobs", str(settings.n_jobs), "--experiment", settings.experiment,
-            "--registered-model", settings.registered_model, "--storage", storage_url, "--join"]
 
 
 @contextmanager
-def local_workers(command: list[str], count: int) -> Iterator[None]:
-    """Run `count` workers w1..wN beside this process. On the way out they are waited for (each stops
-    when the queues are empty); if the block fails, they are stopped, and a trial cut short is failed
-    and queued again by the heartbeat check of the next run."""
-    workers = [subprocess.Popen([*command, "--worker-name", f"w{i}"]) for i in range(1, count + 1)]
+def local_workers(work: Callable[[str], None], count: int) -> Iterator[None]:
+    """Run `work(name)` in `count` forked workers w1..wN beside this process. On the way out they are
+    waited for (each stops when the queues are empty); if the block fails, they are stopped, and a
+    trial cut short is failed and queued again by the heartbeat check of the next run."""
+    sys.stdout.flush()  # a forked worker would print again what this process had not yet written
+    sys.stderr.flush()
+    fork = multiprocessing.get_context("fork")
+    workers = [fork.Process(target=_quietly, args=(work, f"w{i}"), name=f"w{i}") for i in range(1, count + 1)]
+    for worker in workers:
+        worker.start()
     try:
         yield
     except BaseException:
         for worker in workers:
             worker.terminate()
         for worker in workers:
-            worker.wait()
+            worker.join()
         raise
-    for i, worker in enumerate(workers, start=1):
-        if worker.wait() != 0:
-            print(f"worker w{i} exited with status {worker.returncode}: its trials were run by the others", flush=True)
+    for worker in workers:
+        worker.join()
+        if worker.exitcode != 0:
+            print(f"worker {worker.name} exited with status {worker.exitcode}: its trials were run by the others",
+                  flush=True)
+
+
+def parent_alive() -> bool:
+    """In a forked worker: whether the tuning run that started it still runs (else: stop waiting)."""
+    parent = multiprocessing.parent_process()
+    return parent is None or parent.is_alive()
+
+
+def _quietly(work: Callable[[str], None], name: str) -> None:
+    """Ctrl-C reaches every worker of the terminal's process group: the run reports it, not each worker."""
+    try:
+        work(name)
+    except KeyboardInterrupt:
+        sys.exit(130)
