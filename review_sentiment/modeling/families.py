@@ -25,6 +25,7 @@ from text_cleaning import clean_texts
 
 Params = dict[str, Any]
 MAX_DF_CEILING = 0.9  # the highest max_df any configuration uses: the most words a TF-IDF here keeps
+NGRAM_SIZES = (1, 2)  # a TF-IDF here uses word n-grams up to one of these sizes
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def _suggest_tfidf(trial: optuna.Trial) -> Params:
         "tfidf_max_features": trial.suggest_int("tfidf_max_features", 2000, 10000, step=500),
         "tfidf_min_df": trial.suggest_int("tfidf_min_df", 1, 7),
         "tfidf_max_df": trial.suggest_float("tfidf_max_df", 0.7, MAX_DF_CEILING),
-        "tfidf_ngram_max": trial.suggest_int("tfidf_ngram_max", 1, 2),
+        "tfidf_ngram_max": trial.suggest_int("tfidf_ngram_max", min(NGRAM_SIZES), max(NGRAM_SIZES)),
         "tfidf_sublinear_tf": trial.suggest_categorical("tfidf_sublinear_tf", [False, True]),
     }
 

@@ -2,7 +2,6 @@
 storage that every worker of a tuning run shares (and a rerun resumes from)."""
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from review_sentiment.databases import is_postgres, sqlalchemy_url
-from review_sentiment.modeling.families import FAMILIES, build_pipeline, left_no_words
+from review_sentiment.modeling.families import FAMILIES, NGRAM_SIZES, build_pipeline, left_no_words
 
 Objective = Callable[[optuna.Trial], float]
 HEARTBEAT_SECONDS = 2  # a running trial says it is alive this often ...
@@ -66,29 +65,30 @@ def pruner() -> optuna.pruners.MedianPruner:
     return optuna.pruners.MedianPruner(n_startup_trials=5)
 
 
+def analysed(clean_train: Sequence[str]) -> dict[int, list[list[str]]]:
+    """Each text's word n-grams per n-gram size, made by the TF-IDF's own analyser, once per run (before
+    workers fork, so they share them): trials skip tokenising (a quarter of the TF-IDF time) and see
+    exactly the same features. Made per family and per worker, this cost 6 to 12 analyses a run."""
+    return {n_max: [analyse(text) for text in clean_train]
+            for n_max in NGRAM_SIZES for analyse in [TfidfVectorizer(ngram_range=(1, n_max)).build_analyzer()]}
+
+
 def objective(
-    family: str, clean_train: Sequence[str], y_train: np.ndarray, *, folds: int, seed: int, n_jobs: int,
+    family: str, ngrams: dict[int, list[list[str]]], y_train: np.ndarray, *, folds: int, seed: int, n_jobs: int,
 ) -> Objective:
-    """Mean CV macro-F1 of `family` on already-cleaned training texts.
+    """Mean CV macro-F1 of `family` on the n-grams of the cleaned training texts (see `analysed`).
 
     Folds run `n_jobs` at a time; after each round the running mean is reported and clearly worse
     trials are pruned.
     """
-    fold_rounds = _rounds(list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(clean_train, y_train)),
-                          effective_n_jobs(n_jobs))
-
-    @functools.cache
-    def analysed(n_max: int) -> list[list[str]]:
-        """Each text's word n-grams, made once per n-gram size by the TF-IDF's own analyser:
-        trials then skip tokenising (a quarter of the TF-IDF time) and see exactly the same features."""
-        analyse = TfidfVectorizer(ngram_range=(1, n_max)).build_analyzer()
-        return [analyse(text) for text in clean_train]
+    folds_of = StratifiedKFold(folds, shuffle=True, random_state=seed).split(ngrams[min(NGRAM_SIZES)], y_train)
+    fold_rounds = _rounds(list(folds_of), effective_n_jobs(n_jobs))
 
     def cv_f1(trial: optuna.Trial) -> float:
         params = FAMILIES[family].suggest(trial)
         pipeline = build_pipeline(family, params, seed, with_cleaning=False)
         pipeline.set_params(tfidf__analyzer=_already_analysed, tfidf__ngram_range=(1, 1))
-        X = analysed(params["tfidf_ngram_max"])
+        X = ngrams[params["tfidf_ngram_max"]]
         scores: list[float] = []
         for step, fold_round in enumerate(fold_rounds):
             try:

@@ -47,7 +47,14 @@ from review_sentiment.training.family_studies import (
     open_studies_to_join,
 )
 from review_sentiment.training.reports import confusion_figure, report_text, top_terms
-from review_sentiment.training.study import GRACE_SECONDS, EmptyVocabulary, default_storage, objective, open_storage
+from review_sentiment.training.study import (
+    GRACE_SECONDS,
+    EmptyVocabulary,
+    analysed,
+    default_storage,
+    objective,
+    open_storage,
+)
 from review_sentiment.training.trial_queue import finished_by_workers, run_queued_trials, unfinished
 from review_sentiment.training.workers import local_workers, parent_alive
 from text_cleaning import clean_texts
@@ -105,11 +112,11 @@ class Worker:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The reviews, their split and cleaned training texts: what every worker makes once."""
+    """The reviews, their split and the cleaned training texts' n-grams: made once, before workers fork."""
 
     reviews: Reviews
     split: Split
-    clean_train: list[str]
+    ngrams: dict[int, list[list[str]]]  # each cleaned training text's word n-grams, per n-gram size
     digest: str
 
 
@@ -159,7 +166,7 @@ def prepare(settings: TuningSettings) -> Prepared:
     clean_train = clean_texts(split.X_train)
     require_words(clean_train, str(reviews.path))
     _quiet_library_warnings()
-    return Prepared(reviews, split, clean_train, data_digest(reviews.frame))
+    return Prepared(reviews, split, analysed(clean_train), data_digest(reviews.frame))
 
 
 def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: bool = False) -> None:
@@ -291,7 +298,7 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
     trials (and runs the ones queued again because their worker died) until none is left."""
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(family_study.parent_run_id).info.experiment_id
-    cv_f1 = objective(family_study.family, prepared.clean_train, prepared.split.y_train, folds=settings.folds,
+    cv_f1 = objective(family_study.family, prepared.ngrams, prepared.split.y_train, folds=settings.folds,
                       seed=settings.seed, n_jobs=settings.n_jobs)
     tag = f" [{me.name} {family_study.family}]" if me.shown else ""  # workers' lines interleave across families
 
