@@ -55,8 +55,8 @@ def open_attempt(storage: RDBStorage, key: str, families: Sequence[str], trials:
         name = _name(family, key, free)
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                     sampler=sampler(seed, shared), pruner=pruner())
-        study.set_user_attr(PARENT_RUN, new_parent_run(family, name))
         queue_trials(study, trials)
+        study.set_user_attr(PARENT_RUN, new_parent_run(family, name))  # last: with it, the study is ready
         studies.append(FamilyStudy(family, study, study.user_attrs[PARENT_RUN], resumed=False))
     return studies
 
@@ -77,8 +77,8 @@ def _load(storage: RDBStorage, key: str, families: Sequence[str], attempt: int, 
           shared: bool) -> list[FamilyStudy] | None:
     studies = [optuna.load_study(study_name=_name(family, key, attempt), storage=storage,
                                  sampler=sampler(seed, shared), pruner=pruner()) for family in families]
-    if any(study.user_attrs.get(DONE) for study in studies):
-        return None
+    if any(study.user_attrs.get(DONE) or PARENT_RUN not in study.user_attrs for study in studies):
+        return None  # finished, or still being made (a worker waits; a killed start is not resumed)
     return [FamilyStudy(family, study, study.user_attrs[PARENT_RUN], resumed=True)
             for family, study in zip(families, studies, strict=True)]
 

@@ -141,8 +141,9 @@ def test_a_worker_killed_mid_study_costs_the_study_nothing(tracking: StackState,
                                 "--workers", "2"))
     wait_for(lambda: tuning.process.poll() is not None or len(tuning.trial_lines("[w1 ")) >= 2,
              120, "the second worker's trials")
-    [w1] = re.findall(r"w1 \(pid (\d+)\) joined", tuning.output)  # a forked worker
-    os.kill(int(w1), signal.SIGKILL)
+    joined = re.findall(r"w1 \(pid (\d+)\) joined", tuning.output)  # a forked worker says so first
+    assert len(joined) == 1, tuning.output
+    os.kill(int(joined[0]), signal.SIGKILL)
     output = tuning.finish()
 
     [study] = assert_complete("killed-worker", tracking, trials=40).values()
