@@ -2,7 +2,8 @@
 worker ran it, on whatever machine: only the parent run's id is needed, not an active run.
 
 The child run is written once the trial has finished (three calls: create, one batch, terminate), so a
-worker killed mid-trial never leaves a RUNNING run behind. It carries what optuna-integration's
+worker killed mid-trial leaves no RUNNING run behind; one killed within those three calls does, and
+the run replaces it once the study is complete. It carries what optuna-integration's
 MLflowCallback logged (params, the metric, the trial's tags and user attributes, which name the
 worker that ran it). A worker killed between finishing a trial and logging it leaves a gap, which
 `log_missing_trial_runs` fills once the family's study is complete.
@@ -39,14 +40,24 @@ def log_trial_run(client: mlflow.MlflowClient, experiment_id: str, parent_run_id
 def log_missing_trial_runs(client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str,
                            trials: list[FrozenTrial], direction: str, settle_seconds: float = 5.0) -> int:
     """Log the finished trials that have no child run: a live worker logs its trial within moments of
-    finishing it, so a trial still missing `settle_seconds` after it finished lost its worker."""
+    finishing it, so a trial still missing `settle_seconds` after it finished lost its worker. A child
+    run its worker was killed while writing (still RUNNING after that long) is replaced."""
+    by_number = {str(t.number): t for t in trials}
+
+    def settled(trial: FrozenTrial | None) -> bool:
+        age = datetime.datetime.now() - trial.datetime_complete if trial is not None else None
+        return age is not None and age.total_seconds() > settle_seconds
+
     while True:
         children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
                                       max_results=50_000)
-        logged = {child.data.tags.get("number") for child in children}
+        cut_short = [child for child in children
+                     if child.info.status == "RUNNING" and settled(by_number.get(child.data.tags.get("number")))]
+        logged = {child.data.tags.get("number") for child in children if child not in cut_short}
         missing = [t for t in trials if str(t.number) not in logged]
-        now = datetime.datetime.now()
-        if all((now - t.datetime_complete).total_seconds() > settle_seconds for t in missing):
+        if all(settled(t) for t in missing):
+            for child in cut_short:
+                client.delete_run(child.info.run_id)
             for trial in missing:
                 log_trial_run(client, experiment_id, parent_run_id, trial, direction)
             return len(missing)
