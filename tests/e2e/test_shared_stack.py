@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ import psycopg
 
 from review_sentiment.constants import RETRAIN_EXPERIMENT
 from review_sentiment.orchestration.commands import DEPLOYMENT, POOL_SUFFIX
+from review_sentiment.orchestration.retrain import FLOW_NAME as RETRAIN_FLOW
 from review_sentiment.orchestration.stack import STATE, StackState
 from tests.e2e.conftest import new_database, stack_env
 from tests.e2e.served import Load, Service
@@ -102,17 +104,24 @@ def test_a_prefect_worker_on_a_work_pool_runs_the_scheduled_retrain(stack: Stack
     env = stack_env(stack, PREFECT_HOME=str(tmp_path / "client"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     deployed = subprocess.run(
         [sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "--work-pool", "tests-pool",
-         "--cron", "* * * * *", "--data", str(SAMPLE)], cwd=tmp_path, env=env, capture_output=True, text=True,
+         "--cron", "0 3 * * *", "--data", str(SAMPLE)], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=120)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     name = DEPLOYMENT + POOL_SUFFIX
-    assert f"/{name} to work pool 'tests-pool', cron '* * * * *'" in deployed.stdout
+    assert f"/{name} to work pool 'tests-pool', cron '0 3 * * *'" in deployed.stdout
     api = httpx.Client(base_url=stack.environment()["PREFECT_API_URL"], timeout=30)
 
     def runs() -> list[dict]:
         return api.post("/flow_runs/filter", json={"deployments": {"name": {"any_": [name]}}}).json()
 
-    wait_for(lambda: any(run["state_type"] == "SCHEDULED" for run in runs()), 60, "the cron's scheduled runs")
+    wait_for(lambda: any(run["auto_scheduled"] for run in runs()), 60, "the cron's scheduled runs")
+    # The cron's next run is hours away: schedule one of the deployment's runs 2 s from now, as the
+    # scheduler does (state SCHEDULED, a start time), for the worker to pick up when it is due.
+    deployment = api.get(f"/deployments/name/{RETRAIN_FLOW}/{name}").json()
+    due = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    scheduled = api.post(f"/deployments/{deployment['id']}/create_flow_run", json={
+        "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": due}}}).json()
+    assert scheduled["state_type"] == "SCHEDULED" and scheduled["work_pool_name"] == "tests-pool"
     worker_dir = tmp_path / "worker"  # another folder, as on another machine: only the environment is shared
     worker_dir.mkdir()
     with (tmp_path / "worker.log").open("w") as log:
@@ -120,17 +129,19 @@ def test_a_prefect_worker_on_a_work_pool_runs_the_scheduled_retrain(stack: Stack
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", "tests-pool", "--type", "process"],
             cwd=worker_dir, env=env | {"PREFECT_WORKER_QUERY_SECONDS": "1"}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def state() -> str:
+        return api.get(f"/flow_runs/{scheduled['id']}").json()["state_type"]
+
     try:
-        wait_for(lambda: any(run["state_type"] == "COMPLETED" for run in runs()), 150,
-                 "the worker to run a scheduled retrain")
+        wait_for(lambda: state() in ("COMPLETED", "FAILED", "CRASHED"), 150, "the worker to run the scheduled retrain")
     finally:
         worker.send_signal(signal.SIGINT)
         try:
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
-    completed = next(run for run in runs() if run["state_type"] == "COMPLETED")
-    assert completed["auto_scheduled"] and completed["work_pool_name"] == "tests-pool"
+    assert state() == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
     tracking = mlflow.MlflowClient(stack.environment()["MLFLOW_TRACKING_URI"])
     retrains = tracking.search_runs([tracking.get_experiment_by_name(RETRAIN_EXPERIMENT).experiment_id])
     assert "FINISHED" in {run.info.status for run in retrains}
