@@ -69,6 +69,7 @@ class StackState:
 
 
 def up(folder: Path, host: str, ports: tuple[int, int, int]) -> StackState:
+    folder = folder.resolve()  # PostgreSQL's commands run from / (its user may not enter the working folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = _load(folder) or StackState(host, *ports, password=secrets.token_urlsafe(18))
     pg = _postgres_bin()
@@ -111,6 +112,7 @@ def up(folder: Path, host: str, ports: tuple[int, int, int]) -> StackState:
 
 def down(folder: Path) -> list[str]:
     """Stop the servers, then PostgreSQL; the data stays. Returns what was stopped."""
+    folder = folder.resolve()
     state = _load(folder)
     if state is None:
         return []
@@ -131,6 +133,7 @@ def down(folder: Path) -> list[str]:
 
 def status(folder: Path) -> list[tuple[str, str, str]]:
     """(service, running or stopped, where) for each part of the stack."""
+    folder = folder.resolve()
     state = _load(folder)
     if state is None:
         return [(name, "not set up", f"run `up` to create {folder}") for name in ("postgres", "mlflow", "prefect")]
