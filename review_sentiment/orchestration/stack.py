@@ -53,7 +53,7 @@ class StackState:
     @property
     def address(self) -> str:
         """Where clients reach the stack: this machine's name when it listens on every interface."""
-        return socket.getfqdn() if self.host in ("0.0.0.0", "::") else self.host
+        return socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host
 
     def postgres_url(self, database: str) -> str:
         return f"postgresql://{USER}:{self.password}@{self.address}:{self.postgres_port}/{database}"

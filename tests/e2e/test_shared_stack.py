@@ -27,8 +27,9 @@ from tests.helpers import PROJECT_DIR, SAMPLE, Store, free_port, wait_for
 
 
 def stack_command(folder: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, str(PROJECT_DIR / "stack.py"), *args, "--dir", str(folder)],
-                          capture_output=True, text=True, timeout=180)
+    """`python stack.py ARGS --dir NAME`, run beside the folder (a relative --dir, like the default)."""
+    done = subprocess.run([sys.executable, str(PROJECT_DIR / "stack.py"), *args, "--dir", folder.name],
+                          cwd=folder.parent, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
