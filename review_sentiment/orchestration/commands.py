@@ -5,6 +5,8 @@ Importing this module imports Prefect, which reads its settings then: apply
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import signal
 from pathlib import Path
 from types import FrameType
@@ -92,9 +94,10 @@ def deploy_to_pool(pool: str, retrain_cron: str, retrain: dict[str, str], monito
                                                    base_job_template=ProcessWorker.get_default_base_job_template()))
     for flow, name, cron, parameters in ((retrain_logistic, DEPLOYMENT, retrain_cron, retrain),
                                          (monitor_predictions, MONITOR_DEPLOYMENT, monitor_cron, monitor)):
-        _from_project(flow).deploy(name=name + POOL_SUFFIX, work_pool_name=pool, cron=cron,
-                                   parameters={k: _absolute(k, v) for k, v in parameters.items()},
-                                   concurrency_limit=NEVER_OVERLAP, print_next_steps=False, ignore_warnings=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # Prefect's own table, cut to the terminal's width
+            _from_project(flow).deploy(name=name + POOL_SUFFIX, work_pool_name=pool, cron=cron,
+                                       parameters={k: _absolute(k, v) for k, v in parameters.items()},
+                                       concurrency_limit=NEVER_OVERLAP, print_next_steps=False, ignore_warnings=True)
         print(f"Deployed {flow.name}/{name + POOL_SUFFIX} to work pool {pool!r}, cron {cron!r} (UTC)", flush=True)
     print(f"Start a worker where it should run (same environment): prefect worker start --pool {pool}", flush=True)
 
