@@ -2,12 +2,15 @@
 before a Prefect API is started, retried or anything is written."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import ml_orchestration_flipkart
-from tests.helpers import nothing_was_written
+from tests.helpers import PROJECT_DIR, nothing_was_written
 
 
 @pytest.mark.parametrize("output, message", [
@@ -33,3 +36,12 @@ def test_monitor_without_a_prediction_log_is_one_line_and_writes_nothing(
     assert capsys.readouterr().err == ("error: nope.db: no prediction log here (start the service, or pass "
                                        "--prediction-log)\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_work_pool_without_a_prefect_server_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "--work-pool", "p"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr == (
+        "error: a work pool lives on a Prefect server: set PREFECT_API_URL (e.g. `python stack.py up`, then export "
+        "what it prints)\n"), done.stderr
