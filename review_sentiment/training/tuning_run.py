@@ -2,7 +2,8 @@
 
 Each family gets one MLflow parent run holding its Optuna study (every trial a nested child run),
 the refit best model, its metrics, reports and the model itself; the family with the best CV F1
-becomes the candidate for `champion`.
+becomes the candidate for `champion`. The studies live in an Optuna storage that `--workers` (and
+`--join` elsewhere) share and that a rerun of a killed command resumes from.
 """
 from __future__ import annotations
 
@@ -107,7 +108,6 @@ class Worker:
     name: str
     seed: int
     shown: bool  # name it on progress lines: more than one worker shares the studies
-
 
 
 @dataclass(frozen=True)
