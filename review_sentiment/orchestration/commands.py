@@ -43,8 +43,8 @@ def retrain_once(parameters: dict[str, str]) -> None:
 
 
 def monitor_once(parameters: dict[str, object]) -> None:
-    """One monitoring check in the foreground (and the retrain it may trigger); a missing log fails
-    here, before a Prefect API is started or anything is written."""
+    """One monitoring check in the foreground (and the retrain it may trigger); a missing SQLite log
+    fails here, before a Prefect API is started or anything is written (a PostgreSQL one when read)."""
     try:
         require_log(str(parameters["prediction_log"]))
     except FileNotFoundError as err:

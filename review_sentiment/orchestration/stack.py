@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from review_sentiment.databases import sqlalchemy_url
 from review_sentiment.processes import running, start_detached, stop_group, wait_http
 
 POSTGRES_BINS = [Path("/usr/lib/postgresql/15/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
@@ -72,6 +73,7 @@ def up(folder: Path, host: str, ports: tuple[int, int, int]) -> StackState:
     folder = folder.resolve()  # PostgreSQL's commands run from / (its user may not enter the working folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = _load(folder) or StackState(host, *ports, password=secrets.token_urlsafe(18))
+    _save(folder, state)  # before the cluster exists: a failed first `up` must not leave it with a lost password
     pg = _postgres_bin()
     if not (folder / "postgres" / "PG_VERSION").exists():
         _init_cluster(pg, folder, state)
@@ -86,9 +88,10 @@ def up(folder: Path, host: str, ports: tuple[int, int, int]) -> StackState:
     if _server(state.mlflow) is None:
         mlflow = start_detached(
             [sys.executable, "-m", "mlflow", "server", "--host", state.host, "--port", str(state.mlflow_port),
-             "--backend-store-uri", _sqlalchemy(state.postgres_url("mlflow")),
              "--serve-artifacts", "--artifacts-destination", str((folder / "artifacts").resolve()),
-             "--workers", "1", *_allowed_hosts(state)], env, folder / "logs" / "mlflow.log")
+             "--workers", "1", *_allowed_hosts(state)],
+            env | {"MLFLOW_BACKEND_STORE_URI": sqlalchemy_url(state.postgres_url("mlflow"))},  # not in `ps`
+            folder / "logs" / "mlflow.log")
         state.mlflow = [mlflow.pid, mlflow.create_time()]
         _save(folder, state)
     if _server(state.prefect) is None:
@@ -165,10 +168,6 @@ def _word(up: bool) -> str:
     return "running" if up else "stopped"
 
 
-def _sqlalchemy(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg://", 1)
-
-
 def _server(recorded: list[float] | None) -> psutil.Process | None:
     return running(int(recorded[0]), recorded[1]) if recorded else None
 
@@ -189,8 +188,9 @@ def _as_postgres_user() -> str | None:
 
 
 def _run_postgres(pg: Path, folder: Path, command: list[str]) -> None:
-    result = subprocess.run([str(pg / command[0]), *command[1:]], user=_as_postgres_user(), cwd="/",
-                            capture_output=True, text=True)
+    user = _as_postgres_user()
+    result = subprocess.run([str(pg / command[0]), *command[1:]], user=user, group=user,
+                            extra_groups=[] if user else None, cwd="/", capture_output=True, text=True)
     if result.returncode != 0:
         said = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
         raise StackError(f"{command[0]} {command[1]} failed: {said[-1]} (log: {folder / 'logs' / 'postgres.log'})")
@@ -199,8 +199,9 @@ def _run_postgres(pg: Path, folder: Path, command: list[str]) -> None:
 def _postgres_running(pg: Path, folder: Path) -> bool:
     if not (folder / "postgres" / "PG_VERSION").exists():
         return False
-    result = subprocess.run([str(pg / "pg_ctl"), "status", "-D", str(folder / "postgres")], user=_as_postgres_user(),
-                            cwd="/", capture_output=True)
+    user = _as_postgres_user()
+    result = subprocess.run([str(pg / "pg_ctl"), "status", "-D", str(folder / "postgres")], user=user, group=user,
+                            extra_groups=[] if user else None, cwd="/", capture_output=True)
     return result.returncode == 0
 
 
@@ -209,7 +210,7 @@ def _init_cluster(pg: Path, folder: Path, state: StackState) -> None:
     data.mkdir(mode=0o700)
     logs.mkdir(exist_ok=True)
     password_file = folder / "postgres.pw"
-    password_file.write_text(state.password)
+    _write_private(password_file, state.password)
     if (user := _as_postgres_user()) is not None:
         if closed := [p for p in folder.resolve().parents if not p.stat().st_mode & stat.S_IXOTH]:
             raise StackError(f"the postgres user cannot reach {folder}: {closed[0]} is closed to other users "
@@ -255,6 +256,10 @@ def _load(folder: Path) -> StackState | None:
 
 
 def _save(folder: Path, state: StackState) -> None:
-    path = folder / STATE
-    path.write_text(json.dumps(asdict(state), indent=1))
-    path.chmod(0o600)  # it holds the password
+    _write_private(folder / STATE, json.dumps(asdict(state), indent=1))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Readable by its owner only from the first byte: it holds the password."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)

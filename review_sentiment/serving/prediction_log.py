@@ -64,7 +64,8 @@ _POSTGRES_TABLES = [
 _SCHEMA_LOCK = 7_215_301  # an advisory lock id: replicas starting together create the tables one at a time
 _COLUMNS = ("id", "request_id", "time", "variant", "model_name", "model_version", "caller_id", "review", "label",
             "score", "latency_ms")
-_INSERT = f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_INSERT = f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) " \
+          "ON CONFLICT(id) DO NOTHING"  # a commit whose answer was lost is retried: its rows stand
 _FEEDBACK = "INSERT INTO feedback (prediction_id, label, time) SELECT id, ?, ? FROM predictions WHERE id = ? " \
             "ON CONFLICT(prediction_id) DO NOTHING"
 _FED_BACK = "SELECT label FROM feedback WHERE prediction_id = ?"
@@ -186,7 +187,7 @@ def _connect_sqlite(path: Path) -> sqlite3.Connection:
 
 
 def _connect_postgres(url: str) -> psycopg.Connection:
-    conn = psycopg.connect(url, connect_timeout=10)
+    conn = psycopg.connect(url, connect_timeout=3, options="-c statement_timeout=5000")  # the loop waits on it
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         for statement in _POSTGRES_TABLES:

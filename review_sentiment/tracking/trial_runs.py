@@ -51,8 +51,8 @@ def log_missing_trial_runs(client: mlflow.MlflowClient, experiment_id: str, pare
     while True:
         children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
                                       max_results=50_000)
-        cut_short = [child for child in children
-                     if child.info.status == "RUNNING" and settled(by_number.get(child.data.tags.get("number")))]
+        cut_short = [child for child in children if child.info.status in ("RUNNING", "KILLED")  # KILLED: by
+                     and settled(by_number.get(child.data.tags.get("number")))]  # the orphan check, as RUNNING
         logged = {child.data.tags.get("number") for child in children if child not in cut_short}
         missing = [t for t in trials if str(t.number) not in logged]
         if all(settled(t) for t in missing):

@@ -19,7 +19,7 @@ import optuna
 from optuna.storages import RDBStorage
 
 from review_sentiment.training.study import pruner, sampler
-from review_sentiment.training.trial_queue import queue_trials
+from review_sentiment.training.trial_queue import finished_by_workers, queue_trials
 
 PARENT_RUN, VERSION, DONE = "mlflow_parent_run_id", "registered_version", "attempt_done"
 
@@ -36,7 +36,7 @@ class FamilyStudy:
         return self.study.user_attrs.get(VERSION)
 
     def finished_trials(self) -> int:
-        return sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
+        return len(finished_by_workers(self.study))
 
 
 def command_key(**decisive: object) -> str:

@@ -13,6 +13,7 @@ marks it failed and Optuna's `RetryFailedTrialCallback` queues its configuration
 from __future__ import annotations
 
 import fcntl
+import logging
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+log = logging.getLogger(__name__)
 TrialDone = Callable[[optuna.Study, FrozenTrial], None]
 WORKER = "worker"  # the user attribute naming the worker that ran a trial
 
@@ -48,6 +50,11 @@ def run_queued_trials(storage: RDBStorage, study: optuna.Study, objective: Calla
                 done = study.tell(trial, state=TrialState.PRUNED)
             except failures:
                 done = study.tell(trial, state=TrialState.FAIL)
+            except (UpdateFinishedTrialError, ValueError) as err:
+                if not storage.get_trial(trial._trial_id).state.is_finished():
+                    raise
+                log.warning("trial %d was failed as stale while it ran (%s); its retry runs it", trial.number, err)
+                continue
         on_done(study, done)
         ran += 1
     return ran
@@ -58,7 +65,8 @@ def finished_by_workers(study: optuna.Study) -> list[FrozenTrial]:
     worker died (each of those was queued again as a new trial)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        died = {RetryFailedTrialCallback.retried_trial_number(t) for t in study.get_trials(deepcopy=False)}
+        died = {number for trial in study.get_trials(deepcopy=False)
+                for number in RetryFailedTrialCallback.retry_history(trial)}
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                    TrialState.FAIL)) if t.number not in died]
 
@@ -80,6 +88,7 @@ def _claim(storage: RDBStorage, study: optuna.Study, study_id: int) -> optuna.Tr
         for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
             try:
                 if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                    storage.record_heartbeat(waiting._trial_id)  # at once: a RUNNING trial without one is never stale
                     return optuna.Trial(study, waiting._trial_id)
             except UpdateFinishedTrialError:  # finished by another worker between the read and the claim
                 continue
@@ -111,9 +120,11 @@ def _heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.wait(interval):
-            storage.record_heartbeat(trial_id)
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as err:  # noqa: BLE001 — a missed beat is retried; a dead thread would fail the trial
+                log.warning("heartbeat of trial %d not recorded: %s", trial_id, err)
 
-    storage.record_heartbeat(trial_id)
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
     thread.start()
     try:

@@ -134,7 +134,7 @@ def run_tuning(settings: TuningSettings) -> None:
         try:
             with local_workers(functools.partial(join_studies, settings, prepared, wait=True), settings.workers - 1):
                 experiment = mlflow.set_experiment(settings.experiment)
-                print(f"MLflow: experiment {settings.experiment!r} at {mlflow.get_tracking_uri()}")
+                print(f"MLflow: experiment {settings.experiment!r} at {without_password(mlflow.get_tracking_uri())}")
                 studies = open_attempt(
                     storage, settings.key(prepared.digest), settings.models, settings.trials, settings.seed,
                     shared=settings.workers > 1, new_parent_run=lambda family, study: _new_parent_run(
@@ -173,7 +173,7 @@ def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: 
     """Run trials of a tuning command started elsewhere until its queues are empty; register nothing.
     `wait`: a worker the command started itself waits for its studies to be made (or resumed)."""
     storage = _storage(settings, say=not wait)
-    me = Worker(name, settings.seed + zlib.crc32(name.encode()), shown=True)
+    me = Worker(name, (settings.seed + zlib.crc32(name.encode())) % 2**32, shown=True)  # numpy seeds are 32-bit
     key = settings.key(prepared.digest)
     while (studies := open_studies_to_join(storage, key, settings.models, me.seed)) is None and wait:
         if not parent_alive():

@@ -1,7 +1,8 @@
 """`--workers N`: the tuning run is worker w0 and forks N-1 more once the reviews are loaded, split and
 cleaned, so a worker starts trials at once, on the same data, without loading or cleaning it again.
-Each opens its own connections (none is open when they fork) and runs what `--join` runs on
-another machine: it waits for the run's studies, then takes trials until their queues are empty."""
+Each opens its own connections (it never uses the ones this process had open when it forked) and runs
+what `--join` runs on another machine: it waits for the run's studies, then takes trials until their
+queues are empty."""
 from __future__ import annotations
 
 import multiprocessing

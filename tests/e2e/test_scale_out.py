@@ -116,7 +116,7 @@ def tracking(stack: StackState, monkeypatch: pytest.MonkeyPatch) -> StackState:
 def test_two_workers_in_separate_folders_sharing_only_urls_finish_one_study(
         tracking: StackState, reviews: Path, tmp_path: Path) -> None:
     env = stack_env(tracking)
-    command = args(reviews, "two-folders", "--models", "LogisticRegression", "--trials", "40")
+    command = args(reviews, "two-folders", "--models", "LogisticRegression", "--trials", "40", "--folds", "5")
     first = Tuning.start(tmp_path / "a", env, *command)
     wait_for(lambda: first.process.poll() is not None or "LogisticRegression: 40 trials" in first.output, 120,
              "the study to be created")
@@ -164,6 +164,7 @@ def test_a_killed_tuning_command_resumes_and_runs_only_the_trials_left(
         killed.trial_lines(" NaiveBayes]")) >= 3), 180, "the first family registered and trials of the second")
     os.killpg(killed.process.pid, signal.SIGKILL)  # the command and its worker: no cleanup of any kind
     killed.process.wait()
+    killed.reader.join(timeout=10)
     done_before = len(killed.trial_lines(" NaiveBayes]"))
 
     rerun = Tuning.start(tmp_path, env, *command)

@@ -105,7 +105,8 @@ def test_a_prefect_worker_on_a_work_pool_runs_the_scheduled_retrain(stack: Stack
     env = stack_env(stack, PREFECT_HOME=str(tmp_path / "client"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     deployed = subprocess.run(
         [sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "--work-pool", "tests-pool",
-         "--cron", "0 3 * * *", "--data", str(SAMPLE)], cwd=tmp_path, env=env, capture_output=True, text=True,
+         "--cron", "0 3 * * *", "--monitor-cron", "0 3 * * *", "--data", str(SAMPLE)], cwd=tmp_path, env=env,
+        capture_output=True, text=True,
         timeout=120)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     name = DEPLOYMENT + POOL_SUFFIX
