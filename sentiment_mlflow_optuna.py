@@ -23,7 +23,7 @@ from review_sentiment import cli
 from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MODEL_NAME, SAMPLE_DATA, TUNING_EXPERIMENT
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.modeling.families import FAMILIES
-from review_sentiment.training.tuning_run import NothingToJoin, TuningSettings, run_tuning
+from review_sentiment.training.tuning_run import RunConflict, TuningSettings, run_tuning
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run_tuning(TuningSettings(**vars(args)))
-    except (ReviewDataError, NothingToJoin) as err:
+    except (ReviewDataError, RunConflict) as err:
         return cli.user_error(err)
     return 0
 

@@ -23,6 +23,12 @@ def process_tags() -> dict[str, str]:
     return {HOST: socket.gethostname(), PID: str(pid), STARTED: f"{started:.3f}"}
 
 
+def live_writer(run_id: str) -> int | None:
+    """The pid of the process on this host that writes the run, if it still runs."""
+    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    return int(tags[PID]) if tags.get(HOST) == socket.gethostname() and _alive(tags) else None
+
+
 def adopt(run_id: str) -> None:
     """A run this process resumes: RUNNING again, and written by this process from now on."""
     client = mlflow.MlflowClient()

@@ -34,7 +34,13 @@ from review_sentiment.tracking.model_logging import (
     quiet_mlflow_warnings,
     training_dataset,
 )
-from review_sentiment.tracking.orphans import adopt, close_orphaned_runs, closed_orphans_line, process_tags
+from review_sentiment.tracking.orphans import (
+    adopt,
+    close_orphaned_runs,
+    closed_orphans_line,
+    live_writer,
+    process_tags,
+)
 from review_sentiment.tracking.promotion import Promotion, promote_if_better
 from review_sentiment.tracking.registry import register
 from review_sentiment.tracking.trial_runs import log_missing_trial_runs, log_trial_run
@@ -135,10 +141,12 @@ def run_tuning(settings: TuningSettings) -> None:
             with local_workers(functools.partial(join_studies, settings, prepared, wait=True), settings.workers - 1):
                 experiment = mlflow.set_experiment(settings.experiment)
                 print(f"MLflow: experiment {settings.experiment!r} at {without_password(mlflow.get_tracking_uri())}")
-                studies = open_attempt(
+                attempt = open_attempt(
                     storage, settings.key(prepared.digest), settings.models, settings.trials, settings.seed,
                     shared=settings.workers > 1, new_parent_run=lambda family, study: _new_parent_run(
                         experiment.experiment_id, family, study, prepared, settings))
+                _refuse_if_running(attempt)
+                studies = attempt  # ours from here: a failure takes them back
                 _take_over(studies, settings.registered_model, writes)
                 if closed := closed_orphans_line(close_orphaned_runs(settings.experiment)):
                     print(closed)
@@ -180,7 +188,7 @@ def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: 
             return
         time.sleep(WAIT_SECONDS)
     if studies is None:
-        raise NothingToJoin("no unfinished tuning run with these data and flags in this storage: start it with "
+        raise RunConflict("no unfinished tuning run with these data and flags in this storage: start it with "
                             "the same flags without --join (and the same --storage and MLFLOW_TRACKING_URI)")
     print(f"{name} (pid {os.getpid()}) joined the studies of run {key}", flush=True)
     ran = {s.family: _run_trials(s, prepared, settings, storage, me, until_complete=False)
@@ -258,8 +266,17 @@ def print_summary(results: list[FamilyResult], model_name: str, candidate: str,
     print(f"Champion: models:/{model_name}@{CHAMPION} = v{promotion.champion}  ({seconds:.1f}s total)")
 
 
-class NothingToJoin(ValueError):
-    """`--join` found no unfinished tuning run of these data and flags."""
+class RunConflict(ValueError):
+    """`--join` found no unfinished run of these data and flags, or the same run was started twice."""
+
+
+def _refuse_if_running(studies: list[FamilyStudy]) -> None:
+    """The same command started twice on one machine would resume one attempt twice: the second is told
+    to join instead (another machine's process cannot be checked from here)."""
+    for family_study in studies:
+        if family_study.resumed and family_study.version is None and (pid := live_writer(family_study.parent_run_id)):
+            raise RunConflict(f"this tuning run is already running here (pid {pid}): add --join to help it, or "
+                                f"wait for it to finish")
 
 
 def _take_over(studies: list[FamilyStudy], registered_model: str, writes: Writes) -> None:

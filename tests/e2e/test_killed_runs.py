@@ -10,6 +10,7 @@ import threading
 import mlflow
 import pandas as pd
 
+import sentiment_mlflow_optuna
 from review_sentiment.constants import TUNING_EXPERIMENT
 from review_sentiment.tracking.orphans import close_orphaned_runs
 from tests.helpers import FAST, PROJECT_DIR, Store, run_script, wait_for
@@ -39,6 +40,7 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
                  60, "a few of its trials")
         assert tuning.poll() is None, "".join(lines)
         assert close_orphaned_runs(TUNING_EXPERIMENT) == []  # its process is alive: not an orphan
+        assert sentiment_mlflow_optuna.main(["--trials", "40", "--folds", "3"]) == 2  # started twice: refused
     finally:
         tuning.kill()  # SIGKILL: no cleanup of any kind
         tuning.wait()
