@@ -323,7 +323,10 @@ class PredictionLog:
             if recorded is None:
                 return Feedback.UNKNOWN
             return Feedback.SAME if recorded[0] == item.label else Feedback.CONFLICT
-        self._conn.cursor().executemany(self._sql(_INSERT), list(item.request.rows()))
+        rows = item.request.rows()
+        if isinstance(self._conn, psycopg.Connection):  # PostgreSQL's text cannot hold NUL: U+FFFD stands in
+            rows = (tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in row) for row in rows)
+        self._conn.cursor().executemany(self._sql(_INSERT), list(rows))
         return None
 
     def _retrying(self, left: list, err: Exception) -> list:

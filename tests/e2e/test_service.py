@@ -106,7 +106,6 @@ BAD_REQUESTS = [
     ("empty list", {"reviews": []}, 422, "reviews: List should have at least 1 item"),
     ("empty review", {"reviews": [""]}, 422, "reviews[0]: review is empty or whitespace only"),
     ("whitespace review", {"reviews": ["fine", " \t\n\u3000"]}, 422, "reviews[1]: review is empty"),
-    ("NUL in a review", {"reviews": ["fine\x00"]}, 422, "reviews[0]: review contains a NUL character"),
     ("number", {"reviews": ["fine", 3]}, 422, "reviews[1]: Input should be a valid string"),
     ("null item", {"reviews": [None]}, 422, "reviews[0]: Input should be a valid string"),
     ("nested list", {"reviews": [["a", "b"]]}, 422, "reviews[0]: Input should be a valid string"),

@@ -79,6 +79,7 @@ def test_two_replicas_share_one_postgres_log_and_every_answer_is_there_once(
     log = new_database(stack, "predictions")
     replicas = [Service.start(own_store.uri, tmp_path, "--prediction-log", log) for _ in range(2)]
     texts = [f"review {i}: {'great value' if i % 2 else 'stopped working'}" for i in range(500)]
+    texts[7] = "NUL \x00 inside"  # PostgreSQL's text cannot hold it: logged with U+FFFD in its place
     loads = [Load(service.port, texts, clients=4).start() for service in replicas]
     wait_for(lambda: all(len(load.answered) >= 300 for load in loads), 60, "answers from both replicas")
     for load in loads:
