@@ -3,15 +3,21 @@ the system reused is not taken for the process that held it before.
 
 psutil derives a start time from the boot time, which moves a little when the wall clock is stepped,
 so two readings of one process may differ by a fraction of a second: they match within a second.
+
+Also what the stages share about processes: starting, health-checking and stopping server processes,
+and a file lock that processes on one machine take turns on.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -77,3 +83,15 @@ def stop_group(process: psutil.Process, sig: signal.Signals = signal.SIGTERM, ti
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.kill()
         psutil.wait_procs(alive, timeout=5)
+
+
+@contextmanager
+def exclusive_file_lock(path: Path) -> Iterator[None]:
+    """An exclusive `flock` on `path` for the block: processes on this machine take turns, and the
+    kernel releases it if its holder dies (no stale locks)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

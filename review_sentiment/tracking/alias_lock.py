@@ -8,7 +8,6 @@ yet, and promotion says so once; a PostgreSQL store will use an advisory lock (s
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
+
+from review_sentiment.processes import exclusive_file_lock
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
@@ -32,13 +33,8 @@ def alias_lock(name: str) -> Iterator[None]:
             log.warning("Alias moves on %s are not locked across processes: concurrent promotions may race", uri)
         yield
         return
-    lock_file = database.with_name(f"{database.name}.{name}.alias-lock")
-    with lock_file.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_file_lock(database.with_name(f"{database.name}.{name}.alias-lock")):
+        yield
 
 
 def _sqlite_path(uri: str) -> Path | None:

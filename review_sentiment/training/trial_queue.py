@@ -12,17 +12,19 @@ marks it failed and Optuna's `RetryFailedTrialCallback` queues its configuration
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+
+from review_sentiment.processes import exclusive_file_lock
 
 log = logging.getLogger(__name__)
 TrialDone = Callable[[optuna.Study, FrozenTrial], None]
@@ -104,12 +106,8 @@ def _claiming(storage: RDBStorage) -> Iterator[None]:
     if storage.engine.dialect.name != "sqlite":
         yield
         return
-    with open(f"{storage.engine.url.database}.claims", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_file_lock(Path(f"{storage.engine.url.database}.claims")):
+        yield
 
 
 @contextmanager
