@@ -56,8 +56,9 @@ from review_sentiment.training.family_studies import (
 from review_sentiment.training.reports import confusion_figure, report_text, top_terms
 from review_sentiment.training.study import (
     GRACE_SECONDS,
+    CountedFolds,
     EmptyVocabulary,
-    analysed,
+    counted,
     default_storage,
     objective,
     open_storage,
@@ -118,11 +119,11 @@ class Worker:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The reviews, their split and the cleaned training texts' n-grams: made once, before workers fork."""
+    """The reviews, their split and the CV folds' counts: made once, before workers fork."""
 
     reviews: Reviews
     split: Split
-    ngrams: dict[int, list[list[str]]]  # each cleaned training text's word n-grams, per n-gram size
+    folds: CountedFolds  # the CV folds' n-gram counts every trial derives its TF-IDF from
     digest: str
 
 
@@ -174,7 +175,8 @@ def prepare(settings: TuningSettings) -> Prepared:
     clean_train = clean_texts(split.X_train)
     require_words(clean_train, str(reviews.path))
     _quiet_library_warnings()
-    return Prepared(reviews, split, analysed(clean_train), data_digest(reviews.frame))
+    return Prepared(reviews, split, counted(clean_train, split.y_train, folds=settings.folds, seed=settings.seed),
+                    data_digest(reviews.frame))
 
 
 def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: bool = False) -> None:
@@ -315,8 +317,7 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
     trials (and runs the ones queued again because their worker died) until none is left."""
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(family_study.parent_run_id).info.experiment_id
-    cv_f1 = objective(family_study.family, prepared.ngrams, prepared.split.y_train, folds=settings.folds,
-                      seed=settings.seed, n_jobs=settings.n_jobs)
+    cv_f1 = objective(family_study.family, prepared.folds, seed=settings.seed, n_jobs=settings.n_jobs)
     tag = f" [{me.name} {family_study.family}]" if me.shown else ""  # workers' lines interleave across families
 
     def done(study: optuna.Study, trial: FrozenTrial) -> None:

@@ -1,0 +1,71 @@
+"""Every trial's TF-IDF on a CV fold, derived from one count of that fold's texts.
+
+A `TfidfVectorizer` fitted on a fold counts every n-gram of its training texts, then keeps columns
+by document frequency (`min_df`, `max_df`) and term frequency (`max_features`), then applies idf,
+sublinear tf and l2 normalisation. Only the counting is expensive (three quarters of a trial's
+TF-IDF time), and it is the same for every trial of every family with the same n-gram range. So a
+tuning run counts each fold once per n-gram range (`count_fold`), and each trial selects its
+columns and weighs them (`tfidf_features`) exactly as the vectorizer would: the same terms in the
+same order, the same matrices (tests/code/test_fold_counts.py holds it to `TfidfVectorizer` over
+random parameters, ties at the `max_features` cut included).
+
+This lives only inside the study; the models that get logged are fitted by a real `TfidfVectorizer`.
+The selection repeats sklearn's `CountVectorizer._limit_features` (private, so not called): sklearn
+has no public way to apply the limits to counts it already made.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
+
+
+@dataclass(frozen=True)
+class FoldCounts:
+    """One fold's n-gram counts: its training texts' vocabulary (sorted, as the vectorizer sorts it)
+    and the counts of its training and validation texts over that vocabulary."""
+
+    terms: np.ndarray
+    train: sparse.csr_array  # float64, as the vectorizer counts: the tf-idf maths then runs on the same numbers
+    valid: sparse.csr_array
+    doc_freq: np.ndarray  # per term, in how many training texts it occurs
+    term_freq: np.ndarray  # per term, how often it occurs in all training texts
+
+
+def count_fold(train_texts: Sequence[str], valid_texts: Sequence[str], ngram_max: int) -> FoldCounts:
+    """Raises ValueError (sklearn's "empty vocabulary") when the training texts hold no word at all."""
+    counter = CountVectorizer(ngram_range=(1, ngram_max), dtype=np.float64)
+    train = counter.fit_transform(train_texts)
+    return FoldCounts(counter.get_feature_names_out(), train, counter.transform(valid_texts),
+                      np.bincount(train.indices, minlength=train.shape[1]), np.asarray(train.sum(axis=0)).ravel())
+
+
+def kept_columns(counts: FoldCounts, min_df: int, max_df: float, max_features: int | None) -> np.ndarray:
+    """The columns a vectorizer with these limits keeps, in its order; its ValueErrors where it raises."""
+    n_doc = counts.train.shape[0]
+    max_doc_count = max_df * n_doc
+    if max_doc_count < min_df:
+        raise ValueError("max_df corresponds to < documents than min_df")
+    mask = (counts.doc_freq <= max_doc_count) & (counts.doc_freq >= min_df)
+    if max_features is not None and mask.sum() > max_features:
+        # the same unstable argsort on the same array as sklearn: ties at the cut fall the same way
+        most_frequent = np.flatnonzero(mask)[(-counts.term_freq[mask]).argsort()[:max_features]]
+        mask = np.zeros_like(mask)
+        mask[most_frequent] = True
+    kept = np.flatnonzero(mask)
+    if not len(kept):
+        raise ValueError("After pruning, no terms remain. Try a lower min_df or a higher max_df.")
+    return kept
+
+
+def tfidf_features(counts: FoldCounts, params: dict[str, Any]) -> tuple[sparse.csr_array, sparse.csr_array]:
+    """The fold's training and validation features under a trial's TF-IDF parameters (see
+    `families.build_pipeline` for their names): what `TfidfVectorizer.fit_transform` and `transform` give."""
+    kept = kept_columns(counts, params["tfidf_min_df"], params["tfidf_max_df"], params["tfidf_max_features"])
+    train = counts.train[:, kept]
+    weigh = TfidfTransformer(sublinear_tf=params["tfidf_sublinear_tf"]).fit(train)
+    return weigh.transform(train, copy=False), weigh.transform(counts.valid[:, kept], copy=False)

@@ -1,0 +1,99 @@
+"""The study's shortcut (count each fold once, derive every trial's TF-IDF) against the real thing:
+`TfidfVectorizer` fitted on the fold, and `cross_val_score` on the pipeline that gets logged."""
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+from review_sentiment.data.reviews import load_reviews
+from review_sentiment.modeling.families import FAMILIES, build_pipeline
+from review_sentiment.modeling.fold_counts import count_fold, kept_columns, tfidf_features
+from review_sentiment.training.study import counted, objective
+from tests.helpers import SAMPLE
+from text_cleaning import clean_texts
+
+
+@pytest.fixture(scope="module")
+def sample() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw texts, cleaned texts, labels."""
+    reviews = load_reviews(SAMPLE, "Review text", "Ratings")
+    raw = reviews.text.to_numpy(dtype=object)
+    return raw, np.asarray(clean_texts(raw), dtype=object), reviews.label.to_numpy()
+
+
+def vectorizer(params: dict, n_max: int) -> TfidfVectorizer:
+    return TfidfVectorizer(min_df=params["tfidf_min_df"], max_df=params["tfidf_max_df"], ngram_range=(1, n_max),
+                           max_features=params["tfidf_max_features"], sublinear_tf=params["tfidf_sublinear_tf"])
+
+
+def assert_same_features(train: list[str], valid: list[str], n_max: int, params: dict) -> None:
+    counts = count_fold(train, valid, n_max)
+    reference = vectorizer(params, n_max)
+    expected_train, expected_valid = reference.fit_transform(train), reference.transform(valid)
+    derived_train, derived_valid = tfidf_features(counts, params)
+    kept = kept_columns(counts, params["tfidf_min_df"], params["tfidf_max_df"], params["tfidf_max_features"])
+    assert counts.terms[kept].tolist() == reference.get_feature_names_out().tolist()  # same terms, same order
+    for expected, derived in ((expected_train, derived_train), (expected_valid, derived_valid)):
+        assert derived.shape == expected.shape
+        assert abs(derived - expected).max() <= 1e-12
+
+
+@pytest.mark.parametrize("n_max", [1, 2])
+def test_every_trials_tfidf_is_the_vectorizers_own(sample: tuple[np.ndarray, ...], n_max: int) -> None:
+    """60 random parameter sets per n-gram range, max_features often small enough to cut through a run of
+    equally frequent terms: the derived vocabulary and matrices are TfidfVectorizer's."""
+    _, texts, labels = sample
+    rng = np.random.default_rng(n_max)
+    train, valid = next(StratifiedKFold(5, shuffle=True, random_state=0).split(texts, labels))
+    counts = count_fold(texts[train].tolist(), texts[valid].tolist(), n_max)
+    tied_cuts = 0
+    for _ in range(60):
+        params = {"tfidf_min_df": int(rng.integers(1, 8)), "tfidf_max_df": float(rng.uniform(0.05, 1.0)),
+                  "tfidf_max_features": [None, int(rng.integers(1, len(counts.terms)))][int(rng.integers(0, 2))],
+                  "tfidf_sublinear_tf": bool(rng.integers(0, 2))}
+        try:
+            kept = kept_columns(counts, params["tfidf_min_df"], params["tfidf_max_df"], params["tfidf_max_features"])
+        except ValueError as err:
+            with pytest.raises(ValueError, match=str(err)):
+                vectorizer(params, n_max).fit(texts[train])
+            continue
+        assert_same_features(texts[train].tolist(), texts[valid].tolist(), n_max, params)
+        df = counts.doc_freq
+        eligible = (df >= params["tfidf_min_df"]) & (df <= params["tfidf_max_df"] * len(train))
+        left_out = counts.term_freq[eligible & ~np.isin(np.arange(len(df)), kept)]
+        tied_cuts += bool(len(left_out)) and counts.term_freq[kept].min() in left_out
+    assert tied_cuts >= 5  # the cut fell inside a tie often enough for the tie order to be tested
+
+
+def test_a_cut_through_terms_that_are_all_equally_frequent_keeps_the_vectorizers_pick() -> None:
+    train = ["delta alpha echo bravo charlie foxtrot"] * 3 + ["golf"]
+    params = {"tfidf_min_df": 1, "tfidf_max_df": 1.0, "tfidf_max_features": 3, "tfidf_sublinear_tf": False}
+    assert_same_features(train, ["alpha golf", "zulu"], 2, params)
+
+
+def test_limits_that_keep_nothing_fail_as_the_vectorizer_fails() -> None:
+    counts = count_fold(["good phone", "bad phone", "good"], ["good"], 1)
+    with pytest.raises(ValueError, match="no terms remain"):
+        kept_columns(counts, 3, 1.0, None)
+    with pytest.raises(ValueError, match="max_df corresponds to < documents than min_df"):
+        kept_columns(counts, 3, 0.5, None)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_trials_cv_f1_is_cross_val_score_of_the_logged_pipeline(sample: tuple[np.ndarray, ...],
+                                                                  family: str) -> None:
+    """Exactly equal, not close: with the same seed the tuning results are the ones tuning on the real
+    pipeline gave."""
+    raw, texts, labels = sample
+    folds = counted(texts.tolist(), labels, folds=3, seed=7)
+    cv_f1 = objective(family, folds, seed=7, n_jobs=1)
+    sampled = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(4):
+        params = FAMILIES[family].suggest(sampled.ask())
+        fixed = optuna.trial.FixedTrial(params)
+        expected = cross_val_score(build_pipeline(family, params, 7), raw, labels,
+                                   scoring="f1_macro", cv=StratifiedKFold(3, shuffle=True, random_state=7))
+        assert cv_f1(fixed) == float(np.mean(expected))
