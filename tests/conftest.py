@@ -69,7 +69,7 @@ def new_store(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Stor
         mlflow.MlflowClient().search_experiments()
 
     def make(path: Path) -> Store:
-        shutil.copy(template.path / "mlflow.db", path / "mlflow.db")
+        template.copy_to(path)
         with closing(sqlite3.connect(path / "mlflow.db")) as db, db:  # the Default experiment's artifacts: here
             db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
                        (str(path / "mlruns" / "0"),))

@@ -52,6 +52,15 @@ class Store:
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
 
+    def copy_to(self, folder: Path) -> Store:
+        """A copy of the store's database in `folder` (artifacts stay where they are). SQLite's backup,
+        not a file copy: a store a tuning run wrote is in WAL mode, and its last commits may still be in
+        the `-wal` file beside it."""
+        with closing(sqlite3.connect(self.path / "mlflow.db")) as source, \
+                closing(sqlite3.connect(folder / "mlflow.db")) as copy:
+            source.backup(copy)
+        return Store(folder)
+
 
 def run_script(args: list[str]) -> str:
     """Run the tuning script in-process; return what it printed, failing on a non-zero exit."""

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
-from review_sentiment.databases import without_password
+from review_sentiment.databases import sqlite_without_fsync_per_commit, without_password
 from review_sentiment.modeling.families import build_pipeline, require_words
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking.model_logging import (
@@ -131,6 +131,7 @@ def run_tuning(settings: TuningSettings) -> None:
     """Raises ReviewDataError for unusable data: before anything is written to MLflow where it can be
     told up front, else after taking back what this run wrote (no half-state either way)."""
     started = time.perf_counter()
+    sqlite_without_fsync_per_commit()  # before MLflow or Optuna open a store
     prepared = prepare(settings)
     if settings.join:
         join_studies(settings, prepared, settings.worker_name or f"{socket.gethostname()}:{os.getpid()}")

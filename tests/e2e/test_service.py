@@ -3,7 +3,6 @@ serving a model trained on the sample from a temporary MLflow store."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -41,8 +40,7 @@ CHALLENGER_SHARE = 0.3
 def store_copy(_tuned_once: Store, tmp_path_factory: pytest.TempPathFactory) -> Store:
     """A copy of the tuned registry (artifacts stay where they are): tests here move its aliases."""
     path = tmp_path_factory.mktemp("serving")
-    shutil.copy(_tuned_once.path / "mlflow.db", path / "mlflow.db")
-    return Store(path)
+    return _tuned_once.copy_to(path)
 
 
 @pytest.fixture(scope="module")
