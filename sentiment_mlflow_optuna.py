@@ -37,8 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--folds", type=cli.at_least(2), default=5, help="stratified CV folds")
     parser.add_argument("--test-size", type=cli.fraction, default=0.3, help="held-out test share")
     parser.add_argument("--seed", type=int, default=42, help="fixes split, folds, sampler and models")
-    parser.add_argument("--n-jobs", type=int, default=1,
-                        help="processes for a trial's CV folds (-1: all cores); slower than 1 on 2 cores today")
+    parser.add_argument("--n-jobs", type=int, default=0,
+                        help="processes scoring a trial's CV folds (default 0: this machine's cores shared among "
+                             "its --workers; -1: all cores); results do not depend on it")
     parser.add_argument("--experiment", default=TUNING_EXPERIMENT, help="MLflow experiment name")
     parser.add_argument("--registered-model", default=MODEL_NAME, help="registry model name")
     parser.add_argument("--storage", default=os.environ.get("OPTUNA_STORAGE"),

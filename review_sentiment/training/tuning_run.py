@@ -60,6 +60,7 @@ from review_sentiment.training.study import (
     EmptyVocabulary,
     counted,
     default_storage,
+    fold_scorer,
     objective,
     open_storage,
 )
@@ -81,13 +82,19 @@ class TuningSettings:
     folds: int
     test_size: float
     seed: int
-    n_jobs: int
+    n_jobs: int  # processes scoring a trial's folds; 0: this machine's cores shared among its workers
     experiment: str
     registered_model: str
     storage: str | None = None  # Optuna storage URL; None: an SQLite file next to the tracking store
     workers: int = 1
     join: bool = False
     worker_name: str | None = None
+
+    @property
+    def fold_processes(self) -> int:
+        cores = os.cpu_count() or 1
+        wanted = {0: cores // self.workers, -1: cores}.get(self.n_jobs, self.n_jobs)
+        return max(1, min(wanted, self.folds))
 
     def key(self, reviews_digest: str) -> str:
         """What decides the results: a rerun with the same key resumes, a worker with it joins."""
@@ -318,24 +325,26 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
     trials (and runs the ones queued again because their worker died) until none is left."""
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(family_study.parent_run_id).info.experiment_id
-    cv_f1 = objective(family_study.family, prepared.folds, seed=settings.seed, n_jobs=settings.n_jobs)
-    tag = f" [{me.name} {family_study.family}]" if me.shown else ""  # workers' lines interleave across families
+    with fold_scorer(prepared.folds, settings.fold_processes) as scores_of:
+        cv_f1 = objective(family_study.family, prepared.folds, scores_of, seed=settings.seed,
+                          processes=settings.fold_processes)
+        tag = f" [{me.name} {family_study.family}]" if me.shown else ""  # workers' lines interleave across families
 
-    def done(study: optuna.Study, trial: FrozenTrial) -> None:
-        log_trial_run(client, experiment_id, family_study.parent_run_id, trial, study.direction.name)
-        _print_progress(study, trial, tag)
+        def done(study: optuna.Study, trial: FrozenTrial) -> None:
+            log_trial_run(client, experiment_id, family_study.parent_run_id, trial, study.direction.name)
+            _print_progress(study, trial, tag)
 
-    ran = run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), me.name, done)
-    if until_complete and (running := len(unfinished(family_study.study))):
-        print(f"  waiting for {running} trial{'s' * (running != 1)} running elsewhere (a trial whose worker died "
-              f"is queued again {GRACE_SECONDS} s after its last heartbeat)", flush=True)
-    while until_complete and unfinished(family_study.study):
-        time.sleep(WAIT_SECONDS)
-        ran += run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), me.name, done)
-    if until_complete and (gaps := log_missing_trial_runs(client, experiment_id, family_study.parent_run_id,
-                                                          finished_by_workers(family_study.study),
-                                                          family_study.study.direction.name)):
-        print(f"  logged {gaps} finished trial{'s' * (gaps != 1)} whose worker died before logging it", flush=True)
+        ran = run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), me.name, done)
+        if until_complete and (running := len(unfinished(family_study.study))):
+            print(f"  waiting for {running} trial{'s' * (running != 1)} running elsewhere (a trial whose worker died "
+                  f"is queued again {GRACE_SECONDS} s after its last heartbeat)", flush=True)
+        while until_complete and unfinished(family_study.study):
+            time.sleep(WAIT_SECONDS)
+            ran += run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), me.name, done)
+        if until_complete and (gaps := log_missing_trial_runs(client, experiment_id, family_study.parent_run_id,
+                                                              finished_by_workers(family_study.study),
+                                                              family_study.study.direction.name)):
+            print(f"  logged {gaps} finished trial{'s' * (gaps != 1)} whose worker died before logging it", flush=True)
     return ran
 
 

@@ -11,7 +11,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from review_sentiment.data.reviews import load_reviews
 from review_sentiment.modeling.families import FAMILIES, build_pipeline
 from review_sentiment.modeling.fold_counts import count_fold, kept_columns, tfidf_features
-from review_sentiment.training.study import counted, objective
+from review_sentiment.training.study import counted, fold_scorer, objective
 from tests.helpers import SAMPLE
 from text_cleaning import clean_texts
 
@@ -89,11 +89,27 @@ def test_a_trials_cv_f1_is_cross_val_score_of_the_logged_pipeline(sample: tuple[
     pipeline gave."""
     raw, texts, labels = sample
     folds = counted(texts.tolist(), labels, folds=3, seed=7)
-    cv_f1 = objective(family, folds, seed=7, n_jobs=1)
     sampled = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    for _ in range(4):
-        params = FAMILIES[family].suggest(sampled.ask())
-        fixed = optuna.trial.FixedTrial(params)
-        expected = cross_val_score(build_pipeline(family, params, 7), raw, labels,
-                                   scoring="f1_macro", cv=StratifiedKFold(3, shuffle=True, random_state=7))
-        assert cv_f1(fixed) == float(np.mean(expected))
+    with fold_scorer(folds, 1) as scores_of:
+        cv_f1 = objective(family, folds, scores_of, seed=7, processes=1)
+        for _ in range(4):
+            params = FAMILIES[family].suggest(sampled.ask())
+            expected = cross_val_score(build_pipeline(family, params, 7), raw, labels,
+                                       scoring="f1_macro", cv=StratifiedKFold(3, shuffle=True, random_state=7))
+            assert cv_f1(optuna.trial.FixedTrial(params)) == float(np.mean(expected))
+
+
+def test_folds_scored_in_parallel_give_the_same_study(sample: tuple[np.ndarray, ...]) -> None:
+    """Two fold processes report the same running means after the same folds as one: the same trials
+    are pruned and every value is the same."""
+    _, texts, labels = sample
+    folds = counted(texts.tolist(), labels, folds=5, seed=3)
+    studies = []
+    for processes in (1, 2):
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=3),
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+        with fold_scorer(folds, processes) as scores_of:
+            study.optimize(objective("LinearSVM", folds, scores_of, seed=3, processes=processes), n_trials=12)
+        studies.append([(t.state, t.value, t.intermediate_values) for t in study.trials])
+    assert studies[0] == studies[1]
+    assert any(state == optuna.trial.TrialState.PRUNED for state, _, _ in studies[0])
