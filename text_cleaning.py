@@ -11,7 +11,8 @@ NLTK's stopword list ships in data/nltk_data in NLTK's corpus layout: nothing is
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import string
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,16 +34,67 @@ STOP_WORDS = frozenset(stopwords.words("english")) - NEGATIONS
 _URL = re.compile(r"http\S+|www\S+|https\S+")
 _HTML = re.compile(r"<.*?>")
 _NOT_LETTER = re.compile(r"[^a-z\s]")
+# The ASCII characters _NOT_LETTER removes, read off the pattern itself (so \s's \x1c-\x1f stay),
+# for a bytes.translate that does the same job on ASCII text several times faster than re.sub.
+_ASCII_NOT_LETTERS = bytes(c for c in range(128) if _NOT_LETTER.match(chr(c)))
+_ASCII_NOT_A_TO_Z = bytes(c for c in range(128) if chr(c) not in string.ascii_lowercase)
 _STEMMER = PorterStemmer()
+
+# Each of NLTK's Porter steps leaves a word unchanged unless it ends with one of that step's
+# suffixes (nltk/stem/porter.py, NLTK_EXTENSIONS mode); the step still does all the work when it does.
+_STEP_SUFFIXES = {
+    "_step1a": ("s",),
+    "_step1b": ("ed", "ing"),
+    "_step1c": ("y",),
+    "_step2": ("ational", "tional", "enci", "anci", "izer", "bli", "alli", "entli", "eli", "ousli",
+               "ization", "ation", "ator", "alism", "iveness", "fulness", "ousness", "aliti", "iviti",
+               "biliti", "fulli", "logi"),
+    "_step3": ("icate", "ative", "alize", "iciti", "ical", "ful", "ness"),
+    "_step4": ("al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent", "ion",
+               "ou", "ism", "ate", "iti", "ous", "ive", "ize"),
+    "_step5a": ("e",),
+    "_step5b": ("ll",),
+}
+
+
+def _suffix_guarded_stemmer() -> PorterStemmer:
+    """NLTK's PorterStemmer, ~3x faster on unseen words, with the same output.
+
+    NLTK runs all eight steps on every word, and each builds its rule list and tries every suffix
+    in Python. Most words end with none of a step's suffixes, so one C-level `str.endswith(tuple)`
+    skips that step; otherwise NLTK's own step runs, so rules, conditions and mode stay NLTK's.
+    (If a future NLTK renames a step, getattr fails here at import rather than drifting silently.)
+    """
+    stemmer = PorterStemmer()
+    for name, suffixes in _STEP_SUFFIXES.items():
+        setattr(stemmer, name, _only_if_suffixed(getattr(stemmer, name), suffixes))
+    return stemmer
+
+
+def _only_if_suffixed(step: Callable[[str], str], suffixes: tuple[str, ...]) -> Callable[[str], str]:
+    def guarded(word: str) -> str:
+        return step(word) if word.endswith(suffixes) else word
+    return guarded
+
+
+_FAST_STEMMER = _suffix_guarded_stemmer()
 
 
 def _strip(text: str) -> str:
-    """Lowercase, then remove emoji, URLs, HTML tags and everything but letters and whitespace."""
+    """Lowercase, then remove emoji, URLs, HTML tags and everything but letters and whitespace.
+
+    Each pass runs only where it can change something: most reviews have no emoji worth removing,
+    no "http"/"www" and no "<", and plain-ASCII text is filtered by bytes.translate.
+    """
     text = text.lower()
     if _emoji_can_matter(text):
         text = emoji.replace_emoji(text, replace="")
-    text = _URL.sub("", text)
-    text = _HTML.sub("", text)
+    if "http" in text or "www" in text:
+        text = _URL.sub("", text)
+    if "<" in text:
+        text = _HTML.sub("", text)
+    if text.isascii():
+        return text.encode("ascii").translate(None, _ASCII_NOT_LETTERS).decode("ascii")
     return _NOT_LETTER.sub("", text)
 
 
@@ -50,19 +102,21 @@ def _emoji_can_matter(text: str) -> bool:
     """Skip the emoji scan (the slowest step) wherever it cannot change the result.
 
     No emoji holds a letter or whitespace, so the letters-only filter removes every emoji anyway;
-    removing them first only matters where one sits inside a would-be URL ("http😀 x"). Emoji are
-    never ASCII, so ASCII text and text with no "http"/"www" in its ASCII letters are safe.
+    removing them first only matters where one sits inside a would-be URL ("http😀 x", and
+    "ht1️⃣tp" too: keycap emoji hold an ASCII digit, '#' or '*'). Emoji are never all-ASCII, so
+    ASCII text is safe, and so is text whose a-z letters, run together, hold no "http"/"www".
     """
     if text.isascii():
         return False
-    letters = text.encode("ascii", "ignore")
+    letters = text.encode("ascii", "ignore").translate(None, _ASCII_NOT_A_TO_Z)
     return b"http" in letters or b"www" in letters
 
 
 @lru_cache(maxsize=200_000)
 def _stem(word: str) -> str:
-    """Porter stemming costs ~10 µs a word; review vocabularies repeat, so remember answers."""
-    return _STEMMER.stem(word)
+    """Porter stemming is the bulk of cleaning new text; review vocabularies repeat, so remember
+    answers (the benchmark empties this with _stem.cache_clear() to measure a cold start)."""
+    return _FAST_STEMMER.stem(word)
 
 
 def clean_text(text: object) -> str:

@@ -24,7 +24,12 @@ import yaml
 from mlflow.entities.model_registry import ModelVersion
 from sklearn.pipeline import Pipeline
 
-from review_sentiment.tracking.model_logging import CLEANING_DIGEST_TAG, TRUSTED_TYPES, cleaning_digest
+from review_sentiment.tracking.model_logging import (
+    CLEANING_DIGEST_TAG,
+    SAME_CLEANING_AS,
+    TRUSTED_TYPES,
+    cleaning_digest,
+)
 
 
 class RefusedModel(ValueError):
@@ -77,7 +82,7 @@ def _checked_model_file(version: ModelVersion, tmp: Path) -> Path:
     except (OSError, SyntaxError, tokenize.TokenError):
         raise RefusedModel(f"{where}: it carries no cleaning code to check ours against") from None
     ours = cleaning_digest()
-    if theirs != ours or version.tags.get(CLEANING_DIGEST_TAG, theirs) != theirs:
+    if theirs not in SAME_CLEANING_AS | {ours} or version.tags.get(CLEANING_DIGEST_TAG, theirs) != theirs:
         raise RefusedModel(f"{where}: it was trained with other cleaning code (digest {theirs}, this process "
                            f"runs {ours}); scoring it here would skew its predictions")
     return model_file

@@ -40,6 +40,11 @@ SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([C
 # The one type of ours a logged model may ask skops to trust; loading holds every model to this list.
 TRUSTED_TYPES = (f"{text_cleaning.clean_texts.__module__}.{text_cleaning.clean_texts.__qualname__}",)
 CLEANING_DIGEST_TAG = "cleaning_digest"  # on every registered version: the cleaning it was trained with
+# Digests of earlier text_cleaning.py whose output this one reproduces, so their models are still
+# scored here: 751cbb5a0f209a0a (before the suffix-guarded stemmer and ASCII fast paths; it differed
+# only where a keycap emoji split a URL's "http"/"www", which it left in — it kept "httpxyz" of
+# "h1️⃣ttp://x.y/z"; benchmarks/bench_cleaning.py and tests/code/test_text_cleaning.py check the rest).
+SAME_CLEANING_AS = frozenset({"751cbb5a0f209a0a"})
 _LAYOUT = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
 _STOPWORDS = Path("data") / "nltk_data" / "corpora" / "stopwords" / "english"
 
