@@ -101,6 +101,11 @@ def require_words(texts: Sequence[str], source: str) -> None:
     if not any(texts):
         raise ReviewDataError(f"{source}: no training review has a word left after cleaning (emoji, digits, "
                               f"punctuation and stopwords are removed); there is nothing to learn from")
+    try:  # a single word in at most MAX_DF_CEILING of them is a term of the (1, 2) TF-IDF too: enough, and
+        TfidfVectorizer(max_df=MAX_DF_CEILING).fit(texts)  # counting single words is 2-3 times faster
+        return
+    except ValueError:
+        pass
     try:
         TfidfVectorizer(max_df=MAX_DF_CEILING, ngram_range=(1, 2)).fit(texts)
     except ValueError:

@@ -4,7 +4,8 @@ A `TfidfVectorizer` fitted on a fold counts every n-gram of its training texts, 
 by document frequency (`min_df`, `max_df`) and term frequency (`max_features`), then applies idf,
 sublinear tf and l2 normalisation. Only the counting is expensive (three quarters of a trial's
 TF-IDF time), and it is the same for every trial of every family with the same n-gram range. So a
-tuning run counts each fold once per n-gram range (`count_fold`), and each trial selects its
+tuning run counts each fold once, with the longest n-gram range (a shorter range's counts are a
+subset of its columns: `count_fold_sizes`), and each trial selects its
 columns and weighs them (`tfidf_features`) exactly as the vectorizer would: the same terms in the
 same order, the same matrices (tests/code/test_fold_counts.py holds it to `TfidfVectorizer` over
 random parameters, ties at the `max_features` cut included).
@@ -27,21 +28,47 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 @dataclass(frozen=True)
 class FoldCounts:
     """One fold's n-gram counts: its training texts' vocabulary (sorted, as the vectorizer sorts it)
-    and the counts of its training and validation texts over that vocabulary."""
+    and the counts of its training and validation texts over that vocabulary. The matrices may hold
+    more columns than the vocabulary (a longer n-gram range's count of the same texts): `columns` says
+    which are this vocabulary's, in its order."""
 
     terms: np.ndarray
-    train: sparse.csr_array  # float64, as the vectorizer counts: the tf-idf maths then runs on the same numbers
+    train: sparse.csr_array  # whole counts in the smallest unsigned integer type that holds them
     valid: sparse.csr_array
     doc_freq: np.ndarray  # per term, in how many training texts it occurs
-    term_freq: np.ndarray  # per term, how often it occurs in all training texts
+    term_freq: np.ndarray  # per term, how often it occurs in all training texts (float64, as the vectorizer's)
+    columns: np.ndarray | None = None  # None: every column of `train` and `valid`, in order
 
 
-def count_fold(train_texts: Sequence[str], valid_texts: Sequence[str], ngram_max: int) -> FoldCounts:
-    """Raises ValueError (sklearn's "empty vocabulary") when the training texts hold no word at all."""
-    counter = CountVectorizer(ngram_range=(1, ngram_max), dtype=np.float64)
-    train = counter.fit_transform(train_texts)
-    return FoldCounts(counter.get_feature_names_out(), train, counter.transform(valid_texts),
-                      np.bincount(train.indices, minlength=train.shape[1]), np.asarray(train.sum(axis=0)).ravel())
+def count_fold_sizes(train_texts: Sequence[str], valid_texts: Sequence[str],
+                     ngram_sizes: Sequence[int]) -> dict[int, FoldCounts]:
+    """Raises ValueError (sklearn's "empty vocabulary") when the training texts hold no word at all.
+
+    The fold's counts for every n-gram range (1, n) of `ngram_sizes`, from one count with the longest:
+    a shorter range's terms are the longer one's with fewer spaces, with the same counts, and in the same
+    order (the vectorizer sorts terms; within a row, it keeps the order in which the text first gave them,
+    and a text gives all its single words before its pairs)."""
+    counter = CountVectorizer(ngram_range=(1, max(ngram_sizes)), dtype=np.int32)
+    train, valid = _compact(counter.fit_transform(train_texts)), _compact(counter.transform(valid_texts))
+    terms = counter.get_feature_names_out()
+    doc_freq = np.bincount(train.indices, minlength=train.shape[1])
+    term_freq = np.asarray(train.sum(axis=0, dtype=np.float64)).ravel()
+    words_per_term = np.fromiter((term.count(" ") + 1 for term in terms), dtype=np.int64, count=len(terms))
+    out = {}
+    for n_max in ngram_sizes:
+        if n_max == max(ngram_sizes):
+            out[n_max] = FoldCounts(terms, train, valid, doc_freq, term_freq)
+        else:
+            columns = np.flatnonzero(words_per_term <= n_max)
+            out[n_max] = FoldCounts(terms[columns], train, valid, doc_freq[columns], term_freq[columns], columns)
+    return out
+
+
+def _compact(counts: sparse.csr_array) -> sparse.csr_array:
+    """The same counts in the smallest unsigned integer type that holds them (exact: they are whole)."""
+    dtype = np.uint8 if counts.data.max(initial=0) <= np.iinfo(np.uint8).max else \
+        np.uint16 if counts.data.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+    return sparse.csr_array((counts.data.astype(dtype), counts.indices, counts.indptr), shape=counts.shape)
 
 
 def kept_columns(counts: FoldCounts, min_df: int, max_df: float, max_features: int | None) -> np.ndarray:
@@ -66,6 +93,13 @@ def tfidf_features(counts: FoldCounts, params: dict[str, Any]) -> tuple[sparse.c
     """The fold's training and validation features under a trial's TF-IDF parameters (see
     `families.build_pipeline` for their names): what `TfidfVectorizer.fit_transform` and `transform` give."""
     kept = kept_columns(counts, params["tfidf_min_df"], params["tfidf_max_df"], params["tfidf_max_features"])
-    train = counts.train[:, kept]
+    if counts.columns is not None:
+        kept = counts.columns[kept]
+    train, valid = (_as_float(counts.train[:, kept]), _as_float(counts.valid[:, kept]))
     weigh = TfidfTransformer(sublinear_tf=params["tfidf_sublinear_tf"]).fit(train)
-    return weigh.transform(train, copy=False), weigh.transform(counts.valid[:, kept], copy=False)
+    return weigh.transform(train, copy=False), weigh.transform(valid, copy=False)
+
+
+def _as_float(counts: sparse.csr_array) -> sparse.csr_array:
+    """float64 counts, as the vectorizer makes them: the tf-idf maths then runs on the same numbers."""
+    return sparse.csr_array((counts.data.astype(np.float64), counts.indices, counts.indptr), shape=counts.shape)

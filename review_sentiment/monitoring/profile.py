@@ -8,7 +8,7 @@ the service logged later, so both sides are measured the same way.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,10 +35,11 @@ class TextStats:
     unseen_terms: Counter
 
     @classmethod
-    def of(cls, texts: Sequence[str], vocabulary: frozenset[str]) -> TextStats:
+    def of(cls, texts: Sequence[str], vocabulary: frozenset[str],
+           clean: Callable[[list[str]], list[str]] = clean_texts) -> TextStats:
         unseen: Counter = Counter()
         shares = np.full(len(texts), np.nan)
-        for i, tokens in enumerate(cleaned.split() for cleaned in clean_texts(list(texts))):
+        for i, tokens in enumerate(cleaned.split() for cleaned in clean(list(texts))):
             outside = [token for token in tokens if token not in vocabulary]
             unseen.update(outside)
             if tokens:
@@ -54,14 +55,20 @@ def vocabulary(pipeline: Pipeline) -> frozenset[str]:
 
 
 def reference_profile(pipeline: Pipeline, traffic_texts: Sequence[str], train_labels: Sequence[int],
-                      test_texts: Sequence[str], seed: int = 0) -> dict:
+                      test_texts: Sequence[str], seed: int = 0,
+                      clean: Callable[[list[str]], list[str]] | None = None) -> dict:
     """Lengths, non-ASCII and empty shares from every usable review of the training file, repeats
     included (training drops exact duplicates; traffic does not, and a one-liner like "Good" comes
     back often); out-of-vocabulary shares and the model's scores from its test reviews, which it never
-    saw (what new in-distribution text looks like)."""
+    saw (what new in-distribution text looks like). `clean`: what the pipeline's first step (our
+    cleaning) gives for these texts, already computed (a tuning run cleans each review once)."""
     words = vocabulary(pipeline)
-    traffic, test = TextStats.of(list(traffic_texts), words), TextStats.of(list(test_texts), words)
-    labels, scores = predict_with_scores(pipeline, list(test_texts))
+    if clean is None:
+        traffic, test = TextStats.of(list(traffic_texts), words), TextStats.of(list(test_texts), words)
+        labels, scores = predict_with_scores(pipeline, list(test_texts))
+    else:
+        traffic, test = TextStats.of(traffic_texts, words, clean), TextStats.of(test_texts, words, clean)
+        labels, scores = predict_with_scores(pipeline[1:], clean(list(test_texts)))
     rng = np.random.default_rng(seed)
 
     def sample(values: np.ndarray) -> list[float]:

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import tokenize
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -113,13 +113,13 @@ def cleaning_digest(root: Path = Path(text_cleaning.__file__).parent) -> str:
 
 
 def log_trained_model(pipeline: Pipeline, reviews: Reviews, split: Split, example_texts: Sequence[str],
-                      seed: int = 0) -> ModelInfo:
+                      seed: int = 0, clean: Callable[[list[str]], list[str]] | None = None) -> ModelInfo:
     """Log a freshly trained model with what later stages need of its training: the reviews it trained
     on (promotion leaves them out) and its reference profile (monitoring compares against it). The
     tuning run and the retrain both log through here, so their versions carry the same records."""
     model_info = log_sentiment_model(pipeline, example_texts)
     log_training_reviews(split.X_train)
-    mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, split.y_train, split.X_test, seed),
+    mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, split.y_train, split.X_test, seed, clean),
                     PROFILE_ARTIFACT)
     return model_info
 

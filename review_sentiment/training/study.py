@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedKFold
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.databases import is_postgres, sqlalchemy_url, sqlite_without_fsync_per_commit
 from review_sentiment.modeling.families import FAMILIES, NGRAM_SIZES, Params, left_no_words
-from review_sentiment.modeling.fold_counts import FoldCounts, count_fold, tfidf_features
+from review_sentiment.modeling.fold_counts import FoldCounts, count_fold_sizes, tfidf_features
 from review_sentiment.modeling.metrics import macro_f1
 
 Objective = Callable[[optuna.Trial], float]
@@ -61,9 +61,10 @@ def pruner() -> optuna.pruners.MedianPruner:
 
 @dataclass(frozen=True)
 class CountedFolds:
-    """The CV folds of the training set and each fold's n-gram counts per n-gram size: made once per
-    run, before workers fork (so they share them), and every trial of every family derives its
-    TF-IDF from them. Counting per trial was three quarters of a trial's TF-IDF time."""
+    """The CV folds of the training set and each fold's n-gram counts per n-gram size (one count of the
+    longest range per fold): made once per run, before workers fork (so they share them), and every
+    trial of every family derives its TF-IDF from them. Counting per trial was three quarters of a
+    trial's TF-IDF time."""
 
     labels: list[tuple[np.ndarray, np.ndarray]]  # per fold, the training and validation labels
     counts: dict[int, list[FoldCounts]]
@@ -74,14 +75,14 @@ def counted(clean_train: Sequence[str], y_train: np.ndarray, *, folds: int, seed
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y_train)), y_train))
     texts = np.asarray(clean_train, dtype=object)
     try:
-        counts = {n_max: [count_fold(texts[train], texts[valid], n_max) for train, valid in splits]
-                  for n_max in NGRAM_SIZES}
+        by_fold = [count_fold_sizes(texts[train], texts[valid], NGRAM_SIZES) for train, valid in splits]
     except ValueError as err:
         if left_no_words(err):
             raise ReviewDataError(f"a {folds}-fold split leaves a fold whose training reviews have no word after "
                                   f"cleaning: too few reviews with words for {folds} folds") from None
         raise
-    return CountedFolds([(y_train[train], y_train[valid]) for train, valid in splits], counts)
+    return CountedFolds([(y_train[train], y_train[valid]) for train, valid in splits],
+                        {n_max: [fold[n_max] for fold in by_fold] for n_max in NGRAM_SIZES})
 
 
 FoldScores = Callable[[str, Params, int, list[int]], list[float]]  # family, params, seed, folds → F1 per fold

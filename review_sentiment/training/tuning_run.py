@@ -13,11 +13,13 @@ import socket
 import time
 import warnings
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import optuna
+from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities import Param
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -132,6 +134,19 @@ class Prepared:
     split: Split
     folds: CountedFolds  # the CV folds' n-gram counts every trial derives its TF-IDF from
     digest: str
+    cleaned: dict[str, str]  # every distinct usable review, cleaned (`clean_texts`): cleaned once per run
+
+    @functools.cached_property
+    def training_dataset(self) -> PandasDataset:
+        """The training reviews as the MLflow dataset every family's run logs: made once (its digest
+        hashes every row and MLflow infers its schema from every row: seconds per million reviews)."""
+        frame = self.reviews.frame.loc[self.split.X_train.index]
+        return training_dataset(frame, str(self.reviews.path), name=f"{self.reviews.path.stem}-train")
+
+    def clean(self, texts: Iterable[str]) -> list[str]:
+        """`clean_texts(texts)` for reviews of this run, without cleaning them again."""
+        cleaned = self.cleaned
+        return [cleaned[text] for text in texts]
 
 
 def run_tuning(settings: TuningSettings) -> None:
@@ -180,11 +195,14 @@ def prepare(settings: TuningSettings) -> Prepared:
           f"with no text or rating and {reviews.dropped_duplicates} duplicates; "
           f"{len(reviews.label)} reviews, {reviews.label.mean():.1%} positive")
     print(f"Split: {len(split.y_train)} train / {len(split.y_test)} test (stratified, seed {settings.seed})")
-    clean_train = clean_texts(split.X_train)
+    distinct = list(dict.fromkeys(reviews.usable_text))  # every training and test text is one of them
+    cleaned = dict(zip(distinct, clean_texts(distinct), strict=True))
+    del distinct
+    clean_train = [cleaned[text] for text in split.X_train]
     require_words(clean_train, str(reviews.path))
     _quiet_library_warnings()
     return Prepared(reviews, split, counted(clean_train, split.y_train, folds=settings.folds, seed=settings.seed),
-                    data_digest(reviews.frame))
+                    data_digest(reviews.frame), cleaned)
 
 
 def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: bool = False) -> None:
@@ -227,18 +245,20 @@ def tune_and_register(
 
     reviews, split = prepared.reviews, prepared.split
     with mlflow.start_run(run_id=run_id) as run:
-        train_frame = reviews.frame.loc[split.X_train.index]
-        dataset = training_dataset(train_frame, str(reviews.path), name=f"{reviews.path.stem}-train")
+        dataset = prepared.training_dataset
         mlflow.log_input(dataset, context="training")
         pipeline = build_pipeline(family, study.best_params, settings.seed)
         fit_started = time.perf_counter()
-        pipeline.fit(split.X_train, split.y_train)
+        # what pipeline.fit(X_train) does, on the reviews cleaned once (the cleaning step keeps no state)
+        clean_train = prepared.clean(split.X_train)
+        pipeline[0].fit(split.X_train)
+        pipeline[1:].fit(clean_train, split.y_train)
         fit_time = time.perf_counter() - fit_started
         compact_for_saving(pipeline)
-        test_pred = pipeline.predict(split.X_test)
+        test_pred = pipeline[1:].predict(prepared.clean(split.X_test))
         metrics = {
             "cv_f1_macro": study.best_value,
-            "train_f1": macro_f1(split.y_train, pipeline.predict(split.X_train)),
+            "train_f1": macro_f1(split.y_train, pipeline[1:].predict(clean_train)),
             "test_f1": macro_f1(split.y_test, test_pred),
             "fit_time": fit_time,
         }
@@ -248,7 +268,9 @@ def tune_and_register(
         mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
         mlflow.log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
         mlflow.log_dict(top_terms(pipeline), "top_terms.json")
-        model_info = log_trained_model(pipeline, reviews, split, split.X_train.iloc[:3].tolist(), settings.seed)
+        del clean_train
+        model_info = log_trained_model(pipeline, reviews, split, split.X_train.iloc[:3].tolist(), settings.seed,
+                                       prepared.clean)
         mlflow.log_metric("model_size_bytes", model_size_bytes(model_info))
 
     version = register(model_info, settings.registered_model, {

@@ -9,8 +9,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from review_sentiment.data.reviews import load_reviews
-from review_sentiment.modeling.families import FAMILIES, build_pipeline
-from review_sentiment.modeling.fold_counts import count_fold, kept_columns, tfidf_features
+from review_sentiment.modeling.families import FAMILIES, NGRAM_SIZES, build_pipeline
+from review_sentiment.modeling.fold_counts import FoldCounts, count_fold_sizes, kept_columns, tfidf_features
 from review_sentiment.training.study import counted, fold_scorer, objective
 from tests.helpers import SAMPLE
 from text_cleaning import clean_texts
@@ -22,6 +22,11 @@ def sample() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     reviews = load_reviews(SAMPLE, "Review text", "Ratings")
     raw = reviews.text.to_numpy(dtype=object)
     return raw, np.asarray(clean_texts(raw), dtype=object), reviews.label.to_numpy()
+
+
+def count_fold(train: list[str], valid: list[str], n_max: int) -> FoldCounts:
+    """As a tuning run counts: once with the longest range, the shorter ranges taken from it."""
+    return count_fold_sizes(train, valid, NGRAM_SIZES)[n_max]
 
 
 def vectorizer(params: dict, n_max: int) -> TfidfVectorizer:
