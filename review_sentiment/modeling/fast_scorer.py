@@ -10,25 +10,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import expit
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from review_sentiment.modeling.linear import decision_weights
+from text_cleaning import clean_texts
 
 
 @dataclass(frozen=True)
 class FastScorer:
-    prepare: Pipeline  # the steps before TF-IDF (our text cleaning)
+    prepare: Callable[[list[str]], list[str]]  # the steps before TF-IDF (our text cleaning)
     analyze: Callable[[str], list[str]]
     vocabulary: dict[str, int]
     idf: list[float]
     weights: list[float]
     bias: float
     sublinear_tf: bool
+    # idf × weight and idf²: a term a review holds once (most) adds these, the same floats as computed per term
+    idf_weight: list[float] = field(init=False, repr=False)
+    idf_square: list[float] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "idf_weight", [i * w for i, w in zip(self.idf, self.weights, strict=True)])
+        object.__setattr__(self, "idf_square", [i * i for i in self.idf])
 
     @classmethod
     def of(cls, pipeline: Pipeline) -> FastScorer:
@@ -39,12 +48,12 @@ class FastScorer:
         if list(model.classes_) != [0, 1]:
             raise ValueError(f"expected classes [0, 1], found {list(model.classes_)}")
         weights, bias = decision_weights(model)
-        return cls(pipeline[:-2], tfidf.build_analyzer(), tfidf.vocabulary_, tfidf.idf_.tolist(),
+        return cls(_preparation(pipeline[:-2]), tfidf.build_analyzer(), tfidf.vocabulary_, tfidf.idf_.tolist(),
                    weights.tolist(), bias, tfidf.sublinear_tf)
 
     def decisions(self, texts: list[str]) -> np.ndarray:
         """features · weights + bias per text: > 0 means positive."""
-        return np.array([self._decision(text) for text in self.prepare.transform(texts)])
+        return np.array([self._decision(text) for text in self.prepare(texts)])
 
     def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """0/1 labels as the model's `predict` gives them, and the logistic of the decision:
@@ -62,8 +71,22 @@ class FastScorer:
         if not counts:
             return self.bias
         dot = squares = 0.0
+        idf_weight, idf_square = self.idf_weight, self.idf_square
         for i, count in counts.items():
-            value = (math.log(count) + 1 if self.sublinear_tf else count) * idf[i]
-            dot += value * weights[i]
-            squares += value * value
+            if count == 1:
+                dot += idf_weight[i]
+                squares += idf_square[i]
+            else:
+                value = (math.log(count) + 1 if self.sublinear_tf else count) * idf[i]
+                dot += value * weights[i]
+                squares += value * value
         return dot / math.sqrt(squares) + self.bias  # the l2-normalised row · weights
+
+
+def _preparation(prepare: Pipeline) -> Callable[[list[str]], list[str]]:
+    """Our cleaning called directly when that is all the preparation is (every logged model): sklearn's
+    FunctionTransformer call costs more than cleaning one review (0.05 of 0.06 ms, measured)."""
+    step = prepare[0] if len(prepare) == 1 else None
+    if isinstance(step, FunctionTransformer) and step.func is clean_texts and not step.kw_args and not step.validate:
+        return clean_texts
+    return prepare.transform

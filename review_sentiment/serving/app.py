@@ -21,10 +21,11 @@ from typing import Annotated, Literal
 import psycopg
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic_core import to_json
 
 from review_sentiment.constants import CHALLENGER, CHAMPION, LABEL_NAMES
 from review_sentiment.serving.metrics import instrument
@@ -202,7 +203,9 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
             await committed(queued(prediction_log.record, answered))
         for label, count in collections.Counter(scored.labels).items():
             predictions_made.labels(label, model.version, variant).inc(count)
-        return {"predictions": predictions}
+        # The bytes `response_model` would give, without validating what was just built here: 0.06 ms
+        # for 100 predictions instead of 0.21 ms. The route still declares PredictResponse for /docs.
+        return Response(to_json({"predictions": predictions}), media_type="application/json")
 
     def queued(write: Callable[..., asyncio.Future], *args: object) -> asyncio.Future:
         try:

@@ -22,6 +22,7 @@ from review_sentiment.constants import CHALLENGER, CHAMPION, DEFAULT_PREDICTION_
 from review_sentiment.data.reviews import load_texts
 from review_sentiment.modeling.linear import predict_with_scores
 from review_sentiment.monitoring.logged import read_log
+from review_sentiment.serving.app import PredictResponse
 from review_sentiment.serving.model_watcher import choose_variant
 from tests.e2e.served import running_server
 from tests.helpers import (
@@ -80,6 +81,8 @@ def test_predictions_match_the_models_own_predict(server: httpx.Client, registry
     labels, scores = predict_with_scores(model, texts)
     answer = predict(server, texts)
     assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert PredictResponse.model_validate_json(answer.content).model_dump() == answer.json()  # the declared shape
     got = answer.json()["predictions"]
     assert [p["label_id"] for p in got] == labels.tolist()
     assert [p["label"] for p in got] == ["positive" if y else "negative" for y in labels]
@@ -90,8 +93,9 @@ def test_predictions_match_the_models_own_predict(server: httpx.Client, registry
 
 
 def test_explain_names_the_terms_that_moved_the_decision(server: httpx.Client) -> None:
-    good, bad = predict(server, ["Superb laptop, great battery life", "Waste of money, not good, very bad"],
-                        explain=True).json()["predictions"]
+    answer = predict(server, ["Superb laptop, great battery life", "Waste of money, not good, very bad"], explain=True)
+    assert PredictResponse.model_validate_json(answer.content).model_dump() == answer.json()
+    good, bad = answer.json()["predictions"]
     for prediction in (good, bad):
         weights = [t["weight"] for t in prediction["explanation"]]
         assert 0 < len(weights) <= 5 and weights == sorted(weights, key=abs, reverse=True)
