@@ -22,6 +22,7 @@ from pathlib import Path
 from review_sentiment import cli
 from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MODEL_NAME, SAMPLE_DATA, TUNING_EXPERIMENT
 from review_sentiment.data.reviews import ReviewDataError
+from review_sentiment.databases import sqlite_without_fsync_per_commit
 from review_sentiment.modeling.families import FAMILIES
 from review_sentiment.training.tuning_run import RunConflict, TuningSettings, run_tuning
 
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--folds", type=cli.at_least(2), default=5, help="stratified CV folds")
     parser.add_argument("--test-size", type=cli.fraction, default=0.3, help="held-out test share")
     parser.add_argument("--seed", type=int, default=42, help="fixes split, folds, sampler and models")
-    parser.add_argument("--n-jobs", type=int, default=0,
+    parser.add_argument("--n-jobs", type=cli.at_least(-1), default=0,
                         help="processes scoring a trial's CV folds (default 0: this machine's cores shared among "
                              "its --workers; -1: all cores); results do not depend on it")
     parser.add_argument("--experiment", default=TUNING_EXPERIMENT, help="MLflow experiment name")
@@ -57,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        run_tuning(TuningSettings(**vars(args)))
+        with sqlite_without_fsync_per_commit():  # MLflow's store, if it is an SQLite file
+            run_tuning(TuningSettings(**vars(args)))
     except (ReviewDataError, RunConflict) as err:
         return cli.user_error(err)
     return 0

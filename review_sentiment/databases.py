@@ -4,6 +4,8 @@ and how this process's SQLite files commit."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import sqlalchemy
@@ -30,17 +32,26 @@ def without_password(url: str) -> str:
     return url.replace(f":{parts.password}@", ":***@", 1)
 
 
-def sqlite_without_fsync_per_commit() -> None:
-    """Every SQLite connection SQLAlchemy opens in this process from now on (MLflow's store, Optuna's
-    storage) writes ahead (WAL) and syncs at checkpoints, not at each commit. A tuning run commits
-    thousands of times: one trial's child run took 23–86 ms with an fsync per commit (depending on
-    what else writes to the disk) and 18 ms without; Optuna's storage per trial 92 → 40 ms. A killed
-    process loses nothing committed; a power cut can lose the last commits, never the file."""
-    if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, "connect", _write_ahead):
-        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _write_ahead)
+@contextmanager
+def sqlite_without_fsync_per_commit() -> Iterator[None]:
+    """While the block runs, every SQLite connection SQLAlchemy opens in this process (a tuning run's:
+    MLflow's store) writes ahead and syncs at checkpoints, not at each commit (`write_ahead`). A
+    tuning run commits thousands of times: one trial's child run took 23–86 ms with an fsync per
+    commit (depending on what else writes to the disk) and 18–24 ms without."""
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", write_ahead)
+    try:
+        yield
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "connect", write_ahead)
 
 
-def _write_ahead(connection: object, _record: object) -> None:
-    if isinstance(connection, sqlite3.Connection):  # not aiosqlite's (Prefect's) nor PostgreSQL's
+def write_ahead(connection: object, _record: object) -> None:
+    """WAL without an fsync per commit: a killed process loses nothing committed; a power cut can lose
+    the last commits, never the file. Read-only connections (and aiosqlite's, PostgreSQL's) are left alone."""
+    if not isinstance(connection, sqlite3.Connection):
+        return
+    try:
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.OperationalError:  # read-only: it cannot switch the file's journal
+        return
+    connection.execute("PRAGMA synchronous=NORMAL")

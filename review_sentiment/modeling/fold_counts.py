@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -66,18 +67,20 @@ def count_fold_sizes(train_texts: Sequence[str], valid_texts: Sequence[str],
 
 def _compact(counts: sparse.csr_array) -> sparse.csr_array:
     """The same counts in the smallest unsigned integer type that holds them (exact: they are whole)."""
-    dtype = np.uint8 if counts.data.max(initial=0) <= np.iinfo(np.uint8).max else \
-        np.uint16 if counts.data.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+    largest = counts.data.max(initial=0)
+    dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if largest <= np.iinfo(t).max)
     return sparse.csr_array((counts.data.astype(dtype), counts.indices, counts.indptr), shape=counts.shape)
 
 
-def kept_columns(counts: FoldCounts, min_df: int, max_df: float, max_features: int | None) -> np.ndarray:
-    """The columns a vectorizer with these limits keeps, in its order; its ValueErrors where it raises."""
+def kept_columns(counts: FoldCounts, min_df: float, max_df: float, max_features: int | None) -> np.ndarray:
+    """The columns a vectorizer with these limits keeps, in its order; its ValueErrors where it raises.
+    As in sklearn, an int `min_df`/`max_df` counts documents and a float is a share of them."""
     n_doc = counts.train.shape[0]
-    max_doc_count = max_df * n_doc
-    if max_doc_count < min_df:
+    max_doc_count = max_df if isinstance(max_df, Integral) else max_df * n_doc
+    min_doc_count = min_df if isinstance(min_df, Integral) else min_df * n_doc
+    if max_doc_count < min_doc_count:
         raise ValueError("max_df corresponds to < documents than min_df")
-    mask = (counts.doc_freq <= max_doc_count) & (counts.doc_freq >= min_df)
+    mask = (counts.doc_freq <= max_doc_count) & (counts.doc_freq >= min_doc_count)
     if max_features is not None and mask.sum() > max_features:
         # the same unstable argsort on the same array as sklearn: ties at the cut fall the same way
         most_frequent = np.flatnonzero(mask)[(-counts.term_freq[mask]).argsort()[:max_features]]

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
-from review_sentiment.databases import sqlite_without_fsync_per_commit, without_password
+from review_sentiment.databases import without_password
 from review_sentiment.modeling.families import build_pipeline, require_words
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking.model_logging import (
@@ -58,8 +58,8 @@ from review_sentiment.training.family_studies import (
 from review_sentiment.training.reports import confusion_figure, report_text, top_terms
 from review_sentiment.training.study import (
     GRACE_SECONDS,
+    TRIAL_FAILURES,
     CountedFolds,
-    EmptyVocabulary,
     counted,
     default_storage,
     fold_scorer,
@@ -94,7 +94,7 @@ class TuningSettings:
 
     @property
     def fold_processes(self) -> int:
-        cores = os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0))  # what this process may use (a container's share), not the host's
         wanted = {0: cores // self.workers, -1: cores}.get(self.n_jobs, self.n_jobs)
         return max(1, min(wanted, self.folds))
 
@@ -153,7 +153,6 @@ def run_tuning(settings: TuningSettings) -> None:
     """Raises ReviewDataError for unusable data: before anything is written to MLflow where it can be
     told up front, else after taking back what this run wrote (no half-state either way)."""
     started = time.perf_counter()
-    sqlite_without_fsync_per_commit()  # before MLflow or Optuna open a store
     prepared = prepare(settings)
     if settings.join:
         join_studies(settings, prepared, settings.worker_name or f"{socket.gethostname()}:{os.getpid()}")
@@ -356,13 +355,13 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
             log_trial_run(client, experiment_id, family_study.parent_run_id, trial, study.direction.name)
             _print_progress(study, trial, tag)
 
-        ran = run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), me.name, done)
+        ran = run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done)
         if until_complete and (running := len(unfinished(family_study.study))):
             print(f"  waiting for {running} trial{'s' * (running != 1)} running elsewhere (a trial whose worker died "
                   f"is queued again {GRACE_SECONDS} s after its last heartbeat)", flush=True)
         while until_complete and unfinished(family_study.study):
             time.sleep(WAIT_SECONDS)
-            ran += run_queued_trials(storage, family_study.study, cv_f1, (EmptyVocabulary,), me.name, done)
+            ran += run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done)
         if until_complete and (gaps := log_missing_trial_runs(client, experiment_id, family_study.parent_run_id,
                                                               finished_by_workers(family_study.study),
                                                               family_study.study.direction.name)):

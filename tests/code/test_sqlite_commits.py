@@ -1,0 +1,34 @@
+"""The tuning run's SQLite setting (WAL, no fsync per commit) reaches only what it opens meanwhile,
+and leaves connections that cannot change the file alone."""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import sqlalchemy
+
+from review_sentiment.databases import sqlite_without_fsync_per_commit
+
+
+def journal_mode(engine: sqlalchemy.Engine) -> str:
+    with engine.connect() as connection:
+        return connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+
+
+def test_only_connections_opened_during_the_block_write_ahead(tmp_path: Path) -> None:
+    for name in ("during.db", "after.db", "read-only.db"):
+        with closing(sqlite3.connect(tmp_path / name)) as db, db:
+            db.execute("CREATE TABLE t (x)")
+            db.execute("INSERT INTO t VALUES (1)")
+    with sqlite_without_fsync_per_commit():
+        during = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'during.db'}")
+        assert journal_mode(during) == "wal"
+        with during.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        reader = sqlalchemy.create_engine(f"sqlite:///file:{tmp_path / 'read-only.db'}?mode=ro&uri=true")
+        with reader.connect() as connection:  # switching its journal would fail: it is left as it is
+            assert connection.exec_driver_sql("SELECT x FROM t").scalar() == 1
+        assert journal_mode(reader) == "delete"
+    after = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'after.db'}")
+    assert journal_mode(after) == "delete"
