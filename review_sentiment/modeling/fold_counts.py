@@ -28,12 +28,12 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 
 @dataclass(frozen=True)
 class FoldCounts:
-    """One fold's n-gram counts: its training texts' vocabulary (sorted, as the vectorizer sorts it)
-    and the counts of its training and validation texts over that vocabulary. The matrices may hold
+    """One fold's n-gram counts: of its training and validation texts over the training texts'
+    vocabulary (sorted, as the vectorizer sorts it; the terms themselves are not kept: a trial needs
+    only their frequencies, and a million reviews hold millions of bigrams). The matrices may hold
     more columns than the vocabulary (a longer n-gram range's count of the same texts): `columns` says
     which are this vocabulary's, in its order."""
 
-    terms: np.ndarray
     train: sparse.csr_array  # whole counts in the smallest unsigned integer type that holds them
     valid: sparse.csr_array
     doc_freq: np.ndarray  # per term, in how many training texts it occurs
@@ -58,10 +58,10 @@ def count_fold_sizes(train_texts: Sequence[str], valid_texts: Sequence[str],
     out = {}
     for n_max in ngram_sizes:
         if n_max == max(ngram_sizes):
-            out[n_max] = FoldCounts(terms, train, valid, doc_freq, term_freq)
+            out[n_max] = FoldCounts(train, valid, doc_freq, term_freq)
         else:
             columns = np.flatnonzero(words_per_term <= n_max)
-            out[n_max] = FoldCounts(terms[columns], train, valid, doc_freq[columns], term_freq[columns], columns)
+            out[n_max] = FoldCounts(train, valid, doc_freq[columns], term_freq[columns], columns)
     return out
 
 
