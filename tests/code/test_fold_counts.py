@@ -152,7 +152,8 @@ def test_a_killed_fold_process_fails_its_trial_and_new_ones_take_over(sample: tu
                 scores_of("NaiveBayes", params, 5, [0, 1])
                 time.sleep(0.1)
         assert scores_of("NaiveBayes", params, 5, [0, 1]) == expected
-        assert not {p.pid for p in first} & {p.pid for p in multiprocessing.active_children()}
+        wait_for(lambda: not {p.pid for p in first} & {p.pid for p in multiprocessing.active_children()},
+                 timeout=10, what="the broken executor's other process to be ended")
 
 
 def test_fold_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -> None:
