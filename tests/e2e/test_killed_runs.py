@@ -52,9 +52,12 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
 
     output = run_script(FAST + ["--models", "LogisticRegression"])  # another command: it closes them
     closed = [line for line in output.splitlines() if line.startswith("Marked KILLED")]
-    assert closed == [f"Marked KILLED 2 runs left RUNNING by a process that is gone: "
-                      f"LinearSVM ({parents.run_id['LinearSVM'][:8]}, pid {tuning.pid}, 0 child runs); "
-                      f"NaiveBayes ({parents.run_id['NaiveBayes'][:8]}, pid {tuning.pid}, 0 child runs)"], output
+    # the kill may land while a finished trial's child run is being written (create, batch, terminate):
+    # that child run is closed with its parent, and the resume below replaces it
+    assert closed in ([f"Marked KILLED 2 runs left RUNNING by a process that is gone: "
+                       f"LinearSVM ({parents.run_id['LinearSVM'][:8]}, pid {tuning.pid}, 0 child runs); "
+                       f"NaiveBayes ({parents.run_id['NaiveBayes'][:8]}, pid {tuning.pid}, {children})"]
+                      for children in ("0 child runs", "1 child run")), output
     after = runs().set_index("run_id")
     assert set(after.loc[parents.run_id[["NaiveBayes", "LinearSVM"]], "status"]) == {"KILLED"}
     assert "RUNNING" not in set(after.status)
