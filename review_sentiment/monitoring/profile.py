@@ -56,19 +56,15 @@ def vocabulary(pipeline: Pipeline) -> frozenset[str]:
 
 def reference_profile(pipeline: Pipeline, traffic_texts: Sequence[str], train_labels: Sequence[int],
                       test_texts: Sequence[str], seed: int = 0,
-                      clean: Callable[[list[str]], list[str]] | None = None) -> dict:
+                      clean: Callable[[list[str]], list[str]] = clean_texts) -> dict:
     """Lengths, non-ASCII and empty shares from every usable review of the training file, repeats
     included (training drops exact duplicates; traffic does not, and a one-liner like "Good" comes
     back often); out-of-vocabulary shares and the model's scores from its test reviews, which it never
-    saw (what new in-distribution text looks like). `clean`: what the pipeline's first step (our
-    cleaning) gives for these texts, already computed (a tuning run cleans each review once)."""
+    saw (what new in-distribution text looks like). `clean`: the pipeline's first step (our cleaning),
+    or a look-up of what it gave for these texts (a tuning run cleans each review once)."""
     words = vocabulary(pipeline)
-    if clean is None:
-        traffic, test = TextStats.of(list(traffic_texts), words), TextStats.of(list(test_texts), words)
-        labels, scores = predict_with_scores(pipeline, list(test_texts))
-    else:
-        traffic, test = TextStats.of(traffic_texts, words, clean), TextStats.of(test_texts, words, clean)
-        labels, scores = predict_with_scores(pipeline[1:], clean(list(test_texts)))
+    traffic, test = TextStats.of(traffic_texts, words, clean), TextStats.of(test_texts, words, clean)
+    labels, scores = predict_with_scores(pipeline[1:], clean(list(test_texts)))
     rng = np.random.default_rng(seed)
 
     def sample(values: np.ndarray) -> list[float]:

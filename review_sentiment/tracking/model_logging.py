@@ -113,7 +113,7 @@ def cleaning_digest(root: Path = Path(text_cleaning.__file__).parent) -> str:
 
 
 def log_trained_model(pipeline: Pipeline, reviews: Reviews, split: Split, example_texts: Sequence[str],
-                      seed: int = 0, clean: Callable[[list[str]], list[str]] | None = None) -> ModelInfo:
+                      seed: int = 0, clean: Callable[[list[str]], list[str]] = text_cleaning.clean_texts) -> ModelInfo:
     """Log a freshly trained model with what later stages need of its training: the reviews it trained
     on (promotion leaves them out) and its reference profile (monitoring compares against it). The
     tuning run and the retrain both log through here, so their versions carry the same records."""
