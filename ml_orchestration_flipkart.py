@@ -30,19 +30,28 @@ from review_sentiment.constants import (
 )
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.orchestration.local_prefect import quiet_prefect_env
+from review_sentiment.tracking.alias_lock import NoAliasLock
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(SAMPLE_DATA), help="review CSV to retrain on")
-    parser.add_argument("--text-col", default=DEFAULT_TEXT_COL)
-    parser.add_argument("--rating-col", default=DEFAULT_RATING_COL)
+    parser.add_argument("--data", help="review CSV to retrain on (default: the one the champion was trained "
+                                       f"from; {SAMPLE_DATA.name} when there is no champion)")
+    parser.add_argument("--text-col", help=f"review text column (default: the champion's; {DEFAULT_TEXT_COL!r})")
+    parser.add_argument("--rating-col", help=f"rating column (default: the champion's; {DEFAULT_RATING_COL!r})")
     parser.add_argument("--cron", default="*/5 * * * *", help="retrain schedule (UTC)")
     parser.add_argument("--once", action="store_true", help="run one retrain in the foreground and exit")
     parser.add_argument("--prediction-log", default=os.environ.get(PREDICTION_LOG_ENV, str(DEFAULT_PREDICTION_LOG)),
                         help="the service's prediction log, for monitoring and --with-feedback")
     parser.add_argument("--with-feedback", action="store_true",
                         help="retrain on the CSV plus every review that got a true label through the service")
+    parser.add_argument("--trust-anonymous-feedback", action="store_true",
+                        help="let labels given without an API key train, judge and trigger retrains")
+    parser.add_argument("--allow-new-data", action="store_true",
+                        help="let a model of another data file than the champion's compete with it")
+    parser.add_argument("--unlocked-promotion", action="store_true",
+                        help="move the champion alias even where no lock serialises alias moves (a tracking "
+                             "server without REVIEW_SENTIMENT_LOCK_URL)")
     parser.add_argument("--monitor-cron", default="0 * * * *", help="monitoring schedule (UTC)")
     parser.add_argument("--work-pool", metavar="POOL",
                         help="deploy both schedules to this Prefect process work pool (needs PREFECT_API_URL) and "
@@ -66,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(quiet_prefect_env(dict(os.environ)))  # Prefect reads its settings once, when first imported
     from review_sentiment.orchestration import commands
 
-    data = {"data_path": args.data, "text_col": args.text_col, "rating_col": args.rating_col}
+    data = {"data_path": args.data, "text_col": args.text_col, "rating_col": args.rating_col,
+            "trust_anonymous_feedback": args.trust_anonymous_feedback, "allow_new_data": args.allow_new_data,
+            "unlocked_promotion": args.unlocked_promotion}
     retrain = data | ({"feedback_log": args.prediction_log} if args.with_feedback else {})
     try:
         if args.command == "score":
@@ -82,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             commands.serve_schedules(args.cron, retrain, args.monitor_cron, data | {
                 "prediction_log": args.prediction_log})
-    except ReviewDataError as err:
+    except (ReviewDataError, NoAliasLock) as err:
         return cli.user_error(err)
     return 0
 

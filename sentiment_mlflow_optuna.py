@@ -24,6 +24,7 @@ from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MOD
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.databases import sqlite_without_fsync_per_commit
 from review_sentiment.modeling.families import FAMILIES
+from review_sentiment.tracking.alias_lock import NoAliasLock
 from review_sentiment.training.tuning_run import RunConflict, TuningSettings, run_tuning
 
 
@@ -52,6 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="only run trials of the same command started elsewhere (same data, flags, storage)")
     parser.add_argument("--worker-name", help="this worker's name on progress lines and child runs "
                                                "(default host:pid)")
+    parser.add_argument("--allow-new-data", action="store_true",
+                        help="let the tuned model compete with a champion trained on another data file")
+    parser.add_argument("--unlocked-promotion", action="store_true",
+                        help="move the champion alias even where no lock serialises alias moves (a tracking "
+                             "server without REVIEW_SENTIMENT_LOCK_URL): concurrent promotions may then race")
     return parser.parse_args(argv)
 
 
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sqlite_without_fsync_per_commit():  # MLflow's store, if it is an SQLite file
             run_tuning(TuningSettings(**vars(args)))
-    except (ReviewDataError, RunConflict) as err:
+    except (ReviewDataError, RunConflict, NoAliasLock) as err:
         return cli.user_error(err)
     return 0
 

@@ -19,12 +19,18 @@ CHAMPION = "champion"  # the alias of the served model; also the name of the var
 CHALLENGER = "challenger"  # the alias the prediction service sends a share of traffic to
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION}"
 
+RETRAIN_FLOW = "Flipkart Sentiment Analysis Flow (Logistic)"  # the Prefect flows' names
+MONITORING_FLOW = "flipkart-sentiment-monitoring"
+
 TUNING_EXPERIMENT = "FLIPKART_SENTIMENT_ANALYSIS"
 RETRAIN_EXPERIMENT = "FLIPKART_SENTIMENT_ORCHESTRATION"
 SCORING_EXPERIMENT = "FLIPKART_SENTIMENT_SCORING"
 MONITORING_EXPERIMENT = "FLIPKART_SENTIMENT_MONITORING"
 
+MONITORING_STATUS_TAG = "monitoring_status"  # on a version: its latest check's status (the service exports it)
+
 BEST_PARAMS_ARTIFACT = "best_params.json"  # the tuning run writes it, the scheduled retrain reads it
 
 DEFAULT_PREDICTION_LOG = Path("predictions.db")  # in the working folder: the service writes it, reports read it
 PREDICTION_LOG_ENV = "REVIEW_SENTIMENT_PREDICTION_LOG"  # overrides it: a PostgreSQL URL that replicas share
+ANONYMOUS = "anonymous"  # who gave a fed-back label, when the service had no API key to tell

@@ -27,6 +27,8 @@ from review_sentiment.data.reviews import Split, load_reviews, split_reviews
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking.model_logging import compact_for_saving, log_sentiment_model, log_training_reviews
+from review_sentiment.tracking.promotion import PROTECTED, Evidence
+from review_sentiment.tracking.records import Lineage, VersionRecord
 from review_sentiment.tracking.registry import register
 
 SAMPLE = SAMPLE_DATA
@@ -136,15 +138,25 @@ def the_split(seed: int = 42) -> Split:
     return split_reviews(load_reviews(SAMPLE), 0.3, 2, seed)
 
 
-def registered(texts: pd.Series, labels, params: dict, record_training: bool = True) -> ModelVersion:
-    """A Logistic Regression trained on `texts`, logged and registered as the pipeline logs them."""
+def registered(texts: pd.Series, labels, params: dict, record_training: bool = True,
+               lineage: Lineage | None = None) -> ModelVersion:
+    """A Logistic Regression trained on `texts`, logged and registered as the pipeline logs them; with
+    `lineage`, its record names it (as the tuning run and the retrain record theirs)."""
     pipeline = compact_for_saving(build_pipeline("LogisticRegression", params, 0).fit(texts, labels))
     mlflow.set_experiment("promotion")
     with mlflow.start_run():
         info = log_sentiment_model(pipeline, ["great"])
         if record_training:
             log_training_reviews(texts)
-    return register(info, MODEL_NAME, {"family": "LogisticRegression"})
+    tags = {"family": "LogisticRegression"}
+    if lineage is not None:
+        tags = VersionRecord("LogisticRegression", "test", lineage, "", "", info.run_id, None, info.run_id).tags()
+    return register(info, MODEL_NAME, tags)
+
+
+def protected(split: Split) -> Evidence:
+    """The split's held-out reviews as the evidence promotion judges on."""
+    return Evidence.of(PROTECTED, split.X_test, split.y_test)
 
 
 def f1_of(version: ModelVersion, texts: pd.Series, labels) -> float:

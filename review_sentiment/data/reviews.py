@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, LABEL_NAMES
 
@@ -99,47 +98,70 @@ def load_reviews(
     )
 
 
-FEEDBACK_RATING = {0: 1, 1: 5}  # a fed-back label as the rating it stands for
-
-
-def with_feedback(reviews: Reviews, texts: pd.Series, labels: pd.Series) -> tuple[Reviews, int]:
-    """The reviews plus those whose true label came back through the service, one row per distinct
-    fed-back text with its latest label; that label replaces the file's rows of the same text (a
-    person said so, later). Returns the reviews and how many rows came from feedback."""
+def with_feedback(reviews: Reviews, split: Split, texts: pd.Series, labels: pd.Series, test_size: float,
+                  seed: int) -> tuple[Reviews, Split, Split]:
+    """Add reviews whose true label came back through the service, one per distinct text with its latest
+    label. The lineage's held-out rule applies to them too: the held-out ones are never trained on (they
+    judge candidates, as the file's held-out slice does, and a fed-back label never reaches the file's
+    slice), the rest join training, replacing the file's training row of the same text (a person said so,
+    later). Returns the reviews with the fed-back texts counted as traffic (for the reference profile),
+    the training split with them, and the feedback's own split: trained on, and held out."""
     fed = pd.DataFrame({"text": texts.astype(object).str.strip(), "label": labels.astype(int)})
     fed = fed[fed["text"] != ""].drop_duplicates("text", keep="last")  # `texts` in the order the labels came
-    kept = ~reviews.text.isin(fed["text"])
-    text = pd.concat([reviews.text[kept], fed["text"]], ignore_index=True).rename("review")
-    label = pd.concat([reviews.label[kept], fed["label"]], ignore_index=True).rename("label")
-    rating = pd.concat([reviews.rating[kept], fed["label"].map(FEEDBACK_RATING)], ignore_index=True)
+    held = held_out(fed["text"], test_size, seed)
+    trained, judged = fed[~held], fed[held]
+    kept = ~split.X_train.isin(trained["text"])
+    X_train = pd.concat([split.X_train[kept], trained["text"]], ignore_index=True).rename("review")
+    y_train = np.concatenate([split.y_train[kept.to_numpy()], trained["label"].to_numpy()])
     usable = pd.concat([reviews.usable_text[~reviews.usable_text.isin(fed["text"])], fed["text"]], ignore_index=True)
-    return replace(reviews, text=text, rating=rating, label=label, usable_text=usable), len(fed)
+    return (replace(reviews, usable_text=usable), Split(X_train, split.X_test, y_train, split.y_test),
+            Split(trained["text"], judged["text"], trained["label"].to_numpy(), judged["label"].to_numpy()))
+
+
+def training_frame(split: Split) -> pd.DataFrame:
+    """The rows a model is fitted on, as MLflow records its training dataset."""
+    return pd.DataFrame({"review": split.X_train.to_numpy(dtype=object), "label": split.y_train})
+
+
+def held_out(texts: Iterable[str], fraction: float, seed: int) -> np.ndarray:
+    """Which reviews a lineage holds out from training: those whose seeded hash of the text falls below
+    `fraction`. A review's place depends on its text and the seed alone, so every model of the lineage
+    (tuned, retrained, with feedback or on a file with rows appended) leaves the same reviews out, and
+    each label's share of the held-out slice is `fraction` in expectation (stratified by chance)."""
+    key = seed.to_bytes(8, "little", signed=True)
+    hashes = np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8, key=key).digest())
+                          for t in texts), dtype=np.uint64)
+    return hashes < np.uint64(min(int(fraction * 2**64), 2**64 - 1))
 
 
 def split_reviews(reviews: Reviews, test_size: float, folds: int, seed: int) -> Split:
-    """Stratified, seeded train/test split that leaves every class enough rows for k-fold CV."""
+    """The seeded held-out split (see `held_out`), checked to leave every class enough rows for k-fold CV."""
     counts = reviews.label.value_counts()
     smallest, name = int(counts.min()), LABEL_NAMES[int(counts.idxmin())]
-    try:
-        X_train, X_test, y_train, y_test = train_test_split(
-            reviews.text, reviews.label.to_numpy(), test_size=test_size,
-            stratify=reviews.label.to_numpy(), random_state=seed,
-        )
-    except ValueError as err:
+    if smallest < 2:
         raise ReviewDataError(
-            f"{reviews.path}: too few reviews to split ({len(reviews.label)} usable, "
-            f"{smallest} {name}): {err}"
-        ) from None
+            f"{reviews.path}: too few reviews to split ({len(reviews.label)} usable, {smallest} {name}): each "
+            f"label needs one review to hold out and one to train on"
+        )
+    test = held_out(reviews.text, test_size, seed)
+    X_train, X_test = reviews.text[~test], reviews.text[test]
+    y_train, y_test = reviews.label.to_numpy()[~test], reviews.label.to_numpy()[test]
+    if not len(y_test) or not len(y_train):
+        empty = "test" if not len(y_test) else "training"
+        raise ReviewDataError(
+            f"{reviews.path}: too few reviews to split ({len(reviews.label)} usable, {smallest} {name}): "
+            f"the {empty} split is empty at --test-size {test_size:g}"
+        )
     if len(np.unique(y_test)) < 2:
         absent = LABEL_NAMES[1 - int(y_test[0])]
         raise ReviewDataError(
             f"{reviews.path}: the test split holds no {absent} review ({len(y_test)} reviews, "
             f"{smallest} {name} in all); raise --test-size or add data"
         )
-    if np.bincount(y_train).min() < folds:
+    if len(np.unique(y_train)) < 2 or np.bincount(y_train, minlength=2).min() < folds:
         raise ReviewDataError(
             f"{reviews.path}: too few {name} reviews for {folds}-fold CV: {smallest} usable, "
-            f"{np.bincount(y_train).min()} left for training after the test split; "
+            f"{np.bincount(y_train, minlength=2).min()} left for training after the test split; "
             f"need at least {folds} (add data or lower --folds)"
         )
     return Split(X_train, X_test, y_train, y_test)

@@ -22,8 +22,10 @@ from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.monitoring.profile import TextStats
 
 OK, DRIFT, DEGRADED, INSUFFICIENT = "ok", "drift", "degraded", "insufficient-data"
+SUSPECT = "suspect-feedback"  # trusted labels disagree sharply with the protected set while inputs did not move
 MIN_WINDOW = 100  # predictions of one version in one check
-MIN_FEEDBACK = 30  # predictions with a true label, of both labels
+FEEDBACK_QUORUM = 50  # trusted fed-back labels (of both labels) before feedback may trigger, train or judge
+SUSPECT_GAP = 0.15  # how far below the version's test F1 the feedback interval's top must be to be suspect
 FAMILY_ALPHA = 0.05
 DRIFT_TESTS = 6
 ALPHA = FAMILY_ALPHA / DRIFT_TESTS
@@ -51,8 +53,9 @@ class Window:
     reviews: list[str]
     labels: np.ndarray
     scores: np.ndarray
-    feedback_truth: np.ndarray
+    feedback_truth: np.ndarray  # trusted labels only
     feedback_said: np.ndarray
+    untrusted_feedback: int = 0  # labels kept and counted, but trusted with nothing
 
 
 @dataclass(frozen=True)
@@ -82,10 +85,10 @@ def share(kind: str, measure: str, reference: float, reference_n: int, current: 
 
 
 def performance(window: Window, test_f1: float, seed: int) -> Finding | None:
-    """Macro-F1 where feedback came, if there is enough of it; degraded when even the interval's top
-    is below the version's test F1."""
+    """Macro-F1 where trusted feedback came, if there is a quorum of it; degraded when even the interval's
+    top is below the version's test F1."""
     truth, said = window.feedback_truth.astype(int), window.feedback_said.astype(int)
-    if len(truth) < MIN_FEEDBACK or len(set(truth.tolist())) < 2:
+    if len(truth) < FEEDBACK_QUORUM or len(set(truth.tolist())) < 2:
         return None
     interval = stats.bootstrap((truth, said), macro_f1, paired=True, vectorized=False, method="percentile",
                                n_resamples=BOOTSTRAP_RESAMPLES, rng=np.random.default_rng(seed)).confidence_interval
@@ -96,8 +99,10 @@ def performance(window: Window, test_f1: float, seed: int) -> Finding | None:
 
 def check(window: Window, profile: dict | None, test_f1: float | None, seed: int = 0) -> Check:
     """The check's status and findings. Drift needs a profile (versions logged before profiles have
-    none) and `MIN_WINDOW` predictions; performance needs the test F1 and `MIN_FEEDBACK` labels, which
-    may be for predictions of earlier windows (feedback comes late)."""
+    none) and `MIN_WINDOW` predictions; performance needs the test F1 and `FEEDBACK_QUORUM` trusted labels, which
+    may be for predictions of earlier windows (feedback comes late). Trusted feedback far below the test F1
+    on inputs that did not move is `suspect-feedback`: wrong labels are likelier than a model that broke
+    on the kind of reviews it was judged on."""
     feedback, findings, current = len(window.feedback_truth), [], None
     if profile is None:
         note = "no reference profile for this version"
@@ -113,6 +118,9 @@ def check(window: Window, profile: dict | None, test_f1: float | None, seed: int
         return Check(INSUFFICIENT, len(window.reviews), feedback, note=note)
     status = DEGRADED if performed is not None and performed.drifted else (
         DRIFT if any(f.drifted for f in findings) else OK)
+    inputs_moved = any(f.drifted for f in findings if f.kind == "input")
+    if status == DEGRADED and not inputs_moved and performed.statistic < performed.reference - SUSPECT_GAP:
+        status = SUSPECT  # the model is as good as ever on the protected set and sees the same inputs
     new_terms = [] if current is None else current.unseen_terms.most_common(10)
     return Check(status, len(window.reviews), feedback, findings, new_terms, note, current)
 

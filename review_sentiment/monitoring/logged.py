@@ -11,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy
 
+from review_sentiment.constants import ANONYMOUS
 from review_sentiment.databases import is_postgres, sqlalchemy_url, without_password
 
 PREDICTION_COLUMNS = ["row", "review", "label", "score", "model_name", "model_version", "time"]
-FEEDBACK_COLUMNS = ["row", "true_label", "label", "model_name", "model_version"]
+FEEDBACK_COLUMNS = ["row", "true_label", "label", "model_name", "model_version", "giver"]
 
 
 def require_log(target: str | Path) -> None:
@@ -23,11 +24,18 @@ def require_log(target: str | Path) -> None:
         raise FileNotFoundError(f"{target}: no prediction log here (start the service, or pass --prediction-log)")
 
 
+def trusted(giver: pd.Series, trust_anonymous: bool) -> pd.Series:
+    """Which fed-back labels may train and judge models: those given with an API key; anonymous ones
+    (and labels logged before givers were recorded) only when the operator says so."""
+    return pd.Series(True, index=giver.index) if trust_anonymous else giver.notna() & (giver != ANONYMOUS)
+
+
 def read_log(target: str | Path) -> pd.DataFrame:
-    """Every logged prediction with its fed-back true label (NA where none) and when that came."""
+    """Every logged prediction with its fed-back true label (NA where none), when that came and who gave it."""
     with _reading(target) as (conn, row):
         frame = pd.read_sql_query(
-            f"SELECT p.*, f.label AS true_label, f.time AS feedback_time FROM predictions p"
+            f"SELECT p.*, f.label AS true_label, f.time AS feedback_time, {_giver(conn)} AS giver, "
+            f"{_giver(conn, 'client')} AS feedback_client FROM predictions p"
             f" LEFT JOIN feedback f ON f.prediction_id = p.id ORDER BY p.{row}", conn)
     return frame.drop(columns=["row"], errors="ignore")
 
@@ -41,10 +49,16 @@ def read_new(target: str | Path, after_prediction: int, after_feedback: int) -> 
             sqlalchemy.text(f"SELECT {row} AS {', '.join(PREDICTION_COLUMNS)} FROM predictions "
                             f"WHERE {row} > :after ORDER BY {row}"), conn, params={"after": after_prediction})
         feedback = pd.read_sql_query(
-            sqlalchemy.text(f"SELECT f.{row} AS row, f.label AS true_label, p.label, p.model_name, p.model_version "
+            sqlalchemy.text(f"SELECT f.{row} AS row, f.label AS true_label, p.label, p.model_name, p.model_version, "
+                            f"{_giver(conn)} AS giver "
                             f"FROM feedback f JOIN predictions p ON p.id = f.prediction_id WHERE f.{row} > :after "
                             f"ORDER BY f.{row}"), conn, params={"after": after_feedback})
     return predictions, feedback
+
+
+def _giver(conn: sqlalchemy.Connection, column: str = "giver") -> str:
+    """`f.giver` (or `f.client`), or NULL in a log the service has not yet migrated to record them."""
+    return f"f.{column}" if column in {c["name"] for c in sqlalchemy.inspect(conn).get_columns("feedback")} else "NULL"
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from review_sentiment.monitoring.drift import Check, Window
 
-SEVERITY = {"degraded": 3, "drift": 2, "ok": 1, "insufficient-data": 0}
+SEVERITY = {"suspect-feedback": 4, "degraded": 3, "drift": 2, "ok": 1, "insufficient-data": 0}
 
 
 def overall(statuses: list[str]) -> str:

@@ -4,6 +4,7 @@ fed-back reviews when the check finds drift or degradation, unless one was trigg
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass
@@ -17,21 +18,22 @@ from prefect.runtime import flow_run
 
 from review_sentiment.constants import (
     DEFAULT_PREDICTION_LOG,
-    DEFAULT_RATING_COL,
-    DEFAULT_TEXT_COL,
+    MODEL_NAME,
     MONITORING_EXPERIMENT,
-    SAMPLE_DATA,
+    MONITORING_FLOW,
+    MONITORING_STATUS_TAG,
 )
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.databases import without_password
-from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, Check, Finding, Window, check
-from review_sentiment.monitoring.logged import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, read_new
+from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, SUSPECT, Check, Finding, Window, check
+from review_sentiment.monitoring.logged import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, read_new, trusted
 from review_sentiment.monitoring.profile import PROFILE_ARTIFACT
 from review_sentiment.monitoring.report import html_report, overall, summary
+from review_sentiment.orchestration.crashed_runs import mark_crashed_runs, record_process
 from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
+from review_sentiment.tracking.promotion import decide_pending
 
-FLOW_NAME = "flipkart-sentiment-monitoring"
 COOLDOWN_HOURS = 6.0
 
 
@@ -72,9 +74,10 @@ def reference_of(name: str, version: str) -> tuple[dict | None, float | None]:
 
 @cpu_step(name="check for drift")
 def check_version(rows: pd.DataFrame, fed: pd.DataFrame, profile: dict | None, test_f1: float | None,
-                  seed: int) -> tuple[Window, Check]:
+                  seed: int, trust_anonymous: bool) -> tuple[Window, Check]:
+    kept = trusted(fed["giver"], trust_anonymous).to_numpy(bool)
     window = Window(rows["review"].tolist(), rows["label"].to_numpy(int), rows["score"].to_numpy(float),
-                    fed["true_label"].to_numpy(int), fed["label"].to_numpy(int))
+                    fed["true_label"].to_numpy(int)[kept], fed["label"].to_numpy(int)[kept], int((~kept).sum()))
     return window, check(window, profile, test_f1, seed)
 
 
@@ -105,20 +108,27 @@ def metrics_of(findings: list[Finding]) -> dict[str, float]:
     return out
 
 
-@flow(name=FLOW_NAME, log_prints=True)
+@flow(name=MONITORING_FLOW, log_prints=True)
 def monitor_predictions(
     prediction_log: str = str(DEFAULT_PREDICTION_LOG),
-    data_path: str = str(SAMPLE_DATA),
-    text_col: str = DEFAULT_TEXT_COL,
-    rating_col: str = DEFAULT_RATING_COL,
+    data_path: str | None = None,
+    text_col: str | None = None,
+    rating_col: str | None = None,
     retrain: bool = True,
     cooldown_hours: float = COOLDOWN_HOURS,
     seed: int = 0,
+    trust_anonymous_feedback: bool = False,
+    allow_new_data: bool = False,
+    unlocked_promotion: bool = False,
 ) -> MonitorOutcome:
     """One check of everything logged since the last one; on drift or degradation (and `retrain`),
-    retrain on `data_path` plus the fed-back reviews, at most once per `cooldown_hours`."""
+    retrain the champion's lineage (or `data_path`) plus the trusted fed-back reviews, at most once per
+    `cooldown_hours`. Feedback that disagrees sharply with the protected set is reported, not acted on."""
     data_errors_in_one_line()
     logger = get_run_logger()
+    record_process()
+    for line in mark_crashed_runs() + decide_pending(MODEL_NAME, unlocked=unlocked_promotion):
+        logger.warning(line)
     mlflow.set_experiment(MONITORING_EXPERIMENT)
     after = last_check(prediction_log)
     frame, feedback = read_window(prediction_log, after)
@@ -129,7 +139,9 @@ def monitor_predictions(
         rows = frame[(frame["model_name"] == name) & (frame["model_version"] == version)]
         fed = feedback[(feedback["model_name"] == name) & (feedback["model_version"] == version)]
         profiles[label], test_f1 = reference_of(name, version)
-        windows[label], checks[label] = check_version(rows, fed, profiles[label], test_f1, seed)
+        windows[label], checks[label] = check_version(rows, fed, profiles[label], test_f1, seed,
+                                                      trust_anonymous_feedback)
+        _show_status(name, version, checks[label].status)
     status = overall([c.status for c in checks.values()])
     busiest = max(checks, key=lambda v: checks[v].predictions, default=None)
     # Too little to judge: the next check reads these rows again, with more.
@@ -139,7 +151,8 @@ def monitor_predictions(
         mlflow.set_tags({"status": status, "prediction_log": without_password(prediction_log),
                          "prefect.flow_run_id": str(flow_run.get_id()),
                          **{f"status.{v}": c.status for v, c in checks.items()}})
-        mlflow.log_metrics({"predictions": len(frame), "feedback": len(feedback)}
+        mlflow.log_metrics({"predictions": len(frame), "feedback": len(feedback),
+                            "feedback_trusted": sum(len(w.feedback_truth) for w in windows.values())}
                            | (metrics_of(checks[busiest].findings) if busiest else {}))
         title = f"Monitoring check {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {status}"
         mlflow.log_text(html_report(title, checks, profiles, windows), "report.html")
@@ -147,23 +160,34 @@ def monitor_predictions(
               f"{summary(checks)}")
         mlflow.set_tags({"last_prediction_row": until[0], "last_feedback_row": until[1]})  # last: the window is read
     action = "nothing to do"  # decided after the check's run is closed: a retrain starts runs of its own
-    if status in (DRIFT, DEGRADED):
-        action = _act(status, retrain, cooldown_hours, prediction_log, data_path, text_col, rating_col,
-                      run.info.run_id)
+    if status == SUSPECT:
+        action = (f"{SUSPECT}: trusted feedback is far below the protected set's F1 on inputs that did not "
+                  f"move; not retraining on it (see who gave it: the log's feedback.giver and client)")
+    elif status in (DRIFT, DEGRADED):
+        action = _act(status, retrain, cooldown_hours, prediction_log, run.info.run_id, dict(
+            data_path=data_path, text_col=text_col, rating_col=rating_col,
+            trust_anonymous_feedback=trust_anonymous_feedback, allow_new_data=allow_new_data,
+            unlocked_promotion=unlocked_promotion))
     mlflow.MlflowClient().set_tag(run.info.run_id, "retrain", action)
     print(f"Retrain: {action}")
     logger.info("Check %s: %s; %s", run.info.run_id, status, action)
     return MonitorOutcome(status, run.info.run_id, {v: c.status for v, c in checks.items()}, action)
 
 
-def _act(status: str, retrain: bool, cooldown_hours: float, prediction_log: str, data_path: str, text_col: str,
-         rating_col: str, check_run: str) -> str:
-    """Retrain on the file plus the feedback, unless told not to or still cooling down."""
+def _show_status(name: str, version: str, status: str) -> None:
+    """The version's latest check, on the version itself: the service exports it on /metrics."""
+    with contextlib.suppress(MlflowException):  # deleted from the registry since it served
+        mlflow.MlflowClient().set_model_version_tag(name, version, MONITORING_STATUS_TAG, status)
+
+
+def _act(status: str, retrain: bool, cooldown_hours: float, prediction_log: str, check_run: str,
+         lineage: dict[str, object]) -> str:
+    """Retrain the lineage plus the trusted feedback, unless told not to or still cooling down."""
     if not retrain:
         return f"{status}: retraining is off for this check"
     if cooled := last_triggered_retrain(cooldown_hours):
         return f"{status}: cooling down, a check triggered a retrain at {cooled} (cool-down {cooldown_hours:g} h)"
-    outcome = retrain_logistic(data_path=data_path, text_col=text_col, rating_col=rating_col,
-                               feedback_log=prediction_log, triggered_by=check_run)
+    outcome = retrain_logistic(feedback_log=prediction_log, triggered_by=check_run, **lineage)
     mlflow.MlflowClient().set_tag(check_run, "retrain_triggered", "yes")  # a retrain that failed does not count
-    return f"{status}: triggered a retrain on {data_path} + feedback: {outcome.status}, {outcome.message}"
+    data = lineage["data_path"] or "the champion's data"
+    return f"{status}: triggered a retrain on {data} + trusted feedback: {outcome.status}, {outcome.message}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import secrets
 import sqlite3
 import time
@@ -27,7 +28,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from pydantic_core import to_json
 
-from review_sentiment.constants import CHALLENGER, CHAMPION, LABEL_NAMES
+from review_sentiment.constants import ANONYMOUS, CHALLENGER, CHAMPION, LABEL_NAMES
 from review_sentiment.serving.metrics import instrument
 from review_sentiment.serving.model_watcher import ModelWatcher, choose_variant
 from review_sentiment.serving.prediction_log import (
@@ -141,6 +142,11 @@ def one_line(errors: list[dict]) -> str:
     return what + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
 
+def key_identity(api_key: str) -> str:
+    """Who gave a label with this key, as the log records it: a digest, never the key itself."""
+    return "key:" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
+
+
 def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, challenger_share: float,
                api_key: str | None = None) -> FastAPI:
     """The service; `prediction_log` None logs nothing, `api_key` guards the write endpoints."""
@@ -165,6 +171,7 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
     predictions_made = instrument(app, prediction_log)
     page = PAGE.read_text(encoding="utf-8")
     writes = [Depends(authorized)] if api_key else []
+    giver = key_identity(api_key) if api_key else ANONYMOUS
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -227,14 +234,17 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
         404: {"description": "unknown prediction id"},
         409: {"description": "this prediction already has a different true label"},
         503: {"description": "prediction log unavailable or behind (see Retry-After)"}})
-    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
-        """Record the true label of a logged prediction (the A/B report's macro-F1 uses it). The first
-        label stands: sending it again is fine, a different one is refused."""
+    async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
+        """Record the true label of a logged prediction (the A/B report's macro-F1 uses it), with who gave
+        it (the API key's identity, or anonymous on a service without one) and from which address. Only
+        labels given with a key are trusted to train and judge models by default. The first label
+        stands: sending it again is fine, a different one is refused."""
         if prediction_log is None:
             raise HTTPException(503, "this service keeps no prediction log (started with --no-prediction-log)")
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        client = request.client.host if request.client else None
         outcome = await committed(queued(prediction_log.feedback, body.prediction_id, LABEL_NAMES.index(body.label),
-                                         now))
+                                         now, giver, client))
         if outcome is Feedback.UNKNOWN:
             raise HTTPException(404, f"no logged prediction has id {body.prediction_id!r}")
         if outcome is Feedback.CONFLICT:

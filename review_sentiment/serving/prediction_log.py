@@ -31,11 +31,12 @@ from pathlib import Path
 
 import psycopg
 
+from review_sentiment.constants import ANONYMOUS
 from review_sentiment.databases import is_postgres, without_password
 
 log = logging.getLogger("uvicorn.error")
 
-SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is the unversioned log of the first service
+SCHEMA_VERSION = 2  # PRAGMA user_version; 0 is the unversioned log of the first service
 _TABLES = """
 CREATE TABLE IF NOT EXISTS predictions (
     id TEXT PRIMARY KEY, request_id TEXT NOT NULL, time TEXT NOT NULL, variant TEXT NOT NULL,
@@ -48,6 +49,8 @@ CREATE TABLE IF NOT EXISTS feedback (
 """
 _MIGRATIONS = {  # from version N to N + 1, applied in order on open
     0: "CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions(time);",
+    # who gave each label (an API key's identity, or anonymous) and from which address; earlier labels: unknown
+    1: "ALTER TABLE feedback ADD COLUMN giver TEXT; ALTER TABLE feedback ADD COLUMN client TEXT;",
 }
 # PostgreSQL has no rowid: `row` numbers rows in insertion order for the monitoring windows. It starts
 # at the current schema (there never was an unversioned PostgreSQL log).
@@ -60,13 +63,16 @@ _POSTGRES_TABLES = [
     " predictions(id), label INTEGER NOT NULL, time TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions(time)",
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    "ALTER TABLE feedback ADD COLUMN IF NOT EXISTS giver TEXT",  # schema 2
+    "ALTER TABLE feedback ADD COLUMN IF NOT EXISTS client TEXT",
 ]
 _SCHEMA_LOCK = 7_215_301  # an advisory lock id: replicas starting together create the tables one at a time
 _COLUMNS = ("id", "request_id", "time", "variant", "model_name", "model_version", "caller_id", "review", "label",
             "score", "latency_ms")
 _INSERT = f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) " \
           "ON CONFLICT(id) DO NOTHING"  # a commit whose answer was lost is retried: its rows stand
-_FEEDBACK = "INSERT INTO feedback (prediction_id, label, time) SELECT id, ?, ? FROM predictions WHERE id = ? " \
+_FEEDBACK = "INSERT INTO feedback (prediction_id, label, time, giver, client) SELECT id, ?, ?, ?, ? FROM predictions " \
+            "WHERE id = ? " \
             "ON CONFLICT(prediction_id) DO NOTHING"
 _FED_BACK = "SELECT label FROM feedback WHERE prediction_id = ?"
 _UNAVAILABLE = (sqlite3.OperationalError, psycopg.OperationalError)  # locked, busy, full, down: not the rows' fault
@@ -136,6 +142,8 @@ class _Feedback:
     prediction_id: str
     label: int
     time: str
+    giver: str
+    client: str | None
     done: asyncio.Future
     queued_at: float
     size: int = 1  # one feedback row: the queue's bound holds it too
@@ -193,7 +201,7 @@ def _connect_postgres(url: str) -> psycopg.Connection:
         for statement in _POSTGRES_TABLES:
             conn.execute(statement)
         version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-        if version is None:
+        if version is None or version < SCHEMA_VERSION:  # the statements above brought it up to this one
             conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
         elif version > SCHEMA_VERSION:
             raise psycopg.DatabaseError(f"written by a newer service (schema {version}, this one knows "
@@ -225,10 +233,12 @@ class PredictionLog:
         `wait_seconds`, or with the database's error if it refused these rows."""
         return self._queue(_Predictions(request, asyncio.get_running_loop().create_future(), time.monotonic()))
 
-    def feedback(self, prediction_id: str, label: int, at: str) -> asyncio.Future:
-        """Resolves to a `Feedback` outcome once decided (LogFull and LogStuck, as for `record`)."""
-        return self._queue(_Feedback(prediction_id, label, at, asyncio.get_running_loop().create_future(),
-                                     time.monotonic()))
+    def feedback(self, prediction_id: str, label: int, at: str, giver: str = ANONYMOUS,
+                 client: str | None = None) -> asyncio.Future:
+        """Resolves to a `Feedback` outcome once decided (LogFull and LogStuck, as for `record`). `giver`:
+        who gave the label (an API key's identity, or anonymous); `client`: from which address."""
+        return self._queue(_Feedback(prediction_id, label, at, giver, client,
+                                     asyncio.get_running_loop().create_future(), time.monotonic()))
 
     async def close(self, timeout: float = 30.0) -> None:
         """Write everything queued (trying for at most `timeout` seconds), then stop."""
@@ -317,7 +327,8 @@ class PredictionLog:
 
     def _apply(self, item: _Predictions | _Feedback) -> Feedback | None:
         if isinstance(item, _Feedback):
-            if self._conn.execute(self._sql(_FEEDBACK), (item.label, item.time, item.prediction_id)).rowcount:
+            if self._conn.execute(self._sql(_FEEDBACK), (item.label, item.time, item.giver, item.client,
+                                                         item.prediction_id)).rowcount:
                 return Feedback.STORED
             recorded = self._conn.execute(self._sql(_FED_BACK), (item.prediction_id,)).fetchone()
             if recorded is None:

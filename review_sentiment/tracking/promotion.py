@@ -1,37 +1,107 @@
-"""When `champion` moves: only to a model at least as good as the current champion, and only by a
-compare-and-set. The tuning run and the scheduled retrain both promote through here.
+"""The one rule that decides whether a model replaces another, and the compare-and-set that moves
+`champion`. The tuning run (between its families, then against the champion), every retrain and the
+decisions left pending by a killed command all decide through `judge`.
 
-The two models are scored on the candidate's test reviews that the champion did not train on either
-(every logged model records its training reviews), so a champion trained on older data that overlaps
-today's test split is not flattered. The comparison runs unlocked; the alias then moves under the
-store's alias lock only if it still points where it pointed when the comparison began, otherwise the
-candidate is compared again with the new champion.
+The rule: both models are scored on the same labelled reviews that neither trained on — the lineage's
+protected set (the held-out slice of the file the lineage trains on) and, where there are enough of
+them, trusted fed-back labels held out the same way. A candidate worse on the protected set beyond noise
+(the paired bootstrap 95% interval of the macro-F1 difference lies below zero) loses, whatever feedback
+says. Otherwise it wins if its macro-F1 is higher on the trusted feedback when that can judge, else on
+the protected set; a tie keeps the incumbent. A candidate trained on another file than the champion's
+lineage does not compete without `allow_new_data`.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from sklearn.pipeline import Pipeline
+from scipy import stats
 
 from review_sentiment.constants import CHAMPION
-from review_sentiment.data.reviews import review_hashes
-from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.data.reviews import ReviewDataError, Reviews, held_out, load_reviews, review_hashes
+from review_sentiment.modeling.metrics import macro_f1, macro_f1_along
 from review_sentiment.tracking.alias_lock import alias_lock
 from review_sentiment.tracking.model_loading import RefusedModel, load_pipeline
 from review_sentiment.tracking.model_logging import training_reviews
+from review_sentiment.tracking.orphans import live_writer
+from review_sentiment.tracking.records import Decision, Lineage, Score, VersionRecord
 from review_sentiment.tracking.registry import current_champion
 
-MIN_COMPARED_REVIEWS = 30  # fewer unseen test reviews than this (or one class only) is no fair comparison
+MIN_COMPARED_REVIEWS = 30  # fewer reviews than this (or one label only) judges nothing
+BOOTSTRAP_RESAMPLES = 1000
+PROTECTED, FEEDBACK = "protected set", "trusted feedback"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Labelled reviews two models are judged on, and what they are."""
+
+    name: str
+    texts: pd.Series
+    labels: np.ndarray
+
+    @classmethod
+    def of(cls, name: str, texts: Sequence[str] | pd.Series, labels: Sequence[int] | np.ndarray) -> Evidence:
+        return cls(name, pd.Series(list(texts), dtype=object), np.asarray(labels, dtype=int))
+
+    def unseen_by(self, seen: np.ndarray | None) -> Evidence:
+        """Without the reviews whose hashes are in `seen` (a model's training reviews; None: unknown)."""
+        if seen is None or not len(self.texts):
+            return self
+        keep = ~np.isin(review_hashes(self.texts), seen)
+        return replace(self, texts=self.texts[keep].reset_index(drop=True), labels=self.labels[keep])
+
+    @property
+    def judges(self) -> bool:
+        return len(self.labels) >= MIN_COMPARED_REVIEWS and len(np.unique(self.labels)) == 2
+
+    @property
+    def digest(self) -> str:
+        digest = hashlib.sha256(review_hashes(self.texts).tobytes())
+        digest.update(self.labels.astype(np.int8).tobytes())
+        return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    wins: bool
+    why: str
+    protected: Score
+    feedback: Score | None
+
+
+def score(evidence: Evidence, candidate_said: np.ndarray, incumbent_said: np.ndarray, seed: int = 0) -> Score:
+    """Both models' macro-F1 on `evidence` and the paired bootstrap interval of their difference."""
+    truth = evidence.labels
+    interval = stats.bootstrap(
+        (truth, np.asarray(candidate_said), np.asarray(incumbent_said)),
+        lambda t, a, b, axis: macro_f1_along(t, a, axis) - macro_f1_along(t, b, axis),
+        paired=True, vectorized=True, method="percentile", n_resamples=BOOTSTRAP_RESAMPLES, batch=100,
+        rng=np.random.default_rng(seed)).confidence_interval
+    return Score(evidence.name, len(truth), macro_f1(truth, candidate_said), macro_f1(truth, incumbent_said),
+                 float(interval.low), float(interval.high), evidence.digest)
+
+
+def judge(protected: Score, feedback: Score | None) -> Verdict:
+    """The rule (see the module's docstring) on two scores of the same pair of models."""
+    if protected.high < 0:
+        return Verdict(False, f"worse on the {PROTECTED} beyond noise: {protected}", protected, feedback)
+    deciding = feedback if feedback is not None else protected
+    also = f"; {PROTECTED}: {protected}" if feedback is not None else ""
+    if deciding.candidate_f1 > deciding.incumbent_f1:
+        return Verdict(True, f"better on the {deciding.evidence}: {deciding}{also}", protected, feedback)
+    how = "a tie keeps the incumbent" if deciding.candidate_f1 == deciding.incumbent_f1 else "lower"
+    return Verdict(False, f"not better on the {deciding.evidence} ({how}): {deciding}{also}", protected, feedback)
 
 
 @dataclass(frozen=True)
 class Promotion:
-    """Whether `champion` moved to the candidate, why (printed and logged as-is), and which version
+    """Whether `champion` moved to the candidate, why (printed and recorded as-is), and which version
     held the alias when this promotion finished."""
 
     promoted: bool
@@ -39,77 +109,90 @@ class Promotion:
     champion: str
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Both models' macro-F1 on the same test reviews, unseen by either."""
-
-    candidate_f1: float
-    champion_f1: float
-    reviews: int
-    note: str  # which reviews, in words
-
-    @property
-    def candidate_wins(self) -> bool:
-        return self.candidate_f1 >= self.champion_f1  # ties promote: the newer model, on newer data
-
-
-def promote_if_better(name: str, candidate: ModelVersion, X_test: pd.Series, y_test: Sequence[int]) -> Promotion:
-    """Move `champion` to `candidate` if it scores at least the champion's macro-F1 on the candidate's
-    test reviews that the champion did not train on; `X_test` and `y_test` are the candidate's. A champion
-    this code refuses to load (foreign types, other cleaning) cannot be scored here, so it is replaced."""
-    version, candidate_model = str(candidate.version), None
+def promote_if_better(name: str, candidate: ModelVersion, protected: Evidence, feedback: Evidence | None = None,
+                      *, allow_new_data: bool = False, unlocked: bool = False) -> Promotion:
+    """Decide `candidate` against the current champion by the rule and record the decision on it;
+    `protected` and `feedback` are the candidate lineage's held-out reviews. A champion this code
+    refuses to load (foreign types, other cleaning) cannot be judged here, so it is replaced."""
+    version = str(candidate.version)
     while True:
         champion = current_champion(name)
         if champion is None:
-            if _move_alias(name, version, expected=None):
-                return Promotion(True, f"v{version} is the first champion", version)
-            continue
-        if str(champion.version) == version:
-            return Promotion(True, f"v{version} is already the champion", version)  # a retried step
-        try:
-            champion_model = load_pipeline(champion)
-        except RefusedModel as refused:
-            if _move_alias(name, version, expected=str(champion.version)):
-                return Promotion(True, f"v{version} promoted: the champion is refused here ({refused})", version)
-            continue
-        if candidate_model is None:  # loaded once, however often the champion moves meanwhile
-            candidate_model = load_pipeline(candidate)
-        compared = compare(candidate_model, champion_model, champion.run_id, X_test, np.asarray(y_test))
-        if compared is None:
-            return Promotion(False, f"v{version} not promoted: fewer than {MIN_COMPARED_REVIEWS} test reviews of "
-                                    f"both labels left unseen by champion v{champion.version}", str(champion.version))
-        scores = (f"test F1 {compared.candidate_f1:.4f} vs champion v{champion.version} "
-                  f"{compared.champion_f1:.4f} on {compared.note}")
-        if not compared.candidate_wins:
-            return Promotion(False, f"v{version} not promoted: {scores}", str(champion.version))
-        if _move_alias(name, version, expected=str(champion.version)):
-            return Promotion(True, f"v{version} promoted: {scores}", version)
+            decision = Decision(True, f"v{version} is the first champion", None)
+        elif str(champion.version) == version:  # a retried step, or a reused version: its decision stands
+            decided = Decision.of(candidate)
+            return Promotion(True, decided.reason if decided else f"v{version} is already the champion", version)
+        else:
+            decision = _against(candidate, champion, protected, feedback, allow_new_data)
+        incumbent = None if champion is None else str(champion.version)
+        if decision.promoted and incumbent != version and not _move_alias(name, version, incumbent, unlocked):
+            continue  # the champion moved meanwhile: judge against the new one
+        record(name, version, decision)
+        return Promotion(decision.promoted, decision.reason, version if decision.promoted else str(incumbent))
 
 
-def compare(candidate: Pipeline, champion: Pipeline, champion_run: str, X_test: pd.Series,
-            y_test: np.ndarray) -> Comparison | None:
-    """Score both on the test reviews the champion (logged by `champion_run`) did not train on (the
-    candidate never saw its own test split); None when too few of them, or of one label only, remain."""
-    seen = training_reviews(champion_run)
-    if seen is None:
-        keep = np.ones(len(X_test), dtype=bool)
-        note = "the full test split (the champion predates training-review records)"
-    else:
-        keep = ~np.isin(review_hashes(X_test), seen)
-        note = f"{int(keep.sum())} of {len(X_test)} test reviews that neither model trained on"
-    texts, labels = X_test[keep].tolist(), y_test[keep]
-    if len(texts) < MIN_COMPARED_REVIEWS or len(set(labels.tolist())) < 2:
-        return None
-    candidate_f1, champion_f1 = (macro_f1(labels, model.predict(texts)) for model in (candidate, champion))
-    return Comparison(candidate_f1, champion_f1, len(texts), note)
+def record(name: str, version: str, decision: Decision) -> None:
+    client = mlflow.MlflowClient()
+    for key, value in decision.tags().items():
+        client.set_model_version_tag(name, version, key, value)
 
 
-def _move_alias(name: str, version: str, expected: str | None) -> bool:
+def _against(candidate: ModelVersion, champion: ModelVersion, protected: Evidence, feedback: Evidence | None,
+             allow_new_data: bool) -> Decision:
+    version, held = str(candidate.version), str(champion.version)
+    try:
+        champion_model = load_pipeline(champion)
+    except RefusedModel as refused:
+        return Decision(True, f"v{version} promoted: the champion is refused here ({refused})", held)
+    ours, theirs = VersionRecord.of(candidate).lineage, VersionRecord.of(champion).lineage
+    if ours is not None and theirs is not None and ours.data != theirs.data and not allow_new_data:
+        return Decision(False, f"v{version} not promoted: trained on {ours.data}, champion v{held} on {theirs.data} "
+                               f"(--allow-new-data lets a model of other data compete)", held)
+    seen = [training_reviews(run) for run in (champion.run_id, candidate.run_id)]
+    protected, feedback = (None if e is None else e.unseen_by(seen[0]).unseen_by(seen[1])
+                           for e in (protected, feedback))
+    if not protected.judges:
+        return Decision(False, f"v{version} not promoted: fewer than {MIN_COMPARED_REVIEWS} {PROTECTED} reviews "
+                               f"of both labels left unseen by champion v{held}", held)
+    candidate_model = load_pipeline(candidate)
+    scores = {e.name: score(e, candidate_model.predict(e.texts), champion_model.predict(e.texts))
+              for e in (protected, feedback) if e is not None and e.judges}
+    verdict = judge(scores[PROTECTED], scores.get(FEEDBACK))
+    word = "promoted" if verdict.wins else "not promoted"
+    return Decision(verdict.wins, f"v{version} {word} over champion v{held}: {verdict.why}", held,
+                    verdict.protected, verdict.feedback)
+
+
+def _move_alias(name: str, version: str, expected: str | None, unlocked: bool) -> bool:
     """Compare-and-set: point `champion` at `version` if it still points at `expected` (None: unset)."""
-    with alias_lock(name):
+    with alias_lock(name, unlocked):
         current = current_champion(name)
         if (None if current is None else str(current.version)) != expected:
             return False
         mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION, version)
         return True
 
+
+def protected_set(reviews: Reviews, lineage: Lineage) -> Evidence:
+    """The lineage's held-out slice of `reviews` (the lineage file's reviews): what no model of it trains on."""
+    held = held_out(reviews.text, lineage.held_out, lineage.seed)
+    return Evidence.of(PROTECTED, reviews.text[held], reviews.label.to_numpy()[held])
+
+
+def decide_pending(name: str, *, unlocked: bool = False) -> list[str]:
+    """Decide, oldest first, the versions registered without a decision whose command is gone (killed
+    between registering and promoting): each against the champion by the rule, on its lineage's
+    protected set (their feedback evidence went with the command). Returns a line per version."""
+    lines = []
+    for version in sorted(mlflow.MlflowClient().search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
+        made = VersionRecord.of(version)
+        if made.lineage is None or Decision.of(version) is not None or live_writer(made.run_id):
+            continue  # registered before lineages; decided; or its command is still at work
+        try:
+            reviews = load_reviews(made.lineage.data, made.lineage.text_col, made.lineage.rating_col)
+        except ReviewDataError as err:
+            lines.append(f"v{version.version} left undecided: its data cannot be read ({err})")
+            continue
+        promotion = promote_if_better(name, version, protected_set(reviews, made.lineage), unlocked=unlocked)
+        lines.append(f"Decided v{version.version}, registered by a command that did not finish: {promotion.reason}")
+    return lines

@@ -19,17 +19,20 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from optuna.trial import FrozenTrial, TrialState
 
 METRIC = "cv_f1_macro"
+PARTIAL_METRIC = "partial_cv_f1"  # a pruned trial's mean over the folds it got through: not a CV F1
 
 
 def log_trial_run(client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str, trial: FrozenTrial,
                   direction: str) -> str:
     started, ended = (int(t.timestamp() * 1000) for t in (trial.datetime_start, trial.datetime_complete))
-    tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: str(trial.number), "number": str(trial.number),
+    # named as the console numbers trials (from 1); the `number` tag keeps Optuna's (from 0)
+    tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: str(trial.number + 1), "number": str(trial.number),
             "state": trial.state.name, "direction": direction,
             "datetime_start": str(trial.datetime_start), "datetime_complete": str(trial.datetime_complete),
             **{f"{name}_distribution": str(d) for name, d in trial.distributions.items()}}
     run = client.create_run(experiment_id, start_time=started, tags=tags)
-    metrics = [Metric(METRIC, trial.value, ended, 0)] if trial.value is not None else []
+    metric = PARTIAL_METRIC if trial.state == TrialState.PRUNED else METRIC
+    metrics = [Metric(metric, trial.value, ended, 0)] if trial.value is not None else []
     client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in trial.params.items()],
                      tags=[RunTag(k, str(v)) for k, v in trial.user_attrs.items()])
     status = RunStatus.FAILED if trial.state == TrialState.FAIL else RunStatus.FINISHED

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
-from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities import Param
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -27,15 +27,10 @@ from optuna.trial import FrozenTrial, TrialState
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
 from review_sentiment.databases import without_password
-from review_sentiment.modeling.families import build_pipeline, require_words
-from review_sentiment.modeling.metrics import macro_f1
-from review_sentiment.tracking.model_logging import (
-    compact_for_saving,
-    log_trained_model,
-    model_size_bytes,
-    quiet_mlflow_warnings,
-    training_dataset,
-)
+from review_sentiment.modeling.families import require_words
+from review_sentiment.tracking.alias_lock import alias_lock
+from review_sentiment.tracking.model_loading import load_pipeline
+from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 from review_sentiment.tracking.orphans import (
     adopt,
     close_orphaned_runs,
@@ -43,8 +38,9 @@ from review_sentiment.tracking.orphans import (
     live_writer,
     process_tags,
 )
-from review_sentiment.tracking.promotion import Promotion, promote_if_better
-from review_sentiment.tracking.registry import register
+from review_sentiment.tracking.promotion import Promotion, decide_pending, judge, promote_if_better, record, score
+from review_sentiment.tracking.records import Decision, Lineage, VersionRecord
+from review_sentiment.tracking.registry import current_champion
 from review_sentiment.tracking.trial_runs import log_missing_trial_runs, log_trial_run
 from review_sentiment.tracking.undo import Writes, undone_on_failure
 from review_sentiment.training.family_studies import (
@@ -55,7 +51,7 @@ from review_sentiment.training.family_studies import (
     open_attempt,
     open_studies_to_join,
 )
-from review_sentiment.training.reports import confusion_figure, report_text, top_terms
+from review_sentiment.training.release import TrainingData, release
 from review_sentiment.training.study import (
     GRACE_SECONDS,
     TRIAL_FAILURES,
@@ -91,6 +87,8 @@ class TuningSettings:
     workers: int = 1
     join: bool = False
     worker_name: str | None = None
+    allow_new_data: bool = False  # the tuned model may compete with a champion of another data file
+    unlocked_promotion: bool = False  # move `champion` even where no lock serialises alias moves
 
     @property
     def fold_processes(self) -> int:
@@ -115,6 +113,7 @@ class FamilyResult:
     test_f1: float
     fit_time: float
     version: str
+    test_pred: np.ndarray | None = None  # on the held-out slice; None for a version registered before
 
 
 @dataclass(frozen=True)
@@ -135,13 +134,13 @@ class Prepared:
     folds: CountedFolds  # the CV folds' n-gram counts every trial derives its TF-IDF from
     digest: str
     cleaned: dict[str, str]  # every distinct usable review, cleaned (`clean_texts`): cleaned once per run
+    lineage: Lineage
 
     @functools.cached_property
-    def training_dataset(self) -> PandasDataset:
-        """The training reviews as the MLflow dataset every family's run logs: made once (its digest
+    def training(self) -> TrainingData:
+        """What every family's model is fitted and judged on; its training dataset is made once (its digest
         hashes every row and MLflow infers its schema from every row: seconds per million reviews)."""
-        frame = self.reviews.frame.loc[self.split.X_train.index]
-        return training_dataset(frame, str(self.reviews.path), name=f"{self.reviews.path.stem}-train")
+        return TrainingData(self.reviews, self.split, self.lineage, self.digest, self.clean)
 
     def clean(self, texts: Iterable[str]) -> list[str]:
         """`clean_texts(texts)` for reviews of this run, without cleaning them again."""
@@ -157,6 +156,8 @@ def run_tuning(settings: TuningSettings) -> None:
     if settings.join:
         join_studies(settings, prepared, settings.worker_name or f"{socket.gethostname()}:{os.getpid()}")
         return
+    with alias_lock(settings.registered_model, settings.unlocked_promotion):
+        pass  # no lock and not --unlocked-promotion: refused now, before hours of tuning, not after
     studies: list[FamilyStudy] = []
     storage = _storage(settings, say=True)  # before the workers fork: two processes creating its tables collide
     with undone_on_failure() as writes:
@@ -173,12 +174,14 @@ def run_tuning(settings: TuningSettings) -> None:
                 _take_over(studies, settings.registered_model, writes)
                 if closed := closed_orphans_line(close_orphaned_runs(settings.experiment)):
                     print(closed)
+                for line in decide_pending(settings.registered_model, unlocked=settings.unlocked_promotion):
+                    print(line)
                 me = Worker("w0", settings.seed, shown=settings.workers > 1)
                 results = [tune_and_register(s, prepared, settings, storage, me, writes) for s in studies]
-            best = max(results, key=lambda r: r.cv_f1)
-            candidate = mlflow.MlflowClient().get_model_version(settings.registered_model, best.version)
-            promotion = promote_if_better(settings.registered_model, candidate, prepared.split.X_test,
-                                          prepared.split.y_test)
+            best = choose(results, prepared, settings)
+            promotion = promote_if_better(settings.registered_model, mlflow.MlflowClient().get_model_version(
+                settings.registered_model, best.version), prepared.training.protected,
+                allow_new_data=settings.allow_new_data, unlocked=settings.unlocked_promotion)
         except BaseException:
             for s in studies:  # the runs they point to are being taken back: a rerun starts afresh
                 optuna.delete_study(study_name=s.study.study_name, storage=storage)
@@ -201,7 +204,8 @@ def prepare(settings: TuningSettings) -> Prepared:
     require_words(clean_train, str(reviews.path))
     _quiet_library_warnings()
     return Prepared(reviews, split, counted(clean_train, split.y_train, folds=settings.folds, seed=settings.seed),
-                    data_digest(reviews.frame), cleaned)
+                    data_digest(reviews.frame), cleaned,
+                    Lineage.of(reviews.path, settings.text_col, settings.rating_col, settings.test_size, settings.seed))
 
 
 def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: bool = False) -> None:
@@ -234,7 +238,7 @@ def tune_and_register(
     family, study, run_id = family_study.family, family_study.study, family_study.parent_run_id
     if family_study.version is not None:
         print(f"\n{family}: study complete and registered as v{family_study.version} before the restart")
-        return _registered_result(family, run_id, family_study.version)
+        return _registered_result(family, settings.registered_model, family_study.version, study.best_value)
     resumed = f", resuming: {family_study.finished_trials()} finished before" if family_study.resumed else ""
     print(f"\n{family}: {settings.trials} trials, {settings.folds}-fold CV{resumed}")
     _run_trials(family_study, prepared, settings, storage, me, until_complete=True)
@@ -242,48 +246,42 @@ def tune_and_register(
         raise ReviewDataError(f"{prepared.reviews.path}: every {family} trial failed: no TF-IDF configuration "
                               f"tried kept a word on every CV fold (the reviews share too few words; add data)")
 
-    reviews, split = prepared.reviews, prepared.split
-    with mlflow.start_run(run_id=run_id) as run:
-        dataset = prepared.training_dataset
-        mlflow.log_input(dataset, context="training")
-        pipeline = build_pipeline(family, study.best_params, settings.seed)
-        fit_started = time.perf_counter()
-        # what pipeline.fit(X_train) does, on the reviews cleaned once (the cleaning step keeps no state)
-        clean_train = prepared.clean(split.X_train)
-        pipeline[0].fit(split.X_train)
-        pipeline[1:].fit(clean_train, split.y_train)
-        fit_time = time.perf_counter() - fit_started
-        compact_for_saving(pipeline)
-        test_pred = pipeline[1:].predict(prepared.clean(split.X_test))
-        metrics = {
-            "cv_f1_macro": study.best_value,
-            "train_f1": macro_f1(split.y_train, pipeline[1:].predict(clean_train)),
-            "test_f1": macro_f1(split.y_test, test_pred),
-            "fit_time": fit_time,
-        }
+    with mlflow.start_run(run_id=run_id):
         mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
         mlflow.log_dict(study.best_params, BEST_PARAMS_ARTIFACT)
-        mlflow.log_metrics(metrics)
-        mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
-        mlflow.log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
-        mlflow.log_dict(top_terms(pipeline), "top_terms.json")
-        del clean_train
-        model_info = log_trained_model(pipeline, reviews, split, split.X_train.iloc[:3].tolist(), settings.seed,
-                                       prepared.clean)
-        mlflow.log_metric("model_size_bytes", model_size_bytes(model_info))
+        released = release(settings.registered_model, family, study.best_params, settings.seed, prepared.training,
+                           "tuning", cv_f1=study.best_value)
+    if not released.reused:
+        writes.versions.append(released.version)
+    version = str(released.version.version)
+    study.set_user_attr(VERSION, version)
+    same = f" (identical to v{version}, registered before: reused)" if released.reused else ""
+    print(f"  best CV F1 {study.best_value:.4f}, test F1 {released.record.test_f1:.4f} "
+          f"-> {settings.registered_model} v{version}{same}")
+    return FamilyResult(family, study.best_value, released.train_f1, released.record.test_f1, released.fit_time,
+                        version, released.test_pred)
 
-    version = register(model_info, settings.registered_model, {
-        "family": family, "cv_f1_macro": f"{metrics['cv_f1_macro']:.4f}",
-        "test_f1": f"{metrics['test_f1']:.4f}", "data_digest": dataset.digest,
-        "reviews_digest": prepared.digest,
-        "run_id": run.info.run_id, "source": "tuning",
-    })
-    writes.versions.append(version)
-    study.set_user_attr(VERSION, version.version)
-    print(f"  best CV F1 {study.best_value:.4f}, test F1 {metrics['test_f1']:.4f} "
-          f"-> {settings.registered_model} v{version.version}")
-    return FamilyResult(family, study.best_value, metrics["train_f1"], metrics["test_f1"],
-                        fit_time, version.version)
+
+def choose(results: list[FamilyResult], prepared: Prepared, settings: TuningSettings) -> FamilyResult:
+    """The run's candidate by the rule every promotion uses: each family against the best so far, on the
+    held-out slice (a tie keeps the earlier). The families not chosen have that decision recorded."""
+    name, protected = settings.registered_model, prepared.training.protected
+    said = {r.version: r.test_pred if r.test_pred is not None else
+            load_pipeline(mlflow.MlflowClient().get_model_version(name, r.version)).predict(protected.texts)
+            for r in results}
+    best = results[0]
+    for result in results[1:]:
+        if judge(score(protected, said[result.version], said[best.version], settings.seed), None).wins:
+            best = result
+    champion = current_champion(name)
+    for result in results:
+        if result.version in (best.version, None if champion is None else str(champion.version)):
+            continue
+        compared = score(protected, said[result.version], said[best.version], settings.seed)
+        record(name, result.version, Decision(
+            False, f"v{result.version} not promoted: the tuning run chose {best.family} v{best.version}, "
+                   f"{judge(compared, None).why}", best.version, compared))
+    return best
 
 
 def print_summary(results: list[FamilyResult], model_name: str, candidate: str,
@@ -293,7 +291,7 @@ def print_summary(results: list[FamilyResult], model_name: str, candidate: str,
         print(f"{r.family:<18} | CV F1={r.cv_f1:.4f} | Train F1={r.train_f1:.4f} | "
               f"Test F1={r.test_f1:.4f} | {model_name} v{r.version}")
     print("=" * 78)
-    print(f"Candidate (best CV F1): {candidate}. {promotion.reason}.")
+    print(f"Candidate (best on the held-out slice, by the promotion rule): {candidate}. {promotion.reason}.")
     print(f"Champion: models:/{model_name}@{CHAMPION} = v{promotion.champion}  ({seconds:.1f}s total)")
 
 
@@ -369,10 +367,11 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
     return ran
 
 
-def _registered_result(family: str, run_id: str, version: str) -> FamilyResult:
-    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
-    return FamilyResult(family, metrics["cv_f1_macro"], metrics["train_f1"], metrics["test_f1"],
-                        metrics["fit_time"], version)
+def _registered_result(family: str, name: str, version: str, cv_f1: float) -> FamilyResult:
+    made = VersionRecord.of(mlflow.MlflowClient().get_model_version(name, version))
+    metrics = mlflow.MlflowClient().get_run(made.run_id).data.metrics
+    return FamilyResult(family, cv_f1, metrics.get("train_f1", float("nan")), made.test_f1 or float("nan"),
+                        metrics.get("fit_time", 0.0), version)
 
 
 def _print_progress(study: optuna.Study, trial: FrozenTrial, worker: str) -> None:

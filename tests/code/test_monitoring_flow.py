@@ -12,10 +12,11 @@ import pytest
 
 from review_sentiment.constants import MODEL_NAME, MONITORING_EXPERIMENT, RETRAIN_EXPERIMENT
 from review_sentiment.modeling.linear import predict_with_scores
-from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT
+from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, SUSPECT
 from review_sentiment.monitoring.logged import read_log
 from review_sentiment.orchestration.monitor import monitor_predictions
 from review_sentiment.orchestration.retrain import retrain_logistic
+from review_sentiment.serving.app import key_identity
 from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog
 from review_sentiment.tracking.model_loading import load_pipeline
 from review_sentiment.tracking.registry import current_champion
@@ -24,10 +25,13 @@ from tests.code.test_retrain_and_scoring_flows import prefect_api  # noqa: F401 
 from tests.helpers import SAMPLE, Store
 
 
-def serve_and_log(path: Path, domain: str, seed: int, rows: int, feedback_every: int) -> int:
+TRUSTED = key_identity("the operator's key")  # labels given with the service's API key
+
+
+def serve_and_log(path: Path, domain: str, seed: int, rows: int, feedback_every: int, giver: str = TRUSTED) -> int:
     """What the service would log for `rows` reviews of `domain` scored by the champion, with the true
-    label (from the review's rating) fed back for every `feedback_every`-th; returns how many distinct
-    reviews got feedback."""
+    label (from the review's rating) fed back by `giver` for every `feedback_every`-th; returns how many
+    distinct reviews got feedback."""
     champion = current_champion(MODEL_NAME)
     reviews = [r for r in generator().sample_rows(rows, seed, domain) if r["Review text"]]
     texts = [r["Review text"] for r in reviews]
@@ -41,7 +45,7 @@ def serve_and_log(path: Path, domain: str, seed: int, rows: int, feedback_every:
                                            [float(score)], 1.0))
         fed = [(f"{seed}-{n}", int(r["Ratings"] >= 3)) for n, r in enumerate(reviews) if n % feedback_every == 0]
         for prediction_id, truth in fed:
-            await log.feedback(prediction_id, truth, "2026-11-28T01:00:00.000+00:00")
+            await log.feedback(prediction_id, truth, "2026-11-28T01:00:00.000+00:00", giver, "127.0.0.1")
         await log.close()
         return len({texts[int(prediction_id.split("-")[1])] for prediction_id, _ in fed})
     return asyncio.run(write())
@@ -51,7 +55,7 @@ def test_a_shifted_domain_is_flagged_retrains_on_feedback_then_cools_down(store:
     retrain_logistic(data_path=str(SAMPLE))
     first = current_champion(MODEL_NAME)
     log_path = tmp_path / "predictions.db"
-    fed = serve_and_log(log_path, "food", seed=11, rows=300, feedback_every=3)
+    fed = serve_and_log(log_path, "food", seed=11, rows=450, feedback_every=3)
 
     outcome = monitor_predictions(prediction_log=str(log_path), data_path=str(SAMPLE))
     # the inputs drifted, and the feedback shows the model failing on them: degraded wins
@@ -65,11 +69,14 @@ def test_a_shifted_domain_is_flagged_retrains_on_feedback_then_cools_down(store:
 
     retrains = mlflow.search_runs(experiment_names=[RETRAIN_EXPERIMENT], order_by=["start_time DESC"])
     triggered = retrains.iloc[0]
-    assert triggered["tags.triggered_by"] == outcome.run_id and int(triggered["tags.feedback_rows"]) == fed
-    dataset = mlflow.get_run(triggered["run_id"]).inputs.dataset_inputs[0].dataset
-    assert f"+ feedback in {log_path}" in dataset.source and dataset.name == f"sample_reviews + {fed} fed-back reviews"
+    trained = int(triggered["tags.feedback_rows"])  # the rest are held out, as the file's slice is: they judge
+    assert triggered["tags.triggered_by"] == outcome.run_id and 0.5 * fed < trained < fed
+    datasets = {i.tags[0].value: i.dataset for i in mlflow.get_run(triggered["run_id"]).inputs.dataset_inputs}
+    assert datasets["training"].name == f"sample_reviews-train + {trained} fed-back reviews"
     versions = sorted(mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'"), key=lambda v: int(v.version))
-    assert len(versions) == 2 and "promoted" in versions[1].tags["promotion"]  # the registry records the decision
+    decided = versions[1].tags["promotion"]  # the registry records the decision: feedback held out judged it
+    assert len(versions) == 2 and f"promoted over champion v{first.version}: better on the trusted feedback" \
+        in decided, decided
     # the scheduled retrain on the CSV alone must not train the CSV's model again and undo the feedback
     assert retrain_logistic(data_path=str(SAMPLE)).status == "skipped"
 
@@ -93,10 +100,11 @@ def test_feedback_that_comes_after_its_predictions_were_checked_still_counts(sto
         log = PredictionLog(log_path)
         said = read_log(log_path)[["id", "label"]].iloc[1:101]
         for prediction_id, label in said.itertuples(index=False):
-            await log.feedback(prediction_id, 1 - int(label), datetime.now(UTC).isoformat())
+            await log.feedback(prediction_id, 1 - int(label), datetime.now(UTC).isoformat(), TRUSTED)
         await log.close()
     asyncio.run(contradict())
     late = monitor_predictions(prediction_log=str(log_path), data_path=str(SAMPLE), retrain=False)
-    assert late.status == DEGRADED and "retraining is off" in late.retrain
+    # trusted labels far below the model's protected-set F1 on inputs that did not move: reported, not acted on
+    assert late.status == SUSPECT and "not retraining on it" in late.retrain
     assert mlflow.get_run(late.run_id).data.metrics == pytest.approx(
         mlflow.get_run(late.run_id).data.metrics | {"predictions": 0, "feedback": 100})

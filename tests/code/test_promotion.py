@@ -1,25 +1,50 @@
-"""Promotion: `champion` moves only to a model at least as good, compared on reviews neither model
-trained on, and by compare-and-set, so two processes promoting at once cannot let the worse one win."""
+"""Promotion: one rule decides, on reviews neither model trained on (the lineage's protected set, and
+trusted feedback where it can judge), by compare-and-set; every decision is recorded on the version."""
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 
 from review_sentiment.constants import MODEL_NAME
 from review_sentiment.data.reviews import load_reviews
-from review_sentiment.tracking.promotion import MIN_COMPARED_REVIEWS, promote_if_better
+from review_sentiment.tracking.promotion import (
+    FEEDBACK,
+    MIN_COMPARED_REVIEWS,
+    Evidence,
+    decide_pending,
+    promote_if_better,
+)
+from review_sentiment.tracking.records import Decision, Lineage
 from review_sentiment.tracking.registry import current_champion
-from tests.helpers import FAIR, SAMPLE, STRONG, Store, f1_of, registered, the_split
+from tests.helpers import FAIR, SAMPLE, STRONG, WEAK, Store, f1_of, protected, registered, the_split
+
+
+def decision(version) -> Decision:
+    return Decision.of(mlflow.MlflowClient().get_model_version(MODEL_NAME, version.version))
 
 
 def test_worse_model_is_registered_but_not_promoted(store: Store) -> None:
     split = the_split(0)
     good = registered(split.X_train, split.y_train, STRONG)
     bad = registered(split.X_train, 1 - split.y_train, STRONG)  # learns the opposite
-    first = promote_if_better(MODEL_NAME, good, split.X_test, split.y_test)
+    first = promote_if_better(MODEL_NAME, good, protected(split))
     assert first.promoted and first.champion == str(good.version)
-    worse = promote_if_better(MODEL_NAME, bad, split.X_test, split.y_test)
+    worse = promote_if_better(MODEL_NAME, bad, protected(split))
     assert not worse.promoted and "not promoted" in worse.reason and worse.champion == str(good.version)
     assert current_champion(MODEL_NAME).version == good.version
+    recorded = decision(bad)
+    assert not recorded.promoted and recorded.incumbent == str(good.version) and recorded.reason == worse.reason
+    assert recorded.protected.candidate_f1 < recorded.protected.incumbent_f1 and recorded.protected.high < 0
+
+
+def test_a_tie_keeps_the_incumbent(store: Store) -> None:
+    """The same model registered twice: the second is no better, so nothing moves."""
+    split = the_split()
+    first, twin = (registered(split.X_train, split.y_train, STRONG) for _ in range(2))
+    promote_if_better(MODEL_NAME, first, protected(split))
+    tie = promote_if_better(MODEL_NAME, twin, protected(split))
+    assert not tie.promoted and "a tie keeps the incumbent" in tie.reason
+    assert current_champion(MODEL_NAME).version == first.version
 
 
 def test_the_comparison_leaves_out_reviews_the_champion_trained_on(store: Store) -> None:
@@ -29,7 +54,7 @@ def test_the_comparison_leaves_out_reviews_the_champion_trained_on(store: Store)
     older = np.concatenate([split.X_train.index[: len(split.X_train) // 3], seen])
     reviews = load_reviews(SAMPLE)
     champion = registered(reviews.text.loc[older], reviews.label.loc[older], STRONG | {"model_C": 10.0})
-    promote_if_better(MODEL_NAME, champion, split.X_test, split.y_test)
+    promote_if_better(MODEL_NAME, champion, protected(split))
     candidate = registered(split.X_train, split.y_train, STRONG)
 
     unseen = ~split.X_test.index.isin(seen)
@@ -40,27 +65,80 @@ def test_the_comparison_leaves_out_reviews_the_champion_trained_on(store: Store)
     assert champion_everywhere > candidate_everywhere  # scored on the whole split, the champion would stay
     assert candidate_unseen > champion_unseen  # on reviews neither saw, the candidate is better
 
-    promotion = promote_if_better(MODEL_NAME, candidate, split.X_test, split.y_test)
+    promotion = promote_if_better(MODEL_NAME, candidate, protected(split))
     assert promotion.promoted, promotion.reason
-    assert (f"test F1 {candidate_unseen:.4f} vs champion v{champion.version} {champion_unseen:.4f} on "
-            f"{int(unseen.sum())} of {len(unseen)} test reviews that neither model trained on") in promotion.reason
+    assert (f"{candidate_unseen:.4f} vs {champion_unseen:.4f} on {int(unseen.sum())} protected set reviews"
+            in promotion.reason)
+    assert decision(candidate).protected.reviews == int(unseen.sum())
 
 
 def test_a_champion_that_trained_on_the_whole_test_split_is_not_replaced_blindly(store: Store) -> None:
     split = the_split()
     reviews = load_reviews(SAMPLE)
     champion = registered(reviews.text, reviews.label, STRONG)  # every review, test split included
-    promote_if_better(MODEL_NAME, champion, split.X_test, split.y_test)
+    promote_if_better(MODEL_NAME, champion, protected(split))
     candidate = registered(split.X_train, split.y_train, STRONG)
-    promotion = promote_if_better(MODEL_NAME, candidate, split.X_test, split.y_test)
-    assert not promotion.promoted and f"fewer than {MIN_COMPARED_REVIEWS} test reviews" in promotion.reason
+    promotion = promote_if_better(MODEL_NAME, candidate, protected(split))
+    assert not promotion.promoted and f"fewer than {MIN_COMPARED_REVIEWS} protected set reviews" in promotion.reason
     assert current_champion(MODEL_NAME).version == champion.version
 
 
 def test_a_champion_without_training_records_is_compared_on_the_whole_split(store: Store) -> None:
     split = the_split()
     champion = registered(split.X_train, split.y_train, FAIR, record_training=False)  # as logged before
-    promote_if_better(MODEL_NAME, champion, split.X_test, split.y_test)
-    promotion = promote_if_better(MODEL_NAME, registered(split.X_train, split.y_train, STRONG),
-                                  split.X_test, split.y_test)
-    assert promotion.promoted and "the full test split (the champion predates" in promotion.reason
+    promote_if_better(MODEL_NAME, champion, protected(split))
+    promotion = promote_if_better(MODEL_NAME, registered(split.X_train, split.y_train, STRONG), protected(split))
+    assert promotion.promoted and f"on {len(split.y_test)} protected set reviews" in promotion.reason
+
+
+def test_worse_on_the_protected_set_beyond_noise_loses_whatever_feedback_says(store: Store) -> None:
+    """Feedback that flips every label makes the worse model look better there; the protected set vetoes."""
+    split = the_split()
+    good = registered(split.X_train, split.y_train, STRONG)
+    promote_if_better(MODEL_NAME, good, protected(split))
+    poisoned = registered(split.X_train, 1 - split.y_train, STRONG)
+    flipped = Evidence.of(FEEDBACK, split.X_test, 1 - split.y_test)  # "trusted" labels, all wrong
+    promotion = promote_if_better(MODEL_NAME, poisoned, protected(split), flipped)
+    assert not promotion.promoted and "worse on the protected set beyond noise" in promotion.reason
+    recorded = decision(poisoned)
+    assert recorded.feedback.candidate_f1 > recorded.feedback.incumbent_f1  # feedback alone would have promoted
+    assert current_champion(MODEL_NAME).version == good.version
+
+
+def test_trusted_feedback_decides_when_the_protected_set_sees_no_difference_beyond_noise(store: Store) -> None:
+    split = the_split()
+    fair = registered(split.X_train, split.y_train, FAIR)
+    promote_if_better(MODEL_NAME, fair, protected(split))
+    strong = registered(split.X_train, split.y_train, STRONG)
+    same_labels = Evidence.of(FEEDBACK, split.X_test, split.y_test)
+    promotion = promote_if_better(MODEL_NAME, strong, protected(split), same_labels)
+    assert promotion.promoted and "better on the trusted feedback" in promotion.reason
+
+
+def test_a_model_of_other_data_does_not_replace_the_champion_without_allow_new_data(store: Store,
+                                                                                     tmp_path) -> None:
+    split = the_split()
+    ours = Lineage.of(SAMPLE, "Review text", "Ratings", 0.3, 42)
+    other = Lineage.of(tmp_path / "other.csv", "Review text", "Ratings", 0.3, 42)
+    champion = registered(split.X_train, split.y_train, WEAK, lineage=ours)
+    promote_if_better(MODEL_NAME, champion, protected(split))
+    better = registered(split.X_train, split.y_train, STRONG, lineage=other)
+    refused = promote_if_better(MODEL_NAME, better, protected(split))
+    assert not refused.promoted and f"trained on {other.data}, champion v{champion.version} on {ours.data}" \
+        in refused.reason and "--allow-new-data" in refused.reason
+    assert promote_if_better(MODEL_NAME, better, protected(split), allow_new_data=True).promoted
+
+
+def test_a_version_left_without_a_decision_gets_one_on_the_next_command(store: Store) -> None:
+    """A command killed between registering and promoting leaves its version undecided: the next one
+    that registers or promotes decides it, on its lineage's protected set."""
+    split = the_split()
+    lineage = Lineage.of(SAMPLE, "Review text", "Ratings", 0.3, 42)
+    champion = registered(split.X_train, split.y_train, WEAK, lineage=lineage)
+    promote_if_better(MODEL_NAME, champion, protected(split))
+    orphan = registered(split.X_train, split.y_train, STRONG, lineage=lineage)  # its command died here
+    assert decision(orphan) is None
+    [line] = decide_pending(MODEL_NAME)
+    assert line.startswith(f"Decided v{orphan.version}, registered by a command that did not finish: ")
+    assert decision(orphan).promoted and current_champion(MODEL_NAME).version == orphan.version
+    assert decide_pending(MODEL_NAME) == []

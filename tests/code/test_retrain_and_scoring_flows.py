@@ -16,13 +16,14 @@ from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
 import text_cleaning
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, MODEL_NAME, RETRAIN_EXPERIMENT, SCORING_EXPERIMENT
 from review_sentiment.data import reviews
-from review_sentiment.modeling import families, metrics
+from review_sentiment.modeling import families, fast_scorer, linear, metrics
 from review_sentiment.orchestration import retrain
 from review_sentiment.orchestration.batch_scoring import score_reviews
 from review_sentiment.orchestration.retrain import retrain_logistic
-from review_sentiment.tracking import model_logging, promotion
+from review_sentiment.tracking import model_logging
 from review_sentiment.tracking.promotion import promote_if_better
 from review_sentiment.tracking.registry import current_champion
+from review_sentiment.training import release
 from tests import crafted
 from tests.helpers import FAST, PROJECT_DIR, SAMPLE, Store, run_script
 
@@ -83,7 +84,8 @@ def test_reuses_the_configuration_tuned_on_the_same_data(store: Store, tmp_path:
     on_sample, on_easy = sorted(versions(), key=lambda v: int(v.version))
     assert float(on_easy.tags["cv_f1_macro"]) > float(on_sample.tags["cv_f1_macro"])
 
-    assert retrain_logistic(data_path=str(SAMPLE)).status == "registered"
+    same = retrain_logistic(data_path=str(SAMPLE))  # the tuned model itself: reused, not registered again
+    assert same.status == "skipped" and f"identical to v{on_sample.version}" in same.message
     run = orchestration_runs().iloc[0]
     assert run["tags.hyperparameter_source"].startswith(f"tuned on the same data (v{on_sample.version},")
     sample_params = mlflow.artifacts.load_dict(f"runs:/{on_sample.run_id}/{BEST_PARAMS_ARTIFACT}")
@@ -152,10 +154,10 @@ def test_a_data_error_in_a_flow_is_logged_in_one_line(store: Store, tmp_path: Pa
 
 
 def test_the_fingerprint_covers_the_code_that_shapes_the_model() -> None:
-    """A change to cleaning, loading, the pipelines, the metric, model logging, promotion or the
-    flow itself must trigger a retrain, wherever those modules live."""
-    files = {Path(module.__file__) for module in retrain.MODEL_CODE}
-    expected = {text_cleaning, reviews, families, metrics, model_logging, promotion, retrain}
+    """A change to cleaning, loading, the pipelines, the metric, model logging or the path that fits
+    and registers must trigger a retrain, wherever those modules live."""
+    files = {Path(module.__file__) for module in release.MODEL_CODE}
+    expected = {text_cleaning, reviews, families, fast_scorer, linear, metrics, model_logging, release}
     assert files == {Path(module.__file__) for module in expected}
     assert all(path.is_file() for path in files)
 
@@ -163,7 +165,7 @@ def test_the_fingerprint_covers_the_code_that_shapes_the_model() -> None:
 def test_a_code_change_triggers_a_retrain(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     code = tmp_path / "shapes_the_model.py"
     code.write_text("A = 1\n")
-    monkeypatch.setattr(retrain, "MODEL_CODE", (*retrain.MODEL_CODE, SimpleNamespace(__file__=str(code))))
+    monkeypatch.setattr(release, "MODEL_CODE", (*release.MODEL_CODE, SimpleNamespace(__file__=str(code))))
     assert retrain_logistic(data_path=str(SAMPLE)).status == "registered"
     assert retrain_logistic(data_path=str(SAMPLE)).status == "skipped"
     code.write_text("A = 2\n")

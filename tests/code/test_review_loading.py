@@ -45,12 +45,18 @@ def test_tsv_and_custom_columns(tmp_path: Path) -> None:
     assert reviews.label.tolist() == [1, 0]
 
 
-def test_split_is_stratified_and_seeded(tmp_path: Path) -> None:
-    reviews = load_reviews(reviews_csv(tmp_path / "r.csv", 80, 20))
+def test_split_is_seeded_and_holds_out_each_review_by_its_text(tmp_path: Path) -> None:
+    """The held-out slice is a seeded function of each review's text: the same seed gives the same split,
+    another seed another one, each label is held out at about the test share, and rows appended to the
+    file leave every earlier review where it was (a lineage's protected set stays protected)."""
+    reviews = load_reviews(reviews_csv(tmp_path / "r.csv", 800, 200))
     a, b = (split_reviews(reviews, 0.25, 5, seed=3) for _ in range(2))
-    assert a.X_test.index.tolist() == b.X_test.index.tolist()
-    assert a.y_test.sum() == 20 and len(a.y_test) == 25
-    assert split_reviews(reviews, 0.25, 5, seed=4).X_test.index.tolist() != a.X_test.index.tolist()
+    assert a.X_test.tolist() == b.X_test.tolist()
+    assert abs(len(a.y_test) - 250) < 40 and abs((a.y_test == 0).sum() - 50) < 20  # binomial: 3+ sd apart
+    assert split_reviews(reviews, 0.25, 5, seed=4).X_test.tolist() != a.X_test.tolist()
+    longer = load_reviews(reviews_csv(tmp_path / "more.csv", 1600, 400))
+    held = set(split_reviews(longer, 0.25, 5, seed=3).X_test)
+    assert held & set(reviews.text) == set(a.X_test)
 
 
 BAD_INPUTS = {
@@ -67,8 +73,8 @@ BAD_INPUTS = {
                     r"whole-number ratings 1–5; bad values at row 3 \('five'\), row 4 \('4\.5'\), "
                     r"row 5 \('0'\) and 1 more"),
     "one class": (lambda d: reviews_csv(d / "p.csv", 40, 0), [], r"every usable review is positive"),
-    "too few for folds": (lambda d: reviews_csv(d / "f.csv", 40, 6), ["--folds", "5"],
-                          r"too few negative reviews for 5-fold CV"),
+    "too few for folds": (lambda d: reviews_csv(d / "f.csv", 40, 7), ["--folds", "7"],
+                          r"too few negative reviews for 7-fold CV: 7 usable, 6 left for training"),
     "too few to split": (lambda d: reviews_csv(d / "s.csv", 2, 1), [], r"too few reviews to split"),
     "only emoji": (lambda d: write(d / "m.csv", "Review text,Ratings\n" + "".join(
         f"{'😍👍🔥'[i % 3] * (i % 5 + 1)},{5 if i % 4 else 1}\n" for i in range(80))), [],
@@ -79,7 +85,7 @@ BAD_INPUTS = {
     "numeric bad rating": (lambda d: write(d / "n.csv", "Review text,Ratings\na,5\nb,0\nc,3\n"), [],
                            r"n\.csv: column 'Ratings' must hold whole-number ratings 1–5; bad values at row 3 \(0\) "),
     "no negative in test": (lambda d: reviews_csv(d / "t.csv", 200, 5), ["--test-size", "0.05"],
-                            r"t\.csv: the test split holds no negative review \(11 reviews, 5 negative in all\)"),
+                            r"t\.csv: the test split holds no negative review \(8 reviews, 5 negative in all\)"),
 }
 
 

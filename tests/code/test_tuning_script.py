@@ -39,8 +39,9 @@ def test_parent_runs_carry_dataset_and_artifacts(tuned: Store) -> None:
     client = mlflow.MlflowClient()
     for family, parent in parent_runs().iterrows():
         run = client.get_run(parent.run_id)
-        [dataset_input] = run.inputs.dataset_inputs
-        assert dataset_input.tags[0].value == "training" and dataset_input.dataset.digest
+        inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+        assert set(inputs) == {"training", "evaluation"} and all(d.digest for d in inputs.values())
+        assert inputs["evaluation"].name == "protected set"
         names = {a.path for a in client.list_artifacts(parent.run_id)}
         assert {"confusion_matrix.png", "classification_report.txt", PROFILE_ARTIFACT} <= names
         profile = mlflow.artifacts.load_dict(f"runs:/{parent.run_id}/{PROFILE_ARTIFACT}")
@@ -50,30 +51,36 @@ def test_parent_runs_carry_dataset_and_artifacts(tuned: Store) -> None:
         assert len(terms["positive"]) == 20 and terms["positive"][0][1] > 0 > terms["negative"][0][1], family
 
 
-def test_versions_are_registered_and_best_cv_family_is_champion(tuned: Store) -> None:
+def test_versions_are_registered_and_the_rule_picks_the_champion(tuned: Store) -> None:
+    """Between families the promotion rule decides: the best macro-F1 on the held-out slice (the
+    earlier family on a tie); the others record why they were not chosen."""
     client = mlflow.MlflowClient()
-    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    versions = sorted(client.search_model_versions(f"name='{MODEL_NAME}'"), key=lambda v: int(v.version))
     assert sorted(v.tags["family"] for v in versions) == sorted(FAMILIES)
-    assert all({"cv_f1_macro", "test_f1", "data_digest", "run_id"} <= v.tags.keys() for v in versions)
+    assert all({"cv_f1_macro", "test_f1", "data_digest", "run_id", "promotion"} <= v.tags.keys() for v in versions)
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
-    best_family = parent_runs()["metrics.cv_f1_macro"].idxmax()
-    assert champion.tags["family"] == best_family
+    best = max(versions, key=lambda v: float(v.tags["test_f1"]))  # max keeps the first of equals
+    assert champion.version == best.version
+    assert all(f"the tuning run chose {best.tags['family']} v{best.version}" in v.tags["promotion"]
+               for v in versions if v.version != best.version)
     assert f"Champion: models:/{MODEL_NAME}@champion = v{champion.version}" in tuned.output
     assert "is the first champion" in tuned.output
     for family in FAMILIES:
         assert f"{family:<18} | CV F1=" in tuned.output
 
 
-def test_same_seed_same_results_and_ties_promote(store: Store) -> None:
+def test_same_seed_same_results_and_no_duplicate_versions(store: Store) -> None:
+    """The same command again gives the same trials and models: identical versions are reused, and
+    the champion stays (a tie keeps the incumbent)."""
     args = FAST + ["--seed", "7", "--models", "LogisticRegression", "NaiveBayes"]
     first = run_script(args)
+    champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
     second = run_script(args)
     table = lambda out: [line for line in out.splitlines() if "| CV F1=" in line]  # noqa: E731
-    strip_version = lambda rows: [row.rsplit("|", 1)[0] for row in rows]  # noqa: E731
-    assert strip_version(table(first)) == strip_version(table(second))
-    assert "promoted: test F1" in second and "not promoted" not in second
-    champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
-    assert int(champion.version) > 2
+    assert table(first) == table(second)
+    assert "identical to v1, registered before: reused" in second and "identical to v2" in second
+    assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")) == 2
+    assert mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version == champion.version
 
 
 def test_a_pruned_trial_says_so_instead_of_a_cv_score(store: Store) -> None:
@@ -84,3 +91,10 @@ def test_a_pruned_trial_says_so_instead_of_a_cv_score(store: Store) -> None:
     assert len(lines) == 14 and len(pruned) == (runs["tags.state"] == "PRUNED").sum() > 0, output
     assert all(re.search(r"pruned after [1-3] folds \(mean F1 so far 0\.\d{4}, below the median\)", line)
                and "cv_f1" not in line for line in pruned), pruned
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    is_pruned = children["tags.state"] == "PRUNED"  # their partial mean is no CV F1: another name, not sortable with it
+    assert children.loc[is_pruned, "metrics.cv_f1_macro"].isna().all()
+    assert children.loc[is_pruned, "metrics.partial_cv_f1"].between(0, 1).all()
+    assert children.loc[~is_pruned, "metrics.cv_f1_macro"].notna().all()
+    numbers = [int(line.split()[1]) for line in lines]  # the console's trial numbers are the runs' names
+    assert sorted(children["tags.mlflow.runName"].astype(int)) == sorted(numbers) == list(range(1, 15))

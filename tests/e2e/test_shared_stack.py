@@ -17,9 +17,8 @@ import mlflow
 import psutil
 import psycopg
 
-from review_sentiment.constants import RETRAIN_EXPERIMENT
+from review_sentiment.constants import RETRAIN_EXPERIMENT, RETRAIN_FLOW
 from review_sentiment.orchestration.commands import DEPLOYMENT, POOL_SUFFIX
-from review_sentiment.orchestration.retrain import FLOW_NAME as RETRAIN_FLOW
 from review_sentiment.orchestration.stack import STATE, StackState
 from tests.e2e.conftest import new_database, stack_env
 from tests.e2e.served import Load, Service

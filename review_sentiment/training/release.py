@@ -1,0 +1,144 @@
+"""The one path from a configuration to a version, for the tuning run and every retrain: fit on the
+training reviews → evaluate on the lineage's held-out slice → log (model, reports, datasets, training
+reviews, reference profile) → register with its record. A model identical to a registered one (same
+training rows, family, parameters, seed and model code) is not fitted again: that version is reused.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.entities.model_registry import ModelVersion
+
+import text_cleaning
+from review_sentiment.data import reviews as reviews_module
+from review_sentiment.data.reviews import Reviews, Split, training_frame
+from review_sentiment.modeling import families, fast_scorer, linear, metrics
+from review_sentiment.modeling.families import build_pipeline
+from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.tracking import model_logging
+from review_sentiment.tracking.model_logging import (
+    compact_for_saving,
+    log_trained_model,
+    model_size_bytes,
+    training_dataset,
+)
+from review_sentiment.tracking.promotion import FEEDBACK, PROTECTED, Evidence
+from review_sentiment.tracking.records import Lineage, VersionRecord
+from review_sentiment.tracking.registry import register
+from review_sentiment.training.reports import confusion_figure, report_text, top_terms
+
+# The code that decides what a fitted model is: cleaning, loading and labelling, the pipelines, the
+# metric, how a model is logged and this path. A change to any of their files changes every fingerprint.
+MODEL_CODE = (text_cleaning, reviews_module, families, fast_scorer, linear, metrics, model_logging,
+              sys.modules[__name__])
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a lineage's model is fitted and judged on."""
+
+    reviews: Reviews  # the lineage file's reviews; fed-back texts count as traffic for the profile
+    split: Split  # the training rows (fed-back ones included) / the lineage's held-out slice of the file
+    lineage: Lineage
+    reviews_digest: str  # of the lineage file's reviews
+    clean: Callable[[Iterable[str]], list[str]]  # `clean_texts`, or a look-up of what it gave
+    feedback: Split | None = None  # fed-back reviews: trained on (X_train) and held out to judge (X_test)
+
+    @functools.cached_property
+    def training_dataset(self) -> PandasDataset:
+        """The training rows as the MLflow dataset a run logs (its digest hashes every row): made once."""
+        fed = "" if self.feedback is None else f" + {len(self.feedback.y_train)} fed-back reviews"
+        return training_dataset(training_frame(self.split), self.lineage.data + fed,
+                                name=f"{Path(self.lineage.data).stem}-train{fed}")
+
+    @property
+    def protected(self) -> Evidence:
+        return Evidence.of(PROTECTED, self.split.X_test, self.split.y_test)
+
+    @property
+    def feedback_evidence(self) -> Evidence | None:
+        if self.feedback is None:
+            return None
+        return Evidence.of(FEEDBACK, self.feedback.X_test, self.feedback.y_test)
+
+
+@dataclass(frozen=True)
+class Released:
+    """A version holding the configuration's model, and how it got there."""
+
+    version: ModelVersion
+    record: VersionRecord
+    reused: bool  # an identical model was registered before: nothing was fitted
+    test_pred: np.ndarray | None  # on the held-out slice; None when reused
+    train_f1: float
+    fit_time: float
+
+
+def fingerprint(family: str, params: dict[str, Any], seed: int, data: TrainingData) -> str:
+    """Training rows + family + parameters + seed + model code, and the lineage file its test F1 and
+    profile come from: equal exactly when the version would be."""
+    digest = hashlib.sha256(f"{data.training_dataset.digest} {data.reviews_digest}".encode())
+    for module in MODEL_CODE:
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(json.dumps({"family": family, "params": params, "seed": seed}, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def identical_version(name: str, value: str) -> ModelVersion | None:
+    """The earliest version of `name` whose model has fingerprint `value`."""
+    same = [v for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'")
+            if v.tags.get("fingerprint") == value]
+    return min(same, key=lambda v: int(v.version), default=None)
+
+
+def release(name: str, family: str, params: dict[str, Any], seed: int, data: TrainingData, source: str,
+            cv_f1: float | None = None) -> Released:
+    """Inside the active run: the version holding this configuration's model, fitted and registered
+    unless an identical one is registered already (then it is reused and the run says so)."""
+    value = fingerprint(family, params, seed, data)
+    if (same := identical_version(name, value)) is not None:
+        mlflow.set_tag("reused_version", same.version)
+        run = mlflow.MlflowClient().get_run(same.run_id).data.metrics
+        return Released(same, VersionRecord.of(same), True, None, run.get("train_f1", float("nan")),
+                        run.get("fit_time", 0.0))
+    split = data.split
+    pipeline = build_pipeline(family, params, seed)
+    started = time.perf_counter()
+    clean_train = data.clean(split.X_train)
+    pipeline[0].fit(split.X_train)  # what pipeline.fit does, on reviews cleaned once (cleaning keeps no state)
+    pipeline[1:].fit(clean_train, split.y_train)
+    fit_time = time.perf_counter() - started
+    compact_for_saving(pipeline)
+    test_pred = pipeline[1:].predict(data.clean(split.X_test))
+    train_f1 = macro_f1(split.y_train, pipeline[1:].predict(clean_train))
+    del clean_train
+    test_f1 = macro_f1(split.y_test, test_pred)
+    mlflow.log_metrics({"train_f1": train_f1, "test_f1": test_f1, "fit_time": fit_time}
+                       | ({} if cv_f1 is None else {"cv_f1_macro": cv_f1}))
+    mlflow.log_input(data.training_dataset, context="training")
+    held = pd.DataFrame({"review": split.X_test.to_numpy(dtype=object), "label": split.y_test})
+    mlflow.log_input(training_dataset(held, data.lineage.data, name=PROTECTED), context="evaluation")
+    mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
+    mlflow.log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
+    mlflow.log_dict(top_terms(pipeline), "top_terms.json")
+    model_info = log_trained_model(pipeline, data.reviews, split, split.X_train.iloc[:3].tolist(), seed, data.clean)
+    mlflow.log_metric("model_size_bytes", model_size_bytes(model_info))
+    run_id = mlflow.active_run().info.run_id
+    record = VersionRecord(family=family, source=source, lineage=data.lineage,
+                           data_digest=data.training_dataset.digest, reviews_digest=data.reviews_digest,
+                           fingerprint=value, test_f1=test_f1, run_id=run_id, cv_f1=cv_f1,
+                           feedback_rows=0 if data.feedback is None else len(data.feedback.y_train))
+    return Released(register(model_info, name, record.tags()), record, False, test_pred, train_f1, fit_time)
+
