@@ -139,7 +139,7 @@ def the_split(seed: int = 42) -> Split:
 
 
 def registered(texts: pd.Series, labels, params: dict, record_training: bool = True,
-               lineage: Lineage | None = None) -> ModelVersion:
+               lineage: Lineage | None = None, name: str = MODEL_NAME) -> ModelVersion:
     """A Logistic Regression trained on `texts`, logged and registered as the pipeline logs them; with
     `lineage`, its record names it (as the tuning run and the retrain record theirs)."""
     pipeline = compact_for_saving(build_pipeline("LogisticRegression", params, 0).fit(texts, labels))
@@ -151,7 +151,7 @@ def registered(texts: pd.Series, labels, params: dict, record_training: bool = T
     tags = {"family": "LogisticRegression"}
     if lineage is not None:
         tags = VersionRecord("LogisticRegression", "test", lineage, "", "", info.run_id, None, info.run_id).tags()
-    return register(info, MODEL_NAME, tags)
+    return register(info, name, tags)
 
 
 def protected(split: Split) -> Evidence:
@@ -159,8 +159,8 @@ def protected(split: Split) -> Evidence:
     return Evidence.of(PROTECTED, split.X_test, split.y_test)
 
 
-def f1_of(version: ModelVersion, texts: pd.Series, labels) -> float:
-    return macro_f1(labels, mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version.version}").predict(texts))
+def f1_of(version: ModelVersion, texts: pd.Series, labels, name: str = MODEL_NAME) -> float:
+    return macro_f1(labels, mlflow.sklearn.load_model(f"models:/{name}/{version.version}").predict(texts))
 
 
 def rendered(url: str, budget_ms: int = 20_000) -> str:

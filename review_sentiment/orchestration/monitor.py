@@ -158,6 +158,9 @@ def monitor_predictions(
         mlflow.log_text(html_report(title, checks, profiles, windows), "report.html")
         print(f"{title} — {len(frame)} predictions and {len(feedback)} feedback since rows {after}\n"
               f"{summary(checks)}")
+        if untrusted := sum(w.untrusted_feedback for w in windows.values()):
+            print(f"Not trusted: {untrusted} fed-back label{'s' * (untrusted != 1)} given without an API key (kept "
+                  f"and counted; --trust-anonymous-feedback lets them judge and train)")
         mlflow.set_tags({"last_prediction_row": until[0], "last_feedback_row": until[1]})  # last: the window is read
     action = "nothing to do"  # decided after the check's run is closed: a retrain starts runs of its own
     if status == SUSPECT:

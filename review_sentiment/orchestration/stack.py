@@ -27,6 +27,7 @@ import psutil
 
 from review_sentiment.databases import sqlalchemy_url
 from review_sentiment.processes import running, start_detached, stop_group, wait_http
+from review_sentiment.tracking.alias_lock import LOCK_URL_ENV
 
 POSTGRES_BINS = [Path("/usr/lib/postgresql/15/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
 DATABASES = ("mlflow", "optuna", "prefect", "predictions")
@@ -66,6 +67,7 @@ class StackState:
             "PREFECT_API_URL": f"http://{self.address}:{self.prefect_port}/api",
             "OPTUNA_STORAGE": self.postgres_url("optuna"),
             "REVIEW_SENTIMENT_PREDICTION_LOG": self.postgres_url("predictions"),
+            LOCK_URL_ENV: self.postgres_url("mlflow"),  # alias moves lock on the registry's own database
         }
 
 

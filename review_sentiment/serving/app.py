@@ -168,7 +168,7 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
         f"Labels product reviews with the registry's `champion` model. Up to {MAX_REVIEWS} reviews per "
         f"request, each at most {MAX_REVIEW_CHARS} characters; bodies over {MAX_BODY_BYTES} bytes get 413."))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-    predictions_made = instrument(app, prediction_log)
+    predictions_made = instrument(app, prediction_log, watcher)
     page = PAGE.read_text(encoding="utf-8")
     writes = [Depends(authorized)] if api_key else []
     giver = key_identity(api_key) if api_key else ANONYMOUS

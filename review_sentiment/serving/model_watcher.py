@@ -14,10 +14,12 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from review_sentiment.constants import CHALLENGER, CHAMPION
+from mlflow.entities.model_registry import ModelVersion
+
+from review_sentiment.constants import CHALLENGER, CHAMPION, MONITORING_STATUS_TAG
 from review_sentiment.serving.served_model import ServedModel, load_served
 from review_sentiment.tracking.model_loading import RefusedModel
 from review_sentiment.tracking.model_uri import ModelRef
@@ -34,6 +36,7 @@ class Variants:
     problem: str | None = "loading the model"  # why no champion is served
     degraded: str | None = None  # why what is served is not what the registry points at
     checked_at: str | None = None
+    monitoring: dict[str, str] = field(default_factory=dict)  # variant → its version's latest check status
 
 
 def choose_variant(caller_id: str | None, challenger_share: float,
@@ -73,12 +76,15 @@ class ModelWatcher:
     def refresh(self) -> None:
         """One poll. A registry or loading error keeps what is served and is retried next poll."""
         loaded = {CHAMPION: self.current.champion, CHALLENGER: self.current.challenger}
-        problem, troubles = None, []
+        problem, troubles, monitoring = None, [], {}
         for variant, ref in self.refs.items():
             if ref is None:
                 continue
             try:
-                loaded[variant] = self._follow(variant, ref, loaded[variant])
+                version = ref.resolve()
+                loaded[variant] = self._follow(variant, ref, version, loaded[variant])
+                if version is not None and MONITORING_STATUS_TAG in version.tags:
+                    monitoring[variant] = version.tags[MONITORING_STATUS_TAG]
                 self._errors.pop(variant, None)
             except Exception as err:  # noqa: BLE001 — the service must outlive a bad poll
                 if self._errors.get(variant) != str(err):
@@ -92,11 +98,11 @@ class ModelWatcher:
         if problem and problem != self.current.problem:
             log.warning("Not ready: %s", problem)
         degraded = None if problem else "; ".join(troubles) or None
-        self.current = replace(self.current, **loaded, problem=problem, degraded=degraded,
+        self.current = replace(self.current, **loaded, problem=problem, degraded=degraded, monitoring=monitoring,
                                checked_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
-    def _follow(self, variant: str, ref: ModelRef, served: ServedModel | None) -> ServedModel | None:
-        version = ref.resolve()
+    def _follow(self, variant: str, ref: ModelRef, version: ModelVersion | None,
+                served: ServedModel | None) -> ServedModel | None:
         if version is None:
             if served is not None and variant == CHALLENGER:
                 log.info("Alias %r was removed: no challenger traffic", ref.alias)

@@ -24,7 +24,6 @@ from tests.code.test_drift import generator
 from tests.code.test_retrain_and_scoring_flows import prefect_api  # noqa: F401 — the module's Prefect server
 from tests.helpers import SAMPLE, Store
 
-
 TRUSTED = key_identity("the operator's key")  # labels given with the service's API key
 
 

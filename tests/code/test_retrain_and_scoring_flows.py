@@ -201,3 +201,31 @@ def test_a_retried_register_step_registers_the_run_once(store: Store, monkeypatc
     assert len(calls) == 2 and outcome.status == "registered" and outcome.promoted
     [version] = versions()
     assert str(version.version) == outcome.version == "1"
+
+
+def test_the_quick_start_then_a_retrain_registers_nothing_new_and_keeps_the_champion(store: Store) -> None:
+    """The tuning run chose its champion by the rule; the retrain's model is the tuned Logistic
+    Regression itself (same data, parameters, seed and code): reused, already decided, nothing moves."""
+    run_script(FAST)
+    champion, before = current_champion(MODEL_NAME), len(versions())
+    outcome = retrain_logistic()  # no data: the champion's lineage
+    assert outcome.status == "skipped" and "identical to v" in outcome.message, outcome.message
+    assert len(versions()) == before and current_champion(MODEL_NAME).version == champion.version
+
+
+def test_a_retrain_follows_the_champions_lineage_and_other_data_does_not_replace_it(store: Store,
+                                                                                     tmp_path: Path) -> None:
+    mine = tmp_path / "mine.csv"
+    subprocess.run([sys.executable, str(PROJECT_DIR / "data" / "make_sample_reviews.py"), "--rows", "1500",
+                    "--seed", "5", "--out", str(mine)], check=True, capture_output=True)
+    run_script(FAST + ["--models", "LogisticRegression", "--trials", "2", "--data", str(mine), "--seed", "3"])
+    champion = current_champion(MODEL_NAME)
+    followed = retrain_logistic(overrides={"model_C": 0.3})  # no data: the champion's file, split and seed
+    assert followed.status == "registered"
+    assert {(v.tags["lineage.data"], v.tags["lineage.seed"]) for v in versions()} == {(str(mine), "3")}
+
+    sample = retrain_logistic(data_path=str(SAMPLE))  # the bundled sample's model wins on its own slice only
+    assert sample.status == "registered" and not sample.promoted
+    assert f"trained on {SAMPLE}, champion v" in sample.message and "--allow-new-data" in sample.message
+    assert str(current_champion(MODEL_NAME).version) in (str(champion.version), followed.version)
+    assert current_champion(MODEL_NAME).tags["lineage.data"] == str(mine)

@@ -3,16 +3,21 @@ next start must mark them KILLED, once their process is really gone, and say so 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 
 import sentiment_mlflow_optuna
-from review_sentiment.constants import TUNING_EXPERIMENT
+from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
 from review_sentiment.tracking.orphans import close_orphaned_runs
+from review_sentiment.tracking.records import Decision
+from review_sentiment.tracking.registry import current_champion
 from tests.helpers import FAST, PROJECT_DIR, Store, run_script, wait_for
 
 
@@ -74,3 +79,51 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
     assert set(final.loc[parents.run_id, "status"]) == {"FINISHED"} and "RUNNING" not in set(final.status)
     children = final[final["tags.mlflow.parentRunId"] == parents.run_id["NaiveBayes"]]
     assert len(children) == 40
+
+
+def killed_right_after(marker: str, command: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Run `command` and SIGKILL it (its process group: a temporary Prefect server dies with it) the moment
+    it prints `marker`; what it printed."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "".join(lines)
+    return "".join(lines)
+
+
+def undecided(name: str = MODEL_NAME) -> list[str]:
+    versions = mlflow.MlflowClient().search_model_versions(f"name='{name}'")
+    return [v.version for v in versions if Decision.of(v) is None]
+
+
+def test_a_retrain_killed_right_after_registering_gets_its_decision_and_its_flow_run_is_crashed(
+        store: Store, tmp_path: Path) -> None:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store.uri, PREFECT_HOME=str(tmp_path / "prefect"))
+    once = [sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "--once"]
+    printed = killed_right_after("Created version '1'", once, env, store.path)
+    assert undecided() == ["1"] and current_champion(MODEL_NAME) is None, printed
+
+    rerun = subprocess.run(once, cwd=store.path, env=env, capture_output=True, text=True, timeout=300)
+    out = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, out[-3000:]
+    assert "Decided v1, registered by a command that did not finish: v1 is the first champion" in out, out[-3000:]
+    assert re.search(r"Marked Crashed flow run \S+ \([0-9a-f-]+\): its process \d+ is gone", out), out[-3000:]
+    assert "Retrain skipped: data, code and parameters unchanged: identical to v1" in out, out[-3000:]
+    assert undecided() == [] and current_champion(MODEL_NAME).version == "1"
+
+
+def test_a_tuning_run_killed_right_after_registering_gets_its_decision_from_the_same_command(store: Store) -> None:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store.uri)
+    command = FAST + ["--models", "LogisticRegression", "NaiveBayes"]
+    tuning = [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), *command]
+    printed = killed_right_after("Created version '1'", tuning, env, store.path)
+    assert undecided() == ["1"], printed
+    again = run_script(command)
+    assert "LogisticRegression: study complete and registered as v1 before the restart" in again, again
+    assert undecided() == [] and current_champion(MODEL_NAME) is not None
