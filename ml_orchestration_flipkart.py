@@ -30,7 +30,7 @@ from review_sentiment.constants import (
 )
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.orchestration.local_prefect import quiet_prefect_env
-from review_sentiment.tracking.alias_lock import NoAliasLock
+from review_sentiment.tracking.alias_lock import NoAliasLock, require_alias_lock
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             "unlocked_promotion": args.unlocked_promotion}
     retrain = data | ({"feedback_log": args.prediction_log} if args.with_feedback else {})
     try:
+        if args.command != "score" and not args.work_pool and not (args.command == "monitor" and args.no_retrain):
+            require_alias_lock(args.unlocked_promotion)  # the work pool's workers check their own
         if args.command == "score":
             commands.score_file(args.input, args.output, args.text_col)
         elif args.command == "monitor":

@@ -27,6 +27,7 @@ from review_sentiment.data.reviews import Split, load_reviews, split_reviews
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking.model_logging import compact_for_saving, log_sentiment_model, log_training_reviews
+from review_sentiment.tracking.orphans import process_tags
 from review_sentiment.tracking.promotion import PROTECTED, Evidence
 from review_sentiment.tracking.records import Lineage, VersionRecord
 from review_sentiment.tracking.registry import register
@@ -145,6 +146,7 @@ def registered(texts: pd.Series, labels, params: dict, record_training: bool = T
     pipeline = compact_for_saving(build_pipeline("LogisticRegression", params, 0).fit(texts, labels))
     mlflow.set_experiment("promotion")
     with mlflow.start_run():
+        mlflow.set_tags(process_tags())  # which process wrote it, as every run of ours says
         info = log_sentiment_model(pipeline, ["great"])
         if record_training:
             log_training_reviews(texts)

@@ -118,8 +118,8 @@ def check(window: Window, profile: dict | None, test_f1: float | None, seed: int
         return Check(INSUFFICIENT, len(window.reviews), feedback, note=note)
     status = DEGRADED if performed is not None and performed.drifted else (
         DRIFT if any(f.drifted for f in findings) else OK)
-    inputs_moved = any(f.drifted for f in findings if f.kind == "input")
-    if status == DEGRADED and not inputs_moved and performed.statistic < performed.reference - SUSPECT_GAP:
+    inputs_measured_still = current is not None and not any(f.drifted for f in findings if f.kind == "input")
+    if status == DEGRADED and inputs_measured_still and performed.statistic < performed.reference - SUSPECT_GAP:
         status = SUSPECT  # the model is as good as ever on the protected set and sees the same inputs
     new_terms = [] if current is None else current.unseen_terms.most_common(10)
     return Check(status, len(window.reviews), feedback, findings, new_terms, note, current)

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 
 from review_sentiment.monitoring.drift import Check, Window
 
-SEVERITY = {"suspect-feedback": 4, "degraded": 3, "drift": 2, "ok": 1, "insufficient-data": 0}
+# a degraded version outranks a suspect one: its retrain is still judged on the protected set
+SEVERITY = {"degraded": 4, "suspect-feedback": 3, "drift": 2, "ok": 1, "insufficient-data": 0}
 
 
 def overall(statuses: list[str]) -> str:

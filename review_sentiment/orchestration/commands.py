@@ -19,14 +19,13 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.workers.process import ProcessWorker
 
-from review_sentiment.constants import MODEL_NAME, PROJECT_DIR
+from review_sentiment.constants import PROJECT_DIR
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.monitoring.logged import require_log
 from review_sentiment.orchestration.batch_scoring import check_paths, score_reviews
 from review_sentiment.orchestration.local_prefect import prefect_api
 from review_sentiment.orchestration.monitor import monitor_predictions
 from review_sentiment.orchestration.retrain import retrain_logistic
-from review_sentiment.tracking.alias_lock import alias_lock
 from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 
 DEPLOYMENT = "flipkart-sentiment-logistic-deployment"
@@ -37,11 +36,8 @@ NEVER_OVERLAP = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLi
 
 
 def retrain_once(parameters: dict[str, object]) -> None:
-    """One retrain in the foreground; a data error propagates as ReviewDataError, a registry where the
-    champion cannot be moved safely as NoAliasLock (before anything runs)."""
+    """One retrain in the foreground; a data error propagates as ReviewDataError."""
     quiet_mlflow_warnings()
-    with alias_lock(MODEL_NAME, bool(parameters.get("unlocked_promotion"))):
-        pass
     outcome = retrain_logistic(**parameters)
     print(f"Retrain {outcome.status}: {outcome.message}")
 
@@ -54,8 +50,6 @@ def monitor_once(parameters: dict[str, object]) -> None:
     except FileNotFoundError as err:
         raise ReviewDataError(str(err)) from None
     quiet_mlflow_warnings()
-    with alias_lock(MODEL_NAME, bool(parameters.get("unlocked_promotion"))):
-        pass  # a check may trigger a retrain that promotes: refused now if it could not move the alias safely
     outcome = monitor_predictions(**parameters)
     versions = ", ".join(f"{version} {status}" for version, status in outcome.versions.items()) or "no predictions"
     print(f"Check {outcome.status} ({versions}; MLflow run {outcome.run_id}). Retrain: {outcome.retrain}")

@@ -127,7 +127,8 @@ def monitor_predictions(
     data_errors_in_one_line()
     logger = get_run_logger()
     record_process()
-    for line in mark_crashed_runs() + decide_pending(MODEL_NAME, unlocked=unlocked_promotion):
+    pending = decide_pending(MODEL_NAME, unlocked=unlocked_promotion) if retrain else []  # --no-retrain: report only
+    for line in mark_crashed_runs() + pending:
         logger.warning(line)
     mlflow.set_experiment(MONITORING_EXPERIMENT)
     after = last_check(prediction_log)

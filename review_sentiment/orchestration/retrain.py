@@ -35,8 +35,8 @@ from review_sentiment.orchestration.crashed_runs import mark_crashed_runs, recor
 from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
 from review_sentiment.tracking.orphans import close_orphaned_runs, closed_orphans_line, process_tags
 from review_sentiment.tracking.promotion import Promotion, decide_pending, promote_if_better
-from review_sentiment.tracking.records import Decision, Lineage, VersionRecord
-from review_sentiment.tracking.registry import current_champion, tuned_params
+from review_sentiment.tracking.records import Decision, Lineage
+from review_sentiment.tracking.registry import current_champion, lineage_of, tuned_params
 from review_sentiment.training.release import Released, TrainingData, release
 from text_cleaning import clean_texts
 
@@ -63,7 +63,7 @@ def choose_lineage(data_path: str | None, text_col: str | None, rating_col: str 
     """The champion's lineage, with whatever the caller gave instead; the bundled sample when there is no
     champion (or it predates lineages) and no file is given. And where it came from, in words."""
     champion = current_champion(MODEL_NAME)
-    theirs = None if champion is None else VersionRecord.of(champion).lineage
+    theirs = None if champion is None else lineage_of(champion)
     given = {k: v for k, v in {"data": data_path, "text_col": text_col, "rating_col": rating_col,
                                "held_out": test_size, "seed": seed}.items() if v is not None}
     if theirs is not None and str(Path(given.get("data", theirs.data)).resolve()) == theirs.data:

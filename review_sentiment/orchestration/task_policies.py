@@ -9,12 +9,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from review_sentiment.data.reviews import ReviewDataError
+from review_sentiment.tracking.alias_lock import NoAliasLock
+
+USER_ERRORS = (ReviewDataError, NoAliasLock)  # a user's data or setup: one line, never retried
 
 
 def _not_a_data_error(_task, _task_run, state) -> bool:
     try:
         state.result()
-    except ReviewDataError:
+    except USER_ERRORS:
         return False
     except Exception:
         return True
@@ -26,7 +29,7 @@ class _DataErrorsInOneLine(logging.Filter):
     itself says everything: keep the record, drop the traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], ReviewDataError):
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
             record.exc_info, record.exc_text = None, None
         return True
 

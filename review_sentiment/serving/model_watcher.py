@@ -83,7 +83,9 @@ class ModelWatcher:
             try:
                 version = ref.resolve()
                 loaded[variant] = self._follow(variant, ref, version, loaded[variant])
-                if version is not None and MONITORING_STATUS_TAG in version.tags:
+                served = loaded[variant]
+                if version is not None and served is not None and served.version == str(version.version) \
+                        and MONITORING_STATUS_TAG in version.tags:  # the status of the version actually served
                     monitoring[variant] = version.tags[MONITORING_STATUS_TAG]
                 self._errors.pop(variant, None)
             except Exception as err:  # noqa: BLE001 — the service must outlive a bad poll

@@ -47,10 +47,10 @@ CREATE TABLE IF NOT EXISTS feedback (
     prediction_id TEXT PRIMARY KEY REFERENCES predictions(id), label INTEGER NOT NULL, time TEXT NOT NULL
 );
 """
-_MIGRATIONS = {  # from version N to N + 1, applied in order on open
-    0: "CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions(time);",
+_MIGRATIONS = {  # from version N to N + 1, applied in order on open, all in one transaction
+    0: ["CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions(time)"],
     # who gave each label (an API key's identity, or anonymous) and from which address; earlier labels: unknown
-    1: "ALTER TABLE feedback ADD COLUMN giver TEXT; ALTER TABLE feedback ADD COLUMN client TEXT;",
+    1: ["ALTER TABLE feedback ADD COLUMN giver TEXT", "ALTER TABLE feedback ADD COLUMN client TEXT"],
 }
 # PostgreSQL has no rowid: `row` numbers rows in insertion order for the monitoring windows. It starts
 # at the current schema (there never was an unversioned PostgreSQL log).
@@ -63,9 +63,11 @@ _POSTGRES_TABLES = [
     " predictions(id), label INTEGER NOT NULL, time TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions(time)",
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-    "ALTER TABLE feedback ADD COLUMN IF NOT EXISTS giver TEXT",  # schema 2
-    "ALTER TABLE feedback ADD COLUMN IF NOT EXISTS client TEXT",
 ]
+_POSTGRES_MIGRATIONS = {  # to version N + 1 from N (a new log takes them all)
+    1: ["ALTER TABLE feedback ADD COLUMN IF NOT EXISTS giver TEXT",
+        "ALTER TABLE feedback ADD COLUMN IF NOT EXISTS client TEXT"],
+}
 _SCHEMA_LOCK = 7_215_301  # an advisory lock id: replicas starting together create the tables one at a time
 _COLUMNS = ("id", "request_id", "time", "variant", "model_name", "model_version", "caller_id", "review", "label",
             "score", "latency_ms")
@@ -181,14 +183,22 @@ def _connect_sqlite(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise sqlite3.DatabaseError(f"written by a newer service (schema {version}, this one knows {SCHEMA_VERSION})")
-    with conn:
-        conn.executescript(_TABLES)
+    conn.execute("BEGIN IMMEDIATE")  # replicas opening an old log together migrate it once, whole or not at all
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"written by a newer service (schema {version}, this one knows "
+                                        f"{SCHEMA_VERSION})")
+        for statement in _TABLES.split(";"):
+            conn.execute(statement)
         for step in range(version, SCHEMA_VERSION):
-            conn.executescript(_MIGRATIONS[step])
+            for statement in _MIGRATIONS[step]:
+                conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
     conn.execute("PRAGMA busy_timeout = 0")  # a locked file is retried later, never waited on
     conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it
     return conn
@@ -201,7 +211,10 @@ def _connect_postgres(url: str) -> psycopg.Connection:
         for statement in _POSTGRES_TABLES:
             conn.execute(statement)
         version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-        if version is None or version < SCHEMA_VERSION:  # the statements above brought it up to this one
+        if version is None or version < SCHEMA_VERSION:
+            for step in range(version or 1, SCHEMA_VERSION):  # the tables above are schema 1
+                for statement in _POSTGRES_MIGRATIONS[step]:
+                    conn.execute(statement)
             conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
         elif version > SCHEMA_VERSION:
             raise psycopg.DatabaseError(f"written by a newer service (schema {version}, this one knows "

@@ -39,23 +39,32 @@ def alias_lock(name: str, unlocked: bool = False) -> Iterator[None]:
     """Hold the registry's lock for registered model `name` until the block ends; `unlocked`: where no
     lock can be had, go on without one (with a warning) instead of raising NoAliasLock."""
     uri = mlflow.get_registry_uri()
-    database = _sqlite_path(uri)
-    if database is not None:
+    if (database := _sqlite_path(uri)) is not None:
         with exclusive_file_lock(database.with_name(f"{database.name}.{name}.alias-lock")):
             yield
-        return
-    url = uri if is_postgres(uri) else os.environ.get(LOCK_URL_ENV)
-    if url and is_postgres(url):
+    elif (url := _postgres_lock_url(uri)) is not None:
         with _advisory_lock(url, name):
             yield
-        return
-    if not unlocked:
+    else:
+        require_alias_lock(unlocked)
+        log.warning("Moving the alias on %s unlocked (--unlocked-promotion): concurrent promotions may race",
+                    without_password(uri))
+        yield
+
+
+def require_alias_lock(unlocked: bool) -> None:
+    """NoAliasLock now, before any work, where `alias_lock` could take no lock and `unlocked` is not given."""
+    uri = mlflow.get_registry_uri()
+    if _sqlite_path(uri) is None and _postgres_lock_url(uri) is None and not unlocked:
         raise NoAliasLock(f"no lock serialises alias moves on {without_password(uri)}: set {LOCK_URL_ENV} to a "
                           f"PostgreSQL URL every promoting process shares (`stack.py env` exports it), or pass "
                           f"--unlocked-promotion to move the alias unlocked")
-    log.warning("Moving the alias on %s unlocked (--unlocked-promotion): concurrent promotions may race",
-                without_password(uri))
-    yield
+
+
+def _postgres_lock_url(uri: str) -> str | None:
+    """The PostgreSQL database to lock on: the registry's own, else the one `REVIEW_SENTIMENT_LOCK_URL` names."""
+    url = uri if is_postgres(uri) else os.environ.get(LOCK_URL_ENV)
+    return url if url and is_postgres(url) else None
 
 
 @contextmanager

@@ -7,6 +7,7 @@ process cannot be checked from here.
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 
 import mlflow
@@ -27,6 +28,15 @@ def live_writer(run_id: str) -> int | None:
     """The pid of the process on this host that writes the run, if it still runs."""
     tags = mlflow.MlflowClient().get_run(run_id).data.tags
     return int(tags[PID]) if tags.get(HOST) == socket.gethostname() and _alive(tags) else None
+
+
+def writer_may_be_alive(run_id: str, since: float, grace_seconds: float) -> bool:
+    """Whether the process writing the run may still be at work: alive on this host, or on another host
+    (which cannot be checked from here) less than `grace_seconds` after `since` (a Unix time)."""
+    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    if tags.get(HOST) == socket.gethostname():
+        return _alive(tags)
+    return time.time() - since < grace_seconds
 
 
 def adopt(run_id: str) -> None:

@@ -13,13 +13,14 @@ lineage does not compete without `allow_new_data`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from scipy import stats
 
 from review_sentiment.constants import CHAMPION
@@ -28,13 +29,14 @@ from review_sentiment.modeling.metrics import macro_f1, macro_f1_along
 from review_sentiment.tracking.alias_lock import alias_lock
 from review_sentiment.tracking.model_loading import RefusedModel, load_pipeline
 from review_sentiment.tracking.model_logging import training_reviews
-from review_sentiment.tracking.orphans import live_writer
+from review_sentiment.tracking.orphans import writer_may_be_alive
 from review_sentiment.tracking.records import Decision, Lineage, Score, VersionRecord
-from review_sentiment.tracking.registry import current_champion
+from review_sentiment.tracking.registry import current_champion, lineage_of
 
 MIN_COMPARED_REVIEWS = 30  # fewer reviews than this (or one label only) judges nothing
 BOOTSTRAP_RESAMPLES = 1000
 PROTECTED, FEEDBACK = "protected set", "trusted feedback"
+PENDING_GRACE_SECONDS = 900  # a version registered on another host is left to its command this long
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,9 @@ def promote_if_better(name: str, candidate: ModelVersion, protected: Evidence, f
         if champion is None:
             decision = Decision(True, f"v{version} is the first champion", None)
         elif str(champion.version) == version:  # a retried step, or a reused version: its decision stands
-            decided = Decision.of(candidate)
-            return Promotion(True, decided.reason if decided else f"v{version} is already the champion", version)
+            if (decided := Decision.of(candidate)) is None:  # lost between moving the alias and recording it
+                record(name, version, decided := Decision(True, f"v{version} is already the champion", version))
+            return Promotion(True, decided.reason, version)
         else:
             decision = _against(candidate, champion, protected, feedback, allow_new_data)
         incumbent = None if champion is None else str(champion.version)
@@ -144,7 +147,7 @@ def _against(candidate: ModelVersion, champion: ModelVersion, protected: Evidenc
         champion_model = load_pipeline(champion)
     except RefusedModel as refused:
         return Decision(True, f"v{version} promoted: the champion is refused here ({refused})", held)
-    ours, theirs = VersionRecord.of(candidate).lineage, VersionRecord.of(champion).lineage
+    ours, theirs = lineage_of(candidate), lineage_of(champion)
     if ours is not None and theirs is not None and ours.data != theirs.data and not allow_new_data:
         return Decision(False, f"v{version} not promoted: trained on {ours.data}, champion v{held} on {theirs.data} "
                                f"(--allow-new-data lets a model of other data compete)", held)
@@ -179,20 +182,28 @@ def protected_set(reviews: Reviews, lineage: Lineage) -> Evidence:
     return Evidence.of(PROTECTED, reviews.text[held], reviews.label.to_numpy()[held])
 
 
-def decide_pending(name: str, *, unlocked: bool = False) -> list[str]:
+def decide_pending(name: str, *, unlocked: bool = False, except_runs: Collection[str] = ()) -> list[str]:
     """Decide, oldest first, the versions registered without a decision whose command is gone (killed
     between registering and promoting): each against the champion by the rule, on its lineage's
-    protected set (their feedback evidence went with the command). Returns a line per version."""
+    protected set (their feedback evidence went with the command). Left alone: versions of runs in
+    `except_runs` (the caller's own), of a live process on this host, or registered on another host
+    less than `PENDING_GRACE_SECONDS` ago (its process cannot be checked from here). A line per version."""
     lines = []
     for version in sorted(mlflow.MlflowClient().search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
         made = VersionRecord.of(version)
-        if made.lineage is None or Decision.of(version) is not None or live_writer(made.run_id):
-            continue  # registered before lineages; decided; or its command is still at work
+        if made.lineage is None or Decision.of(version) is not None or made.run_id in except_runs:
+            continue  # registered before lineages, decided, or the caller's own
         try:
+            if writer_may_be_alive(made.run_id, version.creation_timestamp / 1000, PENDING_GRACE_SECONDS):
+                continue
             reviews = load_reviews(made.lineage.data, made.lineage.text_col, made.lineage.rating_col)
-        except ReviewDataError as err:
-            lines.append(f"v{version.version} left undecided: its data cannot be read ({err})")
+            promotion = promote_if_better(name, version, protected_set(reviews, made.lineage), unlocked=unlocked)
+        except RefusedModel as refused:  # it can never be judged here: say so once, for good
+            record(name, str(version.version), Decision(False, f"v{version.version} not promoted: {refused}", None))
+            lines.append(f"v{version.version} cannot be judged here: {refused}")
             continue
-        promotion = promote_if_better(name, version, protected_set(reviews, made.lineage), unlocked=unlocked)
+        except (ReviewDataError, MlflowException) as err:
+            lines.append(f"v{version.version} left undecided: {str(err).splitlines()[0]}")
+            continue
         lines.append(f"Decided v{version.version}, registered by a command that did not finish: {promotion.reason}")
     return lines

@@ -1,7 +1,9 @@
 """Registry queries: creating versions and finding them by tag or alias."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -9,8 +11,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
+from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION, DEFAULT_RATING_COL, DEFAULT_TEXT_COL
 from review_sentiment.tracking.model_logging import CLEANING_DIGEST_TAG, cleaning_digest
+from review_sentiment.tracking.records import Lineage, VersionRecord
 
 
 def register(model_info: ModelInfo, name: str, tags: dict[str, object]) -> ModelVersion:
@@ -59,6 +62,26 @@ def tuned_params(name: str, family: str, reviews_digest: str) -> TunedParams | N
     else:
         return None
     return TunedParams(mlflow.artifacts.load_dict(f"runs:/{chosen.run_id}/{BEST_PARAMS_ARTIFACT}"), chosen, why)
+
+
+def lineage_of(version: ModelVersion) -> Lineage | None:
+    """The version's lineage: its record's; for a version registered before lineages were recorded, the
+    file its run logged as its training dataset (with the run's seed and test share, the default columns)
+    while that file is still there; else None (unknown)."""
+    if (recorded := VersionRecord.of(version).lineage) is not None:
+        return recorded
+    try:
+        run = mlflow.MlflowClient().get_run(version.run_id)
+    except MlflowException:
+        return None
+    for used in run.inputs.dataset_inputs:
+        if any(tag.value == "training" for tag in used.tags):
+            source = json.loads(used.dataset.source or "{}").get("uri", "").split(" + ")[0]  # retrains: "+ feedback"
+            if source and Path(source).is_file():
+                params = run.data.params
+                return Lineage.of(source, DEFAULT_TEXT_COL, DEFAULT_RATING_COL, float(params.get("test_size", 0.3)),
+                                  int(params.get("seed", 42)))
+    return None
 
 
 def current_champion(name: str) -> ModelVersion | None:

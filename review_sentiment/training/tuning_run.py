@@ -28,7 +28,7 @@ from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
 from review_sentiment.databases import without_password
 from review_sentiment.modeling.families import require_words
-from review_sentiment.tracking.alias_lock import alias_lock
+from review_sentiment.tracking.alias_lock import require_alias_lock
 from review_sentiment.tracking.model_loading import load_pipeline
 from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 from review_sentiment.tracking.orphans import (
@@ -156,8 +156,7 @@ def run_tuning(settings: TuningSettings) -> None:
     if settings.join:
         join_studies(settings, prepared, settings.worker_name or f"{socket.gethostname()}:{os.getpid()}")
         return
-    with alias_lock(settings.registered_model, settings.unlocked_promotion):
-        pass  # no lock and not --unlocked-promotion: refused now, before hours of tuning, not after
+    require_alias_lock(settings.unlocked_promotion)  # refused now, before hours of tuning, not after
     studies: list[FamilyStudy] = []
     storage = _storage(settings, say=True)  # before the workers fork: two processes creating its tables collide
     with undone_on_failure() as writes:
@@ -174,7 +173,8 @@ def run_tuning(settings: TuningSettings) -> None:
                 _take_over(studies, settings.registered_model, writes)
                 if closed := closed_orphans_line(close_orphaned_runs(settings.experiment)):
                     print(closed)
-                for line in decide_pending(settings.registered_model, unlocked=settings.unlocked_promotion):
+                for line in decide_pending(settings.registered_model, unlocked=settings.unlocked_promotion,
+                                           except_runs={s.parent_run_id for s in studies}):  # ours: decided below
                     print(line)
                 me = Worker("w0", settings.seed, shown=settings.workers > 1)
                 results = [tune_and_register(s, prepared, settings, storage, me, writes) for s in studies]
@@ -196,7 +196,8 @@ def prepare(settings: TuningSettings) -> Prepared:
     print(f"Loaded {reviews.rows_read} rows from {reviews.path}: dropped {reviews.dropped_missing} "
           f"with no text or rating and {reviews.dropped_duplicates} duplicates; "
           f"{len(reviews.label)} reviews, {reviews.label.mean():.1%} positive")
-    print(f"Split: {len(split.y_train)} train / {len(split.y_test)} test (stratified, seed {settings.seed})")
+    print(f"Split: {len(split.y_train)} train / {len(split.y_test)} test (held out by each review's hash, "
+          f"seed {settings.seed})")
     distinct = list(dict.fromkeys(reviews.usable_text))  # every training and test text is one of them
     cleaned = dict(zip(distinct, clean_texts(distinct), strict=True))
     del distinct
@@ -271,13 +272,13 @@ def choose(results: list[FamilyResult], prepared: Prepared, settings: TuningSett
             for r in results}
     best = results[0]
     for result in results[1:]:
-        if judge(score(protected, said[result.version], said[best.version], settings.seed), None).wins:
+        if judge(score(protected, said[result.version], said[best.version]), None).wins:
             best = result
     champion = current_champion(name)
     for result in results:
         if result.version in (best.version, None if champion is None else str(champion.version)):
             continue
-        compared = score(protected, said[result.version], said[best.version], settings.seed)
+        compared = score(protected, said[result.version], said[best.version])
         record(name, result.version, Decision(
             False, f"v{result.version} not promoted: the tuning run chose {best.family} v{best.version}, "
                    f"{judge(compared, None).why}", best.version, compared))
@@ -370,7 +371,8 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
 def _registered_result(family: str, name: str, version: str, cv_f1: float) -> FamilyResult:
     made = VersionRecord.of(mlflow.MlflowClient().get_model_version(name, version))
     metrics = mlflow.MlflowClient().get_run(made.run_id).data.metrics
-    return FamilyResult(family, cv_f1, metrics.get("train_f1", float("nan")), made.test_f1 or float("nan"),
+    test_f1 = float("nan") if made.test_f1 is None else made.test_f1
+    return FamilyResult(family, cv_f1, metrics.get("train_f1", float("nan")), test_f1,
                         metrics.get("fit_time", 0.0), version)
 
 

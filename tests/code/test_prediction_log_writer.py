@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import multiprocessing
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
@@ -174,3 +175,30 @@ def test_a_log_from_a_newer_service_is_refused_not_rewritten(tmp_path: Path) -> 
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(LogDatabaseError, match=f"newer service .schema {SCHEMA_VERSION + 1}"):
         connect(path)
+
+
+def _open_log(path: str, go) -> None:
+    go.wait(timeout=30)
+    connect(path).close()
+
+
+def test_replicas_opening_an_old_log_together_migrate_it_once(tmp_path: Path) -> None:
+    """Schema 1 → 2 adds who gave each label; two processes opening a schema-1 log at the same moment
+    must both open it (the migration runs once, in one transaction), round after round."""
+    context = multiprocessing.get_context("fork")  # each opener: a fresh connection in a process of its own
+    for round_ in range(6):
+        path = tmp_path / f"p{round_}.db"
+        with closing(sqlite3.connect(path)) as db:
+            db.executescript(SCHEMA_0 + "PRAGMA user_version = 1;")
+        go = context.Event()
+        openers = [context.Process(target=_open_log, args=(str(path), go)) for _ in range(2)]
+        for opener in openers:
+            opener.start()
+        go.set()
+        for opener in openers:
+            opener.join(timeout=60)
+        assert [o.exitcode for o in openers] == [0, 0], round_
+        with closing(sqlite3.connect(path)) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            assert {"giver", "client"} <= {row[1] for row in db.execute("PRAGMA table_info(feedback)")}
+    assert read_log(path).loc[0, "giver"] is None  # a label from before givers were recorded: unknown

@@ -7,6 +7,8 @@ import numpy as np
 
 from review_sentiment.constants import MODEL_NAME
 from review_sentiment.data.reviews import load_reviews
+from review_sentiment.tracking.model_logging import training_dataset
+from review_sentiment.tracking.orphans import PID
 from review_sentiment.tracking.promotion import (
     FEEDBACK,
     MIN_COMPARED_REVIEWS,
@@ -15,7 +17,7 @@ from review_sentiment.tracking.promotion import (
     promote_if_better,
 )
 from review_sentiment.tracking.records import Decision, Lineage
-from review_sentiment.tracking.registry import current_champion
+from review_sentiment.tracking.registry import current_champion, lineage_of
 from tests.helpers import FAIR, SAMPLE, STRONG, WEAK, Store, f1_of, protected, registered, the_split
 
 
@@ -136,9 +138,29 @@ def test_a_version_left_without_a_decision_gets_one_on_the_next_command(store: S
     lineage = Lineage.of(SAMPLE, "Review text", "Ratings", 0.3, 42)
     champion = registered(split.X_train, split.y_train, WEAK, lineage=lineage)
     promote_if_better(MODEL_NAME, champion, protected(split))
-    orphan = registered(split.X_train, split.y_train, STRONG, lineage=lineage)  # its command died here
-    assert decision(orphan) is None
+    orphan = registered(split.X_train, split.y_train, STRONG, lineage=lineage)  # its command died here:
+    assert decision(orphan) is None and decide_pending(MODEL_NAME) == []  # not while its writer lives
+    mlflow.MlflowClient().set_tag(orphan.run_id, PID, str(2**22 + 1))  # above any pid: a writer that is gone
     [line] = decide_pending(MODEL_NAME)
     assert line.startswith(f"Decided v{orphan.version}, registered by a command that did not finish: ")
     assert decision(orphan).promoted and current_champion(MODEL_NAME).version == orphan.version
     assert decide_pending(MODEL_NAME) == []
+
+
+def test_a_champion_from_before_lineages_keeps_the_file_its_run_logged(store: Store, tmp_path) -> None:
+    """A registry from before lineages were recorded: the champion's lineage is the file its run logged as
+    its training dataset, so a model of the bundled sample does not replace a champion of the user's file."""
+    split = the_split()
+    theirs = tmp_path / "mine.csv"
+    theirs.write_text(SAMPLE.read_text(encoding="utf-8"), encoding="utf-8")  # the user's own file (same rows)
+    champion = registered(split.X_train, split.y_train, WEAK)
+    frame = load_reviews(theirs).frame
+    with mlflow.start_run(run_id=champion.run_id):
+        mlflow.log_input(training_dataset(frame, str(theirs)), context="training")
+        mlflow.log_params({"seed": 42, "test_size": 0.3})
+    promote_if_better(MODEL_NAME, champion, protected(split))
+    assert lineage_of(champion) == Lineage.of(theirs, "Review text", "Ratings", 0.3, 42)
+    sample = registered(split.X_train, split.y_train, STRONG, lineage=Lineage.of(SAMPLE, "Review text", "Ratings",
+                                                                                   0.3, 42))
+    refused = promote_if_better(MODEL_NAME, sample, protected(split))
+    assert not refused.promoted and f"champion v{champion.version} on {theirs}" in refused.reason

@@ -99,7 +99,7 @@ def killed_right_after(marker: str, command: list[str], env: dict[str, str], cwd
 
 def undecided(name: str = MODEL_NAME) -> list[str]:
     versions = mlflow.MlflowClient().search_model_versions(f"name='{name}'")
-    return [v.version for v in versions if Decision.of(v) is None]
+    return [str(v.version) for v in versions if Decision.of(v) is None]
 
 
 def test_a_retrain_killed_right_after_registering_gets_its_decision_and_its_flow_run_is_crashed(
