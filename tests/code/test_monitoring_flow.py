@@ -10,9 +10,15 @@ import mlflow
 import numpy as np
 import pytest
 
-from review_sentiment.constants import MODEL_NAME, MONITORING_EXPERIMENT, RETRAIN_EXPERIMENT
+from review_sentiment.constants import (
+    ANONYMOUS,
+    MODEL_NAME,
+    MONITORING_EXPERIMENT,
+    MONITORING_STATUS_TAG,
+    RETRAIN_EXPERIMENT,
+)
 from review_sentiment.modeling.linear import predict_with_scores
-from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, SUSPECT
+from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, OK, SUSPECT
 from review_sentiment.monitoring.logged import read_log
 from review_sentiment.orchestration.monitor import monitor_predictions
 from review_sentiment.orchestration.retrain import retrain_logistic
@@ -27,10 +33,11 @@ from tests.helpers import SAMPLE, Store
 TRUSTED = key_identity("the operator's key")  # labels given with the service's API key
 
 
-def serve_and_log(path: Path, domain: str, seed: int, rows: int, feedback_every: int, giver: str = TRUSTED) -> int:
+def serve_and_log(path: Path, domain: str, seed: int, rows: int, feedback_every: int, giver: str = TRUSTED,
+                  flipped: bool = False) -> int:
     """What the service would log for `rows` reviews of `domain` scored by the champion, with the true
-    label (from the review's rating) fed back by `giver` for every `feedback_every`-th; returns how many
-    distinct reviews got feedback."""
+    label (from the review's rating; the opposite if `flipped`) fed back by `giver` for every
+    `feedback_every`-th; returns how many distinct reviews got feedback."""
     champion = current_champion(MODEL_NAME)
     reviews = [r for r in generator().sample_rows(rows, seed, domain) if r["Review text"]]
     texts = [r["Review text"] for r in reviews]
@@ -42,7 +49,8 @@ def serve_and_log(path: Path, domain: str, seed: int, rows: int, feedback_every:
             await log.record(LoggedRequest(f"{seed}-{n}", [f"{seed}-{n}"], datetime.now(UTC).isoformat(), "champion",
                                            MODEL_NAME, str(champion.version), None, [text], [int(label)],
                                            [float(score)], 1.0))
-        fed = [(f"{seed}-{n}", int(r["Ratings"] >= 3)) for n, r in enumerate(reviews) if n % feedback_every == 0]
+        fed = [(f"{seed}-{n}", int(r["Ratings"] >= 3) ^ flipped) for n, r in enumerate(reviews)
+               if n % feedback_every == 0]
         for prediction_id, truth in fed:
             await log.feedback(prediction_id, truth, "2026-11-28T01:00:00.000+00:00", giver, "127.0.0.1")
         await log.close()
@@ -103,7 +111,29 @@ def test_feedback_that_comes_after_its_predictions_were_checked_still_counts(sto
         await log.close()
     asyncio.run(contradict())
     late = monitor_predictions(prediction_log=str(log_path), data_path=str(SAMPLE), retrain=False)
-    # trusted labels far below the model's protected-set F1 on inputs that did not move: reported, not acted on
-    assert late.status == SUSPECT and "not retraining on it" in late.retrain
+    assert late.status == DEGRADED and "retraining is off" in late.retrain  # no new inputs to tell a shift by
     assert mlflow.get_run(late.run_id).data.metrics == pytest.approx(
         mlflow.get_run(late.run_id).data.metrics | {"predictions": 0, "feedback": 100})
+
+
+def test_flipped_labels_on_familiar_reviews_are_suspect_and_anonymous_ones_count_for_nothing(store: Store,
+                                                                                            tmp_path: Path) -> None:
+    """Trusted labels that contradict a model on the kind of reviews it was judged on (inputs measured,
+    no drift): reported as suspect-feedback, never a retrain. The same labels from anyone: kept, counted,
+    trusted with nothing."""
+    retrain_logistic(data_path=str(SAMPLE))
+    champion = current_champion(MODEL_NAME)
+    anonymous = tmp_path / "anonymous.db"
+    serve_and_log(anonymous, "electronics", seed=41, rows=300, feedback_every=2, giver=ANONYMOUS, flipped=True)
+    ignored = monitor_predictions(prediction_log=str(anonymous))
+    assert ignored.status == OK and ignored.retrain == "nothing to do"
+    metrics = mlflow.get_run(ignored.run_id).data.metrics
+    assert metrics["feedback"] > 140 and metrics["feedback_trusted"] == 0
+
+    trusted = tmp_path / "trusted.db"
+    serve_and_log(trusted, "electronics", seed=42, rows=300, feedback_every=2, flipped=True)
+    suspect = monitor_predictions(prediction_log=str(trusted))
+    assert suspect.status == SUSPECT and "not retraining on it" in suspect.retrain, suspect.retrain
+    assert current_champion(MODEL_NAME).version == champion.version
+    version = mlflow.MlflowClient().get_model_version(MODEL_NAME, champion.version)
+    assert version.tags[MONITORING_STATUS_TAG] == SUSPECT  # what the service exports on /metrics

@@ -55,7 +55,9 @@ def test_retrain_registers_then_skips_unchanged_then_registers_changed(store: St
     assert run["params.model_C"] == "0.5" and run["metrics.test_f1"] == pytest.approx(first.test_f1)
     assert run.status == "FINISHED" and run["tags.data_digest"]
 
-    second = retrain_logistic(data_path=str(SAMPLE))
+    skipped = retrain_logistic(data_path=str(SAMPLE), return_state=True)  # as the dashboard shows it
+    assert skipped.is_completed() and skipped.name == "Skipped"
+    second = skipped.result()
     assert second.status == "skipped" and "unchanged" in second.message
     assert len(versions()) == 1
 
