@@ -150,7 +150,7 @@ def test_a_worker_killed_mid_study_costs_the_study_nothing(tracking: StackState,
     assert "worker w1 exited with status -9: its trials were run by the others" in output
     retried = [line for line in tuning.trial_lines() if "again: its worker died" in line]
     assert len(study.trials) - 40 == len(retried) <= 1, output  # killed mid-trial (1) or between trials (0)
-    if retried:
+    if retried and "waiting for" in output:  # w0 ran out of queued trials before the dead one was queued again
         assert f"queued again {GRACE_SECONDS} s after its last heartbeat" in output
 
 
