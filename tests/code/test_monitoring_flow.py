@@ -116,6 +116,7 @@ def test_feedback_that_comes_after_its_predictions_were_checked_still_counts(sto
         mlflow.get_run(late.run_id).data.metrics | {"predictions": 0, "feedback": 100})
 
 
+@pytest.mark.e2e  # two checks of 300 predictions: slow for the inner loop
 def test_flipped_labels_on_familiar_reviews_are_suspect_and_anonymous_ones_count_for_nothing(store: Store,
                                                                                             tmp_path: Path) -> None:
     """Trusted labels that contradict a model on the kind of reviews it was judged on (inputs measured,

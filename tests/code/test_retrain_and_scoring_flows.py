@@ -205,6 +205,7 @@ def test_a_retried_register_step_registers_the_run_once(store: Store, monkeypatc
     assert str(version.version) == outcome.version == "1"
 
 
+@pytest.mark.e2e  # a whole tuning run first: slow for the inner loop
 def test_the_quick_start_then_a_retrain_registers_nothing_new_and_keeps_the_champion(store: Store) -> None:
     """The tuning run chose its champion by the rule; the retrain's model is the tuned Logistic
     Regression itself (same data, parameters, seed and code): reused, already decided, nothing moves."""
@@ -215,6 +216,7 @@ def test_the_quick_start_then_a_retrain_registers_nothing_new_and_keeps_the_cham
     assert len(versions()) == before and current_champion(MODEL_NAME).version == champion.version
 
 
+@pytest.mark.e2e  # a whole tuning run first: slow for the inner loop
 def test_a_retrain_follows_the_champions_lineage_and_other_data_does_not_replace_it(store: Store,
                                                                                      tmp_path: Path) -> None:
     mine = tmp_path / "mine.csv"
