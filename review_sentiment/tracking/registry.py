@@ -34,10 +34,6 @@ def versions_tagged(name: str, **tags: str) -> list[ModelVersion]:
             if all(v.tags.get(k) == value for k, value in tags.items())]
 
 
-def latest_version(name: str, **tags: str) -> ModelVersion | None:
-    return max(versions_tagged(name, **tags), key=lambda v: int(v.version), default=None)
-
-
 @dataclass(frozen=True)
 class TunedParams:
     """A tuning run's best configuration, the version that carries it, and why it was the one chosen."""
