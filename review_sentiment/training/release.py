@@ -23,9 +23,9 @@ from mlflow.entities.model_registry import ModelVersion
 
 import text_cleaning
 from review_sentiment.data import reviews as reviews_module
-from review_sentiment.data.reviews import Reviews, Split, training_frame
+from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, training_frame
 from review_sentiment.modeling import families, fast_scorer, linear, metrics
-from review_sentiment.modeling.families import build_pipeline
+from review_sentiment.modeling.families import build_pipeline, left_no_words
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking import model_logging
 from review_sentiment.tracking.model_logging import (
@@ -118,7 +118,14 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
     started = time.perf_counter()
     clean_train = data.clean(split.X_train)
     pipeline[0].fit(split.X_train)  # what pipeline.fit does, on reviews cleaned once (cleaning keeps no state)
-    pipeline[1:].fit(clean_train, split.y_train)
+    try:
+        pipeline[1:].fit(clean_train, split.y_train)
+    except ValueError as err:  # a TF-IDF that keeps no word is the data's doing: one line, not a traceback
+        if not left_no_words(err):
+            raise
+        tfidf = pipeline.named_steps["tfidf"]
+        raise ReviewDataError(f"{data.lineage.data}: after cleaning, no word is in at least {tfidf.min_df} and at "
+                              f"most {tfidf.max_df:.0%} of the training reviews; nothing to learn from") from None
     fit_time = time.perf_counter() - started
     compact_for_saving(pipeline)
     test_pred = pipeline[1:].predict(data.clean(split.X_test))

@@ -1,6 +1,7 @@
 """The Prefect flows for real, against a real Prefect server (the schedule itself: tests/e2e)."""
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,17 @@ def test_reuses_the_configuration_tuned_on_the_same_data(store: Store, tmp_path:
     assert retrain_logistic(data_path=str(other)).status == "registered"
     run = orchestration_runs().iloc[0]
     assert run["tags.hyperparameter_source"].startswith(f"most recent tuning run (v{on_easy.version})")
+
+
+def test_reviews_sharing_too_few_words_fail_in_one_line_and_register_nothing(store: Store, tmp_path: Path) -> None:
+    """The published defaults keep a word only if 3 training reviews share it: here none do."""
+    sparse = tmp_path / "sparse.csv"
+    words = [a + b + c for a, b, c in itertools.product("bdfgkm", "aeiou", "lnprst")]  # 180 words, each used once
+    sparse.write_text("Review text,Ratings\n" + "".join(f"{words[2 * i]} {words[2 * i + 1]},{5 if i % 3 else 1}\n"
+                                                      for i in range(60)), encoding="utf-8")
+    with pytest.raises(reviews.ReviewDataError, match="sparse.csv: after cleaning, no word is in at least 3"):
+        retrain_logistic(data_path=str(sparse))
+    assert versions() == []
 
 
 def test_missing_data_fails_cleanly(store: Store) -> None:
