@@ -50,11 +50,12 @@ def data_digest(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def review_hashes(texts: Iterable[str]) -> np.ndarray:
+def review_hashes(texts: Iterable[str], key: bytes = b"") -> np.ndarray:
     """A compact identity per review text, in order (8-byte BLAKE2b, stable across versions and
-    machines): models record those of their training reviews, so promotion can leave them out."""
-    return np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest()) for t in texts),
-                       dtype=np.uint64)
+    machines): models record those of their training reviews, so promotion can leave them out. With
+    `key`, a keyed one (BLAKE2b's own key; empty is the unkeyed hash)."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8, key=key).digest())
+                        for t in texts), dtype=np.uint64)
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,7 @@ def held_out(texts: Iterable[str], fraction: float, seed: int) -> np.ndarray:
     `fraction`. A review's place depends on its text and the seed alone, so every model of the lineage
     (tuned, retrained, with feedback or on a file with rows appended) leaves the same reviews out, and
     each label's share of the held-out slice is `fraction` in expectation (stratified by chance)."""
-    key = seed.to_bytes(8, "little", signed=True)
-    hashes = np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8, key=key).digest())
-                          for t in texts), dtype=np.uint64)
+    hashes = review_hashes(texts, key=seed.to_bytes(8, "little", signed=True))
     return hashes < np.uint64(min(int(fraction * 2**64), 2**64 - 1))
 
 
