@@ -39,7 +39,7 @@ from review_sentiment.tracking.orphans import (
     process_tags,
 )
 from review_sentiment.tracking.promotion import Promotion, decide_pending, judge, promote_if_better, record, score
-from review_sentiment.tracking.records import Decision, Lineage, VersionRecord
+from review_sentiment.tracking.records import Decision, Lineage, Score, VersionRecord
 from review_sentiment.tracking.registry import current_champion
 from review_sentiment.tracking.trial_runs import log_missing_trial_runs, log_trial_run
 from review_sentiment.tracking.undo import Writes, undone_on_failure
@@ -270,15 +270,20 @@ def choose(results: list[FamilyResult], prepared: Prepared, settings: TuningSett
     said = {r.version: r.test_pred if r.test_pred is not None else
             load_pipeline(mlflow.MlflowClient().get_model_version(name, r.version)).predict(protected.texts)
             for r in results}
+
+    @functools.cache  # a family compared with the final best in the loop is not bootstrapped again below
+    def versus(candidate: str, incumbent: str) -> Score:
+        return score(protected, said[candidate], said[incumbent])
+
     best = results[0]
     for result in results[1:]:
-        if judge(score(protected, said[result.version], said[best.version]), None).wins:
+        if judge(versus(result.version, best.version), None).wins:
             best = result
     champion = current_champion(name)
     for result in results:
         if result.version in (best.version, None if champion is None else str(champion.version)):
             continue
-        compared = score(protected, said[result.version], said[best.version])
+        compared = versus(result.version, best.version)
         record(name, result.version, Decision(
             False, f"v{result.version} not promoted: the tuning run chose {best.family} v{best.version}, "
                    f"{judge(compared, None).why}", best.version, compared))
