@@ -15,7 +15,7 @@ from review_sentiment.constants import ANONYMOUS
 from review_sentiment.databases import is_postgres, sqlalchemy_url, without_password
 
 PREDICTION_COLUMNS = ["row", "review", "label", "score", "model_name", "model_version", "time"]
-FEEDBACK_COLUMNS = ["row", "true_label", "label", "model_name", "model_version", "giver"]
+FEEDBACK_COLUMNS = ["row", "true_label", "label", "model_name", "model_version", "giver", "feedback_client"]
 
 
 def require_log(target: str | Path) -> None:
@@ -34,8 +34,7 @@ def read_log(target: str | Path) -> pd.DataFrame:
     """Every logged prediction with its fed-back true label (NA where none), when that came and who gave it."""
     with _reading(target) as (conn, row):
         frame = pd.read_sql_query(
-            f"SELECT p.*, f.label AS true_label, f.time AS feedback_time, {_giver(conn)} AS giver, "
-            f"{_giver(conn, 'client')} AS feedback_client FROM predictions p"
+            f"SELECT p.*, f.label AS true_label, f.time AS feedback_time, {_provenance(conn)} FROM predictions p"
             f" LEFT JOIN feedback f ON f.prediction_id = p.id ORDER BY p.{row}", conn)
     return frame.drop(columns=["row"], errors="ignore")
 
@@ -50,15 +49,17 @@ def read_new(target: str | Path, after_prediction: int, after_feedback: int) -> 
                             f"WHERE {row} > :after ORDER BY {row}"), conn, params={"after": after_prediction})
         feedback = pd.read_sql_query(
             sqlalchemy.text(f"SELECT f.{row} AS row, f.label AS true_label, p.label, p.model_name, p.model_version, "
-                            f"{_giver(conn)} AS giver "
+                            f"{_provenance(conn)} "
                             f"FROM feedback f JOIN predictions p ON p.id = f.prediction_id WHERE f.{row} > :after "
                             f"ORDER BY f.{row}"), conn, params={"after": after_feedback})
     return predictions, feedback
 
 
-def _giver(conn: sqlalchemy.Connection, column: str = "giver") -> str:
-    """`f.giver` (or `f.client`), or NULL in a log the service has not yet migrated to record them."""
-    return f"f.{column}" if column in {c["name"] for c in sqlalchemy.inspect(conn).get_columns("feedback")} else "NULL"
+def _provenance(conn: sqlalchemy.Connection) -> str:
+    """Who gave each label and from where (`giver, feedback_client`): NULLs in a log the service has not yet
+    migrated to record them."""
+    recorded = "giver" in {c["name"] for c in sqlalchemy.inspect(conn).get_columns("feedback")}
+    return "f.giver AS giver, f.client AS feedback_client" if recorded else "NULL AS giver, NULL AS feedback_client"
 
 
 @contextmanager
