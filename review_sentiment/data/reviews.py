@@ -133,6 +133,21 @@ def held_out(texts: Iterable[str], fraction: float, seed: int) -> np.ndarray:
     return hashes < np.uint64(min(int(fraction * 2**64), 2**64 - 1))
 
 
+def traffic_like(texts: pd.Series, fraction: float, seed: int) -> np.ndarray:
+    """Positions of rows of a lineage's file that stand for its future traffic as its models will meet
+    it: every held-out row (texts they never saw, repeats included), plus rows whose text they trained
+    on, in the share a new review repeats a training text. That share is estimated leave-one-out: the
+    rows whose training text another row of the file holds too (a "Good" that comes again). Without the
+    familiar texts the reference looked stranger than real traffic (out-of-vocabulary shares and scores
+    alarmed on reviews of the same product); with every training row it would look more familiar."""
+    held = held_out(texts, fraction, seed)
+    familiar = np.flatnonzero(~held & texts.duplicated(keep=False).to_numpy())
+    share = len(familiar) / len(texts)
+    wanted = round(held.sum() * share / (1 - share)) if share < 1 else 0
+    rng = np.random.default_rng(seed)
+    return np.concatenate([np.flatnonzero(held), rng.choice(familiar, wanted, replace=wanted > len(familiar))])
+
+
 def split_reviews(reviews: Reviews, test_size: float, folds: int, seed: int) -> Split:
     """The seeded held-out split (see `held_out`), checked to leave every class enough rows for k-fold CV."""
     counts = reviews.label.value_counts()

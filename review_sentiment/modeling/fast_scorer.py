@@ -18,6 +18,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from review_sentiment.modeling.calibration import Calibration
 from review_sentiment.modeling.linear import decision_weights
 from text_cleaning import clean_texts
 
@@ -55,11 +56,14 @@ class FastScorer:
         """features · weights + bias per text: > 0 means positive."""
         return np.array([self._decision(text) for text in self.prepare(texts)])
 
-    def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """0/1 labels as the model's `predict` gives them, and the logistic of the decision:
-        `predict_proba` for Logistic Regression and Naive Bayes, a squashed margin for the SVM."""
+    def predict(self, texts: list[str], calibration: Calibration | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """0/1 labels as the model's `predict` gives them; the logistic of the decision (`predict_proba`
+        for Logistic Regression and Naive Bayes, a squashed margin for the SVM); with a calibration, the
+        calibrated P(positive). What `linear.predict_with_scores` gives."""
         decisions = self.decisions(texts)
-        return (decisions > 0).astype(int), expit(decisions)
+        probabilities = None if calibration is None else calibration.probability(decisions)
+        return (decisions > 0).astype(int), expit(decisions), probabilities
 
     def _decision(self, text: str) -> float:
         vocabulary, idf, weights = self.vocabulary, self.idf, self.weights

@@ -5,25 +5,43 @@ training logs the strongest terms from it, batch scoring and the service score a
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import sparse
 from sklearn.pipeline import Pipeline
 
+if TYPE_CHECKING:
+    from review_sentiment.modeling.calibration import Calibration
+
 
 def positive_scores(estimator, X) -> np.ndarray:
-    """P(positive) where the model has probabilities (LR, NB); for Linear SVM the logistic of its
-    margin — monotone in the decision and 0.5 at the boundary, but not calibrated."""
+    """P(positive) as the estimator gives it (LR, NB); for Linear SVM the logistic of its margin —
+    monotone in the decision and 0.5 at the boundary. Neither is calibrated: see `calibration`."""
     if hasattr(estimator, "predict_proba"):
         return estimator.predict_proba(X)[:, 1]
     return 1.0 / (1.0 + np.exp(-estimator.decision_function(X)))
 
 
-def predict_with_scores(pipeline: Pipeline, texts) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and positive scores, cleaning and vectorising the texts once (calling predict and
-    predict_proba on the pipeline would do both twice)."""
+def decision_values(model, features) -> np.ndarray:
+    """features · weights + bias per row: what every family decides on (> 0 is positive)."""
+    weights, bias = decision_weights(model)
+    return np.asarray(features @ weights).ravel() + bias
+
+
+def decisions(pipeline: Pipeline, texts) -> np.ndarray:
+    """`decision_values` of texts, through every step before the model."""
+    return decision_values(pipeline[-1], pipeline[:-1].transform(texts))
+
+
+def predict_with_scores(pipeline: Pipeline, texts, calibration: Calibration | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Labels, positive scores and (with a `calibration.Calibration`) calibrated probabilities,
+    cleaning and vectorising the texts once (predict, predict_proba… on the pipeline would each redo it)."""
     features = pipeline[:-1].transform(texts)
     model = pipeline[-1]
-    return model.predict(features), positive_scores(model, features)
+    probabilities = None if calibration is None else calibration.probability(decision_values(model, features))
+    return model.predict(features), positive_scores(model, features), probabilities
 
 
 def decision_weights(model) -> tuple[np.ndarray, float]:

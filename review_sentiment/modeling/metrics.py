@@ -7,6 +7,14 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import f1_score
 
+MIN_LABELLED = 30  # fewer labelled reviews than this, or one label only: no macro-F1 is shown or judged
+
+
+def judgeable(y_true: Sequence[int]) -> bool:
+    """Whether labels can give a macro-F1 worth reading: `MIN_LABELLED` of them, both labels present
+    (one label only makes the other class's F1 0 and the macro-F1 a number about nothing)."""
+    return len(y_true) >= MIN_LABELLED and len(np.unique(np.asarray(y_true))) == 2
+
 
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     """Macro-F1: the minority (negative) class counts as much as the majority."""
@@ -24,3 +32,12 @@ def macro_f1_along(y_true: np.ndarray, y_pred: np.ndarray, axis: int = -1) -> np
         wrong = np.sum(true != said, axis=axis)  # false positives plus false negatives
         f1.append(np.divide(2 * tp, 2 * tp + wrong, out=np.zeros(np.shape(tp)), where=(2 * tp + wrong) > 0))
     return (f1[0] + f1[1]) / 2
+
+
+def expected_calibration_error(y_true: np.ndarray, probability: np.ndarray, bins: int = 15) -> float:
+    """Mean |share positive − mean probability| over `bins` equal-count bins of the probability, weighted
+    by size (equal-count: with most reviews near 1, equal-width bins would leave the rest nearly empty)."""
+    order = np.argsort(probability, kind="stable")
+    chunks = [chunk for chunk in np.array_split(order, bins) if len(chunk)]
+    y, p = np.asarray(y_true, float), np.asarray(probability, float)
+    return float(sum(len(c) * abs(y[c].mean() - p[c].mean()) for c in chunks) / len(order))

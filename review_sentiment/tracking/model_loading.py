@@ -22,8 +22,11 @@ import mlflow
 import skops.io
 import yaml
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from sklearn.pipeline import Pipeline
 
+from review_sentiment.modeling.calibration import ARTIFACT as CALIBRATION_ARTIFACT
+from review_sentiment.modeling.calibration import Calibration
 from review_sentiment.tracking.model_logging import (
     CLEANING_DIGEST_TAG,
     SAME_CLEANING_AS,
@@ -47,6 +50,15 @@ def load_pipeline(version: ModelVersion) -> Pipeline:
     if not isinstance(pipeline, Pipeline):
         raise RefusedModel(f"{version.name} v{version.version}: holds a {type(pipeline).__name__}, not a pipeline")
     return pipeline
+
+
+def load_calibration(version: ModelVersion) -> Calibration | None:
+    """The version's calibration; None for one logged before calibration (or with an unreadable one:
+    plain numbers, so nothing in it can run, but nothing in it can be trusted either)."""
+    try:
+        return Calibration.from_dict(mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{CALIBRATION_ARTIFACT}"))
+    except (MlflowException, OSError, ValueError):
+        return None
 
 
 def _checked_model_file(version: ModelVersion, tmp: Path) -> Path:

@@ -112,14 +112,15 @@ def cleaning_digest(root: Path = Path(text_cleaning.__file__).parent) -> str:
     return digest.hexdigest()[:16]
 
 
-def log_trained_model(pipeline: Pipeline, reviews: Reviews, split: Split, example_texts: Sequence[str],
+def log_trained_model(pipeline: Pipeline, reviews: Reviews, split: Split, held_texts: Sequence[str],
                       seed: int = 0, clean: Callable[[list[str]], list[str]] = text_cleaning.clean_texts) -> ModelInfo:
     """Log a freshly trained model with what later stages need of its training: the reviews it trained
-    on (promotion leaves them out) and its reference profile (monitoring compares against it). The
+    on (promotion leaves them out) and its reference profile (monitoring compares against it; `held_texts`:
+    the rows of the file its lineage holds out, repeats included). The
     tuning run and the retrain both log through here, so their versions carry the same records."""
-    model_info = log_sentiment_model(pipeline, example_texts)
+    model_info = log_sentiment_model(pipeline, split.X_train.iloc[:3].tolist())
     log_training_reviews(split.X_train)
-    mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, split.y_train, split.X_test, seed, clean),
+    mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, split.y_train, held_texts, seed, clean),
                     PROFILE_ARTIFACT)
     return model_info
 

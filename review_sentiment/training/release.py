@@ -20,13 +20,18 @@ import numpy as np
 import pandas as pd
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities.model_registry import ModelVersion
+from sklearn.metrics import brier_score_loss
 
 import text_cleaning
 from review_sentiment.data import reviews as reviews_module
-from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, training_frame
-from review_sentiment.modeling import families, fast_scorer, linear, metrics
+from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, traffic_like, training_frame
+from review_sentiment.modeling import calibration, families, fast_scorer, linear, metrics
+from review_sentiment.modeling.calibration import ARTIFACT as CALIBRATION_ARTIFACT
+from review_sentiment.modeling.calibration import fit_calibration
 from review_sentiment.modeling.families import build_pipeline, left_no_words
-from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.modeling.linear import predict_with_scores
+from review_sentiment.modeling.metrics import expected_calibration_error, macro_f1
+from review_sentiment.monitoring.estimate import estimated_macro_f1
 from review_sentiment.tracking import model_logging
 from review_sentiment.tracking.model_logging import (
     compact_for_saving,
@@ -37,11 +42,11 @@ from review_sentiment.tracking.model_logging import (
 from review_sentiment.tracking.promotion import FEEDBACK, PROTECTED, Evidence
 from review_sentiment.tracking.records import Lineage, VersionRecord
 from review_sentiment.tracking.registry import register
-from review_sentiment.training.reports import confusion_figure, report_text, top_terms
+from review_sentiment.training.reports import confusion_figure, reliability_figure, report_text, top_terms
 
 # The code that decides what a fitted model is: cleaning, loading and labelling, the pipelines, the
 # metric, how a model is logged and this path. A change to any of their files changes every fingerprint.
-MODEL_CODE = (text_cleaning, reviews_module, families, fast_scorer, linear, metrics, model_logging,
+MODEL_CODE = (text_cleaning, reviews_module, families, fast_scorer, linear, metrics, calibration, model_logging,
               sys.modules[__name__])
 
 
@@ -127,20 +132,31 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
         raise ReviewDataError(f"{data.lineage.data}: after cleaning, no word is in at least {tfidf.min_df} and at "
                               f"most {tfidf.max_df:.0%} of the training reviews; nothing to learn from") from None
     fit_time = time.perf_counter() - started
+    calibrator = fit_calibration(pipeline[1:], clean_train, split.y_train, seed)
     compact_for_saving(pipeline)
-    test_pred = pipeline[1:].predict(data.clean(split.X_test))
+    test_pred, _, test_probability = predict_with_scores(pipeline[1:], data.clean(split.X_test), calibrator)
     train_f1 = macro_f1(split.y_train, pipeline[1:].predict(clean_train))
     del clean_train
     test_f1 = macro_f1(split.y_test, test_pred)
-    mlflow.log_metrics({"train_f1": train_f1, "test_f1": test_f1, "fit_time": fit_time}
+    mlflow.log_metrics({"train_f1": train_f1, "test_f1": test_f1, "fit_time": fit_time,
+                        "test_brier": brier_score_loss(split.y_test, test_probability),
+                        "test_ece": expected_calibration_error(split.y_test, test_probability),
+                        "test_estimated_f1": estimated_macro_f1(test_pred, test_probability).f1}
+                       | {f"calibration_cv_brier_{m}": v for m, v in calibrator.cv_brier.items()}
                        | ({} if cv_f1 is None else {"cv_f1_macro": cv_f1}))
+    mlflow.set_tag("calibration", calibrator.method)
+    mlflow.log_dict(calibrator.to_dict(), CALIBRATION_ARTIFACT)
+    mlflow.log_figure(reliability_figure(split.y_test, test_probability, f"{family} (test), {calibrator.method}"),
+                      "reliability_diagram.png")
     mlflow.log_input(data.training_dataset, context="training")
     held = pd.DataFrame({"review": split.X_test.to_numpy(dtype=object), "label": split.y_test})
     mlflow.log_input(training_dataset(held, data.lineage.data, name=PROTECTED), context="evaluation")
     mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
     mlflow.log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
     mlflow.log_dict(top_terms(pipeline), "top_terms.json")
-    model_info = log_trained_model(pipeline, data.reviews, split, split.X_train.iloc[:3].tolist(), seed, data.clean)
+    usable = data.reviews.usable_text
+    traffic = usable.iloc[traffic_like(usable, data.lineage.held_out, data.lineage.seed)].tolist()
+    model_info = log_trained_model(pipeline, data.reviews, split, traffic, seed, data.clean)
     mlflow.log_metric("model_size_bytes", model_size_bytes(model_info))
     run_id = mlflow.active_run().info.run_id
     record = VersionRecord(family=family, source=source, lineage=data.lineage,

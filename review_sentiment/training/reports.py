@@ -34,6 +34,21 @@ def confusion_figure(y_true: Sequence[int], y_pred: Sequence[int], title: str) -
     return display.figure_
 
 
+def reliability_figure(y_true: Sequence[int], probability: Sequence[float], title: str, bins: int = 15) -> Figure:
+    """Share of positives against the mean calibrated probability, per equal-count bin: on the diagonal
+    is calibrated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sklearn.calibration import CalibrationDisplay
+
+    display = CalibrationDisplay.from_predictions(y_true, probability, n_bins=bins, strategy="quantile",
+                                                  name="calibrated P(positive)")
+    display.ax_.set(title=title, xlabel="mean predicted probability of positive (per bin)",
+                    ylabel="share of reviews that are positive")
+    return display.figure_
+
+
 def top_terms(pipeline: Pipeline, n: int = 20) -> dict[str, list[list[object]]]:
     """The n most positive and most negative terms with their weights."""
     terms, coef = term_weights(pipeline)

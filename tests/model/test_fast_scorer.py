@@ -17,7 +17,7 @@ REVIEWS = ["Totally worth it, superb display", "Terrible build quality, returned
 def test_fast_scorer_gives_the_pipelines_own_labels_and_scores(every_model: dict[str, Pipeline]) -> None:
     texts = load_texts(SAMPLE, "Review text").dropna().tolist() + EDGE_CASES
     for name, pipeline in every_model.items():
-        labels, scores = FastScorer.of(pipeline).predict(texts)
+        labels, scores, _ = FastScorer.of(pipeline).predict(texts)
         assert labels.tolist() == pipeline.predict(texts).tolist(), name
         np.testing.assert_allclose(scores, positive_scores(pipeline, texts), rtol=0, atol=1e-9, err_msg=name)
 
