@@ -77,7 +77,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     reviews = [r for domain, share in (("electronics", 2 / 3), ("food", 1 / 3))
                for r in generator.sample_rows(int(n * share * 1.03), 5, domain) if r["Review text"]][:n]
     texts = [r["Review text"] for r in reviews]
-    labels, scores = predict_with_scores(pipeline, texts)
+    labels, scores, _ = predict_with_scores(pipeline, texts)
     print(f"Writing {len(texts):,} predictions through the service's log writer…", flush=True)
     log_path = tmp / "predictions.db"
 

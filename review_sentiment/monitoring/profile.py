@@ -7,6 +7,7 @@ the service logged later, so both sides are measured the same way.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ from review_sentiment.modeling.linear import predict_with_scores
 from text_cleaning import clean_texts
 
 PROFILE_ARTIFACT = "reference_profile.json"
-PROFILE_SCHEMA = 1
+PROFILE_SCHEMA = 2  # 2: traffic-like rows as distinct texts with weights (1: one value per test review)
 SAMPLE_VALUES = 5000
+_WORD = re.compile(r"[a-z]+")
 
 
 @dataclass(frozen=True)
@@ -49,38 +51,64 @@ class TextStats:
                    empty=np.isnan(shares), unseen_terms=unseen)
 
 
+def as_written(texts: Sequence[str], terms: Sequence[str],
+               clean: Callable[[list[str]], list[str]] = clean_texts) -> dict[str, str]:
+    """Each cleaned term as users wrote it: the commonest word of the texts that cleans to it ("tasty"
+    for "tast"); the term itself when no single word does (a bigram, a word glued to punctuation)."""
+    words: Counter = Counter()
+    for text in texts:
+        words.update(_WORD.findall(text.lower()))
+    wanted = set(terms)
+    # a stem keeps its word's first letters, so only words sharing a term's first three are cleaned
+    candidates = [w for w in words if w[:3] in {t[:3] for t in wanted}]
+    forms: dict[str, Counter] = {}
+    for word, cleaned in zip(candidates, clean(candidates), strict=True):
+        if cleaned in wanted:
+            forms.setdefault(cleaned, Counter())[word] = words[word]
+    return {t: forms[t].most_common(1)[0][0] if t in forms else t for t in terms}
+
+
 def vocabulary(pipeline: Pipeline) -> frozenset[str]:
     """The single words the model knows (its bigrams are pairs of these)."""
     return frozenset(term for term in pipeline.named_steps["tfidf"].vocabulary_ if " " not in term)
 
 
 def reference_profile(pipeline: Pipeline, traffic_texts: Sequence[str], train_labels: Sequence[int],
-                      test_texts: Sequence[str], seed: int = 0,
+                      held_texts: Sequence[str], seed: int = 0,
                       clean: Callable[[list[str]], list[str]] = clean_texts) -> dict:
     """Lengths, non-ASCII and empty shares from every usable review of the training file, repeats
     included (training drops exact duplicates; traffic does not, and a one-liner like "Good" comes
-    back often); out-of-vocabulary shares and the model's scores from its test reviews, which it never
-    saw (what new in-distribution text looks like). `clean`: the pipeline's first step (our cleaning),
-    or a look-up of what it gave for these texts (a tuning run cleans each review once)."""
+    back often). Out-of-vocabulary shares, scores and predicted labels of `held_texts`, rows that stand
+    for the model's traffic (`data.reviews.traffic_like`): one value per distinct text with `weights`,
+    its rows, so the drift tests can resample texts rather than rows (repeats move together).
+    `clean`: the pipeline's first step (our cleaning), or a look-up of what it gave for these texts (a
+    tuning run cleans each review once)."""
     words = vocabulary(pipeline)
-    traffic, test = TextStats.of(traffic_texts, words, clean), TextStats.of(test_texts, words, clean)
-    labels, scores = predict_with_scores(pipeline[1:], clean(list(test_texts)))
     rng = np.random.default_rng(seed)
+    traffic = TextStats.of(traffic_texts, words, clean)
+    lengths = traffic.lengths if len(traffic.lengths) <= SAMPLE_VALUES else rng.choice(
+        traffic.lengths, SAMPLE_VALUES, replace=False)
+    distinct, rows = np.unique(np.asarray(list(held_texts), object).astype(str), return_counts=True)
+    if len(distinct) > SAMPLE_VALUES:  # a sample of texts, each with all its rows
+        picked = np.sort(rng.choice(len(distinct), SAMPLE_VALUES, replace=False))
+        distinct, rows = distinct[picked], rows[picked]
+    held = TextStats.of(distinct.tolist(), words, clean)
+    labels, scores, _ = predict_with_scores(pipeline[1:], clean(distinct.tolist()))
 
-    def sample(values: np.ndarray) -> list[float]:
-        values = values[~np.isnan(values)]
-        picked = rng.choice(values, SAMPLE_VALUES, replace=False) if len(values) > SAMPLE_VALUES else values
-        return [round(float(v), 4) for v in picked]
+    def rounded(values: np.ndarray) -> list[float | None]:
+        return [None if np.isnan(v) else round(float(v), 4) for v in np.asarray(values, float)]
 
     return {
         "schema": PROFILE_SCHEMA,
-        "traffic_reviews": len(traffic.lengths), "test_reviews": len(test.lengths),
-        "lengths": sample(traffic.lengths),
+        "traffic_reviews": len(traffic.lengths), "test_reviews": int(rows.sum()),
+        "lengths": rounded(lengths),
         "non_ascii_share": float(traffic.non_ascii.mean()),
         "empty_share": float(traffic.empty.mean()),
         "positive_label_share": float(np.mean(train_labels)),
-        "oov_shares": sample(test.oov_shares),
-        "scores": sample(np.asarray(scores, float)),
-        "positive_share": float(np.mean(labels)),
+        "weights": rows.tolist(),
+        "oov_shares": rounded(held.oov_shares),
+        "scores": rounded(scores),
+        "predicted": np.asarray(labels, int).tolist(),
+        "positive_share": float(np.average(labels, weights=rows)),
         "vocabulary": sorted(words),
     }

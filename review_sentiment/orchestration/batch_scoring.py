@@ -13,9 +13,10 @@ from sklearn.pipeline import Pipeline
 
 from review_sentiment.constants import DEFAULT_MODEL_URI, DEFAULT_TEXT_COL, LABEL_NAMES, SCORING_EXPERIMENT
 from review_sentiment.data.reviews import ReviewDataError, load_texts
+from review_sentiment.modeling.calibration import Calibration
 from review_sentiment.modeling.linear import predict_with_scores
 from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
-from review_sentiment.tracking.model_loading import RefusedModel, load_pipeline
+from review_sentiment.tracking.model_loading import RefusedModel, load_calibration, load_pipeline
 from review_sentiment.tracking.model_uri import ModelRef
 
 
@@ -40,28 +41,32 @@ def read_reviews(path: str, text_col: str) -> pd.Series:
 
 
 @io_step(name="load champion")
-def load_model(model_uri: str) -> tuple[Pipeline, str]:
-    """The sklearn flavour, for probabilities; plus the registry version it resolved to."""
+def load_model(model_uri: str) -> tuple[Pipeline, Calibration | None, str]:
+    """The sklearn flavour and its calibration (None for a version logged before calibration), for
+    probabilities; plus the registry version it resolved to."""
     version = ModelRef.parse(model_uri).resolve()
     if version is None:
         raise ReviewDataError(f"{model_uri}: no version holds that alias yet "
                               f"(run the tuning script or a retrain first)")
     try:
-        return load_pipeline(version), str(version.version)
+        return load_pipeline(version), load_calibration(version), str(version.version)
     except RefusedModel as err:
         raise ReviewDataError(f"{model_uri}: refused, {err}") from None
 
 
 @cpu_step(name="score")
-def score(model, texts: pd.Series) -> pd.DataFrame:
-    """One row out per row in; rows with no text get no label rather than a made-up one."""
+def score(model, texts: pd.Series, calibration: Calibration | None = None) -> pd.DataFrame:
+    """One row out per row in; rows with no text get no label rather than a made-up one. `probability`:
+    calibrated P(positive), empty for a model logged before calibration (as the service gives null)."""
     present = texts.notna()
     out = pd.DataFrame({"row_id": range(len(texts)), "review": texts.astype(object), "label": pd.NA,
-                        "score": float("nan")})
+                        "score": float("nan"), "probability": float("nan")})
     if present.any():
-        labels, scores = predict_with_scores(model, texts[present].tolist())
+        labels, scores, probabilities = predict_with_scores(model, texts[present].tolist(), calibration)
         out.loc[present.to_numpy(), "label"] = [LABEL_NAMES[int(p)] for p in labels]
         out.loc[present.to_numpy(), "score"] = scores.round(4)
+        if probabilities is not None:
+            out.loc[present.to_numpy(), "probability"] = probabilities.round(4)
     return out
 
 
@@ -96,8 +101,8 @@ def score_reviews(input_path: str, output_path: str, text_col: str = DEFAULT_TEX
     data_errors_in_one_line()
     check_paths(input_path, output_path)
     texts = read_reviews(input_path, text_col)
-    model, version = load_model(model_uri)
-    predictions = score(model, texts)
+    model, calibration, version = load_model(model_uri)
+    predictions = score(model, texts, calibration)
     write_predictions(predictions, output_path)
     log_counts(predictions, model_uri, version, input_path)
     get_run_logger().info("scored %d reviews with %s (v%s) into %s", len(predictions), model_uri, version, output_path)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger
@@ -25,10 +26,20 @@ from review_sentiment.constants import (
 )
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.databases import without_password
-from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, SUSPECT, Check, Finding, Window, check
+from review_sentiment.monitoring.drift import (
+    DEGRADED,
+    DRIFT,
+    ESTIMATE_TOLERANCE,
+    ESTIMATED_DROP,
+    INSUFFICIENT,
+    SUSPECT,
+    Check,
+    Window,
+    check,
+)
 from review_sentiment.monitoring.logged import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, read_new, trusted
 from review_sentiment.monitoring.profile import PROFILE_ARTIFACT
-from review_sentiment.monitoring.report import html_report, overall, summary
+from review_sentiment.monitoring.report import F1_HISTORY, html_report, overall, summary
 from review_sentiment.orchestration.crashed_runs import mark_crashed_runs, record_process
 from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
@@ -77,7 +88,9 @@ def check_version(rows: pd.DataFrame, fed: pd.DataFrame, profile: dict | None, t
                   seed: int, trust_anonymous: bool) -> tuple[Window, Check]:
     kept = trusted(fed["giver"], trust_anonymous).to_numpy(bool)
     window = Window(rows["review"].tolist(), rows["label"].to_numpy(int), rows["score"].to_numpy(float),
-                    fed["true_label"].to_numpy(int)[kept], fed["label"].to_numpy(int)[kept], int((~kept).sum()))
+                    rows["probability"].to_numpy(float, na_value=np.nan), fed["true_label"].to_numpy(int)[kept],
+                    fed["label"].to_numpy(int)[kept], fed["probability"].to_numpy(float, na_value=np.nan)[kept],
+                    int((~kept).sum()))
     return window, check(window, profile, test_f1, seed)
 
 
@@ -99,13 +112,33 @@ def last_triggered_retrain(cooldown_hours: float) -> str | None:
     return None if runs.empty else runs.iloc[0]["start_time"].isoformat(timespec="seconds")
 
 
-def metrics_of(findings: list[Finding]) -> dict[str, float]:
-    """Per measure its current value and test statistic, so `mlflow ui` charts them over checks."""
+def metrics_of(result: Check) -> dict[str, float]:
+    """Per measure its current value and test statistic, so `mlflow ui` charts them over checks; the
+    label-free estimate with its interval, and beside the F1 on trusted feedback the estimate for the
+    same rows (how far the estimate is from the truth, once the truth comes)."""
     out = {}
-    for f in findings:
+    for f in result.findings:
         key = f"{f.kind}/{re.sub(r'[^a-z0-9]+', '_', f.measure.lower()).strip('_')}"
         out |= {key: f.current, f"{key}/statistic": f.statistic}
+    if (e := result.estimate) is not None:
+        out |= {"performance/estimated_f1": e.f1, "performance/estimated_f1_low": e.low,
+                "performance/estimated_f1_high": e.high}
+    if result.realized is not None:
+        out["performance/realized_f1"] = result.realized[0]
+        if (same_rows := result.realized[1]) is not None:
+            out["performance/estimated_f1_on_feedback_rows"] = same_rows.f1
     return out
+
+
+def f1_history() -> pd.DataFrame:
+    """Estimated and realized macro-F1 of every check so far (the active one included), oldest first."""
+    runs = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT], order_by=["start_time ASC"],
+                              max_results=1000)
+    history = pd.DataFrame({"time": runs["start_time"]} if len(runs) else {"time": []})
+    for name in F1_HISTORY:
+        column = f"metrics.performance/{name}"
+        history[name] = runs.get(column, np.nan)
+    return history
 
 
 @flow(name=MONITORING_FLOW, log_prints=True)
@@ -154,11 +187,10 @@ def monitor_predictions(
                          **{f"status.{v}": c.status for v, c in checks.items()}})
         mlflow.log_metrics({"predictions": len(frame), "feedback": len(feedback),
                             "feedback_trusted": sum(len(w.feedback_truth) for w in windows.values())}
-                           | (metrics_of(checks[busiest].findings) if busiest else {}))
+                           | (metrics_of(checks[busiest]) if busiest else {}))
         title = f"Monitoring check {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {status}"
-        mlflow.log_text(html_report(title, checks, profiles, windows), "report.html")
-        print(f"{title} — {len(frame)} predictions and {len(feedback)} feedback since rows {after}\n"
-              f"{summary(checks)}")
+        mlflow.log_text(html_report(title, checks, profiles, windows, f1_history()), "report.html")
+        print(f"{title} — {_read(frame, feedback, after)}\n{summary(checks)}")
         if untrusted := sum(w.untrusted_feedback for w in windows.values()):
             print(f"Not trusted: {untrusted} fed-back label{'s' * (untrusted != 1)} given without an API key (kept "
                   f"and counted; --trust-anonymous-feedback lets them judge and train)")
@@ -167,6 +199,10 @@ def monitor_predictions(
     if status == SUSPECT:
         action = (f"{SUSPECT}: trusted feedback is far below the protected set's F1 on inputs that did not "
                   f"move; not retraining on it (see who gave it: the log's feedback.giver and client)")
+    elif status == ESTIMATED_DROP:
+        action = (f"{ESTIMATED_DROP}: macro-F1 estimated without labels is below the version's test F1 "
+                  f"(minus {ESTIMATE_TOLERANCE}) on inputs that did not drift; reported, not acted on by itself "
+                  f"(trusted feedback will confirm or clear it)")
     elif status in (DRIFT, DEGRADED):
         action = _act(status, retrain, cooldown_hours, prediction_log, run.info.run_id, dict(
             data_path=data_path, text_col=text_col, rating_col=rating_col,
@@ -176,6 +212,13 @@ def monitor_predictions(
     print(f"Retrain: {action}")
     logger.info("Check %s: %s; %s", run.info.run_id, status, action)
     return MonitorOutcome(status, run.info.run_id, {v: c.status for v, c in checks.items()}, action)
+
+
+def _read(frame: pd.DataFrame, feedback: pd.DataFrame, after: tuple[int, int]) -> str:
+    """What this check read, in words (a first check reads the log from its start)."""
+    since = "since the last check" if after != (0, 0) else "in the log"
+    return (f"{len(frame)} prediction{'s' * (len(frame) != 1)} and {len(feedback)} fed-back "
+            f"label{'s' * (len(feedback) != 1)} {since}")
 
 
 def _show_status(name: str, version: str, status: str) -> None:

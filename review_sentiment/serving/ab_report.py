@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 
 from review_sentiment.constants import CHALLENGER, CHAMPION
-from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.modeling.metrics import MIN_LABELLED, judgeable, macro_f1
 from review_sentiment.tracking.model_loading import load_pipeline
 
 
@@ -47,7 +47,8 @@ def variant_stats(log: pd.DataFrame) -> list[VariantStats]:
             requests=len(latency), reviews=len(rows), positive_rate=float(rows["label"].mean()),
             p50_ms=float(latency.quantile(0.5)), p99_ms=float(latency.quantile(0.99)),
             feedback=len(judged),
-            macro_f1=macro_f1(judged["true_label"].astype(int), judged["label"]) if len(judged) else None,
+            macro_f1=macro_f1(judged["true_label"].astype(int), judged["label"])
+            if judgeable(judged["true_label"].astype(int)) else None,
         ))
     return sorted(stats, key=lambda s: s.variant != CHAMPION)
 
@@ -78,11 +79,14 @@ def format_report(log: pd.DataFrame, source: str) -> str:
     header = f"{'variant':<11} {'versions':<9} {'requests':>8} {'reviews':>8} {'positive':>8} " \
              f"{'p50 ms':>7} {'p99 ms':>7} {'feedback':>8} {'macro-F1':>8}"
     lines += [header, "-" * len(header)]
-    for s in variant_stats(log):
-        f1 = f"{s.macro_f1:.4f}" if s.macro_f1 is not None else "—"
+    variants = variant_stats(log)
+    for s in variants:
+        f1 = f"{s.macro_f1:.4f}" if s.macro_f1 is not None else "n/a"
         lines.append(f"{s.variant:<11} {s.versions:<9} {s.requests:>8} {s.reviews:>8} {s.positive_rate:>8.1%} "
                      f"{s.p50_ms:>7.2f} {s.p99_ms:>7.2f} {s.feedback:>8} {f1:>8}")
     agreed = agreement(log)
+    if any(s.macro_f1 is None for s in variants):
+        lines.append(f"macro-F1 n/a: fewer than {MIN_LABELLED} fed-back labels, or one label only")
     lines.append("")
     if agreed.rate is None:
         lines.append(f"Agreement between variants: n/a ({agreed.note})")

@@ -74,7 +74,12 @@ class Prediction(BaseModel):
     id: str = Field(description="prediction id, for POST /feedback")
     label: Literal["negative", "positive"]
     label_id: Literal[0, 1]
-    score: float = Field(description="see GET /model for what the score means for this model")
+    score: float = Field(description="the model's raw score, monotone in its decision; see GET /model for what it "
+                                     "is for this model (not a probability for every family)")
+    probability: float | None = Field(description=(
+        "calibrated P(positive): of reviews given 0.8, about 80% are positive. Null for a version logged "
+        "before calibration (GET /model says so). The label is the model's own decision, tuned for macro-F1, "
+        "so near the boundary a positive label can come with a probability under 0.5"))
     model_name: str
     model_version: str
     variant: Literal["champion", "challenger"]
@@ -196,15 +201,17 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
             request_id=secrets.token_hex(16), prediction_ids=new_prediction_ids(len(body.reviews)),
             time=datetime.now(UTC).isoformat(timespec="milliseconds"),
             variant=variant, model_name=model.name, model_version=model.version, caller_id=x_caller_id,
-            reviews=body.reviews, labels=scored.label_ids, scores=scored.scores,
+            reviews=body.reviews, labels=scored.label_ids, scores=scored.scores, probabilities=scored.probabilities,
             latency_ms=(time.perf_counter() - request.scope["received_at"]) * 1000)
         explanations = scored.explanations or [None] * len(body.reviews)
+        probabilities = scored.probabilities or [None] * len(body.reviews)
         predictions = [
-            {"id": pid, "label": label, "label_id": label_id, "score": score, "model_name": model.name,
-             "model_version": model.version, "variant": variant,
+            {"id": pid, "label": label, "label_id": label_id, "score": score, "probability": probability,
+             "model_name": model.name, "model_version": model.version, "variant": variant,
              "explanation": None if terms is None else [{"term": t, "weight": w} for t, w in terms]}
-            for pid, label, label_id, score, terms in zip(
-                answered.prediction_ids, scored.labels, scored.label_ids, scored.scores, explanations, strict=True)
+            for pid, label, label_id, score, probability, terms in zip(
+                answered.prediction_ids, scored.labels, scored.label_ids, scored.scores, probabilities, explanations,
+                strict=True)
         ]
         if prediction_log is not None:
             await committed(queued(prediction_log.record, answered))

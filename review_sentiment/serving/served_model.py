@@ -11,9 +11,10 @@ from mlflow.entities.model_registry import ModelVersion
 from sklearn.pipeline import Pipeline
 
 from review_sentiment.constants import LABEL_NAMES
+from review_sentiment.modeling.calibration import Calibration
 from review_sentiment.modeling.fast_scorer import FastScorer
 from review_sentiment.modeling.linear import strongest_terms, term_weights
-from review_sentiment.tracking.model_loading import load_pipeline
+from review_sentiment.tracking.model_loading import load_calibration, load_pipeline
 
 EXPLAIN_TERMS = 5
 
@@ -25,6 +26,7 @@ class Scored:
     labels: list[str]
     label_ids: list[int]
     scores: list[float]
+    probabilities: list[float] | None  # calibrated P(positive); None for a version logged without calibration
     explanations: list[list[tuple[str, float]]] | None
 
 
@@ -37,6 +39,7 @@ class ServedModel:
     run_id: str
     data_digest: str | None
     metrics: dict[str, float]
+    calibration: Calibration | None = field(repr=False)
     pipeline: Pipeline = field(repr=False)
     scorer: FastScorer = field(repr=False)
     terms: np.ndarray = field(repr=False)
@@ -46,21 +49,30 @@ class ServedModel:
     @property
     def score_kind(self) -> str:
         if hasattr(self.pipeline, "predict_proba"):
-            return "probability of positive"
-        return "logistic of the SVM margin (0.5 at the decision boundary; not a calibrated probability)"
+            return "the model's own probability of positive (not calibrated: see probability)"
+        return "logistic of the SVM margin (0.5 at the decision boundary; not a probability: see probability)"
+
+    @property
+    def probability_kind(self) -> str:
+        if self.calibration is None:
+            return "none: this version was logged before calibration (predictions carry no probability)"
+        return (f"calibrated P(positive) ({self.calibration.method} calibration fitted on out-of-fold decisions "
+                f"of the training reviews)")
 
     def score(self, texts: list[str], explain: bool = False) -> Scored:
-        labels, scores = self.scorer.predict(texts)
+        labels, scores, probabilities = self.scorer.predict(texts, self.calibration)
         ids = labels.tolist()
         explanations = None
         if explain:
             features = self.pipeline[:-1].transform(texts)
             explanations = strongest_terms(features, self.terms, self.weights, EXPLAIN_TERMS)
-        return Scored([LABEL_NAMES[i] for i in ids], ids, np.round(scores, 4).tolist(), explanations)
+        return Scored([LABEL_NAMES[i] for i in ids], ids, np.round(scores, 4).tolist(),
+                      None if probabilities is None else np.round(probabilities, 4).tolist(), explanations)
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "version": self.version, "alias": self.alias, "family": self.family,
-                "score_meaning": self.score_kind, "metrics": self.metrics, "data_digest": self.data_digest,
+                "score_meaning": self.score_kind,
+                "probability_meaning": self.probability_kind, "metrics": self.metrics, "data_digest": self.data_digest,
                 "run_id": self.run_id, "loaded_at": self.loaded_at}
 
 
@@ -75,5 +87,6 @@ def load_served(version: ModelVersion, alias: str | None) -> ServedModel:
         family=version.tags.get("family", type(pipeline[-1]).__name__),
         run_id=version.run_id, data_digest=version.tags.get("data_digest"),
         metrics={k: round(v, 4) for k, v in sorted(run.data.metrics.items())},
-        pipeline=pipeline, scorer=FastScorer.of(pipeline), terms=terms, weights=weights,
+        calibration=load_calibration(version), pipeline=pipeline, scorer=FastScorer.of(pipeline), terms=terms,
+        weights=weights,
     )

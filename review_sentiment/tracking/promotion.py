@@ -25,7 +25,7 @@ from scipy import stats
 
 from review_sentiment.constants import CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, held_out, load_reviews, review_hashes
-from review_sentiment.modeling.metrics import macro_f1, macro_f1_along
+from review_sentiment.modeling.metrics import MIN_LABELLED, judgeable, macro_f1, macro_f1_along
 from review_sentiment.tracking.alias_lock import alias_lock
 from review_sentiment.tracking.model_loading import RefusedModel, load_pipeline
 from review_sentiment.tracking.model_logging import training_reviews
@@ -33,7 +33,7 @@ from review_sentiment.tracking.orphans import writer_may_be_alive
 from review_sentiment.tracking.records import Decision, Lineage, Score, VersionRecord
 from review_sentiment.tracking.registry import current_champion, lineage_of
 
-MIN_COMPARED_REVIEWS = 30  # fewer reviews than this (or one label only) judges nothing
+MIN_COMPARED_REVIEWS = MIN_LABELLED  # fewer reviews than this (or one label only) judges nothing
 BOOTSTRAP_RESAMPLES = 1000
 PROTECTED, FEEDBACK = "protected set", "trusted feedback"
 PENDING_GRACE_SECONDS = 900  # a version registered on another host is left to its command this long
@@ -60,7 +60,7 @@ class Evidence:
 
     @property
     def judges(self) -> bool:
-        return len(self.labels) >= MIN_COMPARED_REVIEWS and len(np.unique(self.labels)) == 2
+        return judgeable(self.labels)
 
     @property
     def digest(self) -> str:

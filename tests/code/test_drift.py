@@ -40,8 +40,9 @@ def trained():
 
 def served(pipeline, reviews: list[str]) -> Window:
     """What the service would have logged for these reviews, with no feedback yet."""
-    labels, scores = predict_with_scores(pipeline, reviews)
-    return Window(reviews, labels, scores, np.array([], int), np.array([], int))
+    labels, scores, _ = predict_with_scores(pipeline, reviews)
+    return Window(reviews, labels, scores, np.full(len(reviews), np.nan), np.array([], int), np.array([], int),
+                  np.array([]))
 
 
 def reviews_of(domain: str, seed: int, rows: int = WINDOW) -> list[str]:
@@ -60,13 +61,17 @@ def test_the_profile_holds_what_monitoring_compares(trained) -> None:
 
 def test_reviews_of_another_domain_are_input_drift(trained) -> None:
     pipeline, profile, test_f1 = trained
-    result = check(served(pipeline, reviews_of("food", seed=5)), profile, test_f1)
+    reviews = reviews_of("food", seed=5)
+    result = check(served(pipeline, reviews), profile, test_f1)
     drifted = {f.measure: f for f in result.findings if f.drifted}
     print("\n".join(f"{f.measure}: reference {f.reference:.3f}, now {f.current:.3f}, statistic {f.statistic:.3f}, "
                     f"p {f.p_value:.2g}" for f in result.findings))
     assert result.status == DRIFT
     assert {"out-of-vocabulary share", "non-ASCII share"} <= drifted.keys()
-    assert {term for term, _ in result.new_terms[:5]} & {"biryani", "tast", "portion", "thali", "gravi"}
+    words = {term for term, _ in result.new_terms[:5]}
+    assert words & {"tasted", "yummy", "fresh", "biryani", "portion", "thali", "gravy"}, words
+    written = " ".join(reviews).lower()
+    assert all(f" {word}" in f" {written}" for word in words), "shown as users wrote them, not as stems"
 
 
 def test_held_out_reviews_of_the_training_domain_rarely_alarm(trained) -> None:
@@ -85,7 +90,8 @@ def test_feedback_that_contradicts_the_model_is_degraded(trained) -> None:
     window = served(pipeline, reviews)
     said = window.labels[:120]
     truth = np.where(np.random.default_rng(0).random(120) < 0.4, 1 - said, said)  # 40% contradict the model
-    result = check(Window(reviews, window.labels, window.scores, truth, said), profile, test_f1)
+    result = check(Window(reviews, window.labels, window.scores, window.probabilities, truth, said,
+                          np.full(len(said), np.nan)), profile, test_f1)
     performance = next(f for f in result.findings if f.kind == "performance")
     assert result.status == DEGRADED and result.feedback == 120
     assert performance.current < performance.statistic < test_f1  # the interval's top is below the test F1

@@ -34,7 +34,7 @@ def test_pyfunc_and_sklearn_flavours_score_as_before(versions: dict[str, str], f
     pyfunc = mlflow.pyfunc.load_model(uri)
     assert pyfunc.predict(texts).tolist() == before["labels"]
     assert pyfunc.predict(pd.DataFrame({"review": texts})).tolist() == before["labels"]
-    labels, scores = predict_with_scores(mlflow.sklearn.load_model(uri), texts)
+    labels, scores, _ = predict_with_scores(mlflow.sklearn.load_model(uri), texts)
     assert labels.tolist() == before["labels"]
     np.testing.assert_allclose(scores, before["scores"], rtol=0, atol=1e-12)
 

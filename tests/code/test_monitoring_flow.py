@@ -41,7 +41,7 @@ def serve_and_log(path: Path, domain: str, seed: int, rows: int, feedback_every:
     champion = current_champion(MODEL_NAME)
     reviews = [r for r in generator().sample_rows(rows, seed, domain) if r["Review text"]]
     texts = [r["Review text"] for r in reviews]
-    labels, scores = predict_with_scores(load_pipeline(champion), texts)
+    labels, scores, _ = predict_with_scores(load_pipeline(champion), texts)
 
     async def write() -> int:
         log = PredictionLog(path)

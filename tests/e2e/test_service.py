@@ -78,7 +78,7 @@ def test_health_and_model_describe_the_champion(server: httpx.Client, registry_c
 def test_predictions_match_the_models_own_predict(server: httpx.Client, registry_client) -> None:
     texts = load_texts(SAMPLE, "Review text").dropna().tolist()[:600]
     model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@champion")
-    labels, scores = predict_with_scores(model, texts)
+    labels, scores, _ = predict_with_scores(model, texts)
     answer = predict(server, texts)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == "application/json"
