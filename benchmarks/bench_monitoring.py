@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     from review_sentiment.modeling.families import build_pipeline
     from review_sentiment.modeling.linear import predict_with_scores
     from review_sentiment.monitoring.drift import Window, check
-    from review_sentiment.monitoring.logged import read_log, read_new
+    from review_sentiment.monitoring.logged import Cursor, read_log, read_new
     from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, reference_profile
     from review_sentiment.orchestration.monitor import monitor_predictions
     from review_sentiment.orchestration.retrain import PUBLISHED_DEFAULTS, retrain_logistic
@@ -100,7 +100,8 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     asyncio.run(PredictionLog(empty).close())
     monitor_predictions(prediction_log=str(empty), retrain=False)
 
-    frame, feedback = timed("read the log", rows, read_new, log_path, 0, 0)
+    new = timed("read the log", rows, read_new, log_path, Cursor())
+    frame, feedback = new.predictions, new.feedback
     window = Window(frame["review"].tolist(), frame["label"].to_numpy(int), frame["score"].to_numpy(float),
                     feedback["true_label"].to_numpy(int), feedback["label"].to_numpy(int))
     profile = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{PROFILE_ARTIFACT}")  # as the flow reads it

@@ -9,12 +9,15 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from uuid import UUID
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
 from review_sentiment.constants import (
@@ -37,7 +40,15 @@ from review_sentiment.monitoring.drift import (
     Window,
     check,
 )
-from review_sentiment.monitoring.logged import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, read_new, trusted
+from review_sentiment.monitoring.logged import (
+    FEEDBACK_COLUMNS,
+    PREDICTION_COLUMNS,
+    Cursor,
+    NewRows,
+    log_identity,
+    read_new,
+    trusted,
+)
 from review_sentiment.monitoring.profile import PROFILE_ARTIFACT
 from review_sentiment.monitoring.report import F1_HISTORY, html_report, overall, summary
 from review_sentiment.orchestration.crashed_runs import mark_crashed_runs, record_process
@@ -46,6 +57,7 @@ from review_sentiment.orchestration.task_policies import cpu_step, data_errors_i
 from review_sentiment.tracking.promotion import decide_pending
 
 COOLDOWN_HOURS = 6.0
+RETRAIN_PENDING = "pending: triggered a retrain, not finished"  # what a check killed during its retrain leaves
 
 
 @dataclass(frozen=True)
@@ -56,13 +68,25 @@ class MonitorOutcome:
     retrain: str  # what was done about the status, in words
 
 
-@io_step(name="read new predictions")
-def read_window(prediction_log: str, after: tuple[int, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Predictions and feedback logged past the last check's rows; none while there is no log yet."""
+@io_step(name="identify the log")
+def identity_of(prediction_log: str) -> str | None:
+    """The identity stored in the log (checks are keyed by it); None while there is no log yet, or for a
+    log the service has not migrated to schema 3."""
     try:
-        return read_new(prediction_log, *after)
+        return log_identity(prediction_log)
     except FileNotFoundError:
-        return pd.DataFrame(columns=PREDICTION_COLUMNS), pd.DataFrame(columns=FEEDBACK_COLUMNS)
+        return None
+    except ValueError as err:
+        raise ReviewDataError(str(err)) from None
+
+
+@io_step(name="read new predictions")
+def read_window(prediction_log: str, after: Cursor) -> NewRows:
+    """Predictions and feedback logged past the last check's cursor; none while there is no log yet."""
+    try:
+        return read_new(prediction_log, after)
+    except FileNotFoundError:
+        return NewRows(pd.DataFrame(columns=PREDICTION_COLUMNS), pd.DataFrame(columns=FEEDBACK_COLUMNS), after, None)
     except ValueError as err:
         raise ReviewDataError(str(err)) from None
 
@@ -94,14 +118,50 @@ def check_version(rows: pd.DataFrame, fed: pd.DataFrame, profile: dict | None, t
     return window, check(window, profile, test_f1, seed)
 
 
-def last_check(prediction_log: str) -> tuple[int, int]:
-    """The rows of the log the last finished check of this log read up to (0, 0 if none)."""
+def last_check(prediction_log: str, identity: str | None) -> pd.Series | None:
+    """The last finished check of this log (None if none). The log is named by the identity stored in
+    it, whatever path or URL names it today; checks from before identities (and of a log the service
+    has not migrated yet) by the path or URL as typed, unless that check names another log (a new log
+    at an old path starts anew)."""
+    run = _last_check_where("log_id", identity) if identity else None
+    if run is None and (run := _last_check_where("prediction_log", without_password(prediction_log))) is not None \
+            and _tag(run, "log_id") is not None:
+        run = None
+    return run
+
+
+def cursor_of(run: pd.Series | None) -> Cursor:
+    """Where a check stopped reading its log (the start for none)."""
+    if run is None:
+        return Cursor()
+    return Cursor(int(run["tags.last_prediction_row"]), int(run["tags.last_feedback_row"]),
+                  int(_tag(run, "last_xid") or 0))  # none: a check from before PostgreSQL's xid cursor
+
+
+def left_trigger(run: pd.Series | None) -> str | None:
+    """The status of the check `run` if it triggered a retrain and its process died before the retrain
+    finished (its flow run is over, Crashed by `mark_crashed_runs`, yet the trigger is still pending):
+    that retrain is this check's to do. None otherwise, or while that check still runs (another host)."""
+    if run is None or _tag(run, "retrain") != RETRAIN_PENDING:
+        return None
+    with get_client(sync_client=True) as client:
+        try:
+            if not client.read_flow_run(UUID(run["tags.prefect.flow_run_id"])).state.is_final():
+                return None
+        except ObjectNotFound:  # another Prefect server, or its runs deleted since: over
+            pass
+    return run["tags.status"]
+
+
+def _last_check_where(tag: str, value: str) -> pd.Series | None:
     runs = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT], max_results=1, order_by=["start_time DESC"],
-                              filter_string=f"tags.prediction_log = '{without_password(prediction_log)}' and "
-                                            f"attributes.status = 'FINISHED'")
-    if runs.empty:
-        return 0, 0
-    return int(runs.iloc[0]["tags.last_prediction_row"]), int(runs.iloc[0]["tags.last_feedback_row"])
+                              filter_string=f"tags.{tag} = '{value}' and attributes.status = 'FINISHED'")
+    return None if runs.empty else runs.iloc[0]
+
+
+def _tag(run: pd.Series, name: str) -> str | None:
+    value = run.get(f"tags.{name}")
+    return None if value is None or pd.isna(value) else value
 
 
 def last_triggered_retrain(cooldown_hours: float) -> str | None:
@@ -164,8 +224,13 @@ def monitor_predictions(
     for line in mark_crashed_runs() + pending:
         logger.warning(line)
     mlflow.set_experiment(MONITORING_EXPERIMENT)
-    after = last_check(prediction_log)
-    frame, feedback = read_window(prediction_log, after)
+    identity = identity_of(prediction_log)
+    previous = last_check(prediction_log, identity)
+    after, left = cursor_of(previous), left_trigger(previous)
+    new = read_window(prediction_log, after)
+    if identity is not None and new.log_id != identity:  # replaced between the two reads: not this cursor's log
+        raise ReviewDataError(f"{without_password(prediction_log)}: another log since this check began; check again")
+    frame, feedback = new.predictions, new.feedback
     checks, profiles, windows = {}, {}, {}
     served = pd.concat([frame, feedback])[["model_name", "model_version"]].drop_duplicates()
     for name, version in sorted(served.itertuples(index=False, name=None)):
@@ -179,10 +244,11 @@ def monitor_predictions(
     status = overall([c.status for c in checks.values()])
     busiest = max(checks, key=lambda v: checks[v].predictions, default=None)
     # Too little to judge: the next check reads these rows again, with more.
-    until = after if status == INSUFFICIENT else (int(frame["row"].max()) if len(frame) else after[0],
-                                                  int(feedback["row"].max()) if len(feedback) else after[1])
+    until = after if status == INSUFFICIENT else new.cursor
+    trigger = status if status in (DRIFT, DEGRADED) else left  # a check's own, else the one a killed check left
     with mlflow.start_run(run_name=f"check-{flow_run.get_name() or 'local'}") as run:
         mlflow.set_tags({"status": status, "prediction_log": without_password(prediction_log),
+                         **({"log_id": new.log_id} if new.log_id else {}),  # migrated since: by its id now
                          "prefect.flow_run_id": str(flow_run.get_id()),
                          **{f"status.{v}": c.status for v, c in checks.items()}})
         mlflow.log_metrics({"predictions": len(frame), "feedback": len(feedback),
@@ -194,29 +260,40 @@ def monitor_predictions(
         if untrusted := sum(w.untrusted_feedback for w in windows.values()):
             print(f"Not trusted: {untrusted} fed-back label{'s' * (untrusted != 1)} given without an API key (kept "
                   f"and counted; --trust-anonymous-feedback lets them judge and train)")
-        mlflow.set_tags({"last_prediction_row": until[0], "last_feedback_row": until[1]})  # last: the window is read
+        if left:
+            mlflow.set_tag("retrain_left_by", previous["run_id"])
+        if trigger and status != SUSPECT and retrain and not last_triggered_retrain(cooldown_hours):
+            mlflow.set_tag("retrain", RETRAIN_PENDING)  # with the cursor: killed during the retrain, the next does it
+        mlflow.set_tags({"last_prediction_row": until.prediction_row, "last_feedback_row": until.feedback_row,
+                         "last_xid": until.xid})  # last: the window is read
     action = "nothing to do"  # decided after the check's run is closed: a retrain starts runs of its own
     if status == SUSPECT:
         action = (f"{SUSPECT}: trusted feedback is far below the protected set's F1 on inputs that did not "
                   f"move; not retraining on it (see who gave it: the log's feedback.giver and client)")
+    elif trigger:
+        try:
+            action = _act(trigger, retrain, cooldown_hours, prediction_log, run.info.run_id, dict(
+                data_path=data_path, text_col=text_col, rating_col=rating_col,
+                trust_anonymous_feedback=trust_anonymous_feedback, allow_new_data=allow_new_data,
+                unlocked_promotion=unlocked_promotion))
+        except Exception as err:  # failed, not killed: reported, not left pending to the next check
+            mlflow.MlflowClient().set_tag(run.info.run_id, "retrain", f"{trigger}: the retrain failed: {err}")
+            raise
+        if left:
+            action = f"{action} (left by check {previous['run_id']}, killed during its retrain)"
     elif status == ESTIMATED_DROP:
         action = (f"{ESTIMATED_DROP}: macro-F1 estimated without labels is below the version's test F1 "
                   f"(minus {ESTIMATE_TOLERANCE}) on inputs that did not drift; reported, not acted on by itself "
                   f"(trusted feedback will confirm or clear it)")
-    elif status in (DRIFT, DEGRADED):
-        action = _act(status, retrain, cooldown_hours, prediction_log, run.info.run_id, dict(
-            data_path=data_path, text_col=text_col, rating_col=rating_col,
-            trust_anonymous_feedback=trust_anonymous_feedback, allow_new_data=allow_new_data,
-            unlocked_promotion=unlocked_promotion))
     mlflow.MlflowClient().set_tag(run.info.run_id, "retrain", action)
     print(f"Retrain: {action}")
     logger.info("Check %s: %s; %s", run.info.run_id, status, action)
     return MonitorOutcome(status, run.info.run_id, {v: c.status for v, c in checks.items()}, action)
 
 
-def _read(frame: pd.DataFrame, feedback: pd.DataFrame, after: tuple[int, int]) -> str:
+def _read(frame: pd.DataFrame, feedback: pd.DataFrame, after: Cursor) -> str:
     """What this check read, in words (a first check reads the log from its start)."""
-    since = "since the last check" if after != (0, 0) else "in the log"
+    since = "since the last check" if after != Cursor() else "in the log"
     return (f"{len(frame)} prediction{'s' * (len(frame) != 1)} and {len(feedback)} fed-back "
             f"label{'s' * (len(feedback) != 1)} {since}")
 

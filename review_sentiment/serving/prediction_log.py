@@ -36,7 +36,7 @@ from review_sentiment.databases import is_postgres, without_password
 
 log = logging.getLogger("uvicorn.error")
 
-SCHEMA_VERSION = 2  # PRAGMA user_version; 0 is the unversioned log of the first service
+SCHEMA_VERSION = 3  # PRAGMA user_version; 0 is the unversioned log of the first service
 _TABLES = """
 CREATE TABLE IF NOT EXISTS predictions (
     id TEXT PRIMARY KEY, request_id TEXT NOT NULL, time TEXT NOT NULL, variant TEXT NOT NULL,
@@ -51,6 +51,13 @@ _MIGRATIONS = {  # from version N to N + 1, applied in order on open, all in one
     0: ["CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions(time)"],
     # who gave each label (an API key's identity, or anonymous) and from which address; earlier labels: unknown
     1: ["ALTER TABLE feedback ADD COLUMN giver TEXT", "ALTER TABLE feedback ADD COLUMN client TEXT"],
+    # the log's identity, made once with it: checks name the log by it, not by the path as typed (a
+    # relative and an absolute path are one log; a new file at an old path is another)
+    # and the calibrated probability each answer gave (NULL before, and for versions without calibration)
+    2: ["CREATE TABLE IF NOT EXISTS log_identity (id TEXT NOT NULL)",
+        "INSERT INTO log_identity (id) SELECT lower(hex(randomblob(16)))"
+        " WHERE NOT EXISTS (SELECT 1 FROM log_identity)",
+        "ALTER TABLE predictions ADD COLUMN probability REAL"],
 }
 # PostgreSQL has no rowid: `row` numbers rows in insertion order for the monitoring windows. It starts
 # at the current schema (there never was an unversioned PostgreSQL log).
@@ -67,10 +74,26 @@ _POSTGRES_TABLES = [
 _POSTGRES_MIGRATIONS = {  # to version N + 1 from N (a new log takes them all)
     1: ["ALTER TABLE feedback ADD COLUMN IF NOT EXISTS giver TEXT",
         "ALTER TABLE feedback ADD COLUMN IF NOT EXISTS client TEXT"],
+    # `row` comes from a sequence when a row is inserted, but transactions commit in another order: a
+    # reader past row N can still see a row below N commit later. Each row records the transaction that
+    # wrote it (`xid`), and a reader takes what is below its snapshot's xmin: every transaction there
+    # has ended, so that set of rows is final. Rows logged before this have none (NULL, not the
+    # migration's own id: the column gets its default after it is added) and keep `row` (their set is
+    # final too: adding the column waited for every transaction writing the table). A replica of
+    # schema 2 still running writes the column too (its default).
+    2: ["ALTER TABLE predictions ADD COLUMN IF NOT EXISTS xid xid8",
+        "ALTER TABLE predictions ALTER COLUMN xid SET DEFAULT pg_current_xact_id()",
+        "CREATE INDEX IF NOT EXISTS predictions_by_xid ON predictions(xid) WHERE xid IS NOT NULL",
+        "ALTER TABLE feedback ADD COLUMN IF NOT EXISTS xid xid8",
+        "ALTER TABLE feedback ALTER COLUMN xid SET DEFAULT pg_current_xact_id()",
+        "CREATE INDEX IF NOT EXISTS feedback_by_xid ON feedback(xid) WHERE xid IS NOT NULL",
+        "CREATE TABLE IF NOT EXISTS log_identity (id TEXT NOT NULL)",
+        "INSERT INTO log_identity (id) SELECT gen_random_uuid()::text WHERE NOT EXISTS (SELECT FROM log_identity)",
+        "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS probability DOUBLE PRECISION"],
 }
 _SCHEMA_LOCK = 7_215_301  # an advisory lock id: replicas starting together create the tables one at a time
 _COLUMNS = ("id", "request_id", "time", "variant", "model_name", "model_version", "caller_id", "review", "label",
-            "score", "latency_ms")
+            "score", "latency_ms", "probability")
 _INSERT = f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) " \
           "ON CONFLICT(id) DO NOTHING"  # a commit whose answer was lost is retried: its rows stand
 _FEEDBACK = "INSERT INTO feedback (prediction_id, label, time, giver, client) SELECT id, ?, ?, ?, ? FROM predictions " \
@@ -120,12 +143,14 @@ class LoggedRequest:
     labels: list[int]
     scores: list[float]
     latency_ms: float
+    probabilities: list[float] | None = None  # calibrated P(positive); None: the version has no calibration
 
     def rows(self) -> Iterator[tuple]:
-        for pid, review, label, score in zip(self.prediction_ids, self.reviews, self.labels, self.scores,
-                                             strict=True):
+        probabilities = self.probabilities or [None] * len(self.reviews)
+        for pid, review, label, score, probability in zip(self.prediction_ids, self.reviews, self.labels,
+                                                          self.scores, probabilities, strict=True):
             yield (pid, self.request_id, self.time, self.variant, self.model_name, self.model_version,
-                   self.caller_id, review, label, score, self.latency_ms)
+                   self.caller_id, review, label, score, self.latency_ms, probability)
 
 
 @dataclass(frozen=True)
@@ -327,7 +352,8 @@ class PredictionLog:
         with self._transaction():
             outcomes = [self._apply(item) for item in batch]
         for item, outcome in zip(batch, outcomes, strict=True):
-            self.state.written_rows += item.size
+            if outcome in (None, Feedback.STORED):  # on record now; a repeated, refused or unknown label is not
+                self.state.written_rows += item.size
             self.state.queued_rows -= item.size
             if not item.done.done():  # a waiter that timed out or went away needs nothing
                 item.done.set_result(outcome)

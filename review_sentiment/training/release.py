@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -31,6 +31,7 @@ from review_sentiment.modeling.calibration import fit_calibration
 from review_sentiment.modeling.families import build_pipeline, left_no_words
 from review_sentiment.modeling.linear import predict_with_scores
 from review_sentiment.modeling.metrics import expected_calibration_error, macro_f1
+from review_sentiment.monitoring import profile
 from review_sentiment.monitoring.estimate import estimated_macro_f1
 from review_sentiment.tracking import model_logging
 from review_sentiment.tracking.model_logging import (
@@ -44,10 +45,14 @@ from review_sentiment.tracking.records import Lineage, VersionRecord
 from review_sentiment.tracking.registry import register
 from review_sentiment.training.reports import confusion_figure, reliability_figure, report_text, top_terms
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 # The code that decides what a fitted model is: cleaning, loading and labelling, the pipelines, the
-# metric, how a model is logged and this path. A change to any of their files changes every fingerprint.
-MODEL_CODE = (text_cleaning, reviews_module, families, fast_scorer, linear, metrics, calibration, model_logging,
-              sys.modules[__name__])
+# metric, its calibration and reference profile, how a model is logged and this path. A change to any of
+# their files changes every fingerprint.
+MODEL_CODE = (text_cleaning, reviews_module, families, fast_scorer, linear, metrics, calibration, profile,
+              model_logging, sys.modules[__name__])
 
 
 @dataclass(frozen=True)
@@ -146,13 +151,13 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
                        | ({} if cv_f1 is None else {"cv_f1_macro": cv_f1}))
     mlflow.set_tag("calibration", calibrator.method)
     mlflow.log_dict(calibrator.to_dict(), CALIBRATION_ARTIFACT)
-    mlflow.log_figure(reliability_figure(split.y_test, test_probability, f"{family} (test), {calibrator.method}"),
-                      "reliability_diagram.png")
+    _log_figure(reliability_figure(split.y_test, test_probability, f"{family} (test), {calibrator.method}"),
+                "reliability_diagram.png")
     mlflow.log_input(data.training_dataset, context="training")
     held = pd.DataFrame({"review": split.X_test.to_numpy(dtype=object), "label": split.y_test})
     mlflow.log_input(training_dataset(held, data.lineage.data, name=PROTECTED), context="evaluation")
     mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
-    mlflow.log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
+    _log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
     mlflow.log_dict(top_terms(pipeline), "top_terms.json")
     usable = data.reviews.usable_text
     traffic = usable.iloc[traffic_like(usable, data.lineage.held_out, data.lineage.seed)].tolist()
@@ -165,3 +170,10 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
                            feedback_rows=0 if data.feedback is None else len(data.feedback.y_train))
     return Released(register(model_info, name, record.tags()), record, False, test_pred, train_f1, fit_time)
 
+
+def _log_figure(figure: Figure, name: str) -> None:
+    """Log a figure and close it: sklearn's displays draw through pyplot, which keeps every figure open."""
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(figure, name)
+    plt.close(figure)

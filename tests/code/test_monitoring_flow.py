@@ -3,6 +3,10 @@ service's own writer): a shifted domain is flagged, retrains on the feedback, th
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from review_sentiment.constants import (
 from review_sentiment.modeling.linear import predict_with_scores
 from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, OK, SUSPECT
 from review_sentiment.monitoring.logged import read_log
-from review_sentiment.orchestration.monitor import monitor_predictions
+from review_sentiment.orchestration.monitor import RETRAIN_PENDING, monitor_predictions
 from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.serving.app import key_identity
 from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog
@@ -138,3 +142,50 @@ def test_flipped_labels_on_familiar_reviews_are_suspect_and_anonymous_ones_count
     assert current_champion(MODEL_NAME).version == champion.version
     version = mlflow.MlflowClient().get_model_version(MODEL_NAME, champion.version)
     assert version.tags[MONITORING_STATUS_TAG] == SUSPECT  # what the service exports on /metrics
+
+
+def test_a_log_is_one_log_by_any_path_and_a_new_log_at_an_old_path_starts_anew(store: Store, tmp_path: Path) -> None:
+    retrain_logistic(data_path=str(SAMPLE))
+    log_path = tmp_path / "logs" / "predictions.db"
+    log_path.parent.mkdir()
+    serve_and_log(log_path, "electronics", seed=31, rows=300, feedback_every=1000)
+    by_relative_path = monitor_predictions(prediction_log=os.path.relpath(log_path), retrain=False)
+    assert mlflow.get_run(by_relative_path.run_id).data.metrics["predictions"] > 250
+    by_absolute_path = monitor_predictions(prediction_log=str(log_path), retrain=False)  # nothing new since
+    assert mlflow.get_run(by_absolute_path.run_id).data.metrics["predictions"] == 0
+
+    log_path.unlink()  # a new log where the old one was: all of it is new
+    serve_and_log(log_path, "electronics", seed=32, rows=100, feedback_every=1000)
+    anew = monitor_predictions(prediction_log=str(log_path), retrain=False)
+    assert np.isclose(mlflow.get_run(anew.run_id).data.metrics["predictions"], 100, atol=3)
+
+
+KILLED_DURING_RETRAIN = """
+import os, signal, sys
+from review_sentiment.orchestration import monitor
+monitor.retrain_logistic = lambda **_: os.kill(os.getpid(), signal.SIGKILL)
+monitor.monitor_predictions(prediction_log=sys.argv[1], data_path=sys.argv[2])
+"""
+
+
+def test_a_check_killed_during_its_retrain_leaves_the_retrain_to_the_next_check(store: Store, tmp_path: Path,
+                                                                                 prefect_server: str) -> None:
+    retrain_logistic(data_path=str(SAMPLE))
+    log_path = tmp_path / "predictions.db"
+    serve_and_log(log_path, "food", seed=11, rows=450, feedback_every=3)
+    killed = subprocess.run([sys.executable, "-c", KILLED_DURING_RETRAIN, str(log_path), str(SAMPLE)],
+                            env=os.environ | {"PREFECT_API_URL": prefect_server}, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    left = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT]).iloc[0]
+    assert (left["tags.status"], left["tags.retrain"]) == (DEGRADED, RETRAIN_PENDING)
+    assert mlflow.search_runs(experiment_names=[RETRAIN_EXPERIMENT], filter_string="tags.triggered_by != ''").empty
+
+    nothing_new = monitor_predictions(prediction_log=str(log_path), data_path=str(SAMPLE))
+    assert nothing_new.status == INSUFFICIENT, nothing_new  # its window: no rows; the retrain is the killed one's
+    assert "triggered a retrain" in nothing_new.retrain and left["run_id"] in nothing_new.retrain, nothing_new.retrain
+    retrains = mlflow.search_runs(experiment_names=[RETRAIN_EXPERIMENT], order_by=["start_time DESC"])
+    assert retrains.iloc[0]["tags.triggered_by"] == nothing_new.run_id
+    assert mlflow.get_run(nothing_new.run_id).data.tags["retrain_left_by"] == left["run_id"]
+    again = monitor_predictions(prediction_log=str(log_path), data_path=str(SAMPLE))  # done: not left any more
+    assert again.retrain == "nothing to do", again.retrain

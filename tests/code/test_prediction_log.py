@@ -22,9 +22,9 @@ def answered(request_id: str, variant: str, version: str, labels: list[int], lat
                          [0.9 if y else 0.1 for y in labels], latency)
 
 
-def filled_log(path: Path, feedback: list[tuple[str, int]] = ()) -> list[Feedback]:
+def filled_log(path: Path, feedback: list[tuple[str, int]] = (), written: list[int] | None = None) -> list[Feedback]:
     """A log of three requests (a: champion, two reviews; b: challenger; c: champion), then `feedback`
-    sent in order; returns its outcomes."""
+    sent in order; returns its outcomes (and appends to `written` the rows the log says it wrote)."""
     async def fill() -> list[Feedback]:
         log = PredictionLog(path)
         for request in (answered("a", CHAMPION, "3", [1, 0], 2.0), answered("b", CHALLENGER, "1", [1], 4.0),
@@ -32,14 +32,18 @@ def filled_log(path: Path, feedback: list[tuple[str, int]] = ()) -> list[Feedbac
             await log.record(request)
         outcomes = [await log.feedback(pid, label, "t") for pid, label in feedback]
         await log.close()
+        if written is not None:
+            written.append(log.state.written_rows)
         return outcomes
     return asyncio.run(fill())
 
 
 def test_the_first_true_label_stands(tmp_path: Path) -> None:
-    outcomes = filled_log(tmp_path / "p.db", [("a.0", 1), ("a.1", 1), ("a.1", 1), ("a.1", 0), ("zz.9", 1)])
+    written: list[int] = []
+    outcomes = filled_log(tmp_path / "p.db", [("a.0", 1), ("a.1", 1), ("a.1", 1), ("a.1", 0), ("zz.9", 1)], written)
     # a.1: the model said 0, a mistake; then a client's retry; then a different label, never overwritten
     assert outcomes == [Feedback.STORED, Feedback.STORED, Feedback.SAME, Feedback.CONFLICT, Feedback.UNKNOWN]
+    assert written == [4 + 2], "/health's written_rows counts rows on record: 4 predictions and 2 labels"
     frame = read_log(tmp_path / "p.db").set_index("id")
     assert len(frame) == 4
     assert (frame.loc["a.0", "true_label"], frame.loc["a.1", "true_label"]) == (1, 1)
@@ -53,8 +57,23 @@ def test_variant_stats_count_requests_reviews_latency_and_f1(tmp_path: Path) -> 
     assert (champion.variant, champion.versions, champion.requests, champion.reviews) == (CHAMPION, "3", 2, 3)
     assert champion.positive_rate == pytest.approx(2 / 3)
     assert champion.p50_ms == pytest.approx(1.5) and champion.feedback == 2
-    assert champion.macro_f1 == pytest.approx(1 / 3)  # one right positive, one missed: F1 2/3 and 0
+    assert champion.macro_f1 is None  # two labels, one of them: a macro-F1 of them would mean nothing
     assert (challenger.requests, challenger.feedback, challenger.macro_f1) == (1, 0, None)
+    assert "macro-F1 n/a: fewer than 30 fed-back labels, or one label only" in format_report(
+        read_log(tmp_path / "p.db"), "p.db")
+
+
+def test_the_report_gives_macro_f1_from_enough_labels_of_both_kinds(tmp_path: Path) -> None:
+    async def fill() -> None:
+        log = PredictionLog(tmp_path / "p.db")
+        said = [1] * 20 + [0] * 20
+        await log.record(answered("r", CHAMPION, "3", said, 1.0))
+        for i, label in enumerate([1] * 20 + [1] * 10 + [0] * 10):  # the model missed 10 positives
+            await log.feedback(f"r.{i}", label, "t")
+        await log.close()
+    asyncio.run(fill())
+    (champion,) = variant_stats(read_log(tmp_path / "p.db"))
+    assert champion.macro_f1 == pytest.approx((40 / 50 + 20 / 30) / 2)  # F1 positive 0.8, negative 0.667
 
 
 def test_report_prints_a_row_per_variant(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import multiprocessing
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from review_sentiment.constants import CHAMPION
-from review_sentiment.monitoring.logged import read_log
+from review_sentiment.monitoring.logged import log_identity, read_log
 from review_sentiment.serving.prediction_log import (
     SCHEMA_VERSION,
     LogDatabaseError,
@@ -167,6 +168,7 @@ async def test_a_log_of_the_first_schema_is_migrated_on_open(tmp_path: Path) -> 
     frame = read_log(path).set_index("id")
     assert frame.loc["old.0", "review"] == "worked for a year" and frame.loc["old.0", "true_label"] == 1
     assert frame.loc["new.0", "model_version"] == "2"
+    assert log_identity(path) is not None and log_identity(os.path.relpath(path)) == log_identity(path)
 
 
 def test_a_log_from_a_newer_service_is_refused_not_rewritten(tmp_path: Path) -> None:
@@ -183,8 +185,8 @@ def _open_log(path: str, go) -> None:
 
 
 def test_replicas_opening_an_old_log_together_migrate_it_once(tmp_path: Path) -> None:
-    """Schema 1 → 2 adds who gave each label; two processes opening a schema-1 log at the same moment
-    must both open it (the migration runs once, in one transaction), round after round."""
+    """Schema 1 → 3 adds who gave each label and the log's identity; two processes opening a schema-1 log
+    at the same moment must both open it (the migration runs once, in one transaction), round after round."""
     context = multiprocessing.get_context("fork")  # each opener: a fresh connection in a process of its own
     for round_ in range(6):
         path = tmp_path / f"p{round_}.db"
@@ -201,4 +203,5 @@ def test_replicas_opening_an_old_log_together_migrate_it_once(tmp_path: Path) ->
         with closing(sqlite3.connect(path)) as db:
             assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
             assert {"giver", "client"} <= {row[1] for row in db.execute("PRAGMA table_info(feedback)")}
+            assert db.execute("SELECT count(*) FROM log_identity").fetchone()[0] == 1  # made once
     assert read_log(path).loc[0, "giver"] is None  # a label from before givers were recorded: unknown

@@ -17,7 +17,8 @@ from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
 import text_cleaning
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, MODEL_NAME, RETRAIN_EXPERIMENT, SCORING_EXPERIMENT
 from review_sentiment.data import reviews
-from review_sentiment.modeling import families, fast_scorer, linear, metrics
+from review_sentiment.modeling import calibration, families, fast_scorer, linear, metrics
+from review_sentiment.monitoring import profile
 from review_sentiment.orchestration import retrain
 from review_sentiment.orchestration.batch_scoring import score_reviews
 from review_sentiment.orchestration.retrain import retrain_logistic
@@ -131,10 +132,11 @@ def test_scorer_writes_one_prediction_per_input_row(store: Store, tmp_path: Path
     out = tmp_path / "preds.csv"
     assert score_reviews(str(new), str(out)) == 4
     preds = pd.read_csv(out)
-    assert list(preds.columns) == ["row_id", "review", "label", "score"]
+    assert list(preds.columns) == ["row_id", "review", "label", "score", "probability"]
     assert preds.row_id.tolist() == [0, 1, 2, 3]
     assert preds.label.iloc[0] == "negative" and preds.label.iloc[2] == "positive"
     assert pd.isna(preds.label.iloc[1]) and preds.score.drop(1).between(0, 1).all()
+    assert pd.isna(preds.probability.iloc[1]) and preds.probability.iloc[0] < 0.5 < preds.probability.iloc[2]
     counts = mlflow.search_runs(experiment_names=[SCORING_EXPERIMENT]).iloc[0]
     assert counts["metrics.rows"] == 4 and counts["metrics.no_text"] == 1
 
@@ -168,10 +170,11 @@ def test_a_data_error_in_a_flow_is_logged_in_one_line(store: Store, tmp_path: Pa
 
 
 def test_the_fingerprint_covers_the_code_that_shapes_the_model() -> None:
-    """A change to cleaning, loading, the pipelines, the metric, model logging or the path that fits
-    and registers must trigger a retrain, wherever those modules live."""
+    """A change to cleaning, loading, the pipelines, the metric, calibration, the reference profile, model
+    logging or the path that fits and registers must trigger a retrain, wherever those modules live."""
     files = {Path(module.__file__) for module in release.MODEL_CODE}
-    expected = {text_cleaning, reviews, families, fast_scorer, linear, metrics, model_logging, release}
+    expected = {text_cleaning, reviews, families, fast_scorer, linear, metrics, calibration, profile, model_logging,
+                release}
     assert files == {Path(module.__file__) for module in expected}
     assert all(path.is_file() for path in files)
 
