@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     from review_sentiment.orchestration.monitor import monitor_predictions
     from review_sentiment.orchestration.retrain import PUBLISHED_DEFAULTS, retrain_logistic
     from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog, new_prediction_ids
-    from review_sentiment.tracking.model_loading import load_pipeline
+    from review_sentiment.tracking.model_loading import load_calibration, load_pipeline
     from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
     from review_sentiment.tracking.registry import current_champion
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     reviews = [r for domain, share in (("electronics", 2 / 3), ("food", 1 / 3))
                for r in generator.sample_rows(int(n * share * 1.03), 5, domain) if r["Review text"]][:n]
     texts = [r["Review text"] for r in reviews]
-    labels, scores, _ = predict_with_scores(pipeline, texts)
+    labels, scores, probabilities = predict_with_scores(pipeline, texts, load_calibration(champion))
     print(f"Writing {len(texts):,} predictions through the service's log writer…", flush=True)
     log_path = tmp / "predictions.db"
 
@@ -86,12 +86,14 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         pending = [log.record(LoggedRequest(f"r{start}", new_prediction_ids(len(chunk)), now, "champion", MODEL_NAME,
                                             str(champion.version), None, chunk, labels[start:start + 1000].tolist(),
-                                            scores[start:start + 1000].tolist(), 1.0))
+                                            scores[start:start + 1000].tolist(), 1.0,
+                                            probabilities[start:start + 1000].tolist()))
                    for start in range(0, len(texts), 1000) for chunk in [texts[start:start + 1000]]]
         await asyncio.gather(*pending)
         ids = read_log(log_path)["id"].tolist()
         fed = np.random.default_rng(0).choice(len(ids), int(len(ids) * args.feedback_share), replace=False)
-        await asyncio.gather(*(log.feedback(ids[i], int(reviews[i]["Ratings"] >= 3), now) for i in fed))
+        await asyncio.gather(*(log.feedback(ids[i], int(reviews[i]["Ratings"] >= 3), now, "key:operator", "127.0.0.1")
+                               for i in fed))
         await log.close()
     asyncio.run(write())
 
@@ -103,7 +105,8 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     new = timed("read the log", rows, read_new, log_path, Cursor())
     frame, feedback = new.predictions, new.feedback
     window = Window(frame["review"].tolist(), frame["label"].to_numpy(int), frame["score"].to_numpy(float),
-                    feedback["true_label"].to_numpy(int), feedback["label"].to_numpy(int))
+                    frame["probability"].to_numpy(float), feedback["true_label"].to_numpy(int),
+                    feedback["label"].to_numpy(int), feedback["probability"].to_numpy(float))
     profile = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{PROFILE_ARTIFACT}")  # as the flow reads it
     result = timed("drift statistics (cleaning included)", rows, check, window, profile,
                    float(champion.tags["test_f1"]))

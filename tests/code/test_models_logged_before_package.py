@@ -47,3 +47,5 @@ def test_the_service_loader_scores_as_before(versions: dict[str, str], family: s
     assert served.family == family
     assert scored.label_ids == EXPECTED[family]["labels"]
     np.testing.assert_allclose(scored.scores, EXPECTED[family]["scores"], rtol=0, atol=5e-5)  # served: 4 decimals
+    assert served.calibration is None and scored.probabilities is None  # logged before calibration: said so
+    assert served.describe()["probability_meaning"].startswith("none: this version was logged before calibration")

@@ -28,7 +28,7 @@ from review_sentiment.orchestration.monitor import RETRAIN_PENDING, monitor_pred
 from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.serving.app import key_identity
 from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog
-from review_sentiment.tracking.model_loading import load_pipeline
+from review_sentiment.tracking.model_loading import load_calibration, load_pipeline
 from review_sentiment.tracking.registry import current_champion
 from tests.code.test_drift import generator
 from tests.code.test_retrain_and_scoring_flows import prefect_api  # noqa: F401 — the module's Prefect server
@@ -45,14 +45,14 @@ def serve_and_log(path: Path, domain: str, seed: int, rows: int, feedback_every:
     champion = current_champion(MODEL_NAME)
     reviews = [r for r in generator().sample_rows(rows, seed, domain) if r["Review text"]]
     texts = [r["Review text"] for r in reviews]
-    labels, scores, _ = predict_with_scores(load_pipeline(champion), texts)
+    labels, scores, probabilities = predict_with_scores(load_pipeline(champion), texts, load_calibration(champion))
 
     async def write() -> int:
         log = PredictionLog(path)
-        for n, (text, label, score) in enumerate(zip(texts, labels, scores, strict=True)):
+        for n, (text, label, score, probability) in enumerate(zip(texts, labels, scores, probabilities, strict=True)):
             await log.record(LoggedRequest(f"{seed}-{n}", [f"{seed}-{n}"], datetime.now(UTC).isoformat(), "champion",
                                            MODEL_NAME, str(champion.version), None, [text], [int(label)],
-                                           [float(score)], 1.0))
+                                           [float(score)], 1.0, [float(probability)]))
         fed = [(f"{seed}-{n}", int(r["Ratings"] >= 3) ^ flipped) for n, r in enumerate(reviews)
                if n % feedback_every == 0]
         for prediction_id, truth in fed:
@@ -75,8 +75,15 @@ def test_a_shifted_domain_is_flagged_retrains_on_feedback_then_cools_down(store:
     check_run = mlflow.get_run(outcome.run_id)
     assert check_run.data.tags["status"] == DEGRADED and check_run.data.metrics["predictions"] > 250
     assert check_run.data.metrics["input/out_of_vocabulary_share"] > 0.3
+    # the label-free estimate, and once trusted feedback came for some of the rows, the truth beside it
+    metrics = check_run.data.metrics
+    assert 0 < metrics["performance/estimated_f1_low"] <= metrics["performance/estimated_f1"] \
+        <= metrics["performance/estimated_f1_high"] <= 1
+    assert 0 <= metrics["performance/realized_f1"] < float(first.tags["test_f1"]) and \
+        0 < metrics["performance/estimated_f1_on_feedback_rows"] <= 1
     report = mlflow.artifacts.load_text(f"runs:/{outcome.run_id}/report.html")
     assert "out-of-vocabulary share" in report and "data:image/png;base64," in report
+    assert "macro-F1 estimated without labels" in report and "Macro-F1 across checks" in report
 
     retrains = mlflow.search_runs(experiment_names=[RETRAIN_EXPERIMENT], order_by=["start_time DESC"])
     triggered = retrains.iloc[0]

@@ -24,6 +24,7 @@ from review_sentiment.modeling.linear import predict_with_scores
 from review_sentiment.monitoring.logged import read_log
 from review_sentiment.serving.app import PredictResponse
 from review_sentiment.serving.model_watcher import choose_variant
+from review_sentiment.tracking.model_loading import load_calibration
 from tests.e2e.served import running_server
 from tests.helpers import (
     SAMPLE,
@@ -78,7 +79,8 @@ def test_health_and_model_describe_the_champion(server: httpx.Client, registry_c
 def test_predictions_match_the_models_own_predict(server: httpx.Client, registry_client) -> None:
     texts = load_texts(SAMPLE, "Review text").dropna().tolist()[:600]
     model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@champion")
-    labels, scores, _ = predict_with_scores(model, texts)
+    champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
+    labels, scores, probabilities = predict_with_scores(model, texts, load_calibration(champion))
     answer = predict(server, texts)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == "application/json"
@@ -87,6 +89,9 @@ def test_predictions_match_the_models_own_predict(server: httpx.Client, registry
     assert [p["label_id"] for p in got] == labels.tolist()
     assert [p["label"] for p in got] == ["positive" if y else "negative" for y in labels]
     np.testing.assert_allclose([p["score"] for p in got], scores, atol=1e-4)
+    np.testing.assert_allclose([p["probability"] for p in got], probabilities, atol=1e-4)  # calibrated P(positive)
+    assert "calibrated P(positive)" in server.get("/model").json()["champion"]["probability_meaning"]
+    assert "probability" in server.get("/openapi.json").json()["components"]["schemas"]["Prediction"]["properties"]
     champion = server.get("/health").json()["champion_version"]
     assert {(p["variant"], p["model_version"]) for p in got} == {("champion", champion)}
     assert len({p["id"] for p in got}) == len(texts)
@@ -251,8 +256,12 @@ def test_feedback_joins_its_prediction_and_reaches_the_report(server: httpx.Clie
     assert serve_api.main(["report", "--prediction-log", str(store_copy.path / DEFAULT_PREDICTION_LOG)]) == 0
     report = capsys.readouterr().out
     champion_row = next(line for line in report.splitlines() if line.startswith("champion ")).split()
-    assert int(champion_row[-2]) >= 2 and 0 <= float(champion_row[-1]) <= 1  # feedback counted, macro-F1
+    assert int(champion_row[-2]) >= 2 and champion_row[-1] == "n/a"  # feedback counted; too few for a macro-F1
+    assert "macro-F1 n/a: fewer than 30 fed-back labels, or one label only" in report
     assert "Agreement between variants: " in report
+    whole = read_log(store_copy.path / DEFAULT_PREDICTION_LOG)  # the repeated and the refused label are not rows
+    on_record = len(whole) + int(whole["true_label"].notna().sum())
+    assert server.get("/health").json()["prediction_log"]["written_rows"] == on_record
 
 
 def test_prediction_ids_are_unguessable(server: httpx.Client) -> None:
