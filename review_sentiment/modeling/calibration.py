@@ -59,23 +59,33 @@ class Calibration:
                        {str(k): float(v) for k, v in stored["cv_brier"].items()})
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"not a calibration ({type(err).__name__}: {err})") from None
-        shape_ok = len(made.x) == len(made.y) == 1 if made.method == "sigmoid" else len(made.x) == len(made.y) > 0
-        if stored.get("schema") != SCHEMA or made.method not in METHODS or not shape_ok:
-            raise ValueError(f"not a calibration (schema {stored.get('schema')!r}, method {made.method!r})")
+        x, y = np.array(made.x), np.array(made.y)
+        shape_ok = len(x) == len(y) == 1 if made.method == "sigmoid" else len(x) == len(y) > 0
+        values_ok = np.isfinite(x).all() and np.isfinite(y).all() and (
+            made.method == "sigmoid" or (np.all(np.diff(x) >= 0) and np.all((y >= 0) & (y <= 1))))
+        if stored.get("schema") != SCHEMA or made.method not in METHODS or not shape_ok or not values_ok:
+            raise ValueError(f"not a calibration (schema {stored.get('schema')!r}, method {made.method!r}, "
+                             f"{len(x)} finite, ordered points expected)")
         return made
 
 
 def _fit(method: str, decision: np.ndarray, y: np.ndarray) -> Calibration:
     if method == "sigmoid":  # Platt: a one-feature logistic regression on the decision, unpenalised
-        platt = LogisticRegression(penalty=None).fit(decision.reshape(-1, 1), y)
+        platt = LogisticRegression(C=np.inf).fit(decision.reshape(-1, 1), y)
         return Calibration(method, [float(platt.coef_[0, 0])], [float(platt.intercept_[0])], {})
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(decision, y)
     return Calibration(method, iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist(), {})
 
 
+def _folds(y: np.ndarray, seed: int) -> StratifiedKFold:
+    """`FOLDS` stratified folds, fewer when a label has fewer reviews (training needs two of each)."""
+    return StratifiedKFold(max(2, min(FOLDS, int(np.bincount(y, minlength=2).min()))), shuffle=True,
+                           random_state=seed)
+
+
 def out_of_fold_decisions(tail: Pipeline, features, y: np.ndarray, seed: int) -> np.ndarray:
     """Each training review's decision by a copy of `tail` (TF-IDF → model) fitted without its fold."""
-    folds = StratifiedKFold(min(FOLDS, int(np.bincount(y).min())), shuffle=True, random_state=seed)
+    folds = _folds(y, seed)
     fitted = cross_validate(clone(tail), features, y, cv=folds, return_estimator=True, return_indices=True)
     out = np.empty(len(y))
     for model, held in zip(fitted["estimator"], fitted["indices"]["test"], strict=True):
@@ -87,7 +97,7 @@ def fit_calibration(tail: Pipeline, cleaned: list[str], y: np.ndarray, seed: int
     """The calibration of `tail`'s decisions, chosen and fitted on the training reviews alone."""
     y = np.asarray(y, int)
     decision = out_of_fold_decisions(tail, cleaned, y, seed)
-    folds = StratifiedKFold(min(FOLDS, int(np.bincount(y).min())), shuffle=True, random_state=seed)
+    folds = _folds(y, seed)
     brier = {}
     for method in METHODS:
         losses = [brier_score_loss(y[test], _fit(method, decision[train], y[train]).probability(decision[test]))

@@ -31,7 +31,7 @@ from scipy import stats
 
 from review_sentiment.modeling.metrics import macro_f1, macro_f1_along
 from review_sentiment.monitoring.estimate import MIN_ROWS, Estimate, estimated_macro_f1
-from review_sentiment.monitoring.profile import TextStats, as_written
+from review_sentiment.monitoring.profile import TextStats, as_written, stored
 
 OK, DRIFT, DEGRADED, INSUFFICIENT = "ok", "drift", "degraded", "insufficient-data"
 SUSPECT = "suspect-feedback"  # trusted labels disagree sharply with the protected set while inputs did not move
@@ -41,14 +41,17 @@ FEEDBACK_QUORUM = 50  # trusted fed-back labels (of both labels) before feedback
 SUSPECT_GAP = 0.15  # how far below the version's test F1 the feedback interval's top must be to be suspect
 ESTIMATE_TOLERANCE = 0.05  # how far below the test F1 an estimate's interval top must be to be a finding
 # Nominal 1% per check, so that the README's ≤ 5% holds on real traffic: a reference is one finite sample
-# of the product's reviews, and windows of real traffic differ from it by more than a resample would
-# (benchmarks/bench_monitoring_truth.py: 1.7-4.2% of windows alarmed on the real file at 1%, 7.5-12% at 5%).
+# of the product's reviews, and real traffic differs from it by more than a resample does (resampling rows
+# rather than texts, 7.5-12% of windows of the real file alarmed at 5%, 1.7-4.2% at 1%; resampling texts
+# at 1%: 0 of 240, benchmarks/bench_monitoring_truth.py).
 FAMILY_ALPHA = 0.01
 DRIFT_TESTS = 6
 ALPHA = FAMILY_ALPHA / DRIFT_TESTS
 MAX_BINS = 100  # distributions are compared on at most this many bins of the pooled values' quantiles
 BOOTSTRAP_RESAMPLES = 1000  # the feedback F1's interval
 DRIFT_RESAMPLES = 1000  # a drift test alarms when the window is farther than every resample (p = 1/1001 < ALPHA)
+assert 1 / (DRIFT_RESAMPLES + 1) < ALPHA, "too few resamples for a drift test ever to alarm"
+PROFILE_LISTS = ("lengths", "oov_shares", "scores")  # what a profile must hold, each with a value
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,8 @@ def bootstrap_ks(reference: np.ndarray, weights: np.ndarray, current: np.ndarray
     observed = float(distance(np.bincount(cur_bin, minlength=bins), ref_share))
     rng = np.random.default_rng(seed)
     groups, texts = np.unique(np.stack([ref_bin, weights]), axis=1, return_counts=True)  # (bin, weight) pairs
-    drawn = (rng.poisson(texts, (DRIFT_RESAMPLES, len(texts))) * groups[1]).astype(np.float32)
-    in_bin = np.zeros((len(texts), bins), np.float32)
+    drawn = rng.poisson(texts, (DRIFT_RESAMPLES, len(texts))) * groups[1]
+    in_bin = np.zeros((len(texts), bins))
     in_bin[np.arange(len(texts)), groups[0].astype(int)] = 1
     resampled = drawn @ in_bin
     resampled[resampled.sum(axis=1) == 0] = ref_share  # an empty resample (a tiny reference): the reference
@@ -126,10 +129,12 @@ def bootstrap_ks(reference: np.ndarray, weights: np.ndarray, current: np.ndarray
 def distribution(kind: str, measure: str, reference: Sequence[float], weights: Sequence[float] | None,
                  current: np.ndarray, seed: int, shares: bool = False) -> Finding:
     """A bootstrap KS test; the finding shows medians, or for 0/1 values (`shares`) the share of 1s."""
-    reference = np.array([np.nan if v is None else v for v in reference], float)
+    reference = stored(reference)
     weights = np.ones(len(reference)) if weights is None else np.asarray(weights, float)
     current = np.asarray(current, float)
     current = current[~np.isnan(current)]
+    if not len(current):  # every review of the window was empty after cleaning: the empty share says so
+        return Finding(kind, measure, float("nan"), float("nan"), 0.0, None, False)
     statistic, p_value = bootstrap_ks(reference, weights, current, seed)
     keep = ~np.isnan(reference)
     reference, weights = reference[keep], weights[keep]
@@ -181,6 +186,8 @@ def check(window: Window, profile: dict | None, test_f1: float | None, seed: int
     feedback, findings, current, missing = len(window.feedback_truth), [], None, []
     if profile is None:
         missing.append("no reference profile for this version")
+    elif problem := profile_problem(profile):
+        missing.append(f"its reference profile is unusable ({problem})")
     elif len(window.reviews) < MIN_WINDOW:
         missing.append(f"{len(window.reviews)} prediction{'s' * (len(window.reviews) != 1)} since the last check; "
                        f"a drift check needs {MIN_WINDOW}")
@@ -207,13 +214,32 @@ def check(window: Window, profile: dict | None, test_f1: float | None, seed: int
         status = DEGRADED
     elif drifted - {"estimated macro-F1"}:
         status = DRIFT
-    else:
-        status = ESTIMATED_DROP if drifted else OK
+    else:  # trusted feedback at quorum, and not degraded, outweighs an estimate
+        status = ESTIMATED_DROP if drifted and performed is None else OK
     inputs_measured_still = current is not None and not any(f.drifted for f in findings if f.kind == "input")
     if status == DEGRADED and inputs_measured_still and performed.statistic < performed.reference - SUSPECT_GAP:
         status = SUSPECT  # the model is as good as ever on the protected set and sees the same inputs
     return Check(status, len(window.reviews), feedback, findings, _new_words(window, current), note, current, guess,
                  realized)
+
+
+def profile_problem(profile: dict) -> str | None:
+    """What makes a logged profile unusable for the drift tests (None: nothing)."""
+    try:
+        missing = [key for key in (*PROFILE_LISTS, "vocabulary", "non_ascii_share", "empty_share", "traffic_reviews")
+                   if key not in profile]
+        if missing:
+            return f"no {', '.join(missing)}"
+        empty = [key for key in PROFILE_LISTS if not any(v is not None and v == v for v in profile[key])]
+        if empty:
+            return f"no value in {', '.join(empty)}"
+        weights = profile.get("weights")
+        if weights is not None and not (len(weights) == len(profile["oov_shares"]) == len(profile["scores"])
+                                         == len(profile.get("predicted", weights))):
+            return "its weights and values differ in length"
+    except TypeError as err:  # not the lists and numbers this code writes
+        return f"malformed: {err}"
+    return None
 
 
 def _new_words(window: Window, current: TextStats | None) -> list[tuple[str, int]]:

@@ -3,7 +3,7 @@
 With calibrated probabilities, a prediction of "positive" with P(positive) = p is a true positive with
 probability p and a false positive otherwise; summed over a window that gives the expected confusion
 matrix, and macro-F1 of it is the estimate (NannyML's CBPE computes the same from the same sums:
-benchmarks/bench_estimation.py holds the two side by side). The 95% interval is that of the realized
+benchmarks/bench_monitoring_truth.py holds the two side by side). The 95% interval is that of the realized
 macro-F1 if the probabilities are right: the true positives and the false negatives are sums of
 independent Bernoulli(p), approximated as normal (their exact Poisson-binomial has the same mean and
 variance), drawn `DRAWS` times. It says nothing of how wrong the calibration itself may be.

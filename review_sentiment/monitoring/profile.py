@@ -51,6 +51,12 @@ class TextStats:
                    empty=np.isnan(shares), unseen_terms=unseen)
 
 
+def stored(values: Sequence[float | None]) -> np.ndarray:
+    """A profile's values as numbers: None (a text empty after cleaning has no out-of-vocabulary share)
+    is NaN."""
+    return np.array([np.nan if v is None else v for v in values], float)
+
+
 def as_written(texts: Sequence[str], terms: Sequence[str],
                clean: Callable[[list[str]], list[str]] = clean_texts) -> dict[str, str]:
     """Each cleaned term as users wrote it: the commonest word of the texts that cleans to it ("tasty"

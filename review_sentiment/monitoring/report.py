@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from review_sentiment.monitoring.drift import Check, Window
+from review_sentiment.monitoring.profile import stored
 
 # a degraded version outranks a suspect one: its retrain is still judged on the protected set; drift
 # outranks an estimated drop, which is reported and never acted on by itself
@@ -102,14 +103,17 @@ def _plots(profile: dict, result: Check, window: Window) -> Figure:
     """Reference against now: length, out-of-vocabulary share, score."""
     figure = Figure(figsize=(13, 3.4))  # no pyplot: no global state, no screen needed
     axes = figure.subplots(1, 3)
-    pairs = [("review length (characters)", profile["lengths"], result.current.lengths),
-             ("out-of-vocabulary share", profile["oov_shares"], result.current.oov_shares),
-             ("score", profile["scores"], window.scores)]
-    for ax, (name, reference, current) in zip(axes, pairs, strict=True):
-        current = np.asarray(current, float)
-        current = current[~np.isnan(current)]
+    weights = profile.get("weights")
+    pairs = [("review length (characters)", profile["lengths"], None, result.current.lengths),
+             ("out-of-vocabulary share", profile["oov_shares"], weights, result.current.oov_shares),
+             ("score", profile["scores"], weights, window.scores)]
+    for ax, (name, reference, reference_rows, current) in zip(axes, pairs, strict=True):
+        reference = stored(reference)
+        rows = np.ones(len(reference)) if reference_rows is None else np.asarray(reference_rows, float)
+        kept, current = ~np.isnan(reference), np.asarray(current, float)
+        reference, rows, current = reference[kept], rows[kept], current[~np.isnan(current)]
         bins = np.histogram_bin_edges(np.concatenate([reference, current]), bins=30)
-        ax.hist(reference, bins=bins, density=True, alpha=0.5, label="reference")
+        ax.hist(reference, bins=bins, weights=rows, density=True, alpha=0.5, label="reference")
         ax.hist(current, bins=bins, density=True, alpha=0.5, label="now")
         ax.set(xlabel=name, ylabel="share of reviews (density)", title=name)
     axes[0].legend()

@@ -101,7 +101,7 @@ def reference_of(name: str, version: str) -> tuple[dict | None, float | None]:
         return None, None
     try:
         profile = mlflow.artifacts.load_dict(f"runs:/{registered.run_id}/{PROFILE_ARTIFACT}")
-    except (MlflowException, OSError):
+    except (MlflowException, OSError, ValueError):  # none, or not JSON: the check says it has no profile
         profile = None
     test_f1 = registered.tags.get("test_f1")
     return profile, None if test_f1 is None else float(test_f1)
@@ -150,7 +150,7 @@ def left_trigger(run: pd.Series | None) -> str | None:
                 return None
         except ObjectNotFound:  # another Prefect server, or its runs deleted since: over
             pass
-    return run["tags.status"]
+    return _tag(run, "retrain_for") or run["tags.status"]  # a check from before `retrain_for`: its status
 
 
 def _last_check_where(tag: str, value: str) -> pd.Series | None:
@@ -178,6 +178,8 @@ def metrics_of(result: Check) -> dict[str, float]:
     same rows (how far the estimate is from the truth, once the truth comes)."""
     out = {}
     for f in result.findings:
+        if f.kind == "performance":  # logged once, by the names below
+            continue
         key = f"{f.kind}/{re.sub(r'[^a-z0-9]+', '_', f.measure.lower()).strip('_')}"
         out |= {key: f.current, f"{key}/statistic": f.statistic}
     if (e := result.estimate) is not None:
@@ -190,10 +192,12 @@ def metrics_of(result: Check) -> dict[str, float]:
     return out
 
 
-def f1_history() -> pd.DataFrame:
-    """Estimated and realized macro-F1 of every check so far (the active one included), oldest first."""
-    runs = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT], order_by=["start_time ASC"],
-                              max_results=1000)
+def f1_history(log_id: str | None, prediction_log: str) -> pd.DataFrame:
+    """Estimated and realized macro-F1 of the last 1,000 checks of this log (the active one included),
+    oldest first."""
+    where = f"tags.log_id = '{log_id}'" if log_id else f"tags.prediction_log = '{without_password(prediction_log)}'"
+    runs = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT], order_by=["start_time DESC"],
+                              max_results=1000, filter_string=where).iloc[::-1]
     history = pd.DataFrame({"time": runs["start_time"]} if len(runs) else {"time": []})
     for name in F1_HISTORY:
         column = f"metrics.performance/{name}"
@@ -255,7 +259,8 @@ def monitor_predictions(
                             "feedback_trusted": sum(len(w.feedback_truth) for w in windows.values())}
                            | (metrics_of(checks[busiest]) if busiest else {}))
         title = f"Monitoring check {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {status}"
-        mlflow.log_text(html_report(title, checks, profiles, windows, f1_history()), "report.html")
+        history = f1_history(new.log_id, prediction_log)
+        mlflow.log_text(html_report(title, checks, profiles, windows, history), "report.html")
         print(f"{title} — {_read(frame, feedback, after)}\n{summary(checks)}")
         if untrusted := sum(w.untrusted_feedback for w in windows.values()):
             print(f"Not trusted: {untrusted} fed-back label{'s' * (untrusted != 1)} given without an API key (kept "
@@ -263,7 +268,8 @@ def monitor_predictions(
         if left:
             mlflow.set_tag("retrain_left_by", previous["run_id"])
         if trigger and status != SUSPECT and retrain and not last_triggered_retrain(cooldown_hours):
-            mlflow.set_tag("retrain", RETRAIN_PENDING)  # with the cursor: killed during the retrain, the next does it
+            # with the cursor: killed during the retrain, the next check does it, for the same reason
+            mlflow.set_tags({"retrain": RETRAIN_PENDING, "retrain_for": trigger})
         mlflow.set_tags({"last_prediction_row": until.prediction_row, "last_feedback_row": until.feedback_row,
                          "last_xid": until.xid})  # last: the window is read
     action = "nothing to do"  # decided after the check's run is closed: a retrain starts runs of its own

@@ -22,7 +22,6 @@ import mlflow
 import skops.io
 import yaml
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from sklearn.pipeline import Pipeline
 
 from review_sentiment.modeling.calibration import ARTIFACT as CALIBRATION_ARTIFACT
@@ -53,12 +52,16 @@ def load_pipeline(version: ModelVersion) -> Pipeline:
 
 
 def load_calibration(version: ModelVersion) -> Calibration | None:
-    """The version's calibration; None for one logged before calibration (or with an unreadable one:
-    plain numbers, so nothing in it can run, but nothing in it can be trusted either)."""
+    """The version's calibration; None for one logged before calibration. One that is there but not a
+    calibration this code wrote is refused like a crafted model (plain numbers cannot run code, but a
+    NaN or out-of-order one would give every answer a wrong or missing probability)."""
+    if not any(f.path == CALIBRATION_ARTIFACT for f in mlflow.MlflowClient().list_artifacts(version.run_id)):
+        return None
     try:
         return Calibration.from_dict(mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{CALIBRATION_ARTIFACT}"))
-    except (MlflowException, OSError, ValueError):
-        return None
+    except ValueError as err:
+        where = f"{version.name} v{version.version}"
+        raise RefusedModel(f"{where}: its {CALIBRATION_ARTIFACT} is unusable ({err})") from None
 
 
 def _checked_model_file(version: ModelVersion, tmp: Path) -> Path:

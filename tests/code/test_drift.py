@@ -7,14 +7,25 @@ import importlib.util
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from review_sentiment.data.reviews import load_reviews
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.modeling.linear import predict_with_scores
 from review_sentiment.modeling.metrics import macro_f1
-from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, MIN_WINDOW, OK, Window, check
+from review_sentiment.monitoring.drift import (
+    DEGRADED,
+    DRIFT,
+    ESTIMATED_DROP,
+    INSUFFICIENT,
+    MIN_WINDOW,
+    OK,
+    Window,
+    check,
+)
 from review_sentiment.monitoring.profile import SAMPLE_VALUES, reference_profile, vocabulary
+from review_sentiment.monitoring.report import F1_HISTORY, html_report
 from tests.helpers import PROJECT_DIR, SAMPLE, STRONG, the_split
 
 WINDOW = 200
@@ -103,3 +114,38 @@ def test_too_little_data_or_no_reference_is_never_an_alarm(trained) -> None:
     assert check(served(pipeline, few), profile, test_f1).status == INSUFFICIENT
     result = check(served(pipeline, reviews_of("food", seed=3)), None, test_f1)
     assert (result.status, result.note) == (INSUFFICIENT, "no reference profile for this version")
+
+
+def test_a_profile_it_cannot_use_is_said_and_odd_windows_are_no_alarm(trained) -> None:
+    """A malformed profile is 'unusable' in the note, not a traceback; reviews that clean to nothing
+    give no out-of-vocabulary distribution to test (the empty share does the telling); a reference
+    text empty after cleaning (None in the profile) is drawn and tested like the others."""
+    pipeline, profile, test_f1 = trained
+    window = served(pipeline, reviews_of("electronics", seed=9))
+    for broken, why in (({k: v for k, v in profile.items() if k != "lengths"}, "no lengths"),
+                        (profile | {"oov_shares": [None] * len(profile["oov_shares"])}, "no value in oov_shares"),
+                        (profile | {"weights": [1, 2]}, "weights and values differ")):
+        result = check(window, broken, test_f1)
+        assert result.status == INSUFFICIENT and why in result.note, result.note
+    emoji = served(pipeline, ["👍🔥"] * MIN_WINDOW)
+    oov = next(f for f in check(emoji, profile, test_f1).findings if f.measure == "out-of-vocabulary share")
+    assert not oov.drifted and oov.p_value is None
+    with_empty = profile | {"oov_shares": [None, *profile["oov_shares"][1:]]}
+    result = check(window, with_empty, test_f1)
+    assert result.status == OK
+    assert "data:image/png;base64," in html_report("t", {"v1": result}, {"v1": with_empty}, {"v1": window},
+                                                   pd.DataFrame(columns=["time", *F1_HISTORY]))
+
+
+def test_an_estimate_far_below_the_test_f1_is_a_finding_that_trusted_feedback_outweighs(trained) -> None:
+    pipeline, profile, test_f1 = trained
+    window = served(pipeline, reviews_of("electronics", seed=8))
+    unsure = np.where(window.labels == 1, 0.55, 0.45)  # probabilities that say the model is barely better than chance
+    doubtful = Window(window.reviews, window.labels, window.scores, unsure, np.array([], int), np.array([], int),
+                      np.array([]))
+    result = check(doubtful, profile, test_f1)
+    estimate = next(f for f in result.findings if f.measure == "estimated macro-F1")
+    assert result.status == ESTIMATED_DROP and estimate.drifted and estimate.statistic < test_f1 - 0.05
+    said = window.labels[:60]
+    confirmed = Window(window.reviews, window.labels, window.scores, unsure, said, said, unsure[:60])
+    assert len(set(said.tolist())) == 2 and check(confirmed, profile, test_f1).status == OK

@@ -11,7 +11,8 @@ import pytest
 
 import text_cleaning
 from review_sentiment.constants import CHAMPION, MODEL_NAME
-from review_sentiment.tracking.model_loading import RefusedModel, load_pipeline
+from review_sentiment.modeling.calibration import ARTIFACT as CALIBRATION_ARTIFACT
+from review_sentiment.tracking.model_loading import RefusedModel, load_calibration, load_pipeline
 from review_sentiment.tracking.model_logging import CLEANING_DIGEST_TAG, cleaning_digest
 from review_sentiment.tracking.promotion import promote_if_better
 from tests import crafted
@@ -63,3 +64,16 @@ def test_a_champion_this_code_refuses_is_replaced_by_a_candidate_it_can_score(st
     promotion = promote_if_better(MODEL_NAME, candidate, split.X_test, split.y_test)
     assert promotion.promoted and promotion.champion == str(candidate.version), promotion
     assert f"the champion is refused here ({MODEL_NAME} v{stale.version}: it was trained with other" in promotion.reason
+
+
+def test_a_version_without_calibration_has_none_and_a_broken_one_is_refused(store: Store) -> None:
+    """Versions logged before calibration serve without a probability; a calibration.json that is not
+    one this code wrote (here: thresholds out of order, which np.interp would silently misread) is
+    refused in one line rather than turned into wrong probabilities."""
+    split = the_split()
+    version = registered(split.X_train, split.y_train, WEAK)
+    assert load_calibration(version) is None
+    mlflow.MlflowClient().log_dict(version.run_id, {"schema": 1, "method": "isotonic", "x": [3.0, 1.0],
+                                                    "y": [0.0, 1.0], "cv_brier": {}}, CALIBRATION_ARTIFACT)
+    with pytest.raises(RefusedModel, match=rf"v{version.version}: its calibration.json is unusable .not a calibration"):
+        load_calibration(version)

@@ -26,7 +26,7 @@ def test_stored_maps_give_what_sklearns_calibrators_give() -> None:
     iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(decision, y)
     ours = Calibration("isotonic", iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist(), {})
     np.testing.assert_allclose(ours.probability(unseen), iso.predict(unseen), atol=1e-12)
-    platt = LogisticRegression(penalty=None).fit(decision.reshape(-1, 1), y)
+    platt = LogisticRegression(C=np.inf).fit(decision.reshape(-1, 1), y)
     ours = Calibration("sigmoid", [float(platt.coef_[0, 0])], [float(platt.intercept_[0])], {})
     np.testing.assert_allclose(ours.probability(unseen), platt.predict_proba(unseen.reshape(-1, 1))[:, 1], atol=1e-12)
 
@@ -36,7 +36,10 @@ def test_a_stored_calibration_round_trips_and_anything_else_is_refused() -> None
     assert Calibration.from_dict(made.to_dict()) == made
     for broken in ({}, {"schema": 1, "method": "magic", "x": [1], "y": [1], "cv_brier": {}},
                    {"schema": 1, "method": "sigmoid", "x": [1, 2], "y": [1], "cv_brier": {}},
-                   {"schema": 9, "method": "sigmoid", "x": [1], "y": [1], "cv_brier": {}}, [1, 2]):
+                   {"schema": 9, "method": "sigmoid", "x": [1], "y": [1], "cv_brier": {}}, [1, 2],
+                   {"schema": 1, "method": "isotonic", "x": [3, 1, 2], "y": [0, 0.5, 1], "cv_brier": {}},
+                   {"schema": 1, "method": "isotonic", "x": [1, 2], "y": [0, 7], "cv_brier": {}},
+                   {"schema": 1, "method": "sigmoid", "x": [float("inf")], "y": [0], "cv_brier": {}}):
         with pytest.raises(ValueError, match="not a calibration"):
             Calibration.from_dict(broken)
 
