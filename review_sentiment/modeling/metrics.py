@@ -25,13 +25,17 @@ def macro_f1_along(y_true: np.ndarray, y_pred: np.ndarray, axis: int = -1) -> np
     """`macro_f1` of 0/1 labels along `axis`, for many resamples at once (scipy.stats.bootstrap's
     vectorized form). Both labels always count, which is what `macro_f1` does whenever the true labels
     hold both, as every comparison here requires."""
-    f1 = []
-    for label in (0, 1):
-        true, said = y_true == label, y_pred == label
-        tp = np.sum(true & said, axis=axis)
-        wrong = np.sum(true != said, axis=axis)  # false positives plus false negatives
-        f1.append(np.divide(2 * tp, 2 * tp + wrong, out=np.zeros(np.shape(tp)), where=(2 * tp + wrong) > 0))
-    return (f1[0] + f1[1]) / 2
+    true, said = y_true == 1, y_pred == 1
+    return macro_f1_of_counts(np.sum(true & said, axis=axis), np.sum(~true & ~said, axis=axis),
+                              np.sum(true != said, axis=axis))
+
+
+def macro_f1_of_counts(tp, tn, wrong):
+    """`macro_f1` of 0/1 confusion matrices given by their true positives, true negatives and errors
+    (false positives plus false negatives); counts may be arrays, or expected counts (not integers)."""
+    def f1(hits):
+        return np.divide(2 * hits, 2 * hits + wrong, out=np.zeros(np.shape(hits)), where=(2 * hits + wrong) > 0)
+    return (f1(tp) + f1(tn)) / 2
 
 
 def expected_calibration_error(y_true: np.ndarray, probability: np.ndarray, bins: int = 15) -> float:

@@ -101,9 +101,8 @@ def bootstrap_ks(reference: np.ndarray, weights: np.ndarray, current: np.ndarray
     33 rows) moves all its rows in or out together, so the resample draws texts, not rows (a Poisson
     bootstrap); drawing rows made the reference look surer of itself than it is and real traffic alarm.
     Values are binned on the pooled quantiles (every distinct value its own bin when there are few), and
-    texts of one bin and weight are drawn together: thousands of resamples cost milliseconds."""
-    keep = ~np.isnan(reference)
-    reference, weights = reference[keep], weights[keep]
+    texts of one bin and weight are drawn together: thousands of resamples cost milliseconds. No NaN on
+    either side (`distribution` leaves them out)."""
     edges = np.unique(np.quantile(np.concatenate([reference, current]), np.linspace(0, 1, MAX_BINS + 1)[1:-1]))
     bins = len(edges) + 1
     ref_bin, cur_bin = np.searchsorted(edges, reference, side="right"), np.searchsorted(edges, current, side="right")
@@ -132,12 +131,11 @@ def distribution(kind: str, measure: str, reference: Sequence[float], weights: S
     reference = stored(reference)
     weights = np.ones(len(reference)) if weights is None else np.asarray(weights, float)
     current = np.asarray(current, float)
-    current = current[~np.isnan(current)]
+    current, keep = current[~np.isnan(current)], ~np.isnan(reference)
+    reference, weights = reference[keep], weights[keep]
     if not len(current):  # every review of the window was empty after cleaning: the empty share says so
         return Finding(kind, measure, float("nan"), float("nan"), 0.0, None, False)
     statistic, p_value = bootstrap_ks(reference, weights, current, seed)
-    keep = ~np.isnan(reference)
-    reference, weights = reference[keep], weights[keep]
     if shares:
         then, now = float(np.average(reference, weights=weights)), float(current.mean())
     else:

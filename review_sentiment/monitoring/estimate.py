@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from review_sentiment.modeling.metrics import macro_f1_of_counts
+
 DRAWS = 4000
 MIN_ROWS = 100  # fewer predictions with a probability: no estimate
 
@@ -28,11 +30,7 @@ class Estimate:
 
 def _macro_f1(tp: np.ndarray, fn: np.ndarray, predicted_pos: int, predicted_neg: int) -> np.ndarray:
     """Macro-F1 of confusion matrices given by their true positives and false negatives."""
-    fp, tn = predicted_pos - tp, predicted_neg - fn
-    wrong = fp + fn
-    f1_pos = np.divide(2 * tp, 2 * tp + wrong, out=np.zeros(np.shape(tp)), where=(2 * tp + wrong) > 0)
-    f1_neg = np.divide(2 * tn, 2 * tn + wrong, out=np.zeros(np.shape(tn)), where=(2 * tn + wrong) > 0)
-    return (f1_pos + f1_neg) / 2
+    return macro_f1_of_counts(tp, predicted_neg - fn, (predicted_pos - tp) + fn)
 
 
 def estimated_macro_f1(predicted: np.ndarray, probability: np.ndarray, seed: int = 0) -> Estimate:
