@@ -1,0 +1,31 @@
+# One image for every role of the pipeline: tuning, the Prefect schedules, the prediction service, and
+# the MLflow and Prefect servers (both ship with the project's requirements).
+#   docker build -t review-sentiment .            (podman build … the same)
+# BASE_IMAGE: any Debian-like image with Python ≥ 3.11 and its venv module.
+ARG BASE_IMAGE=python:3.12-slim
+
+FROM ${BASE_IMAGE} AS dependencies
+# A proxy's CA for pip, only where the build host needs one: an ARG reaches RUN as an environment
+# variable and is left nowhere in the image.
+ARG PIP_CERT
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python3 -m venv /opt/venv
+COPY requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install -r /tmp/requirements.txt
+
+FROM ${BASE_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    PREFECT_HOME=/home/app/.prefect
+RUN useradd --create-home --uid 10001 app && mkdir /data && chown app /data
+COPY --from=dependencies /opt/venv /opt/venv
+WORKDIR /app
+# The code last: a code change rebuilds this layer only.
+COPY text_cleaning.py sentiment_mlflow_optuna.py ml_orchestration_flipkart.py serve_api.py stack.py ./
+COPY data/nltk_data data/nltk_data
+COPY data/sample_reviews.csv data/
+COPY review_sentiment review_sentiment
+USER app
+EXPOSE 8000
+CMD ["python", "serve_api.py", "--host", "0.0.0.0"]
