@@ -16,8 +16,8 @@ RUN /opt/venv/bin/pip install -r /tmp/requirements.txt
 FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
-    PREFECT_SERVER_ANALYTICS_ENABLED=false \
-    PREFECT_HOME=/home/app/.prefect
+    PREFECT_SERVER_ANALYTICS_ENABLED=false GIT_PYTHON_REFRESH=quiet \
+    PREFECT_HOME=/home/app/.prefect PREFECT_UI_STATIC_DIRECTORY=/home/app/.prefect/ui
 RUN useradd --create-home --uid 10001 app && mkdir /data && chown app /data
 COPY --from=dependencies /opt/venv /opt/venv
 WORKDIR /app
