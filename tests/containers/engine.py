@@ -1,0 +1,95 @@
+"""The container engine as the tests drive it: podman (runc, explicit ulimits, as this machine needs)
+and podman-compose on the repo's own compose.yaml; base images built here from Debian's packages, cached
+by the digest of what builds them, because no image registry is reachable."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers import PROJECT_DIR
+
+HERE = Path(__file__).resolve().parent
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # a proxy's CA, where the build host has one
+CONF = "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\n"
+
+
+def environment(tmp: Path) -> dict[str, str]:
+    """podman's settings for this machine (runc; the default ulimits are refused here)."""
+    conf = tmp / "containers.conf"
+    conf.write_text(CONF)
+    return os.environ | {"CONTAINERS_CONF": str(conf)}
+
+
+def podman(env: dict[str, str], *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], env=env, check=check, capture_output=True, text=True, timeout=timeout)
+
+
+def _digest(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def base_image(env: dict[str, str], tmp: Path) -> str:
+    """Debian bookworm minbase with Python 3.11 and venv, from Debian's packages (debootstrap)."""
+    tag = f"localhost/review-sentiment-base:{_digest(Path(__file__))}"
+    if podman(env, "image", "exists", tag, check=False).returncode:
+        root = tmp / "rootfs"
+        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+                        "bookworm", str(root)], check=True, capture_output=True, timeout=900)
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["podman", "import", "-", tag], stdin=tar.stdout, env=env, check=True, capture_output=True)
+        tar.wait()
+        shutil.rmtree(root, ignore_errors=True)
+    return tag
+
+
+def build(env: dict[str, str], tag: str, context: Path, base: str, dockerfile: Path | None = None) -> float:
+    """`podman build` with BASE_IMAGE (and the host's CA for pip where it has one); seconds taken."""
+    args = ["build", "-q", "-t", tag, "--build-arg", f"BASE_IMAGE={base}"]
+    if CA_BUNDLE.is_file():
+        args += ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro", "--build-arg", f"PIP_CERT={CA_BUNDLE}"]
+    if dockerfile is not None:
+        args += ["-f", str(dockerfile)]
+    started = time.monotonic()
+    podman(env, *args, str(context), timeout=1800)
+    return time.monotonic() - started
+
+
+def images(env: dict[str, str], tmp: Path) -> dict[str, str]:
+    """The app image from the repo's Dockerfile and the PostgreSQL stand-in, on the Debian base."""
+    base = base_image(env, tmp)
+    postgres = f"localhost/postgres-standin:{_digest(HERE / 'postgres.Dockerfile', HERE / 'postgres-entrypoint.sh')}"
+    if podman(env, "image", "exists", postgres, check=False).returncode:
+        build(env, postgres, HERE, base, HERE / "postgres.Dockerfile")
+    app = "localhost/review-sentiment:test"
+    build(env, app, PROJECT_DIR, base)
+    return {"APP_IMAGE": app, "POSTGRES_IMAGE": postgres, "BASE_IMAGE": base}
+
+
+class Compose:
+    """The repo's compose.yaml run from a folder of its own (its .env, its data), as a user runs it."""
+
+    def __init__(self, folder: Path, env: dict[str, str], key: str = "") -> None:
+        self.folder, self.env, self.key = folder, env, key
+        shutil.copy(PROJECT_DIR / "compose.yaml", folder / "compose.yaml")
+        shutil.copytree(PROJECT_DIR / "containers", folder / "containers", dirs_exist_ok=True)
+        (folder / "data").mkdir(exist_ok=True)
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        compose = [str(Path(sys.executable).parent / "podman-compose"), "-p", "rs-test"]
+        return subprocess.run([*compose, *args], cwd=self.folder, env=self.env, check=check, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def container(self, service: str) -> str:
+        return f"rs-test_{service}_1"
+
+    def healthy(self, service: str) -> bool:
+        """podman 4 without systemd runs no health checks by itself: run the service's now."""
+        return podman(self.env, "healthcheck", "run", self.container(service), check=False).returncode == 0
