@@ -46,7 +46,7 @@ class Server:
     ready_path: str
     predict_path: str
     payload_key: str
-    process: subprocess.Popen
+    process: subprocess.Popen | None  # None: started elsewhere (a container)
 
     def body(self, reviews: list[str]) -> bytes:
         return json.dumps({self.payload_key: reviews}).encode()
@@ -69,9 +69,7 @@ def main() -> int:
         env = dict(os.environ, MLFLOW_TRACKING_URI=store, MLFLOW_REGISTRY_URI=store,
                    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
         if not args.tracking_uri:
-            print("Training a champion on the sample in a temporary store…", flush=True)
-            subprocess.run([sys.executable, str(PROJECT / "sentiment_mlflow_optuna.py"), "--trials", "6",
-                            "--folds", "3"], cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
+            train_champion(env, tmp)
         timings: dict[tuple[str, str], tuple[list[float], float]] = {}
         per_round: dict[tuple[str, str], list[float]] = {}  # req/s
         for round_ in range(args.rounds):
@@ -92,13 +90,21 @@ def main() -> int:
                         per_round.setdefault((load, server.name), []).append(len(latencies) / elapsed)
             finally:
                 for server in servers:
-                    server.process.terminate()
-                    server.process.wait(timeout=30)
+                    if server.process is not None:
+                        server.process.terminate()
+                        server.process.wait(timeout=30)
     sizes = {load: size for load, size, _, _ in loads(args)}
     print_table([(load, name, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)),
                   len(latencies) / elapsed, len(latencies) * sizes[load] / elapsed)
                  for (load, name), (latencies, elapsed) in timings.items()], per_round)
     return 0
+
+
+def train_champion(env: dict, folder: str) -> None:
+    """A champion (and two other versions) tuned on the sample into the store `env` names."""
+    print("Training a champion on the sample in a temporary store…", flush=True)
+    subprocess.run([sys.executable, str(PROJECT / "sentiment_mlflow_optuna.py"), "--trials", "6", "--folds", "3"],
+                   cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 def loads(args: argparse.Namespace) -> list[tuple[str, int, int, int]]:
@@ -140,7 +146,7 @@ def free_port() -> int:
 def wait_ready(server: Server, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
+        if server.process is not None and server.process.poll() is not None:
             raise SystemExit(f"{server.name} exited with status {server.process.returncode}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2)
@@ -189,8 +195,9 @@ def request_bytes(server: Server, body: bytes) -> bytes:
 
 
 async def exchange(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   request: bytes) -> None:
-    """One request on a kept-alive connection, its whole answer read (and not parsed: not timed)."""
+                   request: bytes) -> bool:
+    """One request on a kept-alive connection, its whole answer read (and not parsed: not timed); True
+    if the server closes the connection after it (nginx, in front of MLflow's image, does every 1,000)."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
@@ -199,6 +206,7 @@ async def exchange(server: Server, reader: asyncio.StreamReader, writer: asyncio
     body = await reader.readexactly(int(length.group(1)))
     if not head.startswith(b"HTTP/1.1 200 "):
         raise SystemExit(f"{server.name}: {head.splitlines()[0]!r}: {body[:200]!r}")
+    return re.search(rb"(?i)\r\nconnection: *close", head) is not None
 
 
 async def _drive(server: Server, requests: list[bytes], clients: int) -> tuple[list[float], float]:
@@ -211,8 +219,12 @@ async def _drive(server: Server, requests: list[bytes], clients: int) -> tuple[l
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mine: list[bytes]) -> None:
         for request in mine:
             t = time.perf_counter()
-            await exchange(server, reader, writer, request)
+            closing = await exchange(server, reader, writer, request)
             latencies.append((time.perf_counter() - t) * 1000)
+            if closing:  # a new connection, as any client would open: counted in the req/s, not the latency
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.close()
 
     gc.collect()
     gc.freeze()  # keep the client's own garbage collection out of the timings
@@ -221,8 +233,6 @@ async def _drive(server: Server, requests: list[bytes], clients: int) -> tuple[l
                            for n, (reader, writer) in enumerate(connections)))
     elapsed = time.perf_counter() - started
     gc.unfreeze()
-    for _, writer in connections:
-        writer.close()
     return latencies, elapsed
 
 

@@ -15,10 +15,12 @@ import mlflow
 import pytest
 
 from review_sentiment.orchestration.local_prefect import LocalServer, quiet_prefect_env
+from tests.containers.engine import Images
 from tests.helpers import FAST, SAMPLE, Store, run_script
 
 E2E_DIR = Path(__file__).parent / "e2e"
 PREFECT_SERVER = pytest.StashKey[LocalServer]()
+IMAGES = pytest.StashKey[Images]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,10 +31,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/e2e is e2e: `-m "not e2e"` leaves out real servers and schedules."""
+    """Everything under tests/e2e is e2e: `-m "not e2e"` leaves out real servers and schedules. The
+    container tests run last, so that their images build while the others run."""
     for item in items:
         if E2E_DIR in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: item.get_closest_marker("container") is not None)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -43,6 +47,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         env = quiet_prefect_env({k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
                                 | {"PREFECT_HOME": str(home)})
         session.config.stash[PREFECT_SERVER] = LocalServer.start(env)
+    if any(item.get_closest_marker("container") for item in session.items):
+        session.config.stash[IMAGES] = Images()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -50,6 +56,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if server:
         server.stop()
         shutil.rmtree(server.home, ignore_errors=True)
+    images = session.config.stash.get(IMAGES, None)
+    if images:
+        images.remove_folder()
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +66,12 @@ def prefect_server(request: pytest.FixtureRequest) -> str:
     """The API URL of a real Prefect server (`prefect server start`, as the CLI starts one) for the
     whole session, once it answers."""
     return request.config.stash[PREFECT_SERVER].wait_healthy()
+
+
+@pytest.fixture(scope="session")
+def container_images(request: pytest.FixtureRequest) -> tuple[dict[str, str], dict[str, str]]:
+    """podman's environment and the images' names (APP_IMAGE, POSTGRES_IMAGE, BASE_IMAGE), once built."""
+    return request.config.stash[IMAGES].wait()
 
 
 @pytest.fixture(scope="session")

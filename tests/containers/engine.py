@@ -8,13 +8,19 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from tests.helpers import PROJECT_DIR
 
 HERE = Path(__file__).resolve().parent
+POSTGRES_FILES = ("postgres.Dockerfile", "postgres-entrypoint.sh")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # a proxy's CA, where the build host has one
+# What the base image is made of; its tag is this recipe's digest, so a change here builds a new one.
+BASE_RECIPE = ("debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates", "bookworm")
 CONF = "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\n"
 
 
@@ -29,20 +35,19 @@ def podman(env: dict[str, str], *args: str, check: bool = True, timeout: float =
     return subprocess.run(["podman", *args], env=env, check=check, capture_output=True, text=True, timeout=timeout)
 
 
-def _digest(*paths: Path) -> str:
+def _digest(*parts: bytes) -> str:
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.read_bytes())
+    for part in parts:
+        digest.update(part)
     return digest.hexdigest()[:12]
 
 
 def base_image(env: dict[str, str], tmp: Path) -> str:
     """Debian bookworm minbase with Python 3.11 and venv, from Debian's packages (debootstrap)."""
-    tag = f"localhost/review-sentiment-base:{_digest(Path(__file__))}"
+    tag = f"localhost/review-sentiment-base:{_digest(' '.join(BASE_RECIPE).encode())}"
     if podman(env, "image", "exists", tag, check=False).returncode:
         root = tmp / "rootfs"
-        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-                        "bookworm", str(root)], check=True, capture_output=True, timeout=900)
+        subprocess.run([*BASE_RECIPE, str(root)], check=True, capture_output=True, timeout=900)
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
         subprocess.run(["podman", "import", "-", tag], stdin=tar.stdout, env=env, check=True, capture_output=True)
         tar.wait()
@@ -50,9 +55,10 @@ def base_image(env: dict[str, str], tmp: Path) -> str:
     return tag
 
 
-def build(env: dict[str, str], tag: str, context: Path, base: str, dockerfile: Path | None = None) -> float:
+def build(env: dict[str, str], tag: str, context: Path, base: str, dockerfile: Path | None = None,
+          extra: tuple[str, ...] = ()) -> float:
     """`podman build` with BASE_IMAGE (and the host's CA for pip where it has one); seconds taken."""
-    args = ["build", "-q", "-t", tag, "--build-arg", f"BASE_IMAGE={base}"]
+    args = ["build", "-q", "-t", tag, "--build-arg", f"BASE_IMAGE={base}", *extra]
     if CA_BUNDLE.is_file():
         args += ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro", "--build-arg", f"PIP_CERT={CA_BUNDLE}"]
     if dockerfile is not None:
@@ -65,12 +71,37 @@ def build(env: dict[str, str], tag: str, context: Path, base: str, dockerfile: P
 def images(env: dict[str, str], tmp: Path) -> dict[str, str]:
     """The app image from the repo's Dockerfile and the PostgreSQL stand-in, on the Debian base."""
     base = base_image(env, tmp)
-    postgres = f"localhost/postgres-standin:{_digest(HERE / 'postgres.Dockerfile', HERE / 'postgres-entrypoint.sh')}"
+    recipe = [base.encode(), *((HERE / name).read_bytes() for name in POSTGRES_FILES)]
+    postgres = f"localhost/postgres-standin:{_digest(*recipe)}"
     if podman(env, "image", "exists", postgres, check=False).returncode:
         build(env, postgres, HERE, base, HERE / "postgres.Dockerfile")
     app = "localhost/review-sentiment:test"
     build(env, app, PROJECT_DIR, base)
     return {"APP_IMAGE": app, "POSTGRES_IMAGE": postgres, "BASE_IMAGE": base}
+
+
+class Images:
+    """The images built in a thread of their own, started as the session starts: the cold builds
+    (~3 min in CI) then run beside the tests before the container tests, which come last."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="container-tests-"))
+        self.env = environment(self.folder)
+        self.built: Future[dict[str, str]] = Future()
+        threading.Thread(target=self._build, daemon=True).start()
+
+    def _build(self) -> None:
+        try:
+            self.built.set_result(images(self.env, self.folder))
+        except BaseException as error:  # handed to the test that waits for the images
+            self.built.set_exception(error)
+
+    def wait(self) -> tuple[dict[str, str], dict[str, str]]:
+        """podman's environment and the images' names, once they are built."""
+        return self.env, self.built.result()
+
+    def remove_folder(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class Compose:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import threading
 import time
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from review_sentiment.data.reviews import load_texts
-from tests.containers.engine import Compose, environment, images, podman
+from tests.containers.engine import Compose, podman
 from tests.helpers import SAMPLE, wait_for
 
 pytestmark = [pytest.mark.container, pytest.mark.e2e]
@@ -34,15 +35,8 @@ def call(path: str, body: object | None = None, key: str | None = None) -> tuple
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], dict[str, str]]:
-    tmp = tmp_path_factory.mktemp("engine")
-    env = environment(tmp)
-    return env, images(env, tmp)
-
-
-@pytest.fixture(scope="module")
-def compose(engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
-    env, built = engine
+def compose(container_images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
+    env, built = container_images
     folder = tmp_path_factory.mktemp("stack")
     key = secrets.token_hex(16)
     (folder / ".env").write_text(f"POSTGRES_PASSWORD={secrets.token_hex(16)}\nREVIEW_SENTIMENT_API_KEY={key}\n")
@@ -60,7 +54,9 @@ def served(compose: Compose) -> None:
     compose("up", "-d")
     wait_for(lambda: all(compose.healthy(s) for s in ("db", "mlflow", "prefect")), 180, "db, mlflow, prefect healthy")
     if call("/health")[0] != 200:
-        tuned = compose("--profile", "tune", "run", "--rm", "tune", "--workers", "2", "--trials", "6", timeout=1200)
+        shutil.copy(SAMPLE, compose.folder / "data" / "reviews.csv")  # the user's CSV, mounted read-only
+        tuned = compose("--profile", "tune", "run", "--rm", "tune", "--data", "/data/reviews.csv", "--workers", "2",
+                        "--trials", "6", timeout=1200)
         assert "Champion: models:/FlipkartSentimentModel@champion" in tuned.stdout, tuned.stdout[-2000:]
     wait_for(lambda: call("/health")[0] == 200, 120, "the api to serve the champion")
     print(f"up → served in {time.monotonic() - started:.0f} s")
@@ -131,8 +127,8 @@ def test_down_v_leaves_nothing_of_the_project(compose: Compose) -> None:
     assert not [n for n in volumes + networks + containers if n.startswith("rs-test")], (containers, volumes, networks)
 
 
-def test_the_image_runs_as_a_user_and_holds_no_secret(engine) -> None:
-    env, built = engine
+def test_the_image_runs_as_a_user_and_holds_no_secret(container_images) -> None:
+    env, built = container_images
     assert podman(env, "run", "--rm", built["APP_IMAGE"], "id", "-u").stdout.strip() != "0"
     history = podman(env, "history", "--no-trunc", "--format", "{{.CreatedBy}}", built["APP_IMAGE"]).stdout.lower()
     assert not any(word in history for word in ("password", "api_key", "secret"))
