@@ -60,6 +60,8 @@ def served(compose: Compose) -> None:
         assert "Champion: models:/FlipkartSentimentModel@champion" in tuned.stdout, tuned.stdout[-2000:]
     wait_for(lambda: call("/health")[0] == 200, 120, "the api to serve the champion")
     print(f"up → served in {time.monotonic() - started:.0f} s")
+    state = podman(compose.env, "inspect", compose.container("scheduler"), "--format", "{{.State.Status}}").stdout
+    assert state.strip() == "running", state  # the schedules: no health check of their own, but up
 
 
 def test_the_stack_tunes_serves_checks_and_keeps_its_data_across_down_and_up(compose: Compose) -> None:
