@@ -8,8 +8,8 @@ ARG BASE_IMAGE=python:3.12-slim
 
 # Stage 1: the dependencies in a venv — minutes, rebuilt only when requirements.txt changes.
 FROM ${BASE_IMAGE} AS dependencies
-# A proxy's CA for pip, only where the build host needs one: an ARG reaches RUN as an environment
-# variable and is left nowhere in the image.
+# A proxy's CA for pip, only where the build host needs one: the path reaches RUN as an environment
+# variable (and shows in the image's history: a path, never a secret); the file is mounted for the build.
 ARG PIP_CERT
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/venv

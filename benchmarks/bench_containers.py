@@ -13,7 +13,9 @@ once it is on record. Both containers get the same single CPU (the clients use t
 same memory of the page cache: each is started three times, the median cold start is shown, and
 driven in each of the three rounds (interleaved, so that drift on the machine hits both alike). Ours is
 timed twice: reading the model from the MLflow store's SQLite file, as MLflow's reads its copy, and from
-an MLflow server, as compose.yaml runs it (opening MLflow's SQLite store costs ~0.8 s).
+an MLflow server already running (as in compose.yaml's stack; opening MLflow's SQLite store costs ~0.8 s).
+Each side runs its server's defaults: MLflow's starts one uvicorn worker per CPU it sees (2 here, on the
+one CPU it gets), ours one process.
 
 Build times: cold (no cache), warm (nothing changed), and after the change each side makes routinely —
 for us a code change (the model comes from the registry at run time, so a new model needs no build),
@@ -49,7 +51,7 @@ CONTEXT = ("Dockerfile", ".dockerignore", "requirements.txt", "text_cleaning.py"
            "review_sentiment")
 THEIRS = "MLflow's"
 FROM_SERVER = "ours, MLflow server"  # as in compose.yaml: the model from the stack's MLflow server
-NETWORK = "bench-containers"
+NETWORK, TRACKING = "bench-containers", "bench-tracking"
 ROUNDS = 3
 GOALS = {"image size": 0.5, "cold start": 0.5, "1 review": 3.0, "100 reviews": 2.0}  # ours / MLflow's
 
@@ -60,6 +62,8 @@ def main() -> int:
     parser.add_argument("--single", type=int, default=1500, help="single-review requests per server")
     parser.add_argument("--batches", type=int, default=300, help="100-review requests per server")
     args = parser.parse_args()
+    if len(CPUS) > 1:
+        os.sched_setaffinity(0, CPUS[:-1])  # the clients (and the builds) off the servers' CPU
     texts = pd.read_csv(SAMPLE_DATA)["Review text"].dropna().astype(str).tolist()
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as folder:
         tmp = Path(folder)
@@ -100,26 +104,34 @@ def main() -> int:
                                                               (THEIRS, "localhost/bench-mlflow"))}
         starts: dict[str, list[float]] = {"ours": [], THEIRS: [], FROM_SERVER: []}
         timings: dict[tuple[str, str], tuple[list[float], float]] = {}
-        tracking = tracking_server(env, store)
         rounds: dict[tuple[str, str], list[float]] = {}  # req/s of each round
-        for attempt in range(ROUNDS):
-            for side in ("ours", THEIRS, FROM_SERVER) if attempt % 2 == 0 else (FROM_SERVER, THEIRS, "ours"):
-                server, seconds = start(env, side, store, texts, tracking)
-                starts[side].append(seconds)
-                print(f"{side} server: first 200 {seconds:.2f} s after `podman run`", flush=True)
-                try:
-                    if side != FROM_SERVER:  # a third of the requests in each round, the rounds interleaved
-                        for load, size, count in (("1 review", 1, args.single), ("100 reviews", 100, args.batches)):
-                            latencies, elapsed = drive(server, texts, size, count // ROUNDS, 1)
-                            before = timings.get((load, side), ([], 0.0))
-                            timings[load, side] = (before[0] + latencies, before[1] + elapsed)
-                            rounds.setdefault((load, side), []).append(len(latencies) / elapsed)
-                finally:
-                    podman(env, "rm", "-f", server.name)
-        podman(env, "rm", "-f", tracking)
-        podman(env, "network", "rm", NETWORK)
+        try:
+            drive_rounds(env, store, texts, args, tracking_server(env, store), starts, timings, rounds)
+        finally:
+            podman(env, "rm", "-f", TRACKING, check=False)
+            podman(env, "network", "rm", NETWORK, check=False)
     print_table(builds, sizes, starts, timings, rounds)
     return 0
+
+
+def drive_rounds(env: dict[str, str], store: Path, texts: list[str], args: argparse.Namespace, tracking: str,
+                 starts: dict[str, list[float]], timings: dict[tuple[str, str], tuple[list[float], float]],
+                 rounds: dict[tuple[str, str], list[float]]) -> None:
+    """Each side started (and timed to its first 200) once per round, then driven with a share of the load."""
+    for attempt in range(ROUNDS):
+        for side in ("ours", THEIRS, FROM_SERVER) if attempt % 2 == 0 else (FROM_SERVER, THEIRS, "ours"):
+            server, seconds = start(env, side, store, texts, tracking)
+            starts[side].append(seconds)
+            print(f"{side} server: first 200 {seconds:.2f} s after `podman run`", flush=True)
+            try:
+                if side != FROM_SERVER:  # a third of the requests in each round, the rounds interleaved
+                    for load, size, count in (("1 review", 1, args.single), ("100 reviews", 100, args.batches)):
+                        latencies, elapsed = drive(server, texts, size, count // ROUNDS, 1)
+                        before = timings.get((load, side), ([], 0.0))
+                        timings[load, side] = (before[0] + latencies, before[1] + elapsed)
+                        rounds.setdefault((load, side), []).append(len(latencies) / elapsed)
+            finally:
+                podman(env, "rm", "-f", server.name)
 
 
 def versions(store: str) -> tuple[str, str]:
@@ -165,7 +177,7 @@ def image_size(env: dict[str, str], tag: str) -> float:
 
 def tracking_server(env: dict[str, str], store: Path) -> str:
     """An MLflow server from our image on the store, as compose.yaml runs one; its container's name."""
-    name, port = "bench-tracking", free_port()
+    name, port = TRACKING, free_port()
     podman(env, "network", "create", NETWORK)
     podman(env, "run", "-d", "--name", name, "--network", NETWORK, "-p", f"127.0.0.1:{port}:5000",
            "-v", f"{store}:{store}", "localhost/bench-ours", "mlflow", "server", "--host", "0.0.0.0", "--port", "5000",

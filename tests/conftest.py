@@ -47,7 +47,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         env = quiet_prefect_env({k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
                                 | {"PREFECT_HOME": str(home)})
         session.config.stash[PREFECT_SERVER] = LocalServer.start(env)
-    if any(item.get_closest_marker("container") for item in session.items):
+    if not session.config.option.collectonly and any(item.get_closest_marker("container") for item in session.items):
         session.config.stash[IMAGES] = Images()
 
 

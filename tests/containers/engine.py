@@ -32,7 +32,11 @@ def environment(tmp: Path) -> dict[str, str]:
 
 
 def podman(env: dict[str, str], *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], env=env, check=check, capture_output=True, text=True, timeout=timeout)
+    """`podman ARGS`; with `check`, a failure raises with the end of what podman said."""
+    done = subprocess.run(["podman", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode:
+        raise RuntimeError(f"podman {' '.join(args[:3])} … exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return done
 
 
 def _digest(*parts: bytes) -> str:
@@ -91,6 +95,9 @@ class Images:
         threading.Thread(target=self._build, daemon=True).start()
 
     def _build(self) -> None:
+        # Niceness is per thread on Linux, and what this thread starts (debootstrap, podman and the builds'
+        # RUN steps) inherits it: the tests running meanwhile get the CPU first.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         try:
             self.built.set_result(images(self.env, self.folder))
         except BaseException as error:  # handed to the test that waits for the images
@@ -101,7 +108,9 @@ class Images:
         return self.env, self.built.result()
 
     def remove_folder(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Only once the build is over: a session ended early (-x, Ctrl-C) leaves a build still using it."""
+        if self.built.done():
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class Compose:
