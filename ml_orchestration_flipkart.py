@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     score = commands.add_parser("score", help="label a CSV of new reviews with the champion model")
     score.add_argument("--input", required=True, help="CSV of reviews to score")
     score.add_argument("--output", required=True, help="predictions CSV to write")
-    score.add_argument("--text-col", default=DEFAULT_TEXT_COL)
+    score.add_argument("--text-col", default=DEFAULT_TEXT_COL, help=f"review text column ({DEFAULT_TEXT_COL!r})")
     return parser.parse_args(argv)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -95,9 +96,20 @@ def log_counts(predictions: pd.DataFrame, model_uri: str, version: str, input_pa
                             "no_text": int(predictions["label"].isna().sum())})
 
 
+@dataclass(frozen=True)
+class ScoredFile:
+    """What a scoring run wrote: one row per input row, labelled where the row had text."""
+    rows: int
+    labelled: int
+
+    def __str__(self) -> str:
+        blank = self.rows - self.labelled
+        return f"{self.labelled} of {self.rows} rows" + (f" ({blank} without text, left unlabelled)" if blank else "")
+
+
 @flow(name="score_reviews", log_prints=True)
 def score_reviews(input_path: str, output_path: str, text_col: str = DEFAULT_TEXT_COL,
-                  model_uri: str = DEFAULT_MODEL_URI) -> int:
+                  model_uri: str = DEFAULT_MODEL_URI) -> ScoredFile:
     data_errors_in_one_line()
     check_paths(input_path, output_path)
     texts = read_reviews(input_path, text_col)
@@ -105,5 +117,6 @@ def score_reviews(input_path: str, output_path: str, text_col: str = DEFAULT_TEX
     predictions = score(model, texts, calibration)
     write_predictions(predictions, output_path)
     log_counts(predictions, model_uri, version, input_path)
-    get_run_logger().info("scored %d reviews with %s (v%s) into %s", len(predictions), model_uri, version, output_path)
-    return len(predictions)
+    scored = ScoredFile(rows=len(predictions), labelled=int(predictions["label"].notna().sum()))
+    get_run_logger().info("scored %s with %s (v%s) into %s", scored, model_uri, version, output_path)
+    return scored

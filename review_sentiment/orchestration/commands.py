@@ -131,5 +131,4 @@ def score_file(input_path: str, output_path: str, text_col: str) -> None:
     mistakes fail here, before a Prefect API is started for the flow (which checks them again)."""
     check_paths(input_path, output_path)
     quiet_mlflow_warnings()
-    rows = score_reviews(input_path, output_path, text_col)
-    print(f"Scored {rows} reviews into {output_path}")
+    print(f"Scored {score_reviews(input_path, output_path, text_col)} into {output_path}")

@@ -20,7 +20,7 @@ from review_sentiment.data import reviews
 from review_sentiment.modeling import calibration, families, fast_scorer, linear, metrics
 from review_sentiment.monitoring import profile
 from review_sentiment.orchestration import retrain
-from review_sentiment.orchestration.batch_scoring import score_reviews
+from review_sentiment.orchestration.batch_scoring import ScoredFile, score_reviews
 from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.tracking import model_logging
 from review_sentiment.tracking.promotion import promote_if_better
@@ -130,7 +130,8 @@ def test_scorer_writes_one_prediction_per_input_row(store: Store, tmp_path: Path
     texts = ["Not good at all", None, "Superb laptop 👍", "ok"]
     pd.DataFrame({"Review text": texts, "x": range(4)}).to_csv(new, index=False)
     out = tmp_path / "preds.csv"
-    assert score_reviews(str(new), str(out)) == 4
+    scored = score_reviews(str(new), str(out))
+    assert scored == ScoredFile(rows=4, labelled=3) and str(scored) == "3 of 4 rows (1 without text, left unlabelled)"
     preds = pd.read_csv(out)
     assert list(preds.columns) == ["row_id", "review", "label", "score", "probability"]
     assert preds.row_id.tolist() == [0, 1, 2, 3]
@@ -142,7 +143,7 @@ def test_scorer_writes_one_prediction_per_input_row(store: Store, tmp_path: Path
 
     one_column = tmp_path / "one.csv"  # a blank line there is an empty review, and still a row
     one_column.write_text("Review text\nSuperb laptop\n\nNot good at all\n", encoding="utf-8")
-    assert score_reviews(str(one_column), str(out)) == 3
+    assert score_reviews(str(one_column), str(out)) == ScoredFile(rows=3, labelled=2)
     preds = pd.read_csv(out)
     assert preds.row_id.tolist() == [0, 1, 2] and preds.review.iloc[2] == "Not good at all"
     assert pd.isna(preds.label.iloc[1]) and preds.label.iloc[2] == "negative"
