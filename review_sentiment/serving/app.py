@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from importlib.metadata import version
 from importlib.resources import files
 from typing import Annotated, Literal
 
@@ -173,8 +172,7 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
     description = (f"Labels product reviews with the registry's `champion` model. Up to {MAX_REVIEWS} reviews per "
                    f"request, each at most {MAX_REVIEW_CHARS} characters; bodies over {MAX_BODY_BYTES // 2**20} MiB "
                    "get 413.")
-    app = FastAPIOffline(title="Flipkart review sentiment", version=version("review-sentiment"),
-                         description=description, lifespan=lifespan)
+    app = FastAPIOffline(title="Flipkart review sentiment", description=description, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     predictions_made = instrument(app, prediction_log, watcher)
     page = PAGE.read_text(encoding="utf-8")

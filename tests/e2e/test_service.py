@@ -9,7 +9,6 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from importlib.metadata import version
 from pathlib import Path
 
 import httpx
@@ -300,7 +299,7 @@ def test_metrics_parse_and_count_what_was_sent(server: httpx.Client) -> None:
 
 def test_api_docs_work_with_no_network(server: httpx.Client) -> None:
     info = server.get("/openapi.json").json()["info"]
-    assert info["version"] == version("review-sentiment") and "8 MiB" in info["description"], info
+    assert "8 MiB" in info["description"], info
     for page in ("/docs", "/redoc"):
         html = server.get(page).text
         assert "https://" not in html and "cdn" not in html.lower(), html
