@@ -1,5 +1,6 @@
-"""`ml_orchestration_flipkart.py score` as a user runs it: path mistakes are one line and exit 2,
-before a Prefect API is started, retried or anything is written."""
+"""`ml_orchestration_flipkart.py` as a user runs it: each command with its own options, the older
+spellings still meaning what they meant; path mistakes are one line and exit 2, before a Prefect API
+is started, retried or anything is written."""
 from __future__ import annotations
 
 import os
@@ -45,3 +46,37 @@ def test_a_work_pool_without_a_prefect_server_is_one_line(tmp_path: Path) -> Non
     assert done.returncode == 2 and done.stderr == (
         "error: a work pool lives on a Prefect server: set PREFECT_API_URL (e.g. `python stack.py up`, then export "
         "what it prints)\n"), done.stderr
+
+
+@pytest.mark.parametrize("argv, command", [
+    ([], "serve"), (["serve"], "serve"), (["retrain"], "retrain"), (["monitor"], "monitor"),
+    (["deploy", "--work-pool", "p"], "deploy"), (["score", "--input", "a.csv", "--output", "b.csv"], "score"),
+    (["--once"], "retrain"), (["monitor", "--once"], "monitor"), (["--work-pool", "p"], "deploy"),
+], ids=["no command", "serve", "retrain", "monitor", "deploy", "score", "old --once", "old monitor --once",
+        "old --work-pool"])
+def test_every_command_and_its_older_spelling_parse_to_one_command(argv: list[str], command: str) -> None:
+    assert ml_orchestration_flipkart.parse_args(argv).command == command
+
+
+@pytest.mark.parametrize("argv", [["--text-col", "Review", "score", "--input", "a.csv", "--output", "b.csv"],
+                                  ["score", "--input", "a.csv", "--output", "b.csv", "--text-col", "Review"]],
+                         ids=["before the command", "after it"])
+def test_an_option_before_the_command_is_not_reset_by_the_commands_default(argv: list[str]) -> None:
+    assert ml_orchestration_flipkart.parse_args(argv).text_col == "Review"
+
+
+def test_options_given_before_and_after_the_command_both_count() -> None:
+    args = ml_orchestration_flipkart.parse_args(["--prediction-log", "p.db", "--data", "d.csv", "retrain",
+                                                 "--with-feedback", "--text-col", "T"])
+    assert (args.command, args.prediction_log, args.data, args.with_feedback, args.text_col) == (
+        "retrain", "p.db", "d.csv", True, "T")
+
+
+@pytest.mark.parametrize("command", ["serve", "retrain", "monitor", "score", "deploy"])
+def test_every_command_has_its_own_help(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as done:
+        ml_orchestration_flipkart.parse_args([command, "--help"])
+    shown = capsys.readouterr().out
+    assert done.value.code == 0 and f" {command} [-h]" in shown
+    assert all(option in shown for option in {"score": ["--input", "--text-col"], "monitor": ["--no-retrain"],
+                                               "deploy": ["--work-pool", "--cron"]}.get(command, ["--data"]))

@@ -78,10 +78,10 @@ def test_the_stack_tunes_serves_checks_and_keeps_its_data_across_down_and_up(com
     fed = [call("/feedback", {"prediction_id": p["id"], "label": p["label"]}, compose.key)[0]
            for p in answer["predictions"][:60]]
     assert fed == [200] * 60
-    checked = compose("exec", "scheduler", "python", "ml_orchestration_flipkart.py", "monitor", "--once")
+    checked = compose("exec", "scheduler", "python", "ml_orchestration_flipkart.py", "monitor")
     assert "Check " in checked.stdout and "MLflow run" in checked.stdout, checked.stdout[-2000:] + checked.stderr
     # A retrain in the scheduler's container follows the champion's lineage: the CSV `tune` read, at /data.
-    retrained = compose("exec", "scheduler", "python", "ml_orchestration_flipkart.py", "--once", check=False)
+    retrained = compose("exec", "scheduler", "python", "ml_orchestration_flipkart.py", "retrain", check=False)
     assert retrained.returncode == 0, retrained.stdout[-2000:] + retrained.stderr[-2000:]
 
     compose("down")

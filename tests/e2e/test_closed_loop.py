@@ -38,7 +38,7 @@ def test_feedback_on_a_new_domain_retrains_and_the_service_swaps_to_the_winner(o
 
         check = subprocess.run(
             [sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "--prediction-log",
-             str(own_store.path / DEFAULT_PREDICTION_LOG), "monitor", "--once"],
+             str(own_store.path / DEFAULT_PREDICTION_LOG), "monitor"],
             cwd=own_store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=own_store.uri), capture_output=True,
             text=True, timeout=300)
         assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]

@@ -105,7 +105,7 @@ def undecided(name: str = MODEL_NAME) -> list[str]:
 def test_a_retrain_killed_right_after_registering_gets_its_decision_and_its_flow_run_is_crashed(
         store: Store, tmp_path: Path) -> None:
     env = dict(os.environ, MLFLOW_TRACKING_URI=store.uri, PREFECT_HOME=str(tmp_path / "prefect"))
-    once = [sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "--once"]
+    once = [sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "retrain"]
     printed = killed_right_after("Created version '1'", once, env, store.path)
     assert undecided() == ["1"] and current_champion(MODEL_NAME) is None, printed
 

@@ -56,18 +56,18 @@ def test_flipped_labels_from_anyone_never_replace_the_champion(own_store: Store)
         texts, labels = [r["Review text"] for r in attack], np.array([int(r["Ratings"] >= 3) for r in attack])
 
         poison(texts[:40], labels[:40])  # 40 flipped labels, even if the operator trusted anonymous ones
-        few = orchestrate(own_store, "--once", "--with-feedback", "--trust-anonymous-feedback")
+        few = orchestrate(own_store, "retrain", "--with-feedback", "--trust-anonymous-feedback")
         assert "fewer than the quorum of 50: training on the file alone" in few.stdout + few.stderr
         assert current_champion(MODEL_NAME).version == before.version
 
         poison(texts[40:], labels[40:])  # 400 in all
-        check = orchestrate(own_store, "monitor", "--once")
+        check = orchestrate(own_store, "monitor")
         assert "Not trusted: 400 fed-back labels given without an API key" in check.stdout + check.stderr
         [status] = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT])["tags.status"]
         assert status == "ok" and "Retrain: nothing to do" in check.stdout, check.stdout
         assert current_champion(MODEL_NAME).version == before.version, check.stdout
 
-        trusted = orchestrate(own_store, "--once", "--with-feedback", "--trust-anonymous-feedback")
+        trusted = orchestrate(own_store, "retrain", "--with-feedback", "--trust-anonymous-feedback")
         out = trusted.stdout + trusted.stderr
         assert "not promoted" in out and "worse on the protected set beyond noise" in out, out[-3000:]
         assert current_champion(MODEL_NAME).version == before.version
