@@ -20,12 +20,12 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.workers.process import ProcessWorker
 
 from review_sentiment.constants import PROJECT_DIR
-from review_sentiment.data.reviews import ReviewDataError
+from review_sentiment.data.reviews import ReviewDataError, load_reviews
 from review_sentiment.monitoring.logged import require_log
 from review_sentiment.orchestration.batch_scoring import check_paths, score_reviews
 from review_sentiment.orchestration.local_prefect import prefect_api
 from review_sentiment.orchestration.monitor import monitor_predictions
-from review_sentiment.orchestration.retrain import retrain_logistic
+from review_sentiment.orchestration.retrain import choose_lineage, retrain_logistic
 from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 
 DEPLOYMENT = "flipkart-sentiment-logistic-deployment"
@@ -35,9 +35,19 @@ POOL_SUFFIX = "-pool"  # a pool deployment may not share the served one's name: 
 NEVER_OVERLAP = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
+def check_data(parameters: dict[str, object]) -> None:
+    """Read the reviews a retrain would train on, before a Prefect API starts: a bad file then fails in
+    the caller's one line (inside a flow run, Prefect logs its own ERROR lines first). A scheduled run
+    reads the file again, as it may have changed since."""
+    quiet_mlflow_warnings()
+    lineage, _ = choose_lineage.fn(*(parameters.get(name) for name in ("data_path", "text_col", "rating_col",
+                                                                       "test_size", "seed")))
+    load_reviews(lineage.data, lineage.text_col, lineage.rating_col)
+
+
 def retrain_once(parameters: dict[str, object]) -> None:
     """One retrain in the foreground; a data error propagates as ReviewDataError."""
-    quiet_mlflow_warnings()
+    check_data(parameters)
     outcome = retrain_logistic(**parameters)
     print(f"Retrain {outcome.status}: {outcome.message}")
 
@@ -58,7 +68,7 @@ def monitor_once(parameters: dict[str, object]) -> None:
 def serve_schedules(retrain_cron: str, retrain: dict[str, str], monitor_cron: str, monitor: dict[str, str]) -> None:
     """Serve the retrain and the monitor until Ctrl-C or SIGTERM; one flow run at a time, and a
     deployment's runs never overlap (a new one is cancelled)."""
-    quiet_mlflow_warnings()
+    check_data(retrain)
     previous = signal.signal(signal.SIGINT, _stop_like_sigterm)
     try:
         with prefect_api() as api_url, temporary_settings(updates={PREFECT_API_URL: api_url}):

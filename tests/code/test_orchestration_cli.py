@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import ml_orchestration_flipkart
-from tests.helpers import PROJECT_DIR, nothing_was_written
+from tests.helpers import PROJECT_DIR, Store, nothing_was_written
 
 
 @pytest.mark.parametrize("output, message", [
@@ -80,3 +80,13 @@ def test_every_command_has_its_own_help(command: str, capsys: pytest.CaptureFixt
     assert done.value.code == 0 and f" {command} [-h]" in shown
     assert all(option in shown for option in {"score": ["--input", "--text-col"], "monitor": ["--no-retrain"],
                                                "deploy": ["--work-pool", "--cron"]}.get(command, ["--data"]))
+
+
+def test_a_csv_that_does_not_parse_is_one_line_before_any_flow_runs(store: Store, capfd: pytest.CaptureFixture) -> None:
+    bad = store.path / "bad.csv"
+    bad.write_text('Review text,Ratings\n"good,5\nbad,1\n')
+    assert ml_orchestration_flipkart.main(["retrain", "--data", str(bad)]) == 2
+    out, err = capfd.readouterr()
+    assert "ERROR" not in out + err and "Flow run" not in out + err, out + err
+    assert err.splitlines()[-1] == (f"error: {bad}: not a readable CSV (Error tokenizing data. C error: EOF inside "
+                                    "string starting at row 1)")
