@@ -19,7 +19,7 @@ from review_sentiment.tracking.model_loading import load_pipeline
 @dataclass(frozen=True)
 class VariantStats:
     variant: str
-    versions: str
+    versions: str  # the model versions that answered for the variant, e.g. "v3, v4"
     requests: int
     reviews: int
     positive_rate: float
@@ -43,7 +43,7 @@ def variant_stats(log: pd.DataFrame) -> list[VariantStats]:
         judged = rows[rows["true_label"].notna()]
         stats.append(VariantStats(
             variant=str(variant),
-            versions=", ".join(sorted(rows["model_version"].unique(), key=int)),
+            versions=", ".join(f"v{v}" for v in sorted(rows["model_version"].unique(), key=int)),
             requests=len(latency), reviews=len(rows), positive_rate=float(rows["label"].mean()),
             p50_ms=float(latency.quantile(0.5)), p99_ms=float(latency.quantile(0.99)),
             feedback=len(judged),
@@ -76,7 +76,7 @@ def format_report(log: pd.DataFrame, source: str) -> str:
     if log.empty:
         return f"{source}: no predictions logged yet"
     lines = [f"A/B report: {source} — {len(log)} predictions, {log['time'].min()} to {log['time'].max()}", ""]
-    header = f"{'variant':<11} {'versions':<9} {'requests':>8} {'reviews':>8} {'positive':>8} " \
+    header = f"{'variant':<11} {'served by':<9} {'requests':>8} {'reviews':>8} {'positive':>8} " \
              f"{'p50 ms':>7} {'p99 ms':>7} {'feedback':>8} {'macro-F1':>8}"
     lines += [header, "-" * len(header)]
     variants = variant_stats(log)

@@ -54,7 +54,7 @@ def test_the_first_true_label_stands(tmp_path: Path) -> None:
 def test_variant_stats_count_requests_reviews_latency_and_f1(tmp_path: Path) -> None:
     filled_log(tmp_path / "p.db", [("a.0", 1), ("a.1", 1)])
     champion, challenger = variant_stats(read_log(tmp_path / "p.db"))
-    assert (champion.variant, champion.versions, champion.requests, champion.reviews) == (CHAMPION, "3", 2, 3)
+    assert (champion.variant, champion.versions, champion.requests, champion.reviews) == (CHAMPION, "v3", 2, 3)
     assert champion.positive_rate == pytest.approx(2 / 3)
     assert champion.p50_ms == pytest.approx(1.5) and champion.feedback == 2
     assert champion.macro_f1 is None  # two labels, one of them: a macro-F1 of them would mean nothing
@@ -80,8 +80,9 @@ def test_report_prints_a_row_per_variant(tmp_path: Path) -> None:
     filled_log(tmp_path / "p.db")
     frame = read_log(tmp_path / "p.db")
     text = format_report(frame[frame["variant"] == CHAMPION], "predictions.db")
-    rows = [line.split()[0] for line in text.splitlines() if line.startswith(("champion ", "challenger "))]
-    assert rows == [CHAMPION]
+    rows = [line.split()[:2] for line in text.splitlines() if line.startswith(("champion ", "challenger "))]
+    assert rows == [[CHAMPION, "v3"]]  # the version that answered, not a count of versions
+    assert "served by" in text.splitlines()[2]
     assert "Agreement between variants: n/a (needs traffic on both variants)" in text
     assert format_report(frame.iloc[:0], "x.db") == "x.db: no predictions logged yet"
 
