@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,15 @@ def register(model_info: ModelInfo, name: str, tags: dict[str, object]) -> Model
         if version.source == model_info.model_uri:
             return version
     tags = tags | {CLEANING_DIGEST_TAG: cleaning_digest()}
-    return mlflow.register_model(model_info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    # MLflow logs "Waiting up to 300 seconds for model version to finish creation" for every version,
+    # ready or not (mlflow 3.x, AbstractStore._await_model_version_creation_impl): not news to a user.
+    waiting = logging.getLogger("mlflow.store.model_registry.abstract_store")
+    level = waiting.level
+    waiting.setLevel(logging.WARNING)
+    try:
+        return mlflow.register_model(model_info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    finally:
+        waiting.setLevel(level)
 
 
 def versions_tagged(name: str, **tags: str) -> list[ModelVersion]:

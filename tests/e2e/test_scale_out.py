@@ -121,8 +121,9 @@ def test_two_workers_in_separate_folders_sharing_only_urls_finish_one_study(
     wait_for(lambda: first.process.poll() is not None or "LogisticRegression: 40 trials" in first.output, 120,
              "the study to be created")
     second = Tuning.start(tmp_path / "b", env, *command, "--join", "--worker-name", "remote")
-    first.finish()
+    registering = first.finish()
     joined = second.finish()
+    assert "is the first champion" in registering and "Waiting up to" not in registering  # MLflow's, every time
 
     [study] = assert_complete("two-folders", tracking, trials=40).values()
     assert len(study.trials) == 40  # no trial beyond the budget, none lost
