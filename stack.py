@@ -5,6 +5,8 @@ server on it, all in one folder. Then export what `up` prints, and the three ent
     eval "$(python stack.py env)"   # export MLFLOW_TRACKING_URI, PREFECT_API_URL, OPTUNA_STORAGE, ...
     python stack.py status      # what runs where
     python stack.py down        # stop everything; the data stays for the next `up`
+
+Ports and host are the folder's: a later `up` reuses them, unless given again (while that part is stopped).
 """
 from __future__ import annotations
 
@@ -14,18 +16,19 @@ import sys
 from pathlib import Path
 
 from review_sentiment import cli
-from review_sentiment.orchestration.stack import StackError, down, environment, status, up
+from review_sentiment.orchestration.stack import DEFAULT_HOST, DEFAULT_PORTS, StackError, down, environment, status, up
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["up", "down", "status", "env"])
     parser.add_argument("--dir", type=Path, default=Path(".stack"), help="the stack's folder (data, logs, state)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (0.0.0.0 lets workers on other machines in; the first `up` decides)")
-    parser.add_argument("--postgres-port", type=int, default=55432)
-    parser.add_argument("--mlflow-port", type=int, default=5000)
-    parser.add_argument("--prefect-port", type=int, default=4200)
+    # Not given: what the folder's last `up` used (the defaults the first time). Given: used from now on.
+    parser.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 lets workers on other "
+                                       "machines in)")
+    for key, default in DEFAULT_PORTS.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int,
+                            help=f"(default {default}, or what the folder's last `up` used)")
     return parser.parse_args(argv)
 
 
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "up":
             print(f"Starting the stack in {args.dir} (PostgreSQL, MLflow server, Prefect server) ...", flush=True)
-            up(args.dir, args.host, (args.postgres_port, args.mlflow_port, args.prefect_port))
+            up(args.dir, args.host, {key: port for key in DEFAULT_PORTS if (port := getattr(args, key)) is not None})
             print_status(args.dir)
             print("\nExport this to use it (or: eval \"$(python stack.py env)\"):")
             print_environment(args.dir)

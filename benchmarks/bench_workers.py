@@ -26,7 +26,7 @@ import mlflow
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from review_sentiment.orchestration.stack import down, up
+from review_sentiment.orchestration.stack import DEFAULT_PORTS, down, up
 from review_sentiment.tracking.trial_runs import log_trial_run
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def main() -> None:
         before = baseline_checkout(args.baseline_commit, tmp_path / "before")
         print(f"{args.rows} generated reviews; {FAMILIES} families x {TRIALS} trials, 5 folds; starting the stack ...",
               flush=True)
-        stack = up(tmp_path / "stack", "127.0.0.1", (55990, 55991, 55992))
+        stack = up(tmp_path / "stack", "127.0.0.1", dict(zip(DEFAULT_PORTS, (55990, 55991, 55992), strict=True)))
         stack_env = {k: v for k, v in stack.environment().items() if k in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
         configurations: dict[str, Callable[[], tuple[float, float]]] = {
             f"release {args.baseline_commit}, 1 process": lambda: tuning_run(before, reviews, {}),

@@ -38,6 +38,13 @@ INSTALL_HINT = ("PostgreSQL server binaries not found (looked for initdb in $PG_
                 "`brew install postgresql@15` (macOS), or set PG_BIN to the folder holding initdb and pg_ctl")
 
 
+DEFAULT_HOST = "127.0.0.1"
+# MLflow's own default is 5000, where `mlflow ui` on a local store listens: the stack's server keeps off it.
+DEFAULT_PORTS = {"postgres_port": 55432, "mlflow_port": 5050, "prefect_port": 4200}
+PORT_FLAGS = {"postgres_port": ("PostgreSQL", "--postgres-port"), "mlflow_port": ("the MLflow server", "--mlflow-port"),
+              "prefect_port": ("the Prefect server", "--prefect-port")}
+
+
 class StackError(RuntimeError):
     """The stack cannot do what was asked: one line that says why."""
 
@@ -71,12 +78,19 @@ class StackState:
         }
 
 
-def up(folder: Path, host: str, ports: tuple[int, int, int]) -> StackState:
+def up(folder: Path, host: str | None = None, ports: dict[str, int] | None = None) -> StackState:
+    """Start what is not running. `host` and `ports` (keys of DEFAULT_PORTS) given here replace the ones
+    the folder saved, for whatever is not running yet; what is not given keeps the saved value (or the
+    default, the first time). A port in use by anything else fails before anything starts or is saved."""
     folder = folder.resolve()  # PostgreSQL's commands run from / (its user may not enter the working folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = _load(folder) or StackState(host, *ports, password=secrets.token_urlsafe(18))
-    _save(folder, state)  # before the cluster exists: a failed first `up` must not leave it with a lost password
     pg = _postgres_bin()
+    saved = _load(folder)
+    state = saved or StackState(DEFAULT_HOST, **DEFAULT_PORTS, password=secrets.token_urlsafe(18))
+    running = {"postgres_port": saved is not None and _postgres_running(pg, folder),
+               "mlflow_port": _server(state.mlflow) is not None, "prefect_port": _server(state.prefect) is not None}
+    _apply(state, host, ports or {}, running)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save(folder, state)  # before the cluster exists: a failed first `up` must not leave it with a lost password
     if not (folder / "postgres" / "PG_VERSION").exists():
         _init_cluster(pg, folder, state)
     if not _postgres_running(pg, folder):
@@ -158,6 +172,37 @@ def environment(folder: Path) -> dict[str, str]:
     return state.environment()
 
 
+def _apply(state: StackState, host: str | None, ports: dict[str, int], running: dict[str, bool]) -> None:
+    """Take the host and ports asked for, refusing to move a running part or to start on a busy port."""
+    for key, port in ports.items():
+        name, flag = PORT_FLAGS[key]
+        if running[key] and port != getattr(state, key):
+            raise StackError(f"{name} is running on port {getattr(state, key)}: `python stack.py down` first to "
+                             f"move it to {flag} {port}")
+        setattr(state, key, port)
+    if host is not None and host != state.host:
+        if any(running.values()):
+            raise StackError(f"the stack is running on {state.host}: `python stack.py down` first to move it to "
+                             f"--host {host}")
+        state.host = host
+    for key, (name, flag) in PORT_FLAGS.items():
+        if not running[key] and not _free(state.host, getattr(state, key)):
+            raise StackError(f"port {getattr(state, key)} on {state.host} is in use by another program, so "
+                             f"{name} cannot listen there: choose another with {flag}")
+
+
+def _free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (as servers do, past connections in TIME_WAIT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _allowed_hosts(state: StackState) -> list[str]:
     """MLflow answers only requests naming a local or private host; off loopback, also this machine's name."""
     if state.address == state.host:
@@ -195,7 +240,18 @@ def _run_postgres(pg: Path, folder: Path, command: list[str]) -> None:
                             extra_groups=[] if user else None, cwd="/", capture_output=True, text=True)
     if result.returncode != 0:
         said = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-        raise StackError(f"{command[0]} {command[1]} failed: {said[-1]} (log: {folder / 'logs' / 'postgres.log'})")
+        log = folder / "logs" / "postgres.log"
+        raise StackError(f"{command[0]} {command[1]} failed: {_cause(log) or said[-1]} (log: {log})")
+
+
+def _cause(log: Path) -> str | None:
+    """The server's last FATAL or ERROR line (pg_ctl itself says only "Examine the log output")."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    causes = [line.split(":  ", 1)[-1] for line in lines if "FATAL:" in line or "ERROR:" in line]
+    return causes[-1] if causes else None
 
 
 def _postgres_running(pg: Path, folder: Path) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from review_sentiment.orchestration.stack import StackState, down, up
+from review_sentiment.orchestration.stack import DEFAULT_PORTS, StackState, down, up
 from tests.helpers import Store, free_port
 
 
@@ -29,7 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
     temporary folder, an MLflow server and a Prefect server on it; stopped (and checked gone) at the end."""
     folder = Path(tempfile.mkdtemp(prefix="stack-tests-"))
     folder.chmod(0o755)  # PostgreSQL runs as its own user (when tests run as root): it must reach the folder
-    state = up(folder, "127.0.0.1", (free_port(), free_port(), free_port()))
+    state = up(folder, "127.0.0.1", {key: free_port() for key in DEFAULT_PORTS})
     yield state
     assert sorted(down(folder)) == ["mlflow", "postgres", "prefect"]
     shutil.rmtree(folder)

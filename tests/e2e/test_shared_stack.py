@@ -65,8 +65,13 @@ def test_stack_up_use_down_up_keeps_the_data_and_leaves_nothing_running() -> Non
         assert not any(listening(port) for port in ports.values())
         assert [line.split()[1] for line in stack_command(folder, "status").splitlines()] == ["stopped"] * 3
 
-        stack_command(folder, "up")  # the ports, password and data are the folder's
+        moved = free_port()  # the password and data are the folder's; a port given again moves its server
+        printed = stack_command(folder, "up", "--mlflow-port", str(moved))
+        assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{moved}" in printed.splitlines()
+        ports["--mlflow-port"] = moved
+        client = mlflow.MlflowClient(f"http://127.0.0.1:{moved}")
         assert client.get_run(run.info.run_id).data.params == {"kept": "yes"}
+        assert f"http://127.0.0.1:{ports['--prefect-port']}/api" in stack_command(folder, "status")  # kept
         assert [line.split()[1] for line in stack_command(folder, "status").splitlines()] == ["running"] * 3
     finally:
         stack_command(folder, "down")

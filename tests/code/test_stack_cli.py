@@ -1,0 +1,33 @@
+"""`stack.py up` as a user meets it when a port is taken: one line that names the port and the flag
+that moves it, before anything starts or is saved."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow.cli import cli
+
+from review_sentiment.orchestration.stack import DEFAULT_PORTS
+from tests.helpers import PROJECT_DIR, free_port
+
+
+def test_a_busy_port_is_named_with_its_flag_and_nothing_is_saved(tmp_path: Path) -> None:
+    with socket.socket() as holder:  # a real program listening where the MLflow server would
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        done = subprocess.run([sys.executable, str(PROJECT_DIR / "stack.py"), "up", "--dir", "st",
+                               "--postgres-port", str(free_port()), "--mlflow-port", str(busy),
+                               "--prefect-port", str(free_port())], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+    assert done.returncode == 2 and done.stderr == (
+        f"error: port {busy} on 127.0.0.1 is in use by another program, so the MLflow server cannot listen there: "
+        "choose another with --mlflow-port\n"), done.stderr
+    assert list(tmp_path.iterdir()) == []  # no folder, so no saved ports to override the next `up`'s flags
+
+
+def test_the_stacks_mlflow_server_keeps_off_the_port_of_mlflows_own_server() -> None:
+    [mlflows_own] = [option.default for option in cli.commands["server"].params if option.name == "port"]
+    assert DEFAULT_PORTS["mlflow_port"] != mlflows_own  # where `mlflow ui` (the README's) listens
