@@ -43,8 +43,10 @@ CLEANING_DIGEST_TAG = "cleaning_digest"  # on every registered version: the clea
 # Digests of earlier text_cleaning.py whose output this one reproduces, so their models are still
 # scored here: 751cbb5a0f209a0a (before the suffix-guarded stemmer and ASCII fast paths; it differed
 # only where a keycap emoji split a URL's "http"/"www", which it left in — it kept "httpxyz" of
-# "h1️⃣ttp://x.y/z"; benchmarks/bench_cleaning.py and tests/code/test_text_cleaning.py check the rest).
-SAME_CLEANING_AS = frozenset({"751cbb5a0f209a0a"})
+# "h1️⃣ttp://x.y/z"; benchmarks/bench_cleaning.py and tests/code/test_text_cleaning.py check the rest);
+# f2595b009007fd27 (before the stopwords were read without NLTK's search path and the fast stemmer
+# became a subclass: same words, same stems).
+SAME_CLEANING_AS = frozenset({"751cbb5a0f209a0a", "f2595b009007fd27"})
 _LAYOUT = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
 _STOPWORDS = Path("data") / "nltk_data" / "corpora" / "stopwords" / "english"
 

@@ -1,7 +1,13 @@
-"""Cleaning: each step, negations kept, batch output identical to the per-review function."""
+"""Cleaning: each step, negations kept, batch output identical to the per-review function; the
+tests named test_pinned_* must pass before the nltk pin moves (we mirror its reader and stemmer)."""
 import itertools
+import os
 import random
+import stat
 import string
+import subprocess
+import sys
+from pathlib import Path
 
 import emoji
 import nltk
@@ -11,7 +17,7 @@ import pytest
 from nltk.stem import PorterStemmer
 
 import text_cleaning
-from tests.helpers import SAMPLE
+from tests.helpers import PROJECT_DIR, SAMPLE
 from text_cleaning import STOP_WORDS, clean_text, clean_texts
 
 
@@ -38,12 +44,39 @@ def test_negations_survive_but_other_stopwords_go() -> None:
     assert {"the", "is", "at", "very"} <= STOP_WORDS
 
 
-def test_stopwords_come_from_the_shipped_nltk_corpus() -> None:
-    """The list loads offline, through nltk, from the project's own data folder."""
-    english = nltk.corpus.stopwords.words("english")
-    assert len(english) == 179
+def test_pinned_nltk_stopwords_are_read_as_nltks_own_reader_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Equivalence test for the nltk pin: our reading of the shipped list is NLTK's, word for word."""
+    monkeypatch.setattr(nltk.data, "path", [str(text_cleaning.NLTK_DATA_DIR)])
+    english = nltk.corpus.reader.WordListCorpusReader(nltk.data.find("corpora/stopwords"), ["english"]).words()
+    assert len(english) == 179 and text_cleaning.nltk_stopwords() == english
     assert set(english) - {"not", "no", "nor"} == STOP_WORDS
-    assert str(text_cleaning.NLTK_DATA_DIR) in nltk.data.path
+
+
+def test_importing_the_cleaning_leaves_nltk_as_it_was() -> None:
+    code = ("import nltk; before = list(nltk.data.path); from nltk.stem import PorterStemmer as P; "
+            "steps = dict(vars(P)); import text_cleaning; "
+            "assert nltk.data.path == before and dict(vars(P)) == steps, 'changed'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_checkout_made_with_umask_002_cleans_as_any_other(tmp_path: Path) -> None:
+    """Group-writable folders (umask 002, `git archive | tar`): NLTK refuses to read data from them; the
+    cleaning reads its own word list and works (a changed list is refused by the cleaning digest)."""
+    tracked = subprocess.run(["git", "ls-files", "text_cleaning.py", "data/nltk_data"], cwd=PROJECT_DIR,
+                             capture_output=True, text=True, check=True).stdout.split()
+    previous = os.umask(0o002)
+    try:
+        for name in tracked:
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes((PROJECT_DIR / name).read_bytes())
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "data" / "nltk_data").stat().st_mode & stat.S_IWGRP
+    done = subprocess.run([sys.executable, "-c", "import text_cleaning; print(text_cleaning.clean_text("
+                           "'The battery is not draining'))"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0 and done.stdout == "batteri not drain\n", done.stderr[-2000:]
 
 
 TRICKY = [
@@ -64,7 +97,7 @@ def test_a_keycap_inside_a_urls_letters_is_removed_before_the_url() -> None:
     assert clean_texts(["h1️⃣ttp://x.y/z nice"]) == ["nice"] == [clean_text("h1️⃣ttp://x.y/z nice")]
 
 
-def test_the_batch_stemmer_is_nltks_porter_stemmer_word_for_word() -> None:
+def test_pinned_the_batch_stemmer_is_nltks_porter_stemmer_word_for_word() -> None:
     """The batch path skips a Porter step for words without that step's suffixes; on every word of
     the sample, every a-z string up to three letters and 60,000 made-up words stacking the steps'
     suffixes, it stems as NLTK does."""
