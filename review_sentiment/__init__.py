@@ -4,3 +4,5 @@ data → modeling → tracking → training; orchestration and serving on top, n
 other, and serving never importing training. `pyproject.toml` states these rules as import-linter
 contracts and CI checks them.
 """
+
+__version__ = "0.8.0"  # the one place the version is written: pyproject.toml and the API's /docs read it

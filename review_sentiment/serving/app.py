@@ -28,6 +28,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from pydantic_core import to_json
 
+import review_sentiment
 from review_sentiment.constants import ANONYMOUS, CHALLENGER, CHAMPION, LABEL_NAMES
 from review_sentiment.serving.metrics import instrument
 from review_sentiment.serving.model_watcher import ModelWatcher, choose_variant
@@ -172,7 +173,8 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
     description = (f"Labels product reviews with the registry's `champion` model. Up to {MAX_REVIEWS} reviews per "
                    f"request, each at most {MAX_REVIEW_CHARS} characters; bodies over {MAX_BODY_BYTES // 2**20} MiB "
                    "get 413.")
-    app = FastAPIOffline(title="Flipkart review sentiment", description=description, lifespan=lifespan)
+    app = FastAPIOffline(title="Flipkart review sentiment", description=description, lifespan=lifespan,
+                         version=review_sentiment.__version__)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     predictions_made = instrument(app, prediction_log, watcher)
     page = PAGE.read_text(encoding="utf-8")

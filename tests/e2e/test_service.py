@@ -2,6 +2,7 @@
 serving a model trained on the sample from a temporary MLflow store."""
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import review_sentiment
 import serve_api
 from review_sentiment.constants import CHALLENGER, CHAMPION, DEFAULT_PREDICTION_LOG, MODEL_NAME
 from review_sentiment.data.reviews import load_texts
@@ -300,6 +302,7 @@ def test_metrics_parse_and_count_what_was_sent(server: httpx.Client) -> None:
 def test_api_docs_work_with_no_network(server: httpx.Client) -> None:
     info = server.get("/openapi.json").json()["info"]
     assert "8 MiB" in info["description"], info
+    assert info["version"] == review_sentiment.__version__ == importlib.metadata.version("review-sentiment")
     for page in ("/docs", "/redoc"):
         html = server.get(page).text
         assert "https://" not in html and "cdn" not in html.lower(), html
