@@ -1,5 +1,5 @@
 """Our image against MLflow's own serving image for the same registered model, both built here on
-the same Debian base with podman (README, "Containers"): image size, build times, cold start to
+the same Debian base with podman (docs/scaling-out.md, "Containers"): image size, build times, cold start to
 the first 200, req/s and p99 for single reviews and for batches of 100.
 
     python benchmarks/bench_containers.py             # about 12 min on 2 cores, most of it cold builds

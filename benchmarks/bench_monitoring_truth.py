@@ -156,7 +156,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     pd.set_option("display.width", 160)
     print("\nCalibration on each version's test split (never used to fit it)")
     print(pd.DataFrame(calibration_rows).round(4).to_string(index=False))
-    print(f"\nShare of checks alarmed ({args.windows} windows each; same product: false alarms, README: ≤ 5%)")
+    print(f"\nShare of checks alarmed ({args.windows} windows each; same product: false alarms, docs/results.md: ≤ 5%)")
     print(pd.DataFrame(alarm_rows).round(3).to_string(index=False))
     estimates = pd.DataFrame(estimate_rows)
     estimates["error"] = (estimates["estimated"] - estimates["realized"]).abs()

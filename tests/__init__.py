@@ -1,1 +1,1 @@
-"""The test suite: code, data, model (behavioural) and e2e tests; see README "Tests"."""
+"""The test suite: code, data, model (behavioural) and e2e tests; see docs/testing.md."""

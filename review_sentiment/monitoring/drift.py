@@ -40,7 +40,7 @@ MIN_WINDOW = 100  # predictions of one version in one check
 FEEDBACK_QUORUM = 50  # trusted fed-back labels (of both labels) before feedback may trigger, train or judge
 SUSPECT_GAP = 0.15  # how far below the version's test F1 the feedback interval's top must be to be suspect
 ESTIMATE_TOLERANCE = 0.05  # how far below the test F1 an estimate's interval top must be to be a finding
-# Nominal 1% per check, so that the README's ≤ 5% holds on real traffic: a reference is one finite sample
+# Nominal 1% per check, so that docs/results.md's ≤ 5% holds on real traffic: a reference is one finite sample
 # of the product's reviews, and real traffic differs from it by more than a resample does (resampling rows
 # rather than texts, 7.5-12% of windows of the real file alarmed at 5%, 1.7-4.2% at 1%; resampling texts
 # at 1%: 0 of 240, benchmarks/bench_monitoring_truth.py).
