@@ -1,5 +1,7 @@
 """The study's shortcut (count each fold once, derive every trial's TF-IDF) against the real thing:
-`TfidfVectorizer` fitted on the fold, and `cross_val_score` on the pipeline that gets logged."""
+`TfidfVectorizer` fitted on the fold, and `cross_val_score` on the pipeline that gets logged. The tests
+named test_pinned_* must pass before the scikit-learn pin moves (`kept_columns` mirrors its
+`CountVectorizer._limit_features`)."""
 from __future__ import annotations
 
 import multiprocessing
@@ -61,7 +63,7 @@ def assert_same_features(train: list[str], valid: list[str], n_max: int, params:
 
 
 @pytest.mark.parametrize("n_max", [1, 2])
-def test_every_trials_tfidf_is_the_vectorizers_own(sample: tuple[np.ndarray, ...], n_max: int) -> None:
+def test_pinned_every_trials_tfidf_is_the_vectorizers_own(sample: tuple[np.ndarray, ...], n_max: int) -> None:
     """60 random parameter sets per n-gram range (min_df and max_df as counts or shares, as sklearn reads
     them), max_features often small enough to cut through a run of equally frequent terms: the derived
     vocabulary and matrices are TfidfVectorizer's."""
@@ -91,13 +93,13 @@ def test_every_trials_tfidf_is_the_vectorizers_own(sample: tuple[np.ndarray, ...
     assert tied_cuts >= 5  # the cut fell inside a tie often enough for the tie order to be tested
 
 
-def test_a_cut_through_terms_that_are_all_equally_frequent_keeps_the_vectorizers_pick() -> None:
+def test_pinned_a_cut_through_equally_frequent_terms_keeps_the_vectorizers_pick() -> None:
     train = ["delta alpha echo bravo charlie foxtrot"] * 3 + ["golf"]
     params = {"tfidf_min_df": 1, "tfidf_max_df": 1.0, "tfidf_max_features": 3, "tfidf_sublinear_tf": False}
     assert_same_features(train, ["alpha golf", "zulu"], 2, params)
 
 
-def test_limits_that_keep_nothing_fail_as_the_vectorizer_fails() -> None:
+def test_pinned_limits_that_keep_nothing_fail_as_the_vectorizer_fails() -> None:
     counts = count_fold(["good phone", "bad phone", "good"], ["good"], 1)
     with pytest.raises(ValueError, match="no terms remain"):
         kept_columns(counts, 3, 1.0, None)
