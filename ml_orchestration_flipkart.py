@@ -32,7 +32,6 @@ from review_sentiment.constants import (
     SAMPLE_DATA,
 )
 from review_sentiment.data.reviews import ReviewDataError
-from review_sentiment.orchestration.local_prefect import quiet_prefect_env
 from review_sentiment.tracking.alias_lock import NoAliasLock, require_alias_lock
 
 # Each command's options, by group. The top level holds serve's (no command serves the schedules); an
@@ -117,9 +116,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cli.configure()
     args = parse_args(argv)
-    os.environ.update(quiet_prefect_env(dict(os.environ)))  # Prefect reads its settings once, when first imported
-    from review_sentiment.orchestration import commands
+    from review_sentiment.orchestration import commands  # after configure(): Prefect reads its settings on import
 
     data = {"data_path": args.data, "text_col": args.text_col, "rating_col": args.rating_col,
             "trust_anonymous_feedback": args.trust_anonymous_feedback, "allow_new_data": args.allow_new_data,

@@ -22,7 +22,6 @@ from pathlib import Path
 from review_sentiment import cli
 from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MODEL_NAME, SAMPLE_DATA, TUNING_EXPERIMENT
 from review_sentiment.data.reviews import ReviewDataError
-from review_sentiment.databases import sqlite_without_fsync_per_commit
 from review_sentiment.modeling.families import FAMILIES
 from review_sentiment.tracking.alias_lock import NoAliasLock
 from review_sentiment.training.tuning_run import RunConflict, TuningSettings, run_tuning
@@ -62,10 +61,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cli.configure()
     args = parse_args(argv)
     try:
-        with sqlite_without_fsync_per_commit():  # MLflow's store, if it is an SQLite file
-            run_tuning(TuningSettings(**vars(args)))
+        run_tuning(TuningSettings(**vars(args)))
     except (ReviewDataError, RunConflict, NoAliasLock) as err:
         return cli.user_error(err)
     return 0

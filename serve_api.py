@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cli.configure()
     args = parse_args(argv)
     try:
         if args.command == "report":

@@ -1,12 +1,23 @@
-"""What the three entry scripts share: argument types that refuse bad values with a clear message,
-and the one-line error with exit status 2 for a user's mistake (never a traceback)."""
+"""What the entry scripts share: `configure()`, argument types that refuse bad values with a clear
+message, and the one-line error with exit status 2 for a user's mistake (never a traceback)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
+from review_sentiment.orchestration.local_prefect import quiet_prefect_env
+
 USER_ERROR = 2  # the exit status of every user mistake, as argparse uses for bad flags
+
+
+def configure() -> None:
+    """The process settings an entry script chooses, first thing in its main (importing the package
+    sets nothing): MLflow prints no link per run to stdout (a tracking server would link every trial);
+    Prefect keeps its state inside the project and sends no telemetry, set before Prefect is first
+    imported, since it reads its settings then. Values already in the environment win."""
+    os.environ.update(quiet_prefect_env({"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", **os.environ}))
 
 
 def user_error(err: Exception) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import sqlalchemy
@@ -33,16 +34,33 @@ def without_password(url: str) -> str:
 
 
 @contextmanager
-def sqlite_without_fsync_per_commit() -> Iterator[None]:
-    """While the block runs, every SQLite connection SQLAlchemy opens in this process (a tuning run's:
-    MLflow's store) writes ahead and syncs at checkpoints, not at each commit (`write_ahead`). A
-    tuning run commits thousands of times: one trial's child run took 23–86 ms with an fsync per
-    commit (depending on what else writes to the disk) and 18–24 ms without."""
-    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", write_ahead)
+def sqlite_without_fsync_per_commit(tracking_uri: str) -> Iterator[None]:
+    """While the block runs, the connections SQLAlchemy opens to MLflow's store, when it is the SQLite
+    file `tracking_uri` names, write ahead and sync at checkpoints, not at each commit (`write_ahead`).
+    A tuning run commits thousands of times: one trial's child run took 23–86 ms with an fsync per
+    commit (depending on what else writes to the disk) and 18–24 ms without. MLflow makes its engine
+    itself, with no hook to reach it: the listener is on SQLAlchemy's Engine class for the block, and
+    leaves every other database of the process alone."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    store = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+
+    def only_the_store(connection: object, record: object) -> None:
+        if isinstance(connection, sqlite3.Connection) and _main_file(connection) == store:
+            write_ahead(connection, record)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", only_the_store)
     try:
         yield
     finally:
-        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "connect", write_ahead)
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "connect", only_the_store)
+
+
+def _main_file(connection: sqlite3.Connection) -> Path | None:
+    """The file of the connection's main database (None in memory)."""
+    name = connection.execute("PRAGMA database_list").fetchone()[2]
+    return Path(name).resolve() if name else None
 
 
 def write_ahead(connection: object, _record: object) -> None:

@@ -26,7 +26,6 @@ from review_sentiment.orchestration.batch_scoring import check_paths, score_revi
 from review_sentiment.orchestration.local_prefect import prefect_api
 from review_sentiment.orchestration.monitor import monitor_predictions
 from review_sentiment.orchestration.retrain import choose_lineage, retrain_logistic
-from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 
 DEPLOYMENT = "flipkart-sentiment-logistic-deployment"
 MONITOR_DEPLOYMENT = "flipkart-sentiment-monitoring-deployment"
@@ -39,7 +38,6 @@ def check_data(parameters: dict[str, object]) -> None:
     """Read the reviews a retrain would train on, before a Prefect API starts: a bad file then fails in
     the caller's one line (inside a flow run, Prefect logs its own ERROR lines first). A scheduled run
     reads the file again, as it may have changed since."""
-    quiet_mlflow_warnings()
     lineage, _ = choose_lineage.fn(*(parameters.get(name) for name in ("data_path", "text_col", "rating_col",
                                                                        "test_size", "seed")))
     load_reviews(lineage.data, lineage.text_col, lineage.rating_col)
@@ -59,7 +57,6 @@ def monitor_once(parameters: dict[str, object]) -> None:
         require_log(str(parameters["prediction_log"]))
     except FileNotFoundError as err:
         raise ReviewDataError(str(err)) from None
-    quiet_mlflow_warnings()
     outcome = monitor_predictions(**parameters)
     versions = ", ".join(f"{version} {status}" for version, status in outcome.versions.items()) or "no predictions"
     print(f"Check {outcome.status} ({versions}; MLflow run {outcome.run_id}). Retrain: {outcome.retrain}")
@@ -140,5 +137,4 @@ def score_file(input_path: str, output_path: str, text_col: str) -> None:
     """Label a CSV of reviews with the champion into `output_path` (written whole or not at all). Path
     mistakes fail here, before a Prefect API is started for the flow (which checks them again)."""
     check_paths(input_path, output_path)
-    quiet_mlflow_warnings()
     print(f"Scored {score_reviews(input_path, output_path, text_col)} into {output_path}")

@@ -8,7 +8,6 @@ this same format, so they load and score the same way.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 import tokenize
@@ -51,14 +50,6 @@ _LAYOUT = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
 _STOPWORDS = Path("data") / "nltk_data" / "corpora" / "stopwords" / "english"
 
 
-def quiet_mlflow_warnings() -> None:
-    """MLflow warns about things our usage gets right (a local CSV as dataset source; an int label
-    output in the example's schema): hide those two so users see progress, not noise."""
-    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a tracking server links every run
-
-
 def log_training_reviews(texts: Iterable[str]) -> None:
     """Record, in the active run, which reviews its model trained on (8 bytes each)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,9 +65,19 @@ def training_reviews(run_id: str) -> np.ndarray | None:
     return np.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TRAINING_REVIEWS_ARTIFACT))
 
 
+def log_dataset(dataset: PandasDataset, context: str) -> None:
+    """Log a dataset as an input of the active run. MLflow infers its schema then, and hints that an
+    integer column cannot hold missing values: our only one is the label, which is never missing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        mlflow.log_input(dataset, context=context)
+
+
 def training_dataset(frame: pd.DataFrame, source: str, name: str | None = None) -> PandasDataset:
     """The MLflow dataset a run logs as its training input, with a digest of every row."""
-    return mlflow.data.from_pandas(frame, source=source, targets="label", name=name, digest=data_digest(frame))
+    with warnings.catch_warnings():  # MLflow warns that a local CSV path could be two kinds of source: it is a file
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        return mlflow.data.from_pandas(frame, source=source, targets="label", name=name, digest=data_digest(frame))
 
 
 def as_model_input(texts: Sequence[str] | pd.Series) -> pd.DataFrame:

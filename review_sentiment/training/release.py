@@ -36,6 +36,7 @@ from review_sentiment.monitoring.estimate import estimated_macro_f1
 from review_sentiment.tracking import model_logging
 from review_sentiment.tracking.model_logging import (
     compact_for_saving,
+    log_dataset,
     log_trained_model,
     model_size_bytes,
     training_dataset,
@@ -153,9 +154,9 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
     mlflow.log_dict(calibrator.to_dict(), CALIBRATION_ARTIFACT)
     _log_figure(reliability_figure(split.y_test, test_probability, f"{family} (test), {calibrator.method}"),
                 "reliability_diagram.png")
-    mlflow.log_input(data.training_dataset, context="training")
+    log_dataset(data.training_dataset, "training")
     held = pd.DataFrame({"review": split.X_test.to_numpy(dtype=object), "label": split.y_test})
-    mlflow.log_input(training_dataset(held, data.lineage.data, name=PROTECTED), context="evaluation")
+    log_dataset(training_dataset(held, data.lineage.data, name=PROTECTED), "evaluation")
     mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
     _log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
     mlflow.log_dict(top_terms(pipeline), "top_terms.json")

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -48,9 +49,13 @@ def open_storage(url: str) -> RDBStorage:
     """Optuna's relational storage with heartbeats: a trial whose worker died (kill -9, lost machine)
     is marked failed by the next worker that looks, and its configuration is queued again."""
     engine = {"pool_pre_ping": True} if is_postgres(url) else {"connect_args": {"timeout": 60}}
-    storage = RDBStorage(sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                         grace_period=GRACE_SECONDS,
-                         heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=RETRIES))
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8; the callback is
+        # deprecated for RetryHeartbeatStaleTrialCallback (Optuna 4.9), which is experimental itself
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                             grace_period=GRACE_SECONDS,
+                             heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=RETRIES))
     if storage.engine.dialect.name == "sqlite":  # a trial commits ~25 times: 92 → 40 ms of storage per trial
         sqlalchemy.event.listen(storage.engine, "connect", write_ahead)
         storage.engine.dispose()  # the connections made while creating the tables predate the listener

@@ -26,11 +26,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
-from review_sentiment.databases import without_password
+from review_sentiment.databases import sqlite_without_fsync_per_commit, without_password
 from review_sentiment.modeling.families import require_words
 from review_sentiment.tracking.alias_lock import require_alias_lock
 from review_sentiment.tracking.model_loading import load_pipeline
-from review_sentiment.tracking.model_logging import quiet_mlflow_warnings
 from review_sentiment.tracking.orphans import (
     adopt,
     close_orphaned_runs,
@@ -151,6 +150,11 @@ class Prepared:
 def run_tuning(settings: TuningSettings) -> None:
     """Raises ReviewDataError for unusable data: before anything is written to MLflow where it can be
     told up front, else after taking back what this run wrote (no half-state either way)."""
+    with sqlite_without_fsync_per_commit(mlflow.get_tracking_uri()):  # MLflow's store, if an SQLite file
+        _run_tuning(settings)
+
+
+def _run_tuning(settings: TuningSettings) -> None:
     started = time.perf_counter()
     prepared = prepare(settings)
     if settings.join:
@@ -203,7 +207,7 @@ def prepare(settings: TuningSettings) -> Prepared:
     del distinct
     clean_train = [cleaned[text] for text in split.X_train]
     require_words(clean_train, str(reviews.path))
-    _quiet_library_warnings()
+    _quiet_optuna()
     return Prepared(reviews, split, counted(clean_train, split.y_train, folds=settings.folds, seed=settings.seed),
                     data_digest(reviews.frame), cleaned,
                     Lineage.of(reviews.path, settings.text_col, settings.rating_col, settings.test_size, settings.seed))
@@ -383,7 +387,10 @@ def _registered_result(family: str, name: str, version: str, cv_f1: float) -> Fa
 
 def _print_progress(study: optuna.Study, trial: FrozenTrial, worker: str) -> None:
     line = f"  trial {trial.number + 1:>3}{worker}"
-    if (retried := RetryFailedTrialCallback.retried_trial_number(trial)) is not None:
+    with warnings.catch_warnings():  # experimental since Optuna 2.8, and still the only way to ask
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried = RetryFailedTrialCallback.retried_trial_number(trial)
+    if retried is not None:
         line += f" (trial {retried + 1} again: its worker died)"
     if trial.state == TrialState.FAIL:
         print(f"{line}  failed: {trial.user_attrs.get('failed', 'see the log')}", flush=True)
@@ -394,9 +401,6 @@ def _print_progress(study: optuna.Study, trial: FrozenTrial, worker: str) -> Non
         print(f"{line}  cv_f1={trial.value:.4f}  best={study.best_value:.4f}", flush=True)
 
 
-def _quiet_library_warnings() -> None:
-    """Keep the progress readable: library deprecation notices are for us, not for users."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is on its progress line, not a traceback
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    quiet_mlflow_warnings()
+def _quiet_optuna() -> None:
+    """A failed trial is on its progress line: Optuna's own log of it (a traceback) would bury the progress."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -1,5 +1,5 @@
-"""The tuning run's SQLite setting (WAL, no fsync per commit) reaches only what it opens meanwhile,
-and leaves connections that cannot change the file alone."""
+"""The tuning run's SQLite setting (WAL, no fsync per commit) reaches only MLflow's store file, only
+while the block runs, and leaves connections that cannot change the file alone."""
 from __future__ import annotations
 
 import sqlite3
@@ -16,12 +16,12 @@ def journal_mode(engine: sqlalchemy.Engine) -> str:
         return connection.exec_driver_sql("PRAGMA journal_mode").scalar()
 
 
-def test_only_connections_opened_during_the_block_write_ahead(tmp_path: Path) -> None:
-    for name in ("during.db", "after.db", "read-only.db"):
+def test_only_connections_to_the_store_opened_during_the_block_write_ahead(tmp_path: Path) -> None:
+    for name in ("during.db", "after.db", "read-only.db", "other.db"):
         with closing(sqlite3.connect(tmp_path / name)) as db, db:
             db.execute("CREATE TABLE t (x)")
             db.execute("INSERT INTO t VALUES (1)")
-    with sqlite_without_fsync_per_commit():
+    with sqlite_without_fsync_per_commit(f"sqlite:///{tmp_path / 'during.db'}"):
         during = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'during.db'}")
         assert journal_mode(during) == "wal"
         with during.connect() as connection:
@@ -30,5 +30,7 @@ def test_only_connections_opened_during_the_block_write_ahead(tmp_path: Path) ->
         with reader.connect() as connection:  # switching its journal would fail: it is left as it is
             assert connection.exec_driver_sql("SELECT x FROM t").scalar() == 1
         assert journal_mode(reader) == "delete"
+        other = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'other.db'}")  # not MLflow's store: untouched
+        assert journal_mode(other) == "delete"
     after = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'after.db'}")
     assert journal_mode(after) == "delete"

@@ -31,7 +31,7 @@ from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog
 from review_sentiment.tracking.model_loading import load_calibration, load_pipeline
 from review_sentiment.tracking.registry import current_champion
 from tests.code.test_drift import generator
-from tests.code.test_retrain_and_scoring_flows import prefect_api  # noqa: F401 — the module's Prefect server
+from tests.e2e.test_retrain_and_scoring_flows import prefect_api  # noqa: F401 — the module's Prefect server
 from tests.helpers import SAMPLE, Store
 
 TRUSTED = key_identity("the operator's key")  # labels given with the service's API key
