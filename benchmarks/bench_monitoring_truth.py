@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     from review_sentiment.modeling.metrics import expected_calibration_error, macro_f1
     from review_sentiment.monitoring.drift import OK, Window, check
     from review_sentiment.monitoring.estimate import estimated_macro_f1
-    from review_sentiment.monitoring.profile import PROFILE_ARTIFACT
+    from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, ReferenceProfile
     from review_sentiment.tracking.model_loading import load_calibration, load_pipeline
     from review_sentiment.tracking.records import VersionRecord
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         record = VersionRecord.of(version)
         family, lineage = record.family, record.lineage
         pipeline, calibration = load_pipeline(version), load_calibration(version)
-        profile = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{PROFILE_ARTIFACT}")
+        profile = ReferenceProfile.from_dict(mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{PROFILE_ARTIFACT}"))
         split = split_reviews(load_reviews(lineage.data, text_col, rating_col), lineage.held_out, 2, lineage.seed)
         test_labels, test_scores, test_probability = predict_with_scores(pipeline, split.X_test, calibration)
         calibration_rows.append({

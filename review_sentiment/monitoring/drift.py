@@ -31,7 +31,7 @@ from scipy import stats
 
 from review_sentiment.modeling.metrics import macro_f1, macro_f1_along
 from review_sentiment.monitoring.estimate import MIN_ROWS, Estimate, estimated_macro_f1
-from review_sentiment.monitoring.profile import TextStats, as_written, stored
+from review_sentiment.monitoring.profile import ReferenceProfile, TextStats, UnusableProfile, as_written, stored
 
 OK, DRIFT, DEGRADED, INSUFFICIENT = "ok", "drift", "degraded", "insufficient-data"
 SUSPECT = "suspect-feedback"  # trusted labels disagree sharply with the protected set while inputs did not move
@@ -51,7 +51,6 @@ MAX_BINS = 100  # distributions are compared on at most this many bins of the po
 BOOTSTRAP_RESAMPLES = 1000  # the feedback F1's interval
 DRIFT_RESAMPLES = 1000  # a drift test alarms when the window is farther than every resample (p = 1/1001 < ALPHA)
 assert 1 / (DRIFT_RESAMPLES + 1) < ALPHA, "too few resamples for a drift test ever to alarm"
-PROFILE_LISTS = ("lengths", "oov_shares", "scores")  # what a profile must hold, each with a value
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ def bootstrap_ks(reference: np.ndarray, weights: np.ndarray, current: np.ndarray
     return observed, float((1 + np.sum(null >= observed - 1e-12)) / (DRIFT_RESAMPLES + 1))
 
 
-def distribution(kind: str, measure: str, reference: Sequence[float], weights: Sequence[float] | None,
+def distribution(kind: str, measure: str, reference: Sequence[float | None], weights: Sequence[float] | None,
                  current: np.ndarray, seed: int, shares: bool = False) -> Finding:
     """A bootstrap KS test; the finding shows medians, or for 0/1 values (`shares`) the share of 1s."""
     reference = stored(reference)
@@ -175,7 +174,8 @@ def performance(window: Window, test_f1: float, seed: int) -> Finding | None:
                    bool(interval.high < test_f1))
 
 
-def check(window: Window, profile: dict | None, test_f1: float | None, seed: int = 0) -> Check:
+def check(window: Window, profile: ReferenceProfile | UnusableProfile | None, test_f1: float | None,
+          seed: int = 0) -> Check:
     """The check's status and findings. Drift needs a profile (versions logged before profiles have
     none) and `MIN_WINDOW` predictions; performance needs the test F1 and `FEEDBACK_QUORUM` trusted labels, which
     may be for predictions of earlier windows (feedback comes late); the estimate needs calibrated
@@ -184,13 +184,13 @@ def check(window: Window, profile: dict | None, test_f1: float | None, seed: int
     feedback, findings, current, missing = len(window.feedback_truth), [], None, []
     if profile is None:
         missing.append("no reference profile for this version")
-    elif problem := profile_problem(profile):
-        missing.append(f"its reference profile is unusable ({problem})")
+    elif isinstance(profile, UnusableProfile):
+        missing.append(f"its reference profile is unusable ({profile})")
     elif len(window.reviews) < MIN_WINDOW:
         missing.append(f"{len(window.reviews)} prediction{'s' * (len(window.reviews) != 1)} since the last check; "
                        f"a drift check needs {MIN_WINDOW}")
     else:
-        current = TextStats.of(window.reviews, frozenset(profile["vocabulary"]))
+        current = TextStats.of(window.reviews, frozenset(profile.vocabulary))
         findings = _drift(window, profile, current, seed)
     guess = estimated(window.labels, window.probabilities, seed) if len(window.reviews) >= MIN_WINDOW else None
     if test_f1 is not None and guess is not None:
@@ -221,25 +221,6 @@ def check(window: Window, profile: dict | None, test_f1: float | None, seed: int
                  realized)
 
 
-def profile_problem(profile: dict) -> str | None:
-    """What makes a logged profile unusable for the drift tests (None: nothing)."""
-    try:
-        missing = [key for key in (*PROFILE_LISTS, "vocabulary", "non_ascii_share", "empty_share", "traffic_reviews")
-                   if key not in profile]
-        if missing:
-            return f"no {', '.join(missing)}"
-        empty = [key for key in PROFILE_LISTS if not any(v is not None and v == v for v in profile[key])]
-        if empty:
-            return f"no value in {', '.join(empty)}"
-        weights = profile.get("weights")
-        if weights is not None and not (len(weights) == len(profile["oov_shares"]) == len(profile["scores"])
-                                         == len(profile.get("predicted", weights))):
-            return "its weights and values differ in length"
-    except TypeError as err:  # not the lists and numbers this code writes
-        return f"malformed: {err}"
-    return None
-
-
 def _new_words(window: Window, current: TextStats | None) -> list[tuple[str, int]]:
     """The ten commonest words outside the model's vocabulary, as users wrote them, with their counts."""
     if current is None:
@@ -249,19 +230,14 @@ def _new_words(window: Window, current: TextStats | None) -> list[tuple[str, int
     return [(forms[term], count) for term, count in top]
 
 
-def _drift(window: Window, profile: dict, current: TextStats, seed: int) -> list[Finding]:
-    """The six tests. Profiles from before schema 2 hold one value per row (each its own text) and only the
-    share of positive predictions, which stands for that many rows of 0s and 1s."""
-    weights = profile.get("weights")
-    predicted = profile.get("predicted")
-    if predicted is None:
-        positives = round(profile["positive_share"] * profile["test_reviews"])
-        predicted = [1.0] * positives + [0.0] * (profile["test_reviews"] - positives)
+def _drift(window: Window, profile: ReferenceProfile, current: TextStats, seed: int) -> list[Finding]:
+    """The six tests."""
+    weights = profile.weights
     return [
-        distribution("input", "review length", profile["lengths"], None, current.lengths, seed),
-        distribution("input", "out-of-vocabulary share", profile["oov_shares"], weights, current.oov_shares, seed),
-        share("input", "non-ASCII share", profile["non_ascii_share"], profile["traffic_reviews"], current.non_ascii),
-        share("input", "empty after cleaning", profile["empty_share"], profile["traffic_reviews"], current.empty),
-        distribution("prediction", "score", profile["scores"], weights, window.scores, seed),
-        distribution("prediction", "positive share", predicted, weights, window.labels, seed, shares=True),
+        distribution("input", "review length", profile.lengths, None, current.lengths, seed),
+        distribution("input", "out-of-vocabulary share", profile.oov_shares, weights, current.oov_shares, seed),
+        share("input", "non-ASCII share", profile.non_ascii_share, profile.traffic_reviews, current.non_ascii),
+        share("input", "empty after cleaning", profile.empty_share, profile.traffic_reviews, current.empty),
+        distribution("prediction", "score", profile.scores, weights, window.scores, seed),
+        distribution("prediction", "positive share", profile.predicted, weights, window.labels, seed, shares=True),
     ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.pipeline import Pipeline
@@ -22,6 +23,72 @@ PROFILE_ARTIFACT = "reference_profile.json"
 PROFILE_SCHEMA = 2  # 2: traffic-like rows as distinct texts with weights (1: one value per test review)
 SAMPLE_VALUES = 5000
 _WORD = re.compile(r"[a-z]+")
+
+
+class UnusableProfile(ValueError):
+    """A logged profile the drift tests cannot use; the message says why, in a few words."""
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """What a version's traffic is compared with. `lengths`, the shares and `traffic_reviews` describe
+    every usable review of its file; `oov_shares`, `scores` and `predicted` one value per distinct text
+    of its traffic-like rows, each standing for `weights` rows (None: schema 1, one row each). A text
+    empty after cleaning has no out-of-vocabulary share (None)."""
+
+    traffic_reviews: int
+    test_reviews: int
+    lengths: list[float | None]
+    non_ascii_share: float
+    empty_share: float
+    positive_label_share: float | None
+    weights: list[int] | None
+    oov_shares: list[float | None]
+    scores: list[float | None]
+    predicted: list[int]
+    positive_share: float
+    vocabulary: list[str]
+    schema: int = PROFILE_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: object) -> ReferenceProfile:
+        """The profile a run logged, checked: UnusableProfile says what is wrong. Schema-1 profiles
+        (one value per row, only the share of positive predictions) read as rows of weight one."""
+        if not isinstance(raw, dict):
+            raise UnusableProfile(f"malformed: a {type(raw).__name__}, not an object")
+        schema = raw.get("schema", 1)
+        if schema not in (1, PROFILE_SCHEMA):
+            raise UnusableProfile(f"schema {schema}; this code reads 1 and {PROFILE_SCHEMA}")
+        needed = ("lengths", "oov_shares", "scores", "vocabulary", "non_ascii_share", "empty_share", "traffic_reviews")
+        if missing := [key for key in needed if key not in raw]:
+            raise UnusableProfile(f"no {', '.join(missing)}")
+        try:
+            if empty := [key for key in ("lengths", "oov_shares", "scores")
+                         if not any(v is not None and v == v for v in raw[key])]:
+                raise UnusableProfile(f"no value in {', '.join(empty)}")
+            test_reviews = int(raw.get("test_reviews", len(raw["scores"])))
+            predicted = raw.get("predicted")
+            if predicted is None:  # schema 1: the share of positive predictions stands for that many rows
+                positives = round(raw["positive_share"] * test_reviews)
+                predicted = [1] * positives + [0] * (test_reviews - positives)
+            weights = raw.get("weights")
+            if weights is not None and not len(weights) == len(raw["oov_shares"]) == len(raw["scores"]) == len(
+                    predicted):
+                raise UnusableProfile("its weights and values differ in length")
+            return cls(traffic_reviews=int(raw["traffic_reviews"]), test_reviews=test_reviews,
+                       lengths=list(raw["lengths"]), non_ascii_share=float(raw["non_ascii_share"]),
+                       empty_share=float(raw["empty_share"]), positive_label_share=raw.get("positive_label_share"),
+                       weights=None if weights is None else [int(w) for w in weights],
+                       oov_shares=list(raw["oov_shares"]), scores=list(raw["scores"]),
+                       predicted=[int(p) for p in predicted], positive_share=float(raw.get("positive_share", 0.0)),
+                       vocabulary=list(raw["vocabulary"]), schema=PROFILE_SCHEMA if weights is not None else 1)
+        except (TypeError, KeyError, ValueError) as err:
+            if isinstance(err, UnusableProfile):
+                raise
+            raise UnusableProfile(f"malformed: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -81,7 +148,7 @@ def vocabulary(pipeline: Pipeline) -> frozenset[str]:
 
 def reference_profile(pipeline: Pipeline, traffic_texts: Sequence[str], train_labels: Sequence[int],
                       held_texts: Sequence[str], seed: int = 0,
-                      clean: Callable[[list[str]], list[str]] = clean_texts) -> dict:
+                      clean: Callable[[list[str]], list[str]] = clean_texts) -> ReferenceProfile:
     """Lengths, non-ASCII and empty shares from every usable review of the training file, repeats
     included (training drops exact duplicates; traffic does not, and a one-liner like "Good" comes
     back often). Out-of-vocabulary shares, scores and predicted labels of `held_texts`, rows that stand
@@ -104,17 +171,9 @@ def reference_profile(pipeline: Pipeline, traffic_texts: Sequence[str], train_la
     def rounded(values: np.ndarray) -> list[float | None]:
         return [None if np.isnan(v) else round(float(v), 4) for v in np.asarray(values, float)]
 
-    return {
-        "schema": PROFILE_SCHEMA,
-        "traffic_reviews": len(traffic.lengths), "test_reviews": int(rows.sum()),
-        "lengths": rounded(lengths),
-        "non_ascii_share": float(traffic.non_ascii.mean()),
-        "empty_share": float(traffic.empty.mean()),
-        "positive_label_share": float(np.mean(train_labels)),
-        "weights": rows.tolist(),
-        "oov_shares": rounded(held.oov_shares),
-        "scores": rounded(scores),
-        "predicted": np.asarray(labels, int).tolist(),
-        "positive_share": float(np.average(labels, weights=rows)),
-        "vocabulary": sorted(words),
-    }
+    return ReferenceProfile(
+        traffic_reviews=len(traffic.lengths), test_reviews=int(rows.sum()), lengths=rounded(lengths),
+        non_ascii_share=float(traffic.non_ascii.mean()), empty_share=float(traffic.empty.mean()),
+        positive_label_share=float(np.mean(train_labels)), weights=rows.tolist(), oov_shares=rounded(held.oov_shares),
+        scores=rounded(scores), predicted=np.asarray(labels, int).tolist(),
+        positive_share=float(np.average(labels, weights=rows)), vocabulary=sorted(words))

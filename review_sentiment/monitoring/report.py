@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from review_sentiment.monitoring.drift import Check, Window
-from review_sentiment.monitoring.profile import stored
+from review_sentiment.monitoring.profile import ReferenceProfile, UnusableProfile, stored
 
 # a degraded version outranks a suspect one: its retrain is still judged on the protected set; drift
 # outranks an estimated drop, which is reported and never acted on by itself
@@ -45,7 +45,7 @@ def summary(checks: dict[str, Check]) -> str:
     return "\n".join(lines)
 
 
-def html_report(title: str, checks: dict[str, Check], profiles: dict[str, dict | None],
+def html_report(title: str, checks: dict[str, Check], profiles: dict[str, ReferenceProfile | UnusableProfile | None],
                 windows: dict[str, Window], history: pd.DataFrame) -> str:
     """The check's findings per version, its distributions against the reference, and (`history`: one
     row per check, a `time` column and `F1_HISTORY`) macro-F1 estimated and realized across checks."""
@@ -68,9 +68,9 @@ def html_report(title: str, checks: dict[str, Check], profiles: dict[str, dict |
         if result.new_terms:
             terms = ", ".join(f"{html.escape(t)} ({n})" for t, n in result.new_terms)
             parts.append(f"<p>Most frequent words outside the model's vocabulary: {terms}</p>")
-        if result.current is not None and profiles.get(version):
+        if result.current is not None and isinstance(profile := profiles.get(version), ReferenceProfile):
             parts.append(f"<img alt='distributions' src='data:image/png;base64,"
-                         f"{_png(_plots(profiles[version], result, windows[version]))}'>")
+                         f"{_png(_plots(profile, result, windows[version]))}'>")
     if history[F1_HISTORY[0]].notna().any() or history[F1_HISTORY[-1]].notna().any():
         parts.append(f"<h2>Macro-F1 across checks</h2><img alt='macro-F1 over time' "
                      f"src='data:image/png;base64,{_png(_f1_over_time(history))}'>")
@@ -99,14 +99,13 @@ def _f1_over_time(history: pd.DataFrame) -> Figure:
     return figure
 
 
-def _plots(profile: dict, result: Check, window: Window) -> Figure:
+def _plots(profile: ReferenceProfile, result: Check, window: Window) -> Figure:
     """Reference against now: length, out-of-vocabulary share, score."""
     figure = Figure(figsize=(13, 3.4))  # no pyplot: no global state, no screen needed
     axes = figure.subplots(1, 3)
-    weights = profile.get("weights")
-    pairs = [("review length (characters)", profile["lengths"], None, result.current.lengths),
-             ("out-of-vocabulary share", profile["oov_shares"], weights, result.current.oov_shares),
-             ("score", profile["scores"], weights, window.scores)]
+    pairs = [("review length (characters)", profile.lengths, None, result.current.lengths),
+             ("out-of-vocabulary share", profile.oov_shares, profile.weights, result.current.oov_shares),
+             ("score", profile.scores, profile.weights, window.scores)]
     for ax, (name, reference, reference_rows, current) in zip(axes, pairs, strict=True):
         reference = stored(reference)
         rows = np.ones(len(reference)) if reference_rows is None else np.asarray(reference_rows, float)

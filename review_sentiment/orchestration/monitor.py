@@ -49,15 +49,17 @@ from review_sentiment.monitoring.logged import (
     read_new,
     trusted,
 )
-from review_sentiment.monitoring.profile import PROFILE_ARTIFACT
+from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, ReferenceProfile, UnusableProfile
 from review_sentiment.monitoring.report import F1_HISTORY, html_report, overall, summary
 from review_sentiment.orchestration.crashed_runs import mark_crashed_runs, record_process
 from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.orchestration.task_policies import cpu_step, data_errors_in_one_line, io_step
 from review_sentiment.tracking.promotion import decide_pending
+from review_sentiment.tracking.records import VersionRecord
 
 COOLDOWN_HOURS = 6.0
 RETRAIN_PENDING = "pending: triggered a retrain, not finished"  # what a check killed during its retrain leaves
+Reference = ReferenceProfile | UnusableProfile | None  # what a check compares with, or why it cannot
 
 
 @dataclass(frozen=True)
@@ -92,23 +94,26 @@ def read_window(prediction_log: str, after: Cursor) -> NewRows:
 
 
 @io_step(name="load reference")
-def reference_of(name: str, version: str) -> tuple[dict | None, float | None]:
-    """The version's reference profile and test F1; (None, None) for a version logged before
-    profiles, or one deleted from the registry since it served."""
+def reference_of(name: str, version: str) -> tuple[Reference, float | None]:
+    """The version's reference profile (UnusableProfile: why it cannot be used) and test F1; (None,
+    None) for a version logged before profiles, or one deleted from the registry since it served."""
     try:
         registered = mlflow.MlflowClient().get_model_version(name, version)
     except MlflowException:
         return None, None
     try:
-        profile = mlflow.artifacts.load_dict(f"runs:/{registered.run_id}/{PROFILE_ARTIFACT}")
+        raw = mlflow.artifacts.load_dict(f"runs:/{registered.run_id}/{PROFILE_ARTIFACT}")
     except (MlflowException, OSError, ValueError):  # none, or not JSON: the check says it has no profile
-        profile = None
-    test_f1 = registered.tags.get("test_f1")
-    return profile, None if test_f1 is None else float(test_f1)
+        return None, VersionRecord.of(registered).test_f1
+    try:
+        profile: Reference = ReferenceProfile.from_dict(raw)
+    except UnusableProfile as unusable:
+        profile = unusable
+    return profile, VersionRecord.of(registered).test_f1
 
 
 @cpu_step(name="check for drift")
-def check_version(rows: pd.DataFrame, fed: pd.DataFrame, profile: dict | None, test_f1: float | None,
+def check_version(rows: pd.DataFrame, fed: pd.DataFrame, profile: Reference, test_f1: float | None,
                   seed: int, trust_anonymous: bool) -> tuple[Window, Check]:
     kept = trusted(fed["giver"], trust_anonymous).to_numpy(bool)
     window = Window(rows["review"].tolist(), rows["label"].to_numpy(int), rows["score"].to_numpy(float),

@@ -15,6 +15,7 @@ from review_sentiment.modeling.calibration import Calibration
 from review_sentiment.modeling.fast_scorer import FastScorer
 from review_sentiment.modeling.linear import strongest_terms, term_weights
 from review_sentiment.tracking.model_loading import load_calibration, load_pipeline
+from review_sentiment.tracking.records import UNKNOWN, VersionRecord
 
 EXPLAIN_TERMS = 5
 
@@ -82,10 +83,11 @@ def load_served(version: ModelVersion, alias: str | None) -> ServedModel:
     pipeline = load_pipeline(version)
     terms, weights = term_weights(pipeline)
     run = mlflow.MlflowClient().get_run(version.run_id)
+    record = VersionRecord.of(version)
     return ServedModel(
         name=version.name, version=str(version.version), alias=alias,
-        family=version.tags.get("family", type(pipeline[-1]).__name__),
-        run_id=version.run_id, data_digest=version.tags.get("data_digest"),
+        family=record.family if record.family != UNKNOWN else type(pipeline[-1]).__name__,
+        run_id=version.run_id, data_digest=record.data_digest or None,
         metrics={k: round(v, 4) for k, v in sorted(run.data.metrics.items())},
         calibration=load_calibration(version), pipeline=pipeline, scorer=FastScorer.of(pipeline), terms=terms,
         weights=weights,

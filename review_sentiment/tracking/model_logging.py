@@ -123,8 +123,8 @@ def log_trained_model(pipeline: Pipeline, reviews: Reviews, split: Split, held_t
     tuning run and the retrain both log through here, so their versions carry the same records."""
     model_info = log_sentiment_model(pipeline, split.X_train.iloc[:3].tolist())
     log_training_reviews(split.X_train)
-    mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, split.y_train, held_texts, seed, clean),
-                    PROFILE_ARTIFACT)
+    mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, split.y_train, held_texts, seed,
+                                      clean).to_dict(), PROFILE_ARTIFACT)
     return model_info
 
 

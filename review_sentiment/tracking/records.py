@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mlflow.entities.model_registry import ModelVersion
 
+UNKNOWN = "unknown"  # a family or source a version registered before records did not record
 PROMOTION_TAG = "promotion"  # the decision in words; a version without it has no decision yet
 DECISION_TAG = "promotion_record"  # the decision's figures (JSON)
 
@@ -67,7 +68,7 @@ class VersionRecord:
         if "lineage.data" in tags:
             lineage = Lineage(tags["lineage.data"], tags["lineage.text_col"], tags["lineage.rating_col"],
                               float(tags["lineage.held_out"]), int(tags["lineage.seed"]))
-        return cls(family=tags.get("family", "unknown"), source=tags.get("source", "unknown"), lineage=lineage,
+        return cls(family=tags.get("family", UNKNOWN), source=tags.get("source", UNKNOWN), lineage=lineage,
                    data_digest=tags.get("data_digest", ""), reviews_digest=tags.get("reviews_digest", ""),
                    fingerprint=tags.get("fingerprint", ""), test_f1=_number(tags.get("test_f1")),
                    run_id=tags.get("run_id", version.run_id or ""), cv_f1=_number(tags.get("cv_f1_macro")),

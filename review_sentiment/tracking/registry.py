@@ -37,10 +37,9 @@ def register(model_info: ModelInfo, name: str, tags: dict[str, object]) -> Model
         waiting.setLevel(level)
 
 
-def versions_tagged(name: str, **tags: str) -> list[ModelVersion]:
-    """The versions of `name` whose tags include all of `tags`."""
-    return [v for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'")
-            if all(v.tags.get(k) == value for k, value in tags.items())]
+def records_of(name: str) -> list[tuple[ModelVersion, VersionRecord]]:
+    """Every version of `name` with its record."""
+    return [(v, VersionRecord.of(v)) for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'")]
 
 
 @dataclass(frozen=True)
@@ -56,13 +55,13 @@ def tuned_params(name: str, family: str, reviews_digest: str) -> TunedParams | N
     """The tuning script's configuration for `family` to reuse on the reviews with `reviews_digest`:
     the best by CV F1 among versions tuned on those same reviews, else the most recent tuning run.
     CV scores on different data do not compare, so the highest one overall means nothing."""
-    tuned = versions_tagged(name, source="tuning", family=family)
-    same_data = [v for v in tuned if v.tags.get("reviews_digest") == reviews_digest]
+    tuned = [(v, r) for v, r in records_of(name) if r.source == "tuning" and r.family == family]
+    same_data = [(v, r) for v, r in tuned if r.reviews_digest == reviews_digest and r.cv_f1 is not None]
     if same_data:
-        chosen = max(same_data, key=lambda v: float(v.tags["cv_f1_macro"]))
-        why = f"tuned on the same data (v{chosen.version}, best CV F1 {chosen.tags['cv_f1_macro']})"
+        chosen, best = max(same_data, key=lambda pair: pair[1].cv_f1 or 0.0)
+        why = f"tuned on the same data (v{chosen.version}, best CV F1 {best.cv_f1:.4f})"
     elif tuned:
-        chosen = max(tuned, key=lambda v: int(v.version))
+        chosen = max((v for v, _ in tuned), key=lambda v: int(v.version))
         why = f"most recent tuning run (v{chosen.version}); none was tuned on this data"
     else:
         return None

@@ -43,7 +43,7 @@ from review_sentiment.tracking.model_logging import (
 )
 from review_sentiment.tracking.promotion import FEEDBACK, PROTECTED, Evidence
 from review_sentiment.tracking.records import Lineage, VersionRecord
-from review_sentiment.tracking.registry import register
+from review_sentiment.tracking.registry import records_of, register
 from review_sentiment.training.reports import confusion_figure, reliability_figure, report_text, top_terms
 
 if TYPE_CHECKING:
@@ -109,8 +109,7 @@ def fingerprint(family: str, params: dict[str, Any], seed: int, data: TrainingDa
 
 def identical_version(name: str, value: str) -> ModelVersion | None:
     """The earliest version of `name` whose model has fingerprint `value`."""
-    same = [v for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'")
-            if v.tags.get("fingerprint") == value]
+    same = [v for v, record in records_of(name) if record.fingerprint == value]
     return min(same, key=lambda v: int(v.version), default=None)
 
 

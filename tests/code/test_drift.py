@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -24,7 +26,13 @@ from review_sentiment.monitoring.drift import (
     Window,
     check,
 )
-from review_sentiment.monitoring.profile import SAMPLE_VALUES, reference_profile, vocabulary
+from review_sentiment.monitoring.profile import (
+    SAMPLE_VALUES,
+    ReferenceProfile,
+    UnusableProfile,
+    reference_profile,
+    vocabulary,
+)
 from review_sentiment.monitoring.report import F1_HISTORY, html_report
 from tests.helpers import PROJECT_DIR, SAMPLE, STRONG, the_split
 
@@ -63,11 +71,12 @@ def reviews_of(domain: str, seed: int, rows: int = WINDOW) -> list[str]:
 def test_the_profile_holds_what_monitoring_compares(trained) -> None:
     pipeline, profile, _ = trained
     split = the_split()
-    assert set(profile["vocabulary"]) == vocabulary(pipeline) and all(" " not in t for t in profile["vocabulary"])
-    assert len(profile["lengths"]) == min(len(load_reviews(SAMPLE).usable_text), SAMPLE_VALUES)
-    assert len(profile["scores"]) == len(split.X_test) and all(0 <= s <= 1 for s in profile["scores"])
-    assert all(0 <= share <= 1 for share in profile["oov_shares"]) and 0 <= profile["empty_share"] < 0.05
-    assert profile["positive_label_share"] == pytest.approx(split.y_train.mean())
+    assert set(profile.vocabulary) == vocabulary(pipeline) and all(" " not in t for t in profile.vocabulary)
+    assert len(profile.lengths) == min(len(load_reviews(SAMPLE).usable_text), SAMPLE_VALUES)
+    assert len(profile.scores) == len(split.X_test) and all(0 <= s <= 1 for s in profile.scores)
+    assert all(0 <= share <= 1 for share in profile.oov_shares) and 0 <= profile.empty_share < 0.05
+    assert profile.positive_label_share == pytest.approx(split.y_train.mean())
+    assert ReferenceProfile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile  # as logged and read
 
 
 def test_reviews_of_another_domain_are_input_drift(trained) -> None:
@@ -122,15 +131,20 @@ def test_a_profile_it_cannot_use_is_said_and_odd_windows_are_no_alarm(trained) -
     text empty after cleaning (None in the profile) is drawn and tested like the others."""
     pipeline, profile, test_f1 = trained
     window = served(pipeline, reviews_of("electronics", seed=9))
-    for broken, why in (({k: v for k, v in profile.items() if k != "lengths"}, "no lengths"),
-                        (profile | {"oov_shares": [None] * len(profile["oov_shares"])}, "no value in oov_shares"),
-                        (profile | {"weights": [1, 2]}, "weights and values differ")):
-        result = check(window, broken, test_f1)
+    logged = profile.to_dict()
+    for broken, why in (({k: v for k, v in logged.items() if k != "lengths"}, "no lengths"),
+                        (logged | {"oov_shares": [None] * len(profile.oov_shares)}, "no value in oov_shares"),
+                        (logged | {"weights": [1, 2]}, "weights and values differ"),
+                        (logged | {"schema": 9}, "schema 9; this code reads 1 and 2"),
+                        (logged | {"scores": 3}, "malformed"), ([1, 2], "malformed: a list")):
+        with pytest.raises(UnusableProfile) as unusable:
+            ReferenceProfile.from_dict(broken)
+        result = check(window, unusable.value, test_f1)
         assert result.status == INSUFFICIENT and why in result.note, result.note
     emoji = served(pipeline, ["👍🔥"] * MIN_WINDOW)
     oov = next(f for f in check(emoji, profile, test_f1).findings if f.measure == "out-of-vocabulary share")
     assert not oov.drifted and oov.p_value is None
-    with_empty = profile | {"oov_shares": [None, *profile["oov_shares"][1:]]}
+    with_empty = replace(profile, oov_shares=[None, *profile.oov_shares[1:]])
     result = check(window, with_empty, test_f1)
     assert result.status == OK
     assert "data:image/png;base64," in html_report("t", {"v1": result}, {"v1": with_empty}, {"v1": window},

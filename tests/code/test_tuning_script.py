@@ -10,7 +10,7 @@ import pytest
 
 from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
 from review_sentiment.modeling.families import FAMILIES
-from review_sentiment.monitoring.profile import PROFILE_ARTIFACT
+from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, ReferenceProfile
 from tests.helpers import FAST, Store, run_script
 
 
@@ -44,8 +44,8 @@ def test_parent_runs_carry_dataset_and_artifacts(tuned: Store) -> None:
         assert inputs["evaluation"].name == "protected set"
         names = {a.path for a in client.list_artifacts(parent.run_id)}
         assert {"confusion_matrix.png", "classification_report.txt", PROFILE_ARTIFACT} <= names
-        profile = mlflow.artifacts.load_dict(f"runs:/{parent.run_id}/{PROFILE_ARTIFACT}")
-        assert profile["vocabulary"] and profile["scores"] and 0 < profile["positive_label_share"] < 1
+        profile = ReferenceProfile.from_dict(mlflow.artifacts.load_dict(f"runs:/{parent.run_id}/{PROFILE_ARTIFACT}"))
+        assert profile.vocabulary and profile.scores and 0 < (profile.positive_label_share or 0) < 1
         terms = json.loads((tuned.path / mlflow.artifacts.download_artifacts(
             run_id=parent.run_id, artifact_path="top_terms.json")).read_text())
         assert len(terms["positive"]) == 20 and terms["positive"][0][1] > 0 > terms["negative"][0][1], family

@@ -8,7 +8,7 @@ from sklearn.pipeline import Pipeline
 
 from review_sentiment.constants import DEFAULT_MODEL_URI, MODEL_NAME
 from review_sentiment.modeling.families import FAMILIES
-from review_sentiment.tracking.registry import versions_tagged
+from review_sentiment.tracking.registry import records_of
 from tests.helpers import Store
 
 
@@ -39,6 +39,6 @@ def every_model(request: pytest.FixtureRequest) -> dict[str, Pipeline]:
     with pytest.MonkeyPatch.context() as monkeypatch:
         store.activate(monkeypatch)
         for family in FAMILIES:
-            [version] = versions_tagged(MODEL_NAME, family=family)  # the tuning run registers one each
+            [version] = [v for v, r in records_of(MODEL_NAME) if r.family == family]  # the run registers one each
             uris[family] = f"models:/{MODEL_NAME}/{version.version}"
     return _load(uris, store)
