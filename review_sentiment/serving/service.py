@@ -14,9 +14,10 @@ from review_sentiment.constants import CHALLENGER
 from review_sentiment.databases import without_password
 from review_sentiment.monitoring.logged import read_log
 from review_sentiment.serving.ab_report import format_report
-from review_sentiment.serving.app import MAX_REVIEWS, create_app
+from review_sentiment.serving.app import create_app
 from review_sentiment.serving.model_watcher import ModelWatcher
 from review_sentiment.serving.prediction_log import LogDatabaseError, PredictionLog
+from review_sentiment.serving.schemas import MAX_REVIEWS
 from review_sentiment.tracking.model_uri import ModelRef
 
 API_KEY_ENV = "REVIEW_SENTIMENT_API_KEY"

@@ -26,8 +26,8 @@ from review_sentiment.monitoring.drift import DEGRADED, DRIFT, INSUFFICIENT, OK,
 from review_sentiment.monitoring.logged import read_log
 from review_sentiment.orchestration.monitor import RETRAIN_PENDING, monitor_predictions
 from review_sentiment.orchestration.retrain import retrain_logistic
-from review_sentiment.serving.app import key_identity
 from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog
+from review_sentiment.serving.routes.state import key_identity
 from review_sentiment.tracking.model_loading import load_calibration, load_pipeline
 from review_sentiment.tracking.registry import current_champion
 from tests.code.test_drift import generator

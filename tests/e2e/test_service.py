@@ -24,8 +24,8 @@ from review_sentiment.constants import CHALLENGER, CHAMPION, DEFAULT_PREDICTION_
 from review_sentiment.data.reviews import load_texts
 from review_sentiment.modeling.linear import predict_with_scores
 from review_sentiment.monitoring.logged import read_log
-from review_sentiment.serving.app import PredictResponse
 from review_sentiment.serving.model_watcher import choose_variant
+from review_sentiment.serving.schemas import PredictResponse
 from review_sentiment.tracking.model_loading import load_calibration
 from tests.e2e.served import running_server
 from tests.helpers import (

@@ -1,0 +1,60 @@
+"""POST /predict: label reviews with the champion (or, for a share of callers, the challenger), each
+answer committed to the prediction log before it is sent."""
+from __future__ import annotations
+
+import collections
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi.responses import Response
+from pydantic_core import to_json
+
+from review_sentiment.constants import CHALLENGER, CHAMPION
+from review_sentiment.serving.model_watcher import choose_variant
+from review_sentiment.serving.prediction_log import LoggedRequest, new_prediction_ids
+from review_sentiment.serving.routes.log_writes import committed, queued
+from review_sentiment.serving.routes.state import Service
+from review_sentiment.serving.schemas import MAX_CALLER_ID_CHARS, PredictRequest, PredictResponse
+
+router = APIRouter()
+
+
+@router.post("/predict", response_model=PredictResponse, responses={
+    413: {"description": "body too large"},
+    503: {"description": "no model loaded yet, or the prediction log is full (see Retry-After)"}})
+async def predict(body: PredictRequest, request: Request, service: Service,
+                  x_caller_id: Annotated[str | None, Header(max_length=MAX_CALLER_ID_CHARS, description=(
+                      "stable id of the caller: the same id always gets the same variant"))] = None) -> Response:
+    """Label reviews, in order, with the champion (or, for a share of callers, the challenger)."""
+    variants = service.watcher.current
+    if variants.champion is None:
+        raise HTTPException(503, variants.problem)
+    variant = choose_variant(x_caller_id, service.challenger_share) if variants.challenger else CHAMPION
+    model = variants.challenger if variant == CHALLENGER and variants.challenger else variants.champion
+    scored = model.score(body.reviews, body.explain)
+    answered = LoggedRequest(
+        request_id=secrets.token_hex(16), prediction_ids=new_prediction_ids(len(body.reviews)),
+        time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        variant=variant, model_name=model.name, model_version=model.version, caller_id=x_caller_id,
+        reviews=body.reviews, labels=scored.label_ids, scores=scored.scores, probabilities=scored.probabilities,
+        latency_ms=(time.perf_counter() - request.scope["received_at"]) * 1000)
+    explanations = scored.explanations or [None] * len(body.reviews)
+    probabilities = scored.probabilities or [None] * len(body.reviews)
+    predictions = [
+        {"id": pid, "label": label, "label_id": label_id, "score": score, "probability": probability,
+         "model_name": model.name, "model_version": model.version, "variant": variant,
+         "explanation": None if terms is None else [{"term": t, "weight": w} for t, w in terms]}
+        for pid, label, label_id, score, probability, terms in zip(
+            answered.prediction_ids, scored.labels, scored.label_ids, scored.scores, probabilities, explanations,
+            strict=True)
+    ]
+    if service.prediction_log is not None:
+        await committed(queued(service.prediction_log.record, answered))
+    for label, count in collections.Counter(scored.labels).items():
+        service.predictions_made.labels(label, model.version, variant).inc(count)
+    # The bytes `response_model` would give, without validating what was just built here: 0.06 ms
+    # for 100 predictions instead of 0.21 ms. The route still declares PredictResponse for /docs.
+    return Response(to_json({"predictions": predictions}), media_type="application/json")
