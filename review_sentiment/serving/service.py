@@ -15,8 +15,9 @@ from review_sentiment.databases import without_password
 from review_sentiment.monitoring.logged import read_log
 from review_sentiment.serving.ab_report import format_report
 from review_sentiment.serving.app import create_app
+from review_sentiment.serving.log_backends import LogDatabaseError
 from review_sentiment.serving.model_watcher import ModelWatcher
-from review_sentiment.serving.prediction_log import LogDatabaseError, PredictionLog
+from review_sentiment.serving.prediction_log import PredictionLog
 from review_sentiment.serving.schemas import MAX_REVIEWS
 from review_sentiment.tracking.model_uri import ModelRef
 

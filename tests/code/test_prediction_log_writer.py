@@ -16,14 +16,8 @@ import pytest
 
 from review_sentiment.constants import CHAMPION
 from review_sentiment.monitoring.logged import log_identity, read_log
-from review_sentiment.serving.prediction_log import (
-    SCHEMA_VERSION,
-    LogDatabaseError,
-    LogFull,
-    LogStuck,
-    PredictionLog,
-    connect,
-)
+from review_sentiment.serving.log_backends import SCHEMA_VERSION, LogDatabaseError, open_backend
+from review_sentiment.serving.prediction_log import LogFull, LogStuck, PredictionLog
 from tests.code.test_prediction_log import answered
 from tests.helpers import locked
 
@@ -176,12 +170,12 @@ def test_a_log_from_a_newer_service_is_refused_not_rewritten(tmp_path: Path) -> 
     with closing(sqlite3.connect(path)) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(LogDatabaseError, match=f"newer service .schema {SCHEMA_VERSION + 1}"):
-        connect(path)
+        open_backend(path, str(path))
 
 
 def _open_log(path: str, go) -> None:
     go.wait(timeout=30)
-    connect(path).close()
+    open_backend(path, str(path)).close()
 
 
 def test_replicas_opening_an_old_log_together_migrate_it_once(tmp_path: Path) -> None:

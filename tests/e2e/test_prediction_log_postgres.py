@@ -14,7 +14,8 @@ import psycopg
 
 from review_sentiment.monitoring.logged import Cursor, log_identity, read_new
 from review_sentiment.orchestration.stack import StackState
-from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog, connect, new_prediction_ids
+from review_sentiment.serving.log_backends import open_backend
+from review_sentiment.serving.prediction_log import LoggedRequest, PredictionLog, new_prediction_ids
 from tests.e2e.conftest import new_database
 
 # A log of schema 2, as the service before schema 3 made it (`row` alone orders rows).
@@ -102,7 +103,7 @@ class Monitor:
 
 def test_replicas_whose_transactions_commit_out_of_row_order_lose_no_row_to_the_checks(stack: StackState) -> None:
     url = new_database(stack, "out_of_order")
-    connect(url).close()
+    open_backend(url, "out_of_order").close()
     monitor = Monitor(url)
     replicas = [multiprocessing.get_context("spawn").Process(target=replica, args=(url, n, 8)) for n in range(2)]
     for process in replicas:
