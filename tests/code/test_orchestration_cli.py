@@ -39,6 +39,7 @@ def test_monitor_without_a_prediction_log_is_one_line_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.e2e  # the CLI as a user starts it: a process importing Prefect
 def test_a_work_pool_without_a_prefect_server_is_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": str(tmp_path)}
     done = subprocess.run([sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "--work-pool", "p"],

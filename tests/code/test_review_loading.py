@@ -132,6 +132,7 @@ def test_loader_raises_review_data_error_only(tmp_path: Path) -> None:
         load_reviews(tmp_path / "missing.csv")
 
 
+@pytest.mark.e2e  # the CLI as a user starts it, in a process of its own
 def test_cli_exit_code_and_no_traceback(tmp_path: Path) -> None:
     """As a user sees it: a real process, exit status 2, one line on stderr."""
     bad = write(tmp_path / "bad.csv", "Review text,Stars\ngood,5\n")

@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.cli import cli
 
 from review_sentiment.orchestration.stack import DEFAULT_PORTS
 from tests.helpers import PROJECT_DIR, free_port
 
 
+@pytest.mark.e2e  # stack.py as a user starts it, in a process of its own
 def test_a_busy_port_is_named_with_its_flag_and_nothing_is_saved(tmp_path: Path) -> None:
     with socket.socket() as holder:  # a real program listening where the MLflow server would
         holder.bind(("127.0.0.1", 0))
