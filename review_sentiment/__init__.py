@@ -5,4 +5,4 @@ other, and serving never importing training. `pyproject.toml` states these rules
 contracts and CI checks them.
 """
 
-__version__ = "0.8.0"  # the one place the version is written: pyproject.toml and the API's /docs read it
+__version__ = "0.9.0"  # the one place the version is written: pyproject.toml and the API's /docs read it
