@@ -37,7 +37,8 @@ from review_sentiment.tracking.alias_lock import NoAliasLock, require_alias_lock
 # Each command's options, by group. The top level holds serve's (no command serves the schedules); an
 # option given there before another command (the older spelling) counts unless the command gives it
 # again: under a command, options shared with the top level default to "not given".
-LINEAGE = [
+Option = tuple[tuple[str, ...], dict[str, Any]]  # add_argument's flags and keyword arguments
+LINEAGE: list[Option] = [
     (("--data",), {"help": "review CSV to retrain on (default: the one the champion was trained from; "
                             f"{SAMPLE_DATA.name} when there is no champion)"}),
     (("--text-col",), {"help": f"review text column (default: the champion's; {DEFAULT_TEXT_COL!r})"}),
@@ -51,32 +52,31 @@ LINEAGE = [
                                  "help": "move the champion alias even where no lock serialises alias moves (a "
                                          "tracking server without REVIEW_SENTIMENT_LOCK_URL)"}),
 ]
-LOG = [
+LOG: list[Option] = [
     (("--prediction-log",), {"default": os.environ.get(PREDICTION_LOG_ENV, str(DEFAULT_PREDICTION_LOG)),
                              "help": "the service's prediction log (SQLite file or PostgreSQL URL), for "
                                      "monitoring and --with-feedback"}),
 ]
-FEEDBACK = [
+FEEDBACK: list[Option] = [
     (("--with-feedback",), {"action": "store_true",
                             "help": "retrain on the CSV plus every review that got a true label through the "
                                     "service"}),
 ]
-SCHEDULES = [
+SCHEDULES: list[Option] = [
     (("--cron",), {"default": "*/5 * * * *", "help": "retrain schedule (UTC)"}),
     (("--monitor-cron",), {"default": "0 * * * *", "help": "monitoring schedule (UTC)"}),
 ]
-CHECK = [
+CHECK: list[Option] = [
     (("--no-retrain",), {"action": "store_true", "help": "report only: never trigger a retrain"}),
     (("--cooldown-hours",), {"type": cli.positive, "default": 6.0,
                              "help": "after a triggered retrain, checks in this time do not trigger another"}),
 ]
-WORK_POOL = (("--work-pool",), {"metavar": "POOL", "help": "the Prefect process work pool (made if missing; needs "
-                                                            "PREFECT_API_URL); `prefect worker start --pool POOL` "
-                                                            "runs the schedules, on any machine"})
+WORK_POOL: Option = (("--work-pool",), {"metavar": "POOL", "help": "the Prefect process work pool (made if missing; "
+                                                                    "needs PREFECT_API_URL); `prefect worker start "
+                                                                    "--pool POOL` runs the schedules, on any machine"})
 
 
-def _add(parser: argparse.ArgumentParser, options: list[tuple[tuple[str, ...], dict[str, Any]]],
-         under_command: bool) -> None:
+def _add(parser: argparse.ArgumentParser, options: list[Option], under_command: bool) -> None:
     for flags, settings in options:
         parser.add_argument(*flags, **settings | ({"default": argparse.SUPPRESS} if under_command else {}))
 

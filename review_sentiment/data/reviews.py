@@ -151,7 +151,8 @@ def traffic_like(texts: pd.Series, fraction: float, seed: int) -> np.ndarray:
 def split_reviews(reviews: Reviews, test_size: float, folds: int, seed: int) -> Split:
     """The seeded held-out split (see `held_out`), checked to leave every class enough rows for k-fold CV."""
     counts = reviews.label.value_counts()
-    smallest, name = int(counts.min()), LABEL_NAMES[int(counts.idxmin())]
+    # pandas-stubs types an index label as Hashable; these are the 0/1 labels
+    smallest, name = int(counts.min()), LABEL_NAMES[int(counts.idxmin())]  # type: ignore[call-overload]
     if smallest < 2:
         raise ReviewDataError(
             f"{reviews.path}: too few reviews to split ({len(reviews.label)} usable, {smallest} {name}): each "
@@ -191,7 +192,8 @@ def load_texts(path: str | Path, text_col: str = DEFAULT_TEXT_COL) -> pd.Series:
 
 def _stripped_text(column: pd.Series) -> pd.Series:
     """Text without surrounding whitespace; blank counts as missing."""
-    return column.astype("string").str.strip().replace("", pd.NA)
+    # pandas-stubs does not list pd.NA among replace's values; pandas documents any scalar
+    return column.astype("string").str.strip().replace("", pd.NA)  # type: ignore[call-overload]
 
 
 def _require_columns(path: Path, table: pd.DataFrame, columns: list[str], flags: str) -> None:

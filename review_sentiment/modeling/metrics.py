@@ -3,20 +3,27 @@ judges fed-back predictions by it, so all three must compute it the same way."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 from sklearn.metrics import f1_score
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+# 0/1 labels as the stages hold them: a list, a NumPy array or a pandas column.
+Labels: TypeAlias = "Sequence[int] | np.ndarray | pd.Series[int]"
+
 MIN_LABELLED = 30  # fewer labelled reviews than this, or one label only: no macro-F1 is shown or judged
 
 
-def judgeable(y_true: Sequence[int]) -> bool:
+def judgeable(y_true: Labels) -> bool:
     """Whether labels can give a macro-F1 worth reading: `MIN_LABELLED` of them, both labels present
     (one label only makes the other class's F1 0 and the macro-F1 a number about nothing)."""
     return len(y_true) >= MIN_LABELLED and len(np.unique(np.asarray(y_true))) == 2
 
 
-def macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+def macro_f1(y_true: Labels, y_pred: Labels) -> float:
     """Macro-F1: the minority (negative) class counts as much as the majority."""
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 

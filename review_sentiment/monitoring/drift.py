@@ -127,27 +127,28 @@ def bootstrap_ks(reference: np.ndarray, weights: np.ndarray, current: np.ndarray
 def distribution(kind: str, measure: str, reference: Sequence[float | None], weights: Sequence[float] | None,
                  current: np.ndarray, seed: int, shares: bool = False) -> Finding:
     """A bootstrap KS test; the finding shows medians, or for 0/1 values (`shares`) the share of 1s."""
-    reference = stored(reference)
-    weights = np.ones(len(reference)) if weights is None else np.asarray(weights, float)
+    ref = stored(reference)
+    ref_weights = np.ones(len(ref)) if weights is None else np.asarray(weights, float)
     current = np.asarray(current, float)
-    current, keep = current[~np.isnan(current)], ~np.isnan(reference)
-    reference, weights = reference[keep], weights[keep]
+    current, keep = current[~np.isnan(current)], ~np.isnan(ref)
+    ref, ref_weights = ref[keep], ref_weights[keep]
     if not len(current):  # every review of the window was empty after cleaning: the empty share says so
         return Finding(kind, measure, float("nan"), float("nan"), 0.0, None, False)
-    statistic, p_value = bootstrap_ks(reference, weights, current, seed)
+    statistic, p_value = bootstrap_ks(ref, ref_weights, current, seed)
     if shares:
-        then, now = float(np.average(reference, weights=weights)), float(current.mean())
+        then, now = float(np.average(ref, weights=ref_weights)), float(current.mean())
     else:
-        order = np.argsort(reference)
-        cumulative = np.cumsum(weights[order])
-        then = float(reference[order][np.searchsorted(cumulative, cumulative[-1] / 2)])  # the weighted median
+        order = np.argsort(ref)
+        cumulative = np.cumsum(ref_weights[order])
+        then = float(ref[order][np.searchsorted(cumulative, cumulative[-1] / 2)])  # the weighted median
         now = float(np.median(current))
     return Finding(kind, measure, then, now, statistic, p_value, p_value < ALPHA)
 
 
 def share(kind: str, measure: str, reference: float, reference_n: int, current: np.ndarray) -> Finding:
     ref_k, cur_k = round(reference * reference_n), int(current.sum())
-    test = stats.fisher_exact([[ref_k, reference_n - ref_k], [cur_k, len(current) - cur_k]])
+    # scipy-stubs types `table` as an ndarray; scipy documents (and converts) any array_like of ints
+    test = stats.fisher_exact([[ref_k, reference_n - ref_k], [cur_k, len(current) - cur_k]])  # type: ignore[arg-type]
     now = cur_k / len(current)
     return Finding(kind, measure, reference, now, now - reference, float(test.pvalue), bool(test.pvalue < ALPHA))
 
@@ -215,7 +216,8 @@ def check(window: Window, profile: ReferenceProfile | UnusableProfile | None, te
     else:  # trusted feedback at quorum, and not degraded, outweighs an estimate
         status = ESTIMATED_DROP if drifted and performed is None else OK
     inputs_measured_still = current is not None and not any(f.drifted for f in findings if f.kind == "input")
-    if status == DEGRADED and inputs_measured_still and performed.statistic < performed.reference - SUSPECT_GAP:
+    if status == DEGRADED and performed is not None and inputs_measured_still \
+            and performed.statistic < performed.reference - SUSPECT_GAP:
         status = SUSPECT  # the model is as good as ever on the protected set and sees the same inputs
     return Check(status, len(window.reviews), feedback, findings, _new_words(window, current), note, current, guess,
                  realized)

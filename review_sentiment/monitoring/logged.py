@@ -78,10 +78,11 @@ def read_new(target: str | Path, after: Cursor) -> NewRows:
         logged = "probability" in _columns(conn, "predictions")  # the service has migrated this log to schema 3
         answered = ", ".join(c if c != "probability" or logged else "NULL AS probability"
                              for c in PREDICTION_COLUMNS[1:])
-        params = {"prediction_row": after.prediction_row, "feedback_row": after.feedback_row}
+        params: dict[str, int | str] = {"prediction_row": after.prediction_row, "feedback_row": after.feedback_row}
         xmin, after_xid, by_xid = after.xid, after.xid, row == "row" and _postgres_schema(conn) >= 3
         if by_xid:  # the snapshot's (REPEATABLE READ: one snapshot for every query here)
-            xmin = int(conn.execute(sqlalchemy.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")).scalar())
+            xmin = int(conn.execute(sqlalchemy.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
+                       .scalar_one())
             if after_xid > xmin:  # xmin only grows: the log was restored into another cluster, whose ids mean
                 after_xid = 0  # nothing to this cursor; its `row` still does
             params |= {"xid": str(after_xid), "xmin": str(xmin)}

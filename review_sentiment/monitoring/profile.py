@@ -11,13 +11,17 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.pipeline import Pipeline
 
 from review_sentiment.modeling.linear import predict_with_scores
+from review_sentiment.modeling.metrics import Labels
 from text_cleaning import clean_texts
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROFILE_ARTIFACT = "reference_profile.json"
 PROFILE_SCHEMA = 2  # 2: traffic-like rows as distinct texts with weights (1: one value per test review)
@@ -104,7 +108,7 @@ class TextStats:
     unseen_terms: Counter
 
     @classmethod
-    def of(cls, texts: Sequence[str], vocabulary: frozenset[str],
+    def of(cls, texts: Sequence[str] | pd.Series, vocabulary: frozenset[str],
            clean: Callable[[list[str]], list[str]] = clean_texts) -> TextStats:
         unseen: Counter = Counter()
         shares = np.full(len(texts), np.nan)
@@ -146,7 +150,7 @@ def vocabulary(pipeline: Pipeline) -> frozenset[str]:
     return frozenset(term for term in pipeline.named_steps["tfidf"].vocabulary_ if " " not in term)
 
 
-def reference_profile(pipeline: Pipeline, traffic_texts: Sequence[str], train_labels: Sequence[int],
+def reference_profile(pipeline: Pipeline, traffic_texts: Sequence[str] | pd.Series, train_labels: Labels,
                       held_texts: Sequence[str], seed: int = 0,
                       clean: Callable[[list[str]], list[str]] = clean_texts) -> ReferenceProfile:
     """Lengths, non-ASCII and empty shares from every usable review of the training file, repeats

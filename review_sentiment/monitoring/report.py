@@ -103,17 +103,18 @@ def _plots(profile: ReferenceProfile, result: Check, window: Window) -> Figure:
     """Reference against now: length, out-of-vocabulary share, score."""
     figure = Figure(figsize=(13, 3.4))  # no pyplot: no global state, no screen needed
     axes = figure.subplots(1, 3)
+    assert result.current is not None  # drawn only for a check that measured the window
     pairs = [("review length (characters)", profile.lengths, None, result.current.lengths),
              ("out-of-vocabulary share", profile.oov_shares, profile.weights, result.current.oov_shares),
              ("score", profile.scores, profile.weights, window.scores)]
     for ax, (name, reference, reference_rows, current) in zip(axes, pairs, strict=True):
-        reference = stored(reference)
-        rows = np.ones(len(reference)) if reference_rows is None else np.asarray(reference_rows, float)
-        kept, current = ~np.isnan(reference), np.asarray(current, float)
-        reference, rows, current = reference[kept], rows[kept], current[~np.isnan(current)]
-        bins = np.histogram_bin_edges(np.concatenate([reference, current]), bins=30)
-        ax.hist(reference, bins=bins, weights=rows, density=True, alpha=0.5, label="reference")
-        ax.hist(current, bins=bins, density=True, alpha=0.5, label="now")
+        then = stored(reference)
+        rows = np.ones(len(then)) if reference_rows is None else np.asarray(reference_rows, float)
+        kept, now = ~np.isnan(then), np.asarray(current, float)
+        then, rows, now = then[kept], rows[kept], now[~np.isnan(now)]
+        bins = np.histogram_bin_edges(np.concatenate([then, now]), bins=30)
+        ax.hist(then, bins=bins, weights=rows, density=True, alpha=0.5, label="reference")
+        ax.hist(now, bins=bins, density=True, alpha=0.5, label="now")
         ax.set(xlabel=name, ylabel="share of reviews (density)", title=name)
     axes[0].legend()
     return figure

@@ -37,7 +37,7 @@ def check_paths(input_path: str, output_path: str) -> None:
 
 
 @io_step(name="read new reviews")
-def read_reviews(path: str, text_col: str) -> pd.Series:
+def read_reviews(path: str, text_col: str) -> pd.Series[str]:
     return load_texts(path, text_col)
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import io
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from prefect import Flow, serve
 from prefect.client.orchestration import get_client
@@ -34,7 +36,7 @@ POOL_SUFFIX = "-pool"  # a pool deployment may not share the served one's name: 
 NEVER_OVERLAP = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
-def check_data(parameters: dict[str, object]) -> None:
+def check_data(parameters: Mapping[str, Any]) -> None:
     """Read the reviews a retrain would train on, before a Prefect API starts: a bad file then fails in
     the caller's one line (inside a flow run, Prefect logs its own ERROR lines first). A scheduled run
     reads the file again, as it may have changed since."""
@@ -43,14 +45,14 @@ def check_data(parameters: dict[str, object]) -> None:
     load_reviews(lineage.data, lineage.text_col, lineage.rating_col)
 
 
-def retrain_once(parameters: dict[str, object]) -> None:
+def retrain_once(parameters: dict[str, Any]) -> None:
     """One retrain in the foreground; a data error propagates as ReviewDataError."""
     check_data(parameters)
     outcome = retrain_logistic(**parameters)
     print(f"Retrain {outcome.status}: {outcome.message}")
 
 
-def monitor_once(parameters: dict[str, object]) -> None:
+def monitor_once(parameters: dict[str, Any]) -> None:
     """One monitoring check in the foreground (and the retrain it may trigger); a missing SQLite log
     fails here, before a Prefect API is started or anything is written (a PostgreSQL one when read)."""
     try:
@@ -72,9 +74,10 @@ def serve_schedules(retrain_cron: str, retrain: dict[str, str], monitor_cron: st
             print(f"Prefect dashboard: {api_url.removesuffix('/api')}  (MLflow: run `mlflow ui`)", flush=True)
             try:
                 serve(
-                    retrain_logistic.to_deployment(name=DEPLOYMENT, cron=retrain_cron, parameters=retrain,
+                    # Prefect's async_dispatch types these as "value or coroutine"; called from sync code: the value
+                    retrain_logistic.to_deployment(name=DEPLOYMENT, cron=retrain_cron, parameters=retrain,  # type: ignore[arg-type]
                                                    concurrency_limit=NEVER_OVERLAP),
-                    monitor_predictions.to_deployment(name=MONITOR_DEPLOYMENT, cron=monitor_cron,
+                    monitor_predictions.to_deployment(name=MONITOR_DEPLOYMENT, cron=monitor_cron,  # type: ignore[arg-type]
                                                       parameters=monitor, concurrency_limit=NEVER_OVERLAP),
                     limit=1,
                 )
@@ -112,7 +115,8 @@ def deploy_to_pool(pool: str, retrain_cron: str, retrain: dict[str, str], monito
 def _from_project(flow: Flow) -> Flow:
     """The flow as a worker loads it: from its file in this project folder (no image, nothing pushed)."""
     entrypoint = Path(flow.fn.__code__.co_filename).relative_to(PROJECT_DIR)
-    return flow.from_source(source=str(PROJECT_DIR), entrypoint=f"{entrypoint}:{flow.fn.__name__}")
+    # Prefect's async_dispatch types this as "value or coroutine"; called from sync code it is the value
+    return flow.from_source(source=str(PROJECT_DIR), entrypoint=f"{entrypoint}:{flow.fn.__name__}")  # type: ignore[return-value]
 
 
 def _absolute(name: str, value: object) -> object:

@@ -6,6 +6,7 @@ Crashed the RUNNING ones whose process on this host is gone. Runs from other hos
 from __future__ import annotations
 
 import socket
+from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -26,8 +27,10 @@ from review_sentiment.processes import running, this_process
 def record_process() -> None:
     """Name this process on the current flow run, for `mark_crashed_runs` in a later one."""
     pid, started = this_process()
+    run_id = flow_run.get_id()
+    assert run_id is not None  # called inside a flow run
     with get_client(sync_client=True) as client:
-        client.update_flow_run(flow_run.get_id(), infrastructure_pid=f"{socket.gethostname()}:{pid}:{started:.3f}")
+        client.update_flow_run(UUID(run_id), infrastructure_pid=f"{socket.gethostname()}:{pid}:{started:.3f}")
 
 
 def mark_crashed_runs() -> list[str]:

@@ -9,6 +9,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import mlflow
@@ -151,7 +152,9 @@ def left_trigger(run: pd.Series | None) -> str | None:
         return None
     with get_client(sync_client=True) as client:
         try:
-            if not client.read_flow_run(UUID(run["tags.prefect.flow_run_id"])).state.is_final():
+            state = client.read_flow_run(UUID(run["tags.prefect.flow_run_id"])).state
+            assert state is not None  # Prefect gives every flow run a state when it creates it
+            if not state.is_final():
                 return None
         except ObjectNotFound:  # another Prefect server, or its runs deleted since: over
             pass
@@ -181,7 +184,7 @@ def metrics_of(result: Check) -> dict[str, float]:
     """Per measure its current value and test statistic, so `mlflow ui` charts them over checks; the
     label-free estimate with its interval, and beside the F1 on trusted feedback the estimate for the
     same rows (how far the estimate is from the truth, once the truth comes)."""
-    out = {}
+    out: dict[str, float] = {}
     for f in result.findings:
         if f.kind == "performance":  # logged once, by the names below
             continue
@@ -203,7 +206,7 @@ def f1_history(log_id: str | None, prediction_log: str) -> pd.DataFrame:
     where = f"tags.log_id = '{log_id}'" if log_id else f"tags.prediction_log = '{without_password(prediction_log)}'"
     runs = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT], order_by=["start_time DESC"],
                               max_results=1000, filter_string=where).iloc[::-1]
-    history = pd.DataFrame({"time": runs["start_time"]} if len(runs) else {"time": []})
+    history = pd.DataFrame({"time": runs["start_time"] if len(runs) else []})
     for name in F1_HISTORY:
         column = f"metrics.performance/{name}"
         history[name] = runs.get(column, np.nan)
@@ -270,7 +273,7 @@ def monitor_predictions(
         if untrusted := sum(w.untrusted_feedback for w in windows.values()):
             print(f"Not trusted: {untrusted} fed-back label{'s' * (untrusted != 1)} given without an API key (kept "
                   f"and counted; --trust-anonymous-feedback lets them judge and train)")
-        if left:
+        if left and previous is not None:  # a left trigger is a previous check's
             mlflow.set_tag("retrain_left_by", previous["run_id"])
         if trigger and status != SUSPECT and retrain and not last_triggered_retrain(cooldown_hours):
             # with the cursor: killed during the retrain, the next check does it, for the same reason
@@ -290,7 +293,7 @@ def monitor_predictions(
         except Exception as err:  # failed, not killed: reported, not left pending to the next check
             mlflow.MlflowClient().set_tag(run.info.run_id, "retrain", f"{trigger}: the retrain failed: {err}")
             raise
-        if left:
+        if left and previous is not None:
             action = f"{action} (left by check {previous['run_id']}, killed during its retrain)"
     elif status == ESTIMATED_DROP:
         action = (f"{ESTIMATED_DROP}: macro-F1 estimated without labels is below the version's test F1 "
@@ -316,7 +319,7 @@ def _show_status(name: str, version: str, status: str) -> None:
 
 
 def _act(status: str, retrain: bool, cooldown_hours: float, prediction_log: str, check_run: str,
-         lineage: dict[str, object]) -> str:
+         lineage: dict[str, Any]) -> str:
     """Retrain the lineage plus the trusted feedback, unless told not to or still cooling down."""
     if not retrain:
         return f"{status}: retraining is off for this check"

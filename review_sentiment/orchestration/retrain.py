@@ -64,9 +64,10 @@ def choose_lineage(data_path: str | None, text_col: str | None, rating_col: str 
     champion (or it predates lineages) and no file is given. And where it came from, in words."""
     champion = current_champion(MODEL_NAME)
     theirs = None if champion is None else lineage_of(champion)
-    given = {k: v for k, v in {"data": data_path, "text_col": text_col, "rating_col": rating_col,
-                               "held_out": test_size, "seed": seed}.items() if v is not None}
-    if theirs is not None and str(Path(given.get("data", theirs.data)).resolve()) == theirs.data:
+    given: dict[str, Any] = {k: v for k, v in {"data": data_path, "text_col": text_col, "rating_col": rating_col,
+                                               "held_out": test_size, "seed": seed}.items() if v is not None}
+    if champion is not None and theirs is not None \
+            and str(Path(given.get("data", theirs.data)).resolve()) == theirs.data:
         base, where = theirs, f"champion v{champion.version}'s lineage"
     else:
         base = Lineage.of(SAMPLE_DATA, DEFAULT_TEXT_COL, DEFAULT_RATING_COL, DEFAULT_TEST_SIZE, DEFAULT_SEED)

@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import psutil
 
@@ -38,9 +39,16 @@ INSTALL_HINT = ("PostgreSQL server binaries not found (looked for initdb in $PG_
                 "`brew install postgresql@15` (macOS), or set PG_BIN to the folder holding initdb and pg_ctl")
 
 
+class Ports(TypedDict):
+    """The stack's ports, by their `StackState` field names."""
+    postgres_port: int
+    mlflow_port: int
+    prefect_port: int
+
+
 DEFAULT_HOST = "127.0.0.1"
 # MLflow's own default is 5000, where `mlflow ui` on a local store listens: the stack's server keeps off it.
-DEFAULT_PORTS = {"postgres_port": 55432, "mlflow_port": 5050, "prefect_port": 4200}
+DEFAULT_PORTS: Ports = {"postgres_port": 55432, "mlflow_port": 5050, "prefect_port": 4200}
 PORT_FLAGS = {"postgres_port": ("PostgreSQL", "--postgres-port"), "mlflow_port": ("the MLflow server", "--mlflow-port"),
               "prefect_port": ("the Prefect server", "--prefect-port")}
 

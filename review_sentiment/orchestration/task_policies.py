@@ -4,8 +4,10 @@ which Prefect's log then reports in one line instead of a traceback."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from review_sentiment.data.reviews import ReviewDataError
@@ -43,5 +45,16 @@ def data_errors_in_one_line() -> None:
             logger.addFilter(_DataErrorsInOneLine())
 
 
-io_step = task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=_not_a_data_error)
-cpu_step = task(cache_policy=NO_CACHE)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def io_step(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """A step that touches files or the tracking store: brief retries, never for a user's error."""
+    return task(name=name, cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4],
+                retry_condition_fn=_not_a_data_error)
+
+
+def cpu_step(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """A step that only computes: no retries."""
+    return task(name=name, cache_policy=NO_CACHE)

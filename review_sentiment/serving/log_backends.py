@@ -122,7 +122,7 @@ class SqliteLog:
     """One SQLite file in WAL mode, synchronous=NORMAL (a killed process loses nothing committed);
     checkpoints, which fsync, run on a thread of their own so a slow disk never stalls the loop."""
 
-    unavailable = (sqlite3.OperationalError,)
+    unavailable: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
 
     def __init__(self, path: Path, name: str):
         self.path, self.name = path, name
@@ -167,7 +167,7 @@ class SqliteLog:
 class PostgresLog:
     """A PostgreSQL database several replicas share; it checkpoints by itself."""
 
-    unavailable = (psycopg.OperationalError,)
+    unavailable: tuple[type[Exception], ...] = (psycopg.OperationalError,)
 
     def __init__(self, url: str):
         self.url = url
@@ -232,7 +232,9 @@ def _connect_postgres(url: str) -> psycopg.Connection:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         for statement in _POSTGRES_TABLES:
             conn.execute(statement)
-        version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        assert row is not None  # an aggregate gives one row
+        version = row[0]
         if version is None or version < SCHEMA_VERSION:
             for step in range(version or 1, SCHEMA_VERSION):  # the tables above are schema 1
                 for statement in _POSTGRES_MIGRATIONS[step]:

@@ -98,7 +98,9 @@ class ModelWatcher:
                 if variant == CHAMPION and loaded[variant] is None:
                     problem = troubles[-1]
         if loaded[CHAMPION] is None and problem is None:
-            problem = f"no version of {self.refs[CHAMPION].name} holds alias {self.refs[CHAMPION].alias!r} yet"
+            champion = self.refs[CHAMPION]
+            assert champion is not None  # always set; only the challenger's ref may be None
+            problem = f"no version of {champion.name} holds alias {champion.alias!r} yet"
         if problem and problem != self.current.problem:
             log.warning("Not ready: %s", problem)
         degraded = None if problem else "; ".join(troubles) or None

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -77,7 +77,7 @@ class LoggedRequest:
     probabilities: list[float] | None = None  # calibrated P(positive); None: the version has no calibration
 
     def rows(self) -> Iterator[tuple]:
-        probabilities = self.probabilities or [None] * len(self.reviews)
+        probabilities: Sequence[float | None] = self.probabilities or [None] * len(self.reviews)
         for pid, review, label, score, probability in zip(self.prediction_ids, self.reviews, self.labels,
                                                           self.scores, probabilities, strict=True):
             yield (pid, self.request_id, self.time, self.variant, self.model_name, self.model_version,

@@ -15,7 +15,7 @@ from review_sentiment.modeling.calibration import Calibration
 from review_sentiment.modeling.fast_scorer import FastScorer
 from review_sentiment.modeling.linear import strongest_terms, term_weights
 from review_sentiment.tracking.model_loading import load_calibration, load_pipeline
-from review_sentiment.tracking.records import UNKNOWN, VersionRecord
+from review_sentiment.tracking.records import UNKNOWN, VersionRecord, run_id_of
 
 EXPLAIN_TERMS = 5
 
@@ -82,12 +82,12 @@ def load_served(version: ModelVersion, alias: str | None) -> ServedModel:
     trusted types and our cleaning; RefusedModel says why not."""
     pipeline = load_pipeline(version)
     terms, weights = term_weights(pipeline)
-    run = mlflow.MlflowClient().get_run(version.run_id)
+    run = mlflow.MlflowClient().get_run(run_id_of(version))
     record = VersionRecord.of(version)
     return ServedModel(
         name=version.name, version=str(version.version), alias=alias,
         family=record.family if record.family != UNKNOWN else type(pipeline[-1]).__name__,
-        run_id=version.run_id, data_digest=record.data_digest or None,
+        run_id=run_id_of(version), data_digest=record.data_digest or None,
         metrics={k: round(v, 4) for k, v in sorted(run.data.metrics.items())},
         calibration=load_calibration(version), pipeline=pipeline, scorer=FastScorer.of(pipeline), terms=terms,
         weights=weights,

@@ -86,8 +86,9 @@ def build_app(settings: ServiceSettings) -> FastAPI:
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Serve until SIGINT/SIGTERM; the app's lifespan starts the watcher and, at the end, writes what
     is still queued for the log before the process exits."""
+    # uvicorn annotates the grace period as int; it is an asyncio timeout, where a float works
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=settings.access_log, log_level="info",
-                timeout_graceful_shutdown=settings.shutdown_seconds)
+                timeout_graceful_shutdown=settings.shutdown_seconds)  # type: ignore[arg-type]
 
 
 def print_report(prediction_log: str | Path) -> None:

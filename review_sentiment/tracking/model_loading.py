@@ -32,6 +32,7 @@ from review_sentiment.tracking.model_logging import (
     TRUSTED_TYPES,
     cleaning_digest,
 )
+from review_sentiment.tracking.records import run_id_of
 
 
 class RefusedModel(ValueError):
@@ -55,7 +56,7 @@ def load_calibration(version: ModelVersion) -> Calibration | None:
     """The version's calibration; None for one logged before calibration. One that is there but not a
     calibration this code wrote is refused like a crafted model (plain numbers cannot run code, but a
     NaN or out-of-order one would give every answer a wrong or missing probability)."""
-    if not any(f.path == CALIBRATION_ARTIFACT for f in mlflow.MlflowClient().list_artifacts(version.run_id)):
+    if not any(f.path == CALIBRATION_ARTIFACT for f in mlflow.MlflowClient().list_artifacts(run_id_of(version))):
         return None
     try:
         return Calibration.from_dict(mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{CALIBRATION_ARTIFACT}"))

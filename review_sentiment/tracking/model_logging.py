@@ -20,7 +20,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.data.pandas_dataset import PandasDataset, from_pandas
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
@@ -77,7 +77,7 @@ def training_dataset(frame: pd.DataFrame, source: str, name: str | None = None) 
     """The MLflow dataset a run logs as its training input, with a digest of every row."""
     with warnings.catch_warnings():  # MLflow warns that a local CSV path could be two kinds of source: it is a file
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        return mlflow.data.from_pandas(frame, source=source, targets="label", name=name, digest=data_digest(frame))
+        return from_pandas(frame, source=source, targets="label", name=name, digest=data_digest(frame))
 
 
 def as_model_input(texts: Sequence[str] | pd.Series) -> pd.DataFrame:
@@ -99,7 +99,7 @@ def compact_for_saving(pipeline: Pipeline) -> Pipeline:
 def model_size_bytes(model_info: ModelInfo) -> int:
     """Bytes of the logged model's files, as the artifact store holds them."""
     files = mlflow.artifacts.list_artifacts(artifact_uri=model_info.model_uri)
-    return sum(f.file_size for f in files if not f.is_dir)
+    return sum(f.file_size or 0 for f in files if not f.is_dir)  # MLflow types file_size as optional
 
 
 def cleaning_digest(root: Path = Path(text_cleaning.__file__).parent) -> str:

@@ -32,6 +32,7 @@ class ModelRef:
         """The registry version this reference points at now (None if the alias is unset)."""
         if self.alias:
             return version_by_alias(self.name, self.alias)
+        assert self.version is not None  # `parse` gives an alias or a version
         return mlflow.MlflowClient().get_model_version(self.name, self.version)
 
     def __str__(self) -> str:

@@ -30,7 +30,7 @@ from review_sentiment.tracking.alias_lock import alias_lock
 from review_sentiment.tracking.model_loading import RefusedModel, load_pipeline
 from review_sentiment.tracking.model_logging import training_reviews
 from review_sentiment.tracking.orphans import writer_may_be_alive
-from review_sentiment.tracking.records import Decision, Lineage, Score, VersionRecord
+from review_sentiment.tracking.records import Decision, Lineage, Score, VersionRecord, run_id_of
 from review_sentiment.tracking.registry import current_champion, lineage_of
 
 MIN_COMPARED_REVIEWS = MIN_LABELLED  # fewer reviews than this (or one label only) judges nothing
@@ -151,9 +151,9 @@ def _against(candidate: ModelVersion, champion: ModelVersion, protected: Evidenc
     if ours is not None and theirs is not None and ours.data != theirs.data and not allow_new_data:
         return Decision(False, f"v{version} not promoted: trained on {ours.data}, champion v{held} on {theirs.data} "
                                f"(--allow-new-data lets a model of other data compete)", held)
-    seen = [training_reviews(run) for run in (champion.run_id, candidate.run_id)]
-    protected, feedback = (None if e is None else e.unseen_by(seen[0]).unseen_by(seen[1])
-                           for e in (protected, feedback))
+    seen = [training_reviews(run_id_of(v)) for v in (champion, candidate)]
+    protected = protected.unseen_by(seen[0]).unseen_by(seen[1])
+    feedback = None if feedback is None else feedback.unseen_by(seen[0]).unseen_by(seen[1])
     if not protected.judges:
         return Decision(False, f"v{version} not promoted: fewer than {MIN_COMPARED_REVIEWS} {PROTECTED} reviews "
                                f"of both labels left unseen by champion v{held}", held)

@@ -9,12 +9,19 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 from mlflow.entities.model_registry import ModelVersion
 
 UNKNOWN = "unknown"  # a family or source a version registered before records did not record
 PROMOTION_TAG = "promotion"  # the decision in words; a version without it has no decision yet
 DECISION_TAG = "promotion_record"  # the decision's figures (JSON)
+
+
+def run_id_of(version: ModelVersion) -> str:
+    """The run that logged the version's model. MLflow types `run_id` as optional (a version can be made
+    from a model no run logged); every version here is registered from a run's logged model."""
+    return cast(str, version.run_id)
 
 
 @dataclass(frozen=True)

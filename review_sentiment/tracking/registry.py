@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +15,10 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION, DEFAULT_RATING_COL, DEFAULT_TEXT_COL
 from review_sentiment.tracking.model_logging import CLEANING_DIGEST_TAG, cleaning_digest
-from review_sentiment.tracking.records import Lineage, VersionRecord
+from review_sentiment.tracking.records import Lineage, VersionRecord, run_id_of
 
 
-def register(model_info: ModelInfo, name: str, tags: dict[str, object]) -> ModelVersion:
+def register(model_info: ModelInfo, name: str, tags: Mapping[str, object]) -> ModelVersion:
     """The version of `name` holding this logged model: created with its tags the first time, and the
     same one again when a retried step registers it again (one logged model, one version). Every version
     records the digest of the cleaning it was trained with, which loading holds it to."""
@@ -25,7 +26,7 @@ def register(model_info: ModelInfo, name: str, tags: dict[str, object]) -> Model
     for version in sorted(made, key=lambda v: int(v.version)):
         if version.source == model_info.model_uri:
             return version
-    tags = tags | {CLEANING_DIGEST_TAG: cleaning_digest()}
+    tags = {**tags, CLEANING_DIGEST_TAG: cleaning_digest()}
     # MLflow logs "Waiting up to 300 seconds for model version to finish creation" for every version,
     # ready or not (mlflow 3.x, AbstractStore._await_model_version_creation_impl): not news to a user.
     waiting = logging.getLogger("mlflow.store.model_registry.abstract_store")
@@ -75,9 +76,10 @@ def lineage_of(version: ModelVersion) -> Lineage | None:
     if (recorded := VersionRecord.of(version).lineage) is not None:
         return recorded
     try:
-        run = mlflow.MlflowClient().get_run(version.run_id)
+        run = mlflow.MlflowClient().get_run(run_id_of(version))
     except MlflowException:
         return None
+    assert run.inputs is not None  # a run read from the tracking store has its inputs (maybe none)
     for used in run.inputs.dataset_inputs:
         if any(tag.value == "training" for tag in used.tags):
             source = json.loads(used.dataset.source or "{}").get("uri", "").split(" + ")[0]  # retrains: "+ feedback"

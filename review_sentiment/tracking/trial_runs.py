@@ -24,6 +24,7 @@ PARTIAL_METRIC = "partial_cv_f1"  # a pruned trial's mean over the folds it got 
 
 def log_trial_run(client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str, trial: FrozenTrial,
                   direction: str) -> str:
+    assert trial.datetime_start is not None and trial.datetime_complete is not None  # a finished trial
     started, ended = (int(t.timestamp() * 1000) for t in (trial.datetime_start, trial.datetime_complete))
     # named as the console numbers trials (from 1); the `number` tag keeps Optuna's (from 0)
     tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: str(trial.number + 1), "number": str(trial.number),
@@ -48,14 +49,16 @@ def log_missing_trial_runs(client: mlflow.MlflowClient, experiment_id: str, pare
     by_number = {str(t.number): t for t in trials}
 
     def settled(trial: FrozenTrial | None) -> bool:
-        age = datetime.datetime.now() - trial.datetime_complete if trial is not None else None
-        return age is not None and age.total_seconds() > settle_seconds
+        if trial is None:
+            return False
+        assert trial.datetime_complete is not None  # `trials` are finished
+        return (datetime.datetime.now() - trial.datetime_complete).total_seconds() > settle_seconds
 
     while True:
         children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
                                       max_results=50_000)
         cut_short = [child for child in children if child.info.status in ("RUNNING", "KILLED")  # KILLED: by
-                     and settled(by_number.get(child.data.tags.get("number")))]  # the orphan check, as RUNNING
+                     and settled(by_number.get(child.data.tags.get("number", "")))]  # the orphan check, as RUNNING
         logged = {child.data.tags.get("number") for child in children if child not in cut_short}
         missing = [t for t in trials if str(t.number) not in logged]
         if all(settled(t) for t in missing):

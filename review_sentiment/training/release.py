@@ -42,7 +42,7 @@ from review_sentiment.tracking.model_logging import (
     training_dataset,
 )
 from review_sentiment.tracking.promotion import FEEDBACK, PROTECTED, Evidence
-from review_sentiment.tracking.records import Lineage, VersionRecord
+from review_sentiment.tracking.records import Lineage, VersionRecord, run_id_of
 from review_sentiment.tracking.registry import records_of, register
 from review_sentiment.training.reports import confusion_figure, reliability_figure, report_text, top_terms
 
@@ -102,6 +102,7 @@ def fingerprint(family: str, params: dict[str, Any], seed: int, data: TrainingDa
     profile come from: equal exactly when the version would be."""
     digest = hashlib.sha256(f"{data.training_dataset.digest} {data.reviews_digest}".encode())
     for module in MODEL_CODE:
+        assert module.__file__ is not None  # modules imported from source files
         digest.update(Path(module.__file__).read_bytes())
     digest.update(json.dumps({"family": family, "params": params, "seed": seed}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
@@ -120,7 +121,7 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
     value = fingerprint(family, params, seed, data)
     if (same := identical_version(name, value)) is not None:
         mlflow.set_tag("reused_version", same.version)
-        run = mlflow.MlflowClient().get_run(same.run_id).data.metrics
+        run = mlflow.MlflowClient().get_run(run_id_of(same)).data.metrics
         return Released(same, VersionRecord.of(same), True, None, run.get("train_f1", float("nan")),
                         run.get("fit_time", 0.0))
     split = data.split
@@ -140,6 +141,7 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
     calibrator = fit_calibration(pipeline[1:], clean_train, split.y_train, seed)
     compact_for_saving(pipeline)
     test_pred, _, test_probability = predict_with_scores(pipeline[1:], data.clean(split.X_test), calibrator)
+    assert test_probability is not None  # given a calibration, there are probabilities
     train_f1 = macro_f1(split.y_train, pipeline[1:].predict(clean_train))
     del clean_train
     test_f1 = macro_f1(split.y_test, test_pred)
@@ -163,7 +165,9 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
     traffic = usable.iloc[traffic_like(usable, data.lineage.held_out, data.lineage.seed)].tolist()
     model_info = log_trained_model(pipeline, data.reviews, split, traffic, seed, data.clean)
     mlflow.log_metric("model_size_bytes", model_size_bytes(model_info))
-    run_id = mlflow.active_run().info.run_id
+    active = mlflow.active_run()
+    assert active is not None  # release runs inside its caller's run
+    run_id = active.info.run_id
     record = VersionRecord(family=family, source=source, lineage=data.lineage,
                            data_digest=data.training_dataset.digest, reviews_digest=data.reviews_digest,
                            fingerprint=value, test_f1=test_f1, run_id=run_id, cv_f1=cv_f1,

@@ -11,16 +11,17 @@ from sklearn.pipeline import Pipeline
 
 from review_sentiment.constants import LABEL_NAMES
 from review_sentiment.modeling.linear import term_weights
+from review_sentiment.modeling.metrics import Labels
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def report_text(y_true: Sequence[int], y_pred: Sequence[int]) -> str:
+def report_text(y_true: Labels, y_pred: Labels) -> str:
     return classification_report(y_true, y_pred, target_names=list(LABEL_NAMES), digits=4)
 
 
-def confusion_figure(y_true: Sequence[int], y_pred: Sequence[int], title: str) -> Figure:
+def confusion_figure(y_true: Labels, y_pred: Labels, title: str) -> Figure:
     """A labelled confusion-matrix figure (matplotlib is imported only when one is drawn)."""
     import matplotlib
 
@@ -34,7 +35,8 @@ def confusion_figure(y_true: Sequence[int], y_pred: Sequence[int], title: str) -
     return display.figure_
 
 
-def reliability_figure(y_true: Sequence[int], probability: Sequence[float], title: str, bins: int = 15) -> Figure:
+def reliability_figure(y_true: Labels, probability: Sequence[float] | np.ndarray, title: str,
+                       bins: int = 15) -> Figure:
     """Share of positives against the mean calibrated probability, per equal-count bin: on the diagonal
     is calibrated."""
     import matplotlib

@@ -261,6 +261,7 @@ def tune_and_register(
     version = str(released.version.version)
     study.set_user_attr(VERSION, version)
     same = f" (identical to v{version}, registered before: reused)" if released.reused else ""
+    assert released.record.test_f1 is not None  # release records it on every version it makes
     print(f"  best CV F1 {study.best_value:.4f}, test F1 {released.record.test_f1:.4f} "
           f"-> {settings.registered_model} v{version}{same}")
     return FamilyResult(family, study.best_value, released.train_f1, released.record.test_f1, released.fit_time,

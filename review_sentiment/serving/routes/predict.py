@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -41,8 +42,8 @@ async def predict(body: PredictRequest, request: Request, service: Service,
         variant=variant, model_name=model.name, model_version=model.version, caller_id=x_caller_id,
         reviews=body.reviews, labels=scored.label_ids, scores=scored.scores, probabilities=scored.probabilities,
         latency_ms=(time.perf_counter() - request.scope["received_at"]) * 1000)
-    explanations = scored.explanations or [None] * len(body.reviews)
-    probabilities = scored.probabilities or [None] * len(body.reviews)
+    explanations: Sequence[list[tuple[str, float]] | None] = scored.explanations or [None] * len(body.reviews)
+    probabilities: Sequence[float | None] = scored.probabilities or [None] * len(body.reviews)
     predictions = [
         {"id": pid, "label": label, "label_id": label_id, "score": score, "probability": probability,
          "model_name": model.name, "model_version": model.version, "variant": variant,
