@@ -3,11 +3,13 @@ by the same loader the service, the batch scorer and promotion use; ours load as
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+from mlflow.entities.model_registry import ModelVersion
 
 import text_cleaning
 from review_sentiment.constants import CHAMPION, MODEL_NAME
@@ -28,6 +30,15 @@ def test_our_versions_load_and_record_the_cleaning_they_were_trained_with(store:
     assert np.array_equal(ours, mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version.version}").predict(texts))
 
 
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory: pytest.TempPathFactory, new_store: Callable[[Path], Store]) -> Iterator[ModelVersion]:
+    """One version of ours, in a store of this module's, that each crafted version is made from."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        new_store(tmp_path_factory.mktemp("crafted")).activate(monkeypatch)
+        split = the_split()
+        yield registered(split.X_train, split.y_train, WEAK)
+
+
 @pytest.mark.parametrize(("craft", "reason"), [
     (lambda fitted, _: crafted.trusting_system(fitted), f"its MLmodel asks to trust {crafted.SYSTEM}; only "),
     (lambda fitted, _: crafted.hiding_system(fitted), f"its model file holds types we do not trust: {crafted.SYSTEM}"),
@@ -36,9 +47,7 @@ def test_our_versions_load_and_record_the_cleaning_they_were_trained_with(store:
     (lambda _, ours: crafted.garbled(ours), "its model file is not a skops file"),
     (lambda _, ours: crafted.malformed(ours), "not a logged sklearn model .AttributeError"),
 ], ids=["trusts-os.system", "hides-os.system", "other-cleaning", "pickle", "garbled", "malformed"])
-def test_a_crafted_version_is_refused_with_one_line(store: Store, craft, reason: str) -> None:
-    split = the_split()
-    ours = registered(split.X_train, split.y_train, WEAK)
+def test_a_crafted_version_is_refused_with_one_line(ours: ModelVersion, craft, reason: str) -> None:
     version = craft(load_pipeline(ours), ours)
     with pytest.raises(RefusedModel, match=f"^{MODEL_NAME} v{version.version}: {reason}") as refused:
         load_pipeline(version)
