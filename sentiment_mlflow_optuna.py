@@ -24,7 +24,8 @@ from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MOD
 from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.modeling.families import FAMILIES
 from review_sentiment.tracking.alias_lock import NoAliasLock
-from review_sentiment.training.tuning_run import RunConflict, TuningSettings, run_tuning
+from review_sentiment.training.attempt import RunConflict
+from review_sentiment.training.tuning_run import TuningSettings, run_tuning
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -31,23 +31,18 @@ from review_sentiment.modeling.families import require_words
 from review_sentiment.tracking.alias_lock import require_alias_lock
 from review_sentiment.tracking.model_loading import load_pipeline
 from review_sentiment.tracking.orphans import (
-    adopt,
-    close_orphaned_runs,
-    closed_orphans_line,
-    live_writer,
     process_tags,
 )
-from review_sentiment.tracking.promotion import Promotion, decide_pending, judge, promote_if_better, record, score
+from review_sentiment.tracking.promotion import Promotion, judge, promote_if_better, record, score
 from review_sentiment.tracking.records import Decision, Lineage, Score, VersionRecord
 from review_sentiment.tracking.registry import current_champion
 from review_sentiment.tracking.trial_runs import log_missing_trial_runs, log_trial_run
-from review_sentiment.tracking.undo import Writes, undone_on_failure
+from review_sentiment.tracking.undo import Writes
+from review_sentiment.training.attempt import Attempt, RunConflict
 from review_sentiment.training.family_studies import (
     VERSION,
     FamilyStudy,
     command_key,
-    finish_attempt,
-    open_attempt,
     open_studies_to_join,
 )
 from review_sentiment.training.release import TrainingData, release
@@ -62,7 +57,7 @@ from review_sentiment.training.study import (
     open_storage,
 )
 from review_sentiment.training.trial_queue import finished_by_workers, run_queued_trials, unfinished
-from review_sentiment.training.workers import local_workers, parent_alive
+from review_sentiment.training.workers import parent_alive
 from text_cleaning import clean_texts
 
 WAIT_SECONDS = 0.5  # how often the run looks whether other workers' trials have finished
@@ -156,41 +151,26 @@ def run_tuning(settings: TuningSettings) -> None:
 
 def _run_tuning(settings: TuningSettings) -> None:
     started = time.perf_counter()
-    prepared = prepare(settings)
+    prepared = prepare(settings)  # load → clean → split → count each CV fold once
     if settings.join:
         join_studies(settings, prepared, settings.worker_name or f"{socket.gethostname()}:{os.getpid()}")
         return
     require_alias_lock(settings.unlocked_promotion)  # refused now, before hours of tuning, not after
-    studies: list[FamilyStudy] = []
     storage = _storage(settings, say=True)  # before the workers fork: two processes creating its tables collide
-    with undone_on_failure() as writes:
-        try:
-            with local_workers(functools.partial(join_studies, settings, prepared, wait=True), settings.workers - 1):
-                experiment = mlflow.set_experiment(settings.experiment)
-                print(f"MLflow: experiment {settings.experiment!r} at {without_password(mlflow.get_tracking_uri())}")
-                attempt = open_attempt(
-                    storage, settings.key(prepared.digest), settings.models, settings.trials, settings.seed,
-                    shared=settings.workers > 1, new_parent_run=lambda family, study: _new_parent_run(
-                        experiment.experiment_id, family, study, prepared, settings))
-                _refuse_if_running(attempt)
-                studies = attempt  # ours from here: a failure takes them back
-                _take_over(studies, settings.registered_model, writes)
-                if closed := closed_orphans_line(close_orphaned_runs(settings.experiment)):
-                    print(closed)
-                for line in decide_pending(settings.registered_model, unlocked=settings.unlocked_promotion,
-                                           except_runs={s.parent_run_id for s in studies}):  # ours: decided below
-                    print(line)
-                me = Worker("w0", settings.seed, shown=settings.workers > 1)
-                results = [tune_and_register(s, prepared, settings, storage, me, writes) for s in studies]
-            best = choose(results, prepared, settings)
-            promotion = promote_if_better(settings.registered_model, mlflow.MlflowClient().get_model_version(
-                settings.registered_model, best.version), prepared.training.protected,
-                allow_new_data=settings.allow_new_data, unlocked=settings.unlocked_promotion)
-        except BaseException:
-            for s in studies:  # the runs they point to are being taken back: a rerun starts afresh
-                optuna.delete_study(study_name=s.study.study_name, storage=storage)
-            raise
-        finish_attempt(studies)
+    print(f"MLflow: experiment {settings.experiment!r} at {without_password(mlflow.get_tracking_uri())}")
+    with Attempt(storage, settings.registered_model, settings.unlocked_promotion) as attempt:
+        with attempt.studies(settings.key(prepared.digest), settings.models, settings.trials, settings.seed,
+                             settings.experiment, functools.partial(_new_parent_run, prepared=prepared,
+                                                                    settings=settings),
+                             functools.partial(join_studies, settings, prepared, wait=True),
+                             settings.workers) as studies:
+            me = Worker("w0", settings.seed, shown=settings.workers > 1)
+            # tune → evaluate → log → register, family by family
+            results = [tune_and_register(s, prepared, settings, storage, me, attempt.writes) for s in studies]
+        best = choose(results, prepared, settings)
+        promotion = promote_if_better(settings.registered_model, mlflow.MlflowClient().get_model_version(
+            settings.registered_model, best.version), prepared.training.protected,
+            allow_new_data=settings.allow_new_data, unlocked=settings.unlocked_promotion)
     print_summary(results, settings.registered_model, best.family, promotion, time.perf_counter() - started)
 
 
@@ -304,30 +284,6 @@ def print_summary(results: list[FamilyResult], model_name: str, candidate: str,
     print("=" * 78)
     print(f"Candidate (best on the held-out slice, by the promotion rule): {candidate}. {promotion.reason}.")
     print(f"Champion: models:/{model_name}@{CHAMPION} = v{promotion.champion}  ({seconds:.1f}s total)")
-
-
-class RunConflict(ValueError):
-    """`--join` found no unfinished run of these data and flags, or the same run was started twice."""
-
-
-def _refuse_if_running(studies: list[FamilyStudy]) -> None:
-    """The same command started twice on one machine would resume one attempt twice: the second is told
-    to join instead (another machine's process cannot be checked from here)."""
-    for family_study in studies:
-        if family_study.resumed and family_study.version is None and (pid := live_writer(family_study.parent_run_id)):
-            raise RunConflict(f"this tuning run is already running here (pid {pid}): add --join to help it, or "
-                                f"wait for it to finish")
-
-
-def _take_over(studies: list[FamilyStudy], registered_model: str, writes: Writes) -> None:
-    """This process now writes the attempt's runs; a failure takes back the whole attempt, the part
-    done before a restart included (so a rerun starts afresh rather than from half of it)."""
-    for family_study in studies:
-        writes.runs.append(family_study.parent_run_id)
-        if family_study.version is not None:
-            writes.versions.append(mlflow.MlflowClient().get_model_version(registered_model, family_study.version))
-        elif family_study.resumed:
-            adopt(family_study.parent_run_id)
 
 
 def _storage(settings: TuningSettings, say: bool) -> RDBStorage:
