@@ -158,6 +158,7 @@ def test_a_killed_fold_process_fails_its_trial_and_new_ones_take_over(sample: tu
                  timeout=10, what="the broken executor's other process to be ended")
 
 
+@pytest.mark.e2e  # a whole tuning process killed with SIGKILL, as a user's would be
 def test_fold_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -> None:
     """A killed run cannot shut its executor down; its fold processes notice they were orphaned."""
     script = tmp_path / "run.py"
