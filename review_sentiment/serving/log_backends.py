@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from contextlib import AbstractContextManager, closing
 from pathlib import Path
 from typing import Protocol
@@ -126,7 +127,7 @@ class SqliteLog:
 
     def __init__(self, path: Path, name: str):
         self.path, self.name = path, name
-        self._conn = _connect_sqlite(path)
+        self._conn = connect_sqlite(path)
         self._stop = threading.Event()
         self._checkpoints = threading.Thread(target=self._checkpoint, name="prediction-log-checkpoints", daemon=True)
         self._checkpoints.start()
@@ -201,28 +202,47 @@ def _postgres(statement: str) -> str:
     return statement.replace("?", "%s")
 
 
-def _connect_sqlite(path: Path) -> sqlite3.Connection:
+def connect_sqlite(path: Path, patience: float = 10.0) -> sqlite3.Connection:
+    """Open, creating or migrating, the SQLite log. Two replicas opening a rollback-journal log at the
+    same moment: one's switch to WAL can fail at once with "database is locked", busy timeout or not
+    (1 run in 6 of tests/code/test_prediction_log_writer.py's two openers, since issue 17): such an
+    open is tried again, for up to `patience` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return _open_sqlite(path)
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _open_sqlite(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("BEGIN IMMEDIATE")  # replicas opening an old log together migrate it once, whole or not at all
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"written by a newer service (schema {version}, this one knows "
-                                        f"{SCHEMA_VERSION})")
-        for statement in _TABLES.split(";"):
-            conn.execute(statement)
-        for step in range(version, SCHEMA_VERSION):
-            for statement in _MIGRATIONS[step]:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("BEGIN IMMEDIATE")  # replicas opening an old log together migrate it once, whole or not at all
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"written by a newer service (schema {version}, this one knows "
+                                            f"{SCHEMA_VERSION})")
+            for statement in _TABLES.split(";"):
                 conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.commit()
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.execute("PRAGMA busy_timeout = 0")  # a locked file is retried later, never waited on
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it
     except BaseException:
-        conn.rollback()
+        conn.close()
         raise
-    conn.execute("PRAGMA busy_timeout = 0")  # a locked file is retried later, never waited on
-    conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it
     return conn
 
 

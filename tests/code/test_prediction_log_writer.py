@@ -175,7 +175,7 @@ def test_a_log_from_a_newer_service_is_refused_not_rewritten(tmp_path: Path) -> 
 
 def _open_log(path: str, go) -> None:
     go.wait(timeout=30)
-    open_backend(path, str(path)).close()
+    open_backend(path, path).close()
 
 
 def test_replicas_opening_an_old_log_together_migrate_it_once(tmp_path: Path) -> None:
