@@ -89,9 +89,9 @@ class ReferenceProfile:
                        oov_shares=list(raw["oov_shares"]), scores=list(raw["scores"]),
                        predicted=[int(p) for p in predicted], positive_share=float(raw.get("positive_share", 0.0)),
                        vocabulary=list(raw["vocabulary"]), schema=PROFILE_SCHEMA if weights is not None else 1)
+        except UnusableProfile:
+            raise
         except (TypeError, KeyError, ValueError) as err:
-            if isinstance(err, UnusableProfile):
-                raise
             raise UnusableProfile(f"malformed: {err}") from None
 
 

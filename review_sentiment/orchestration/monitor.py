@@ -102,15 +102,15 @@ def reference_of(name: str, version: str) -> tuple[Reference, float | None]:
         registered = mlflow.MlflowClient().get_model_version(name, version)
     except MlflowException:
         return None, None
+    test_f1 = VersionRecord.of(registered).test_f1
     try:
         raw = mlflow.artifacts.load_dict(f"runs:/{registered.run_id}/{PROFILE_ARTIFACT}")
     except (MlflowException, OSError, ValueError):  # none, or not JSON: the check says it has no profile
-        return None, VersionRecord.of(registered).test_f1
+        return None, test_f1
     try:
-        profile: Reference = ReferenceProfile.from_dict(raw)
+        return ReferenceProfile.from_dict(raw), test_f1
     except UnusableProfile as unusable:
-        profile = unusable
-    return profile, VersionRecord.of(registered).test_f1
+        return unusable, test_f1
 
 
 @cpu_step(name="check for drift")
