@@ -17,6 +17,9 @@ from review_sentiment.constants import MODEL_NAME
 from review_sentiment.tracking.model_logging import TRUSTED_TYPES
 
 SYSTEM = f"{os.system.__module__}.{os.system.__name__}"  # posix.system
+# Given, not inferred: MLflow infers requirements by loading the model in a new process (~4 s each), and
+# what they say plays no part in what loading refuses.
+REQUIREMENTS = ["scikit-learn"]
 
 
 def trusting_system(fitted: Pipeline) -> ModelVersion:
@@ -26,7 +29,7 @@ def trusting_system(fitted: Pipeline) -> ModelVersion:
     mlflow.set_experiment("crafted")
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(evil, name="model", serialization_format="skops",
-                                        skops_trusted_types=[*TRUSTED_TYPES, SYSTEM])
+                                        skops_trusted_types=[*TRUSTED_TYPES, SYSTEM], pip_requirements=REQUIREMENTS)
     return mlflow.register_model(info.model_uri, MODEL_NAME)
 
 
@@ -66,7 +69,8 @@ def malformed(version: ModelVersion) -> ModelVersion:
 def pickled(fitted: Pipeline) -> ModelVersion:
     mlflow.set_experiment("crafted")
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(fitted, name="model", serialization_format="cloudpickle")
+        info = mlflow.sklearn.log_model(fitted, name="model", serialization_format="cloudpickle",
+                                        pip_requirements=REQUIREMENTS)
     return mlflow.register_model(info.model_uri, MODEL_NAME)
 
 

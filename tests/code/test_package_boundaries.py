@@ -32,6 +32,7 @@ print(json.dumps({"modules": len(ours), "changed": changed}))
 """
 
 
+@pytest.mark.e2e  # a process importing every entry script and all they import (~8 s)
 def test_importing_any_module_changes_no_environment_variable() -> None:
     """Every module of the package and every entry script, imported in a fresh process."""
     graph = grimp.build_graph("review_sentiment", include_external_packages=True)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow.cli import cli
 
 from review_sentiment.orchestration.stack import DEFAULT_PORTS
 from tests.helpers import PROJECT_DIR, free_port
@@ -31,5 +30,6 @@ def test_a_busy_port_is_named_with_its_flag_and_nothing_is_saved(tmp_path: Path)
 
 
 def test_the_stacks_mlflow_server_keeps_off_the_port_of_mlflows_own_server() -> None:
+    from mlflow.cli import cli  # here, not at the top: importing MLflow's CLI takes ~1.5 s
     [mlflows_own] = [option.default for option in cli.commands["server"].params if option.name == "port"]
     assert DEFAULT_PORTS["mlflow_port"] != mlflows_own  # where `mlflow ui` (the README's) listens

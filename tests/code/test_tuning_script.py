@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -69,17 +72,20 @@ def test_versions_are_registered_and_the_rule_picks_the_champion(tuned: Store) -
         assert f"{family:<18} | CV F1=" in tuned.output
 
 
-def test_same_seed_same_results_and_no_duplicate_versions(store: Store) -> None:
-    """The same command again gives the same trials and models: identical versions are reused, and
-    the champion stays (a tie keeps the incumbent)."""
-    args = FAST + ["--seed", "7", "--models", "LogisticRegression", "NaiveBayes"]
-    first = run_script(args)
+def test_same_seed_same_results_and_no_duplicate_versions(_tuned_once: Store, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session's tuning command again, in a copy of its store and studies, gives the same trials and
+    models: identical versions are reused, and the champion stays (a tie keeps the incumbent)."""
+    _tuned_once.copy_to(tmp_path).activate(monkeypatch)
+    with closing(sqlite3.connect(_tuned_once.path / "optuna.db")) as studies, \
+            closing(sqlite3.connect(tmp_path / "optuna.db")) as copy:
+        studies.backup(copy)
     champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
-    second = run_script(args)
+    again = run_script(FAST + ["--seed", "7"])
     table = lambda out: [line for line in out.splitlines() if "| CV F1=" in line]  # noqa: E731
-    assert table(first) == table(second)
-    assert "identical to v1, registered before: reused" in second and "identical to v2" in second
-    assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")) == 2
+    assert table(_tuned_once.output) == table(again) and len(table(again)) == len(FAMILIES)
+    assert all(f"identical to v{n}, registered before: reused" in again for n in (1, 2, 3)), again
+    assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")) == 3
     assert mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version == champion.version
 
 

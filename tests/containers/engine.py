@@ -3,7 +3,9 @@ and podman-compose on the repo's own compose.yaml; base images built here from D
 by the digest of what builds them, because no image registry is reachable."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +16,7 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from tests.helpers import PROJECT_DIR
+from review_sentiment.constants import PROJECT_DIR
 
 HERE = Path(__file__).resolve().parent
 POSTGRES_FILES = ("postgres.Dockerfile", "postgres-entrypoint.sh")
@@ -86,11 +88,15 @@ def images(env: dict[str, str], tmp: Path) -> dict[str, str]:
 
 class Images:
     """The images built in a thread of their own, started as the session starts: the cold builds
-    (~3 min in CI) then run beside the tests before the container tests, which come last."""
+    (~3 min in CI) then run beside the tests before the container tests, which come last.
 
-    def __init__(self) -> None:
+    With `-n`, every test process collects the container tests and starts this; `run_id` (the same in
+    all of them) lets the first build and the others wait for its result instead of building again."""
+
+    def __init__(self, run_id: str | None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="container-tests-"))
         self.env = environment(self.folder)
+        self.shared = Path(tempfile.gettempdir()) / f"container-images-{run_id}.json" if run_id else None
         self.built: Future[dict[str, str]] = Future()
         threading.Thread(target=self._build, daemon=True).start()
 
@@ -99,9 +105,20 @@ class Images:
         # RUN steps) inherits it: the tests running meanwhile get the CPU first.
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         try:
-            self.built.set_result(images(self.env, self.folder))
+            self.built.set_result(self._build_once() if self.shared else images(self.env, self.folder))
         except BaseException as error:  # handed to the test that waits for the images
             self.built.set_exception(error)
+
+    def _build_once(self) -> dict[str, str]:
+        """The images the first test process of this run built (building them if this is the first)."""
+        assert self.shared is not None
+        with self.shared.with_suffix(".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+            if self.shared.exists():
+                return json.loads(self.shared.read_text())
+            built = images(self.env, self.folder)
+            self.shared.write_text(json.dumps(built))
+            return built
 
     def wait(self) -> tuple[dict[str, str], dict[str, str]]:
         """podman's environment and the images' names, once they are built."""
@@ -111,6 +128,9 @@ class Images:
         """Only once the build is over: a session ended early (-x, Ctrl-C) leaves a build still using it."""
         if self.built.done():
             shutil.rmtree(self.folder, ignore_errors=True)
+            if self.shared:  # every process of the run removes them; the last to come finds them gone
+                self.shared.unlink(missing_ok=True)
+                self.shared.with_suffix(".lock").unlink(missing_ok=True)
 
 
 class Compose:
