@@ -18,8 +18,8 @@ from review_sentiment.data.reviews import load_texts
 from tests.containers.engine import Compose, podman
 from tests.helpers import SAMPLE, wait_for
 
-# One test process runs them all (`-n` with `--dist loadgroup`): they share one compose project and its ports.
-pytestmark = [pytest.mark.container, pytest.mark.e2e, pytest.mark.xdist_group("containers")]
+# With `-n`, one test process runs this module's tests (`--dist loadscope`): they share one compose project.
+pytestmark = [pytest.mark.container, pytest.mark.e2e]
 API = "http://127.0.0.1:18000"
 
 
