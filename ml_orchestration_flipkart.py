@@ -31,8 +31,6 @@ from review_sentiment.constants import (
     PREDICTION_LOG_ENV,
     SAMPLE_DATA,
 )
-from review_sentiment.data.reviews import ReviewDataError
-from review_sentiment.tracking.alias_lock import NoAliasLock, require_alias_lock
 
 # Each command's options, by group. The top level holds serve's (no command serves the schedules); an
 # option given there before another command (the older spelling) counts unless the command gives it
@@ -118,7 +116,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     cli.configure()
     args = parse_args(argv)
-    from review_sentiment.orchestration import commands  # after configure(): Prefect reads its settings on import
+    # After configure() (Prefect reads its settings on import), and once the flags are read: --help answers
+    # without the seconds Prefect, MLflow and sklearn take to import.
+    from review_sentiment.data.reviews import ReviewDataError
+    from review_sentiment.orchestration import commands
+    from review_sentiment.tracking.alias_lock import NoAliasLock, require_alias_lock
 
     data = {"data_path": args.data, "text_col": args.text_col, "rating_col": args.rating_col,
             "trust_anonymous_feedback": args.trust_anonymous_feedback, "allow_new_data": args.allow_new_data,

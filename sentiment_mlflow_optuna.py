@@ -20,12 +20,14 @@ import sys
 from pathlib import Path
 
 from review_sentiment import cli
-from review_sentiment.constants import DEFAULT_RATING_COL, DEFAULT_TEXT_COL, MODEL_NAME, SAMPLE_DATA, TUNING_EXPERIMENT
-from review_sentiment.data.reviews import ReviewDataError
-from review_sentiment.modeling.families import FAMILIES
-from review_sentiment.tracking.alias_lock import NoAliasLock
-from review_sentiment.training.attempt import RunConflict
-from review_sentiment.training.tuning_run import TuningSettings, run_tuning
+from review_sentiment.constants import (
+    DEFAULT_RATING_COL,
+    DEFAULT_TEXT_COL,
+    FAMILY_NAMES,
+    MODEL_NAME,
+    SAMPLE_DATA,
+    TUNING_EXPERIMENT,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,8 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=SAMPLE_DATA, help="review CSV (.tsv: tab-separated)")
     parser.add_argument("--text-col", default=DEFAULT_TEXT_COL, help="review text column")
     parser.add_argument("--rating-col", default=DEFAULT_RATING_COL, help="1–5 star rating column")
-    parser.add_argument("--models", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
-                        metavar="FAMILY", help=f"families to tune: {' '.join(FAMILIES)}")
+    parser.add_argument("--models", nargs="+", choices=FAMILY_NAMES, default=list(FAMILY_NAMES),
+                        metavar="FAMILY", help=f"families to tune: {' '.join(FAMILY_NAMES)}")
     parser.add_argument("--trials", type=cli.at_least(1), default=20, help="Optuna trials per family")
     parser.add_argument("--folds", type=cli.at_least(2), default=5, help="stratified CV folds")
     parser.add_argument("--test-size", type=cli.fraction, default=0.3, help="held-out test share")
@@ -64,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     cli.configure()
     args = parse_args(argv)
+    # The pipeline (sklearn, MLflow, Optuna: ~4 s of imports) is imported once the flags are read, so that
+    # --help and a mistyped flag answer at once.
+    from review_sentiment.data.reviews import ReviewDataError
+    from review_sentiment.tracking.alias_lock import NoAliasLock
+    from review_sentiment.training.attempt import RunConflict
+    from review_sentiment.training.tuning_run import TuningSettings, run_tuning
     try:
         run_tuning(TuningSettings(**vars(args)))
     except (ReviewDataError, RunConflict, NoAliasLock) as err:

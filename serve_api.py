@@ -19,8 +19,7 @@ import os
 import sys
 
 from review_sentiment import cli
-from review_sentiment.constants import DEFAULT_MODEL_URI, DEFAULT_PREDICTION_LOG, PREDICTION_LOG_ENV
-from review_sentiment.serving.service import API_KEY_ENV, ServiceSettings, build_app, print_report, serve
+from review_sentiment.constants import API_KEY_ENV, DEFAULT_MODEL_URI, DEFAULT_PREDICTION_LOG, PREDICTION_LOG_ENV
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     cli.configure()
     args = parse_args(argv)
+    # The service (FastAPI, MLflow, sklearn: seconds of imports) once the flags are read: --help answers at once.
+    from review_sentiment.serving.service import ServiceSettings, build_app, print_report, serve
     try:
         if args.command == "report":
             print_report(args.prediction_log)

@@ -12,6 +12,8 @@ SAMPLE_DATA = PROJECT_DIR / "data" / "sample_reviews.csv"
 DEFAULT_TEXT_COL = "Review text"
 DEFAULT_RATING_COL = "Ratings"
 
+FAMILY_NAMES = ("LogisticRegression", "NaiveBayes", "LinearSVM")  # modeling.families defines each, in this order
+
 LABEL_NAMES = ("negative", "positive")  # index = label id: ratings 1–2 → 0, 3–5 → 1
 
 MODEL_NAME = "FlipkartSentimentModel"
@@ -33,4 +35,6 @@ BEST_PARAMS_ARTIFACT = "best_params.json"  # the tuning run writes it, the sched
 
 DEFAULT_PREDICTION_LOG = Path("predictions.db")  # in the working folder: the service writes it, reports read it
 PREDICTION_LOG_ENV = "REVIEW_SENTIMENT_PREDICTION_LOG"  # overrides it: a PostgreSQL URL that replicas share
+LOCK_URL_ENV = "REVIEW_SENTIMENT_LOCK_URL"  # the PostgreSQL database alias moves lock on, beside a tracking server
+API_KEY_ENV = "REVIEW_SENTIMENT_API_KEY"  # the service's API key, where a flag does not give it
 ANONYMOUS = "anonymous"  # who gave a fed-back label, when the service had no API key to tell

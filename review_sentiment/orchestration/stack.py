@@ -26,9 +26,9 @@ from typing import TypedDict
 
 import psutil
 
+from review_sentiment.constants import LOCK_URL_ENV
 from review_sentiment.databases import sqlalchemy_url
 from review_sentiment.processes import running, start_detached, stop_group, wait_http
-from review_sentiment.tracking.alias_lock import LOCK_URL_ENV
 
 POSTGRES_BINS = [Path("/usr/lib/postgresql/15/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
 DATABASES = ("mlflow", "optuna", "prefect", "predictions")

@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from review_sentiment.constants import CHALLENGER
+from review_sentiment.constants import API_KEY_ENV, CHALLENGER
 from review_sentiment.databases import without_password
 from review_sentiment.monitoring.logged import read_log
 from review_sentiment.serving.ab_report import format_report
@@ -20,8 +20,6 @@ from review_sentiment.serving.model_watcher import ModelWatcher
 from review_sentiment.serving.prediction_log import PredictionLog
 from review_sentiment.serving.schemas import MAX_REVIEWS
 from review_sentiment.tracking.model_uri import ModelRef
-
-API_KEY_ENV = "REVIEW_SENTIMENT_API_KEY"
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from urllib.parse import urlparse
 import mlflow
 import psycopg
 
+from review_sentiment.constants import LOCK_URL_ENV
 from review_sentiment.databases import is_postgres, without_password
 from review_sentiment.processes import exclusive_file_lock
 
 log = logging.getLogger(__name__)
-LOCK_URL_ENV = "REVIEW_SENTIMENT_LOCK_URL"
 
 
 class NoAliasLock(ValueError):

@@ -44,6 +44,31 @@ def test_importing_any_module_changes_no_environment_variable() -> None:
     assert result["modules"] >= 30 and result["changed"] == []
 
 
+HELP_ONLY = """
+import runpy, sys
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit:
+    pass
+print(sorted({name.split(".")[0] for name in sys.modules}))
+"""
+PIPELINE_LIBRARIES = {"sklearn", "mlflow", "optuna", "prefect", "fastapi", "uvicorn", "pandas", "scipy", "nltk",
+                      "skops"}
+
+
+@pytest.mark.parametrize("script", ["sentiment_mlflow_optuna.py", "ml_orchestration_flipkart.py", "serve_api.py",
+                                    "stack.py"])
+def test_help_is_read_before_the_pipeline_is_imported(script: str) -> None:
+    """`--help` (and a mistyped flag) answer at once: the libraries that take seconds to import come after
+    the flags are read (benchmarks/bench_startup.py times it)."""
+    done = subprocess.run([sys.executable, "-c", HELP_ONLY, script], cwd=PROJECT_DIR, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and "--help" in done.stdout, done.stderr[-2000:]
+    imported = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
+    assert imported.isdisjoint(PIPELINE_LIBRARIES), sorted(imported & PIPELINE_LIBRARIES)
+
+
 def test_the_cleaning_module_imports_nothing_of_the_project() -> None:
     """Every logged model carries text_cleaning.py alone (with its stopword list): it cannot reach
     the package from inside a model."""

@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
+from review_sentiment.constants import FAMILY_NAMES, MODEL_NAME, TUNING_EXPERIMENT
 from review_sentiment.modeling.families import FAMILIES
 from review_sentiment.monitoring.profile import PROFILE_ARTIFACT, ReferenceProfile
 from tests.helpers import FAST, Store, run_script
@@ -20,6 +20,11 @@ from tests.helpers import FAST, Store, run_script
 def parent_runs() -> pd.DataFrame:
     runs = mlflow.search_runs(experiment_names=[TUNING_EXPERIMENT])
     return runs[runs["tags.mlflow.parentRunId"].isna()].set_index("tags.mlflow.runName")
+
+
+def test_the_scripts_family_names_are_the_families_defined() -> None:
+    """--models offers the names from constants (so --help need not import sklearn): they must be these."""
+    assert tuple(FAMILIES) == FAMILY_NAMES
 
 
 def test_every_family_gets_a_parent_run_with_trials_as_children(tuned: Store) -> None:

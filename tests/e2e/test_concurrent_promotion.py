@@ -12,9 +12,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from review_sentiment.constants import CHAMPION, MODEL_NAME
+from review_sentiment.constants import CHAMPION, LOCK_URL_ENV, MODEL_NAME
 from review_sentiment.orchestration.stack import StackState
-from review_sentiment.tracking.alias_lock import LOCK_URL_ENV
 from review_sentiment.tracking.promotion import promote_if_better
 from review_sentiment.tracking.registry import current_champion
 from tests.helpers import STRONG, WEAK, Store, f1_of, protected, registered, the_split

@@ -8,8 +8,7 @@ import mlflow
 import pytest
 
 import serve_api
-from review_sentiment.constants import CHAMPION, MODEL_NAME
-from review_sentiment.serving.service import API_KEY_ENV
+from review_sentiment.constants import API_KEY_ENV, CHAMPION, MODEL_NAME
 from review_sentiment.tracking.model_loading import load_pipeline
 from review_sentiment.tracking.registry import current_champion
 from tests import crafted
