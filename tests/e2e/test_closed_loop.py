@@ -20,7 +20,8 @@ from tests.helpers import PROJECT_DIR, SAMPLE, Store, wait_for
 KEY = "the-operators-key"
 
 
-def test_feedback_on_a_new_domain_retrains_and_the_service_swaps_to_the_winner(own_store: Store) -> None:
+def test_feedback_on_a_new_domain_retrains_and_the_service_swaps_to_the_winner(own_store: Store,
+                                                                              prefect_server: str) -> None:
     before = current_champion(MODEL_NAME)
     service = Service.start(own_store.uri, own_store.path, "--poll-seconds", "0.5", "--api-key", KEY)
     try:
@@ -39,8 +40,8 @@ def test_feedback_on_a_new_domain_retrains_and_the_service_swaps_to_the_winner(o
         check = subprocess.run(
             [sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "--prediction-log",
              str(own_store.path / DEFAULT_PREDICTION_LOG), "monitor"],
-            cwd=own_store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=own_store.uri), capture_output=True,
-            text=True, timeout=300)
+            cwd=own_store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=own_store.uri, PREFECT_API_URL=prefect_server),
+            capture_output=True, text=True, timeout=300)  # on the session's Prefect server, as on a stack
         assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
         assert "triggered a retrain" in check.stdout, check.stdout
 

@@ -20,17 +20,18 @@ from tests.e2e.served import Service
 from tests.helpers import PROJECT_DIR, Store, wait_for
 
 
-def orchestrate(store: Store, *args: str) -> subprocess.CompletedProcess:
+def orchestrate(store: Store, prefect_api: str, *args: str) -> subprocess.CompletedProcess:
+    """The CLI on the session's Prefect server (as on a stack), not a temporary one of its own each time."""
     done = subprocess.run(
         [sys.executable, str(PROJECT_DIR / "ml_orchestration_flipkart.py"), "--prediction-log",
          str(store.path / DEFAULT_PREDICTION_LOG), *args],
-        cwd=store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri), capture_output=True, text=True,
-        timeout=300)
+        cwd=store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri, PREFECT_API_URL=prefect_api),
+        capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
-def test_flipped_labels_from_anyone_never_replace_the_champion(own_store: Store) -> None:
+def test_flipped_labels_from_anyone_never_replace_the_champion(own_store: Store, prefect_server: str) -> None:
     before = current_champion(MODEL_NAME)
     fresh = [r for r in generator().sample_rows(1000, 99) if r["Review text"]]  # never seen by any model
     fresh_truth = np.array([int(r["Ratings"] >= 3) for r in fresh])
@@ -56,18 +57,18 @@ def test_flipped_labels_from_anyone_never_replace_the_champion(own_store: Store)
         texts, labels = [r["Review text"] for r in attack], np.array([int(r["Ratings"] >= 3) for r in attack])
 
         poison(texts[:40], labels[:40])  # 40 flipped labels, even if the operator trusted anonymous ones
-        few = orchestrate(own_store, "retrain", "--with-feedback", "--trust-anonymous-feedback")
+        few = orchestrate(own_store, prefect_server, "retrain", "--with-feedback", "--trust-anonymous-feedback")
         assert "fewer than the quorum of 50: training on the file alone" in few.stdout + few.stderr
         assert current_champion(MODEL_NAME).version == before.version
 
         poison(texts[40:], labels[40:])  # 400 in all
-        check = orchestrate(own_store, "monitor")
+        check = orchestrate(own_store, prefect_server, "monitor")
         assert "Not trusted: 400 fed-back labels given without an API key" in check.stdout + check.stderr
         [status] = mlflow.search_runs(experiment_names=[MONITORING_EXPERIMENT])["tags.status"]
         assert status == "ok" and "Retrain: nothing to do" in check.stdout, check.stdout
         assert current_champion(MODEL_NAME).version == before.version, check.stdout
 
-        trusted = orchestrate(own_store, "retrain", "--with-feedback", "--trust-anonymous-feedback")
+        trusted = orchestrate(own_store, prefect_server, "retrain", "--with-feedback", "--trust-anonymous-feedback")
         out = trusted.stdout + trusted.stderr
         assert "not promoted" in out and "worse on the protected set beyond noise" in out, out[-3000:]
         assert current_champion(MODEL_NAME).version == before.version
