@@ -19,7 +19,6 @@ import tokenize
 from pathlib import Path
 
 import mlflow
-import skops.io
 import yaml
 from mlflow.entities.model_registry import ModelVersion
 from sklearn.pipeline import Pipeline
@@ -41,6 +40,8 @@ class RefusedModel(ValueError):
 
 def load_pipeline(version: ModelVersion) -> Pipeline:
     """The fitted pipeline of `version`, or RefusedModel."""
+    import skops.io  # here, not at the top: it imports every sklearn estimator (~0.75 s) that a run needs only now
+
     with tempfile.TemporaryDirectory() as tmp:
         model_file = _checked_model_file(version, Path(tmp))
         try:
@@ -67,6 +68,8 @@ def load_calibration(version: ModelVersion) -> Calibration | None:
 
 def _checked_model_file(version: ModelVersion, tmp: Path) -> Path:
     """The version's files downloaded under `tmp` and checked; the path of its skops file."""
+    import skops.io  # see load_pipeline
+
     where = f"{version.name} v{version.version}"
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}", dst_path=str(tmp)))
     try:
