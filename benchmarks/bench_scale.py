@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py                          # 10,000 100,000 1,000,000 reviews
     python benchmarks/bench_scale.py --sizes 10000 100000 --keep
+    python benchmarks/bench_scale.py --write-readme           # and put the table in README.md's Scale section
 
 Per size: generates the reviews with data/make_sample_reviews.py (timed on its own: it is not part
 of the run), then runs `sentiment_mlflow_optuna.py --data FILE --trials 5` (3 families x 5 trials,
@@ -38,6 +39,8 @@ import psutil
 PROJECT = Path(__file__).resolve().parents[1]
 GOAL_SECONDS, GOAL_BYTES = 300, 3 * 2**30  # at 1M reviews
 FAMILY = re.compile(r"^(\w+): \d+ trials")  # the progress line that starts a family's trials
+README_TABLE = re.compile(r"(<!-- scale table: written by benchmarks/bench_scale.py --write-readme -->\n).*?"
+                          r"(<!-- end of scale table -->)", re.S)
 
 
 @dataclass
@@ -149,6 +152,30 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.2f}"
 
 
+Row = tuple[int, float, float, int, int]  # reviews, generate s, run s, peak bytes of the tree, largest process
+
+
+def exponent(rows: list[Row], i: int) -> str:
+    """How run time grew from the size before: log(t2/t1)/log(n2/n1) (1: linear)."""
+    return f"{math.log(rows[i][2] / rows[i - 1][2]) / math.log(rows[i][0] / rows[i - 1][0]):.2f}" if i else ""
+
+
+def write_readme(rows: list[Row], trials: int) -> None:
+    """Replace the table between README.md's scale-table markers with this run's."""
+    readme = PROJECT / "README.md"
+    table = "\n".join([
+        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: 3 families × {trials} trials, 5 folds, fresh stores, "
+        f"generated reviews.", "",
+        "| reviews | run s | peak GiB | µs / review | growth (exponent) |", "| --- | --- | --- | --- | --- |",
+        *(f"| {size:,} | {seconds:.1f} | {gib(peak)} | {seconds / size * 1e6:,.0f} | {exponent(rows, i)} |"
+          for i, (size, _, seconds, peak, _) in enumerate(rows)), ""])
+    text, found = README_TABLE.subn(lambda m: m.group(1) + table + m.group(2), readme.read_text(encoding="utf-8"))
+    if found != 1:
+        sys.exit(f"{readme}: no scale table between its markers to replace")
+    readme.write_text(text, encoding="utf-8")
+    print(f"wrote the table into {readme}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -157,6 +184,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between memory samples")
     parser.add_argument("--keep", action="store_true", help="keep the generated reviews and the runs' folders")
     parser.add_argument("--data-dir", type=Path, help="reuse reviews_<N>.csv here if present (not timed again)")
+    parser.add_argument("--write-readme", action="store_true", help="put the table in README.md's Scale section")
     parser.add_argument("extra", nargs="*", help="more flags for the tuning script, after --")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_scale_"))
@@ -164,7 +192,7 @@ def main() -> int:
                            env={**os.environ, "PYTHONPATH": str(PROJECT)}, capture_output=True, text=True)
     print(f"project {PROJECT} (review_sentiment from {probe.stdout.strip()}); {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f}; folder {root}", flush=True)
-    rows = []
+    rows: list[Row] = []
     try:
         for size in args.sizes:
             data = (args.data_dir or root) / f"reviews_{size}.csv"
@@ -192,14 +220,14 @@ def main() -> int:
     print(f"\n{'reviews':>10} {'generate s':>11} {'run s':>8} {'peak GiB':>9} {'max proc GiB':>13} "
           f"{'µs/review':>10} {'exponent':>9}")
     for i, (size, gen_s, seconds, peak, maxrss) in enumerate(rows):
-        exponent = (f"{math.log(seconds / rows[i - 1][2]) / math.log(size / rows[i - 1][0]):9.2f}"
-                    if i else f"{'':>9}")
         print(f"{size:>10,} {gen_s:>11.1f} {seconds:>8.1f} {gib(peak):>9} {gib(maxrss):>13} "
-              f"{seconds / size * 1e6:>10.0f} {exponent}")
+              f"{seconds / size * 1e6:>10.0f} {exponent(rows, i):>9}")
     last = rows[-1]
     if last[0] >= 1_000_000:
         print(f"goal at 1M: <= {GOAL_SECONDS} s and <= {gib(GOAL_BYTES)} GiB: "
               f"{'met' if last[2] <= GOAL_SECONDS and last[3] <= GOAL_BYTES else 'not met'}")
+    if args.write_readme:
+        write_readme(rows, args.trials)
     if args.keep:
         print(f"kept: {root}")
     return 0
