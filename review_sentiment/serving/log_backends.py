@@ -127,7 +127,7 @@ class SqliteLog:
 
     def __init__(self, path: Path, name: str):
         self.path, self.name = path, name
-        self._conn = connect_sqlite(path)
+        self._conn = _connect_sqlite(path)
         self._stop = threading.Event()
         self._checkpoints = threading.Thread(target=self._checkpoint, name="prediction-log-checkpoints", daemon=True)
         self._checkpoints.start()
@@ -202,7 +202,7 @@ def _postgres(statement: str) -> str:
     return statement.replace("?", "%s")
 
 
-def connect_sqlite(path: Path, patience: float = 10.0) -> sqlite3.Connection:
+def _connect_sqlite(path: Path, patience: float = 10.0) -> sqlite3.Connection:
     """Open, creating or migrating, the SQLite log. Two replicas opening a rollback-journal log at the
     same moment: one's switch to WAL can fail at once with "database is locked", busy timeout or not
     (1 run in 6 of tests/code/test_prediction_log_writer.py's two openers, since issue 17): such an

@@ -45,13 +45,13 @@ def test_importing_any_module_changes_no_environment_variable() -> None:
 
 
 HELP_ONLY = """
-import runpy, sys
+import json, runpy, sys
 sys.argv = [sys.argv[1], "--help"]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 except SystemExit:
     pass
-print(sorted({name.split(".")[0] for name in sys.modules}))
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
 PIPELINE_LIBRARIES = {"sklearn", "mlflow", "optuna", "prefect", "fastapi", "uvicorn", "pandas", "scipy", "nltk",
                       "skops"}
@@ -65,7 +65,7 @@ def test_help_is_read_before_the_pipeline_is_imported(script: str) -> None:
     done = subprocess.run([sys.executable, "-c", HELP_ONLY, script], cwd=PROJECT_DIR, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and "--help" in done.stdout, done.stderr[-2000:]
-    imported = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
+    imported = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert imported.isdisjoint(PIPELINE_LIBRARIES), sorted(imported & PIPELINE_LIBRARIES)
 
 
