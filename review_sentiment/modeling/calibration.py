@@ -2,7 +2,8 @@
 (features · weights + bias, see `linear.decision_weights`) to a probability.
 
 Fitted inside the refit, on the training reviews only: each of `FOLDS` copies of the pipeline is fitted
-without one fold and gives that fold its decisions (out-of-fold, so as unseen as the traffic's), then
+without one fold and gives that fold its decisions (out-of-fold, so as unseen as the traffic's; the
+copies' TF-IDF is derived from the folds' counts, `fold_counts`, which a tuning run has made already), then
 Platt's sigmoid and isotonic regression are each cross-validated on those decisions and the one with
 the lower Brier score is fitted on all of them. The label stays the model's own decision (> 0), which
 tuning chose for macro-F1; the probability is this map of the same decision, so it is monotone in it.
@@ -14,18 +15,19 @@ interpolation between its thresholds, clipped at both ends (tests/model holds th
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import expit
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
-from sklearn.model_selection import StratifiedKFold, cross_validate
-from sklearn.pipeline import Pipeline
 
-from review_sentiment.modeling.linear import decisions
+from review_sentiment.modeling.fold_counts import CountedFolds, counted, tfidf_features
+from review_sentiment.modeling.linear import decision_values
 
 ARTIFACT = "calibration.json"
 SCHEMA = 1
@@ -77,31 +79,46 @@ def _fit(method: str, decision: np.ndarray, y: np.ndarray) -> Calibration:
     return Calibration(method, iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist(), {})
 
 
-def _folds(y: np.ndarray, seed: int) -> StratifiedKFold:
-    """`FOLDS` stratified folds, fewer when a label has fewer reviews (training needs two of each)."""
-    return StratifiedKFold(max(2, min(FOLDS, int(np.bincount(y, minlength=2).min()))), shuffle=True,
-                           random_state=seed)
+def calibration_folds(clean_train: Sequence[str], y: np.ndarray, seed: int,
+                      tuned: CountedFolds | None = None) -> CountedFolds:
+    """The folds a calibration is fitted on: `FOLDS` stratified ones, fewer when a label has fewer reviews
+    (training needs two of each). `tuned`: a tuning run's CV folds of the same texts, used when they
+    are these folds (then nothing is counted again)."""
+    folds = max(2, min(FOLDS, int(np.bincount(y, minlength=2).min())))
+    if tuned is not None and tuned.are(folds, seed):
+        return tuned
+    return counted(clean_train, y, folds=folds, seed=seed)
 
 
-def out_of_fold_decisions(tail: Pipeline, features, y: np.ndarray, seed: int) -> np.ndarray:
-    """Each training review's decision by a copy of `tail` (TF-IDF → model) fitted without its fold."""
-    folds = _folds(y, seed)
-    fitted = cross_validate(clone(tail), features, y, cv=folds, return_estimator=True, return_indices=True)
-    out = np.empty(len(y))
-    for model, held in zip(fitted["estimator"], fitted["indices"]["test"], strict=True):
-        out[held] = decisions(model, [features[i] for i in held])
+def out_of_fold_decisions(model: BaseEstimator, params: dict[str, Any], folds: CountedFolds, rows: int
+                          ) -> np.ndarray:
+    """Each training review's decision by a copy of `model` fitted without its fold, on the TF-IDF
+    (`params`) a vectorizer fitted without it gives: what a copy of the whole pipeline fitted so decides."""
+    out = np.empty(rows)
+    for counts, (y_train, _), held in zip(folds.counts[params["tfidf_ngram_max"]], folds.labels, folds.held,
+                                          strict=True):
+        X_train, X_held = tfidf_features(counts, params)
+        out[held] = decision_values(clone(model).fit(X_train, y_train), X_held)
     return out
 
 
-def fit_calibration(tail: Pipeline, cleaned: list[str], y: np.ndarray, seed: int) -> Calibration:
-    """The calibration of `tail`'s decisions, chosen and fitted on the training reviews alone."""
+def fit_calibration(model: BaseEstimator, params: dict[str, Any], folds: CountedFolds, y: np.ndarray,
+                    decision: np.ndarray | None = None) -> Calibration:
+    """The calibration of the decisions of `model` (a classifier, as configured for the pipeline) on the
+    TF-IDF of `params`, chosen and fitted on the training reviews alone (`folds`: theirs, from
+    `calibration_folds`; `y`: their labels; `decision`: their `out_of_fold_decisions` when a tuning trial
+    of this configuration on these folds made them already)."""
     y = np.asarray(y, int)
-    decision = out_of_fold_decisions(tail, cleaned, y, seed)
-    folds = _folds(y, seed)
+    if decision is None:
+        decision = out_of_fold_decisions(model, params, folds, len(y))
     brier = {}
     for method in METHODS:
-        losses = [brier_score_loss(y[test], _fit(method, decision[train], y[train]).probability(decision[test]))
-                  for train, test in folds.split(decision.reshape(-1, 1), y)]
+        losses = []
+        for held in folds.held:
+            fitted_on = np.ones(len(y), bool)
+            fitted_on[held] = False
+            losses.append(brier_score_loss(y[held], _fit(method, decision[fitted_on], y[fitted_on]
+                                                         ).probability(decision[held])))
         brier[method] = round(float(np.mean(losses)), 6)
     best = min(METHODS, key=brier.__getitem__)  # sigmoid first: it wins a tie, being the smoother map
     return Calibration(**{**asdict(_fit(best, decision, y)), "cv_brier": brier})

@@ -21,11 +21,11 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
 from review_sentiment.data.reviews import ReviewDataError
+from review_sentiment.modeling.fold_counts import NGRAM_SIZES
 from text_cleaning import clean_texts
 
 Params = dict[str, Any]
 MAX_DF_CEILING = 0.9  # the highest max_df any configuration uses: the most words a TF-IDF here keeps
-NGRAM_SIZES = (1, 2)  # a TF-IDF here uses word n-grams up to one of these sizes
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,6 @@ FAMILIES: dict[str, ModelFamily] = {
         ),
     )
 }
-
-
-def left_no_words(err: ValueError) -> bool:
-    """Whether sklearn's error says a TF-IDF kept no term (its wording is all it gives to tell)."""
-    return "empty vocabulary" in str(err) or "no terms remain" in str(err)
 
 
 def require_words(texts: Sequence[str], source: str) -> None:

@@ -10,9 +10,12 @@ columns and weighs them (`tfidf_features`) exactly as the vectorizer would: the 
 same order, the same matrices (tests/code/test_fold_counts.py holds it to `TfidfVectorizer` over
 random parameters, ties at the `max_features` cut included).
 
-This lives only inside the study; the models that get logged are fitted by a real `TfidfVectorizer`.
-The selection repeats sklearn's `CountVectorizer._limit_features` (private, so not called): sklearn
-has no public way to apply the limits to counts it already made.
+The same counts serve the refit: the calibration's out-of-fold models are the CV folds' (`CountedFolds`),
+and the model that gets logged has its `TfidfVectorizer` fitted from one count of all the training texts
+(`fit_tfidf`), which the three families share: the vectorizer is left exactly as `fit` leaves it.
+The selection repeats sklearn's `CountVectorizer._limit_features` (private, so not called), and
+`fit_tfidf` the state `TfidfVectorizer.fit` sets: sklearn has no public way to apply the limits to counts
+it already made (both pinned by tests/code/test_fold_counts.py's test_pinned_*).
 """
 from __future__ import annotations
 
@@ -23,7 +26,13 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer, TfidfVectorizer
+from sklearn.model_selection import StratifiedKFold
+
+from review_sentiment.data.reviews import ReviewDataError
+
+NGRAM_SIZES = (1, 2)  # a TF-IDF here uses word n-grams up to one of these sizes
+Features = tuple[sparse.csr_array, sparse.csr_array]  # of a fold's training and validation texts
 
 
 @dataclass(frozen=True)
@@ -39,10 +48,11 @@ class FoldCounts:
     doc_freq: np.ndarray  # per term, in how many training texts it occurs
     term_freq: np.ndarray  # per term, how often it occurs in all training texts (float64, as the vectorizer's)
     columns: np.ndarray | None = None  # None: every column of `train` and `valid`, in order
+    terms: np.ndarray | None = None  # the vocabulary's terms, in its order, when asked for (`fit_tfidf` needs them)
 
 
 def count_fold_sizes(train_texts: Sequence[str], valid_texts: Sequence[str],
-                     ngram_sizes: Sequence[int]) -> dict[int, FoldCounts]:
+                     ngram_sizes: Sequence[int], keep_terms: bool = False) -> dict[int, FoldCounts]:
     """Raises ValueError (sklearn's "empty vocabulary") when the training texts hold no word at all.
 
     The fold's counts for every n-gram range (1, n) of `ngram_sizes`, from one count with the longest:
@@ -58,11 +68,45 @@ def count_fold_sizes(train_texts: Sequence[str], valid_texts: Sequence[str],
     out = {}
     for n_max in ngram_sizes:
         if n_max == max(ngram_sizes):
-            out[n_max] = FoldCounts(train, valid, doc_freq, term_freq)
+            out[n_max] = FoldCounts(train, valid, doc_freq, term_freq, terms=terms if keep_terms else None)
         else:
             columns = np.flatnonzero(words_per_term <= n_max)
-            out[n_max] = FoldCounts(train, valid, doc_freq[columns], term_freq[columns], columns)
+            out[n_max] = FoldCounts(train, valid, doc_freq[columns], term_freq[columns], columns,
+                                    terms[columns] if keep_terms else None)
     return out
+
+
+@dataclass(frozen=True)
+class CountedFolds:
+    """The CV folds of the training set and each fold's n-gram counts per n-gram size (one count of the
+    longest range per fold): made once per run, before workers fork (so they share them), and every
+    trial of every family derives its TF-IDF from them, as does the calibration of the refit model
+    when its folds are these. Counting per trial was three quarters of a trial's TF-IDF time."""
+
+    labels: list[tuple[np.ndarray, np.ndarray]]  # per fold, the training and validation labels
+    held: list[np.ndarray]  # per fold, the positions of its validation texts in the training set
+    counts: dict[int, list[FoldCounts]]
+    seed: int  # of the StratifiedKFold that made the folds
+
+    def are(self, folds: int, seed: int) -> bool:
+        """Whether these are the `folds` stratified folds `counted` makes with `seed` (of the same texts)."""
+        return len(self.labels) == folds and self.seed == seed
+
+
+def counted(clean_train: Sequence[str], y_train: np.ndarray, *, folds: int, seed: int) -> CountedFolds:
+    """Raises ReviewDataError when a fold's training texts hold no word at all (a tiny data set)."""
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y_train)), y_train))
+    texts = np.asarray(clean_train, dtype=object)
+    try:
+        by_fold = [count_fold_sizes(texts[train], texts[valid], NGRAM_SIZES) for train, valid in splits]
+    except ValueError as err:
+        if left_no_words(err):
+            raise ReviewDataError(f"a {folds}-fold split leaves a fold whose training reviews have no word after "
+                                  f"cleaning: too few reviews with words for {folds} folds") from None
+        raise
+    return CountedFolds([(y_train[train], y_train[valid]) for train, valid in splits],
+                        [valid for _, valid in splits],
+                        {n_max: [fold[n_max] for fold in by_fold] for n_max in NGRAM_SIZES}, seed)
 
 
 def _compact(counts: sparse.csr_array) -> sparse.csr_array:
@@ -70,6 +114,11 @@ def _compact(counts: sparse.csr_array) -> sparse.csr_array:
     largest = counts.data.max(initial=0)
     dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if largest <= np.iinfo(t).max)
     return sparse.csr_array((counts.data.astype(dtype), counts.indices, counts.indptr), shape=counts.shape)
+
+
+def left_no_words(err: ValueError) -> bool:
+    """Whether sklearn's error says a TF-IDF kept no term (its wording is all it gives to tell)."""
+    return "empty vocabulary" in str(err) or "no terms remain" in str(err)
 
 
 def kept_columns(counts: FoldCounts, min_df: float, max_df: float, max_features: int | None) -> np.ndarray:
@@ -92,14 +141,34 @@ def kept_columns(counts: FoldCounts, min_df: float, max_df: float, max_features:
     return kept
 
 
-def tfidf_features(counts: FoldCounts, params: dict[str, Any]) -> tuple[sparse.csr_array, sparse.csr_array]:
+def tfidf_features(counts: FoldCounts, params: dict[str, Any]) -> Features:
     """The fold's training and validation features under a trial's TF-IDF parameters (see
     `families.build_pipeline` for their names): what `TfidfVectorizer.fit_transform` and `transform` give."""
     kept = kept_columns(counts, params["tfidf_min_df"], params["tfidf_max_df"], params["tfidf_max_features"])
-    if counts.columns is not None:
-        kept = counts.columns[kept]
-    train, valid = (_as_float(counts.train[:, kept]), _as_float(counts.valid[:, kept]))
-    weigh = TfidfTransformer(sublinear_tf=params["tfidf_sublinear_tf"]).fit(train)
+    return _weighed(counts, kept, TfidfTransformer(sublinear_tf=params["tfidf_sublinear_tf"]))
+
+
+def fit_tfidf(tfidf: TfidfVectorizer, counts: FoldCounts) -> Features:
+    """Fit `tfidf` (an unfitted word n-gram vectorizer of the counts' range or a shorter one) on the texts
+    `counts` counted (with `keep_terms`), leaving it as `fit` on them leaves it; return what its
+    `fit_transform` of those texts and its `transform` of the counted validation texts give."""
+    assert counts.terms is not None, "fit_tfidf needs counts made with keep_terms"
+    kept = kept_columns(counts, tfidf.min_df, tfidf.max_df, tfidf.max_features)
+    weigh = TfidfTransformer(norm=tfidf.norm, use_idf=tfidf.use_idf, smooth_idf=tfidf.smooth_idf,
+                             sublinear_tf=tfidf.sublinear_tf)
+    features = _weighed(counts, kept, weigh)
+    tfidf.build_analyzer()  # what fit's counting does first (it records the stop words it checked)
+    tfidf.fixed_vocabulary_ = False
+    tfidf.vocabulary_ = {str(term): i for i, term in enumerate(counts.terms[kept])}
+    tfidf._tfidf = weigh
+    return features
+
+
+def _weighed(counts: FoldCounts, kept: np.ndarray, weigh: TfidfTransformer) -> Features:
+    """The kept vocabulary positions' counts as TF-IDF, `weigh` fitted on the training ones."""
+    columns = kept if counts.columns is None else counts.columns[kept]
+    train, valid = (_as_float(counts.train[:, columns]), _as_float(counts.valid[:, columns]))
+    weigh.fit(train)
     return weigh.transform(train, copy=False), weigh.transform(valid, copy=False)
 
 

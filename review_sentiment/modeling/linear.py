@@ -38,8 +38,12 @@ def predict_with_scores(pipeline: Pipeline, texts, calibration: Calibration | No
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Labels, positive scores and (with a `calibration.Calibration`) calibrated probabilities,
     cleaning and vectorising the texts once (predict, predict_proba… on the pipeline would each redo it)."""
-    features = pipeline[:-1].transform(texts)
-    model = pipeline[-1]
+    return predict_features_with_scores(pipeline[-1], pipeline[:-1].transform(texts), calibration)
+
+
+def predict_features_with_scores(model, features, calibration: Calibration | None = None
+                                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`predict_with_scores` of the model's features (the texts already vectorised)."""
     probabilities = None if calibration is None else calibration.probability(decision_values(model, features))
     return model.predict(features), positive_scores(model, features), probabilities
 

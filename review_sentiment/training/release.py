@@ -25,11 +25,19 @@ from sklearn.metrics import brier_score_loss
 import text_cleaning
 from review_sentiment.data import reviews as reviews_module
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, traffic_like, training_frame
-from review_sentiment.modeling import calibration, families, fast_scorer, linear, metrics
+from review_sentiment.modeling import calibration, families, fast_scorer, fold_counts, linear, metrics
 from review_sentiment.modeling.calibration import ARTIFACT as CALIBRATION_ARTIFACT
-from review_sentiment.modeling.calibration import fit_calibration
-from review_sentiment.modeling.families import build_pipeline, left_no_words
-from review_sentiment.modeling.linear import predict_with_scores
+from review_sentiment.modeling.calibration import calibration_folds, fit_calibration
+from review_sentiment.modeling.families import build_pipeline
+from review_sentiment.modeling.fold_counts import (
+    NGRAM_SIZES,
+    CountedFolds,
+    FoldCounts,
+    count_fold_sizes,
+    fit_tfidf,
+    left_no_words,
+)
+from review_sentiment.modeling.linear import predict_features_with_scores
 from review_sentiment.modeling.metrics import expected_calibration_error, macro_f1
 from review_sentiment.monitoring import profile
 from review_sentiment.monitoring.estimate import estimated_macro_f1
@@ -52,8 +60,8 @@ if TYPE_CHECKING:
 # The code that decides what a fitted model is: cleaning, loading and labelling, the pipelines, the
 # metric, its calibration and reference profile, how a model is logged and this path. A change to any of
 # their files changes every fingerprint.
-MODEL_CODE = (text_cleaning, reviews_module, families, fast_scorer, linear, metrics, calibration, profile,
-              model_logging, sys.modules[__name__])
+MODEL_CODE = (text_cleaning, reviews_module, families, fold_counts, fast_scorer, linear, metrics, calibration,
+              profile, model_logging, sys.modules[__name__])
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class TrainingData:
     reviews_digest: str  # of the lineage file's reviews
     clean: Callable[[Iterable[str]], list[str]]  # `clean_texts`, or a look-up of what it gave
     feedback: Split | None = None  # fed-back reviews: trained on (X_train) and held out to judge (X_test)
+    folds: CountedFolds | None = None  # a tuning run's CV folds of split.X_train (the calibration may reuse them)
 
     @functools.cached_property
     def training_dataset(self) -> PandasDataset:
@@ -73,6 +82,20 @@ class TrainingData:
         fed = "" if self.feedback is None else f" + {len(self.feedback.y_train)} fed-back reviews"
         return training_dataset(training_frame(self.split), self.lineage.data + fed,
                                 name=f"{Path(self.lineage.data).stem}-train{fed}")
+
+    @functools.cached_property
+    def held_out_dataset(self) -> PandasDataset:
+        """The held-out slice as the MLflow dataset a run logs: made once."""
+        held = pd.DataFrame({"review": self.split.X_test.to_numpy(dtype=object), "label": self.split.y_test})
+        return training_dataset(held, self.lineage.data, name=PROTECTED)
+
+    @functools.cached_property
+    def counts(self) -> dict[int, FoldCounts]:
+        """One count of the cleaned training texts, and of the held-out ones over their vocabulary, per
+        n-gram size: every family's refit derives its TF-IDF from it (`fold_counts.fit_tfidf`). Raises
+        sklearn's ValueError when the training texts hold no word."""
+        return count_fold_sizes(self.clean(self.split.X_train), self.clean(self.split.X_test), NGRAM_SIZES,
+                                keep_terms=True)
 
     @property
     def protected(self) -> Evidence:
@@ -115,9 +138,11 @@ def identical_version(name: str, value: str) -> ModelVersion | None:
 
 
 def release(name: str, family: str, params: dict[str, Any], seed: int, data: TrainingData, source: str,
-            cv_f1: float | None = None) -> Released:
+            cv_f1: float | None = None, tuned_decisions: np.ndarray | None = None) -> Released:
     """Inside the active run: the version holding this configuration's model, fitted and registered
-    unless an identical one is registered already (then it is reused and the run says so)."""
+    unless an identical one is registered already (then it is reused and the run says so).
+    `tuned_decisions`: the out-of-fold decisions of the tuning trial of this configuration on `data.folds`,
+    which its calibration then uses instead of fitting those folds' models again."""
     value = fingerprint(family, params, seed, data)
     if (same := identical_version(name, value)) is not None:
         mlflow.set_tag("reused_version", same.version)
@@ -126,24 +151,26 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
                         run.get("fit_time", 0.0))
     split = data.split
     pipeline = build_pipeline(family, params, seed)
-    started = time.perf_counter()
-    clean_train = data.clean(split.X_train)
-    pipeline[0].fit(split.X_train)  # what pipeline.fit does, on reviews cleaned once (cleaning keeps no state)
-    try:
-        pipeline[1:].fit(clean_train, split.y_train)
+    tfidf, model = pipeline.named_steps["tfidf"], pipeline.named_steps["model"]
+    pipeline[0].fit(split.X_train)  # what pipeline.fit does first (cleaning keeps no state: counts are of its output)
+    try:  # what the TF-IDF's fit on the cleaned training reviews does, from the run's one count of them
+        counts = data.counts[tfidf.ngram_range[1]]
+        started = time.perf_counter()  # fit_time: this model's TF-IDF and classifier, not the count they share
+        X_train, X_test = fit_tfidf(tfidf, counts)
     except ValueError as err:  # a TF-IDF that keeps no word is the data's doing: one line, not a traceback
         if not left_no_words(err):
             raise
-        tfidf = pipeline.named_steps["tfidf"]
         raise ReviewDataError(f"{data.lineage.data}: after cleaning, no word is in at least {tfidf.min_df} and at "
                               f"most {tfidf.max_df:.0%} of the training reviews; nothing to learn from") from None
+    model.fit(X_train, split.y_train)
     fit_time = time.perf_counter() - started
-    calibrator = fit_calibration(pipeline[1:], clean_train, split.y_train, seed)
+    folds = calibration_folds(data.clean(split.X_train), split.y_train, seed, data.folds)
+    calibrator = fit_calibration(model, params, folds, split.y_train, tuned_decisions if folds is data.folds else None)
     compact_for_saving(pipeline)
-    test_pred, _, test_probability = predict_with_scores(pipeline[1:], data.clean(split.X_test), calibrator)
+    test_pred, _, test_probability = predict_features_with_scores(model, X_test, calibrator)
     assert test_probability is not None  # given a calibration, there are probabilities
-    train_f1 = macro_f1(split.y_train, pipeline[1:].predict(clean_train))
-    del clean_train
+    train_f1 = macro_f1(split.y_train, model.predict(X_train))
+    del X_train, X_test
     test_f1 = macro_f1(split.y_test, test_pred)
     mlflow.log_metrics({"train_f1": train_f1, "test_f1": test_f1, "fit_time": fit_time,
                         "test_brier": brier_score_loss(split.y_test, test_probability),
@@ -156,8 +183,7 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
     _log_figure(reliability_figure(split.y_test, test_probability, f"{family} (test), {calibrator.method}"),
                 "reliability_diagram.png")
     log_dataset(data.training_dataset, "training")
-    held = pd.DataFrame({"review": split.X_test.to_numpy(dtype=object), "label": split.y_test})
-    log_dataset(training_dataset(held, data.lineage.data, name=PROTECTED), "evaluation")
+    log_dataset(data.held_out_dataset, "evaluation")
     mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
     _log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
     mlflow.log_dict(top_terms(pipeline), "top_terms.json")

@@ -8,23 +8,22 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
-from sklearn.model_selection import StratifiedKFold
 
-from review_sentiment.data.reviews import ReviewDataError
 from review_sentiment.databases import is_postgres, sqlalchemy_url, write_ahead
-from review_sentiment.modeling.families import FAMILIES, NGRAM_SIZES, Params, left_no_words
-from review_sentiment.modeling.fold_counts import FoldCounts, count_fold_sizes, tfidf_features
+from review_sentiment.modeling.families import FAMILIES, Params
+from review_sentiment.modeling.fold_counts import CountedFolds, left_no_words, tfidf_features
+from review_sentiment.modeling.linear import decision_values
 from review_sentiment.modeling.metrics import macro_f1
 
 Objective = Callable[[optuna.Trial], float]
@@ -73,32 +72,39 @@ def pruner() -> optuna.pruners.MedianPruner:
 
 
 @dataclass(frozen=True)
-class CountedFolds:
-    """The CV folds of the training set and each fold's n-gram counts per n-gram size (one count of the
-    longest range per fold): made once per run, before workers fork (so they share them), and every
-    trial of every family derives its TF-IDF from them. Counting per trial was three quarters of a
-    trial's TF-IDF time."""
+class FoldScore:
+    """What scoring one fold gives: its macro-F1, and the fold model's decisions on its validation texts
+    (the refit's calibration needs exactly those of the best trial: `BestTrialDecisions`)."""
 
-    labels: list[tuple[np.ndarray, np.ndarray]]  # per fold, the training and validation labels
-    counts: dict[int, list[FoldCounts]]
+    f1: float
+    decisions: np.ndarray
 
 
-def counted(clean_train: Sequence[str], y_train: np.ndarray, *, folds: int, seed: int) -> CountedFolds:
-    """Raises ReviewDataError when a fold's training texts hold no word at all (a tiny data set)."""
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y_train)), y_train))
-    texts = np.asarray(clean_train, dtype=object)
-    try:
-        by_fold = [count_fold_sizes(texts[train], texts[valid], NGRAM_SIZES) for train, valid in splits]
-    except ValueError as err:
-        if left_no_words(err):
-            raise ReviewDataError(f"a {folds}-fold split leaves a fold whose training reviews have no word after "
-                                  f"cleaning: too few reviews with words for {folds} folds") from None
-        raise
-    return CountedFolds([(y_train[train], y_train[valid]) for train, valid in splits],
-                        {n_max: [fold[n_max] for fold in by_fold] for n_max in NGRAM_SIZES})
+FoldScores = Callable[[str, Params, int, list[int]], list[FoldScore]]  # family, params, seed, folds → per fold
 
 
-FoldScores = Callable[[str, Params, int, list[int]], list[float]]  # family, params, seed, folds → F1 per fold
+@dataclass
+class BestTrialDecisions:
+    """The out-of-fold decisions of the best trial this process finished for a family. The calibration of
+    the refit model is fitted on the decisions of that configuration's models on these same folds: taken
+    from here, those models are not fitted a second time (at a million reviews, one trial's worth)."""
+
+    trial: int = -1
+    value: float = -np.inf
+    by_fold: list[np.ndarray] = field(default_factory=list)
+
+    def offer(self, trial: int, value: float, by_fold: list[np.ndarray]) -> None:
+        if value > self.value:
+            self.trial, self.value, self.by_fold = trial, value, by_fold
+
+    def of(self, trial: int, folds: CountedFolds) -> np.ndarray | None:
+        """Each training review's decision by its fold's model in `trial`; None unless this process ran it."""
+        if trial != self.trial:
+            return None
+        out = np.empty(sum(len(held) for held in folds.held))
+        for held, decisions in zip(folds.held, self.by_fold, strict=True):
+            out[held] = decisions
+        return out
 
 
 class FoldProcessDied(RuntimeError):
@@ -117,7 +123,7 @@ def fold_scorer(folds: CountedFolds, processes: int) -> Iterator[FoldScores]:
     process pool executor rather than `multiprocessing.Pool`: a killed Pool worker leaves its task
     waiting forever; the executor reports it (BrokenProcessPool)."""
     if processes <= 1:
-        yield lambda family, params, seed, numbers: [_fold_f1(folds, family, params, seed, i) for i in numbers]
+        yield lambda family, params, seed, numbers: [_fold_score(folds, family, params, seed, i) for i in numbers]
         return
 
     def started() -> ProcessPoolExecutor:
@@ -127,10 +133,10 @@ def fold_scorer(folds: CountedFolds, processes: int) -> Iterator[FoldScores]:
 
     pool = started()
 
-    def scores(family: str, params: Params, seed: int, numbers: list[int]) -> list[float]:
+    def scores(family: str, params: Params, seed: int, numbers: list[int]) -> list[FoldScore]:
         nonlocal pool
         try:
-            return list(pool.map(_kept_fold_f1, *zip(*[(family, params, seed, i) for i in numbers], strict=True)))
+            return list(pool.map(_kept_fold_score, *zip(*[(family, params, seed, i) for i in numbers], strict=True)))
         except BrokenProcessPool:
             pool.shutdown(wait=False, cancel_futures=True)
             pool = started()
@@ -142,18 +148,21 @@ def fold_scorer(folds: CountedFolds, processes: int) -> Iterator[FoldScores]:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def objective(family: str, folds: CountedFolds, scores_of: FoldScores, *, seed: int, processes: int) -> Objective:
+def objective(family: str, folds: CountedFolds, scores_of: FoldScores, *, seed: int, processes: int,
+              best: BestTrialDecisions | None = None) -> Objective:
     """Mean CV macro-F1 of `family`: for each fold, the trial's TF-IDF derived from the fold's counts
     (exactly what a `TfidfVectorizer` fitted on the fold gives), the classifier fitted on it.
 
     Folds are scored `processes` at a time; the running mean is reported after each fold, in fold
     order, and clearly worse trials are pruned: the same reports and decisions whatever `processes`.
+    A finished trial offers its folds' decisions to `best`.
     """
     fold_rounds = _rounds(list(range(len(folds.labels))), processes)
 
     def cv_f1(trial: optuna.Trial) -> float:
         params = FAMILIES[family].suggest(trial)
         scores: list[float] = []
+        decisions: list[np.ndarray] = []
         for fold_round in fold_rounds:
             try:
                 round_scores = scores_of(family, params, seed, fold_round)
@@ -167,23 +176,27 @@ def objective(family: str, folds: CountedFolds, scores_of: FoldScores, *, seed: 
                     raise EmptyVocabulary(str(err)) from None
                 raise
             for score in round_scores:
-                scores.append(score)
+                scores.append(score.f1)
+                decisions.append(score.decisions)
                 trial.report(float(np.mean(scores)), len(scores) - 1)
                 if trial.should_prune():
                     trial.set_user_attr("pruned_after_folds", len(scores))
                     raise optuna.TrialPruned()
         trial.set_user_attr("cv_f1_std", float(np.std(scores)))
+        if best is not None:
+            best.offer(trial.number, float(np.mean(scores)), decisions)
         return float(np.mean(scores))
 
     return cv_f1
 
 
-def _fold_f1(folds: CountedFolds, family: str, params: Params, seed: int, fold: int) -> float:
-    """What `cross_val_score(build_pipeline(...), scoring="f1_macro")` scores on this fold."""
+def _fold_score(folds: CountedFolds, family: str, params: Params, seed: int, fold: int) -> FoldScore:
+    """What `cross_val_score(build_pipeline(...), scoring="f1_macro")` scores on this fold, and the
+    fold model's decisions (`linear.decision_values`) there."""
     X_train, X_valid = tfidf_features(folds.counts[params["tfidf_ngram_max"]][fold], params)
     y_train, y_valid = folds.labels[fold]
     model = FAMILIES[family].make(params, seed).fit(X_train, y_train)
-    return float(macro_f1(y_valid, model.predict(X_valid)))
+    return FoldScore(float(macro_f1(y_valid, model.predict(X_valid))), decision_values(model, X_valid))
 
 
 _kept: list[CountedFolds] = []  # in a fold process: the counts it was forked with
@@ -207,8 +220,8 @@ def _ready(_: int) -> None:
     """Nothing: makes the executor fork its processes when it is created, not later inside a trial."""
 
 
-def _kept_fold_f1(family: str, params: Params, seed: int, fold: int) -> float:
-    return _fold_f1(_kept[0], family, params, seed, fold)
+def _kept_fold_score(family: str, params: Params, seed: int, fold: int) -> FoldScore:
+    return _fold_score(_kept[0], family, params, seed, fold)
 
 
 def _rounds(items: list, size: int) -> list[list]:

@@ -28,6 +28,7 @@ from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
 from review_sentiment.databases import sqlite_without_fsync_per_commit, without_password
 from review_sentiment.modeling.families import require_words
+from review_sentiment.modeling.fold_counts import CountedFolds, counted
 from review_sentiment.tracking.alias_lock import require_alias_lock
 from review_sentiment.tracking.model_loading import load_pipeline
 from review_sentiment.tracking.orphans import (
@@ -49,8 +50,7 @@ from review_sentiment.training.release import TrainingData, release
 from review_sentiment.training.study import (
     GRACE_SECONDS,
     TRIAL_FAILURES,
-    CountedFolds,
-    counted,
+    BestTrialDecisions,
     default_storage,
     fold_scorer,
     objective,
@@ -134,7 +134,7 @@ class Prepared:
     def training(self) -> TrainingData:
         """What every family's model is fitted and judged on; its training dataset is made once (its digest
         hashes every row and MLflow infers its schema from every row: seconds per million reviews)."""
-        return TrainingData(self.reviews, self.split, self.lineage, self.digest, self.clean)
+        return TrainingData(self.reviews, self.split, self.lineage, self.digest, self.clean, folds=self.folds)
 
     def clean(self, texts: Iterable[str]) -> list[str]:
         """`clean_texts(texts)` for reviews of this run, without cleaning them again."""
@@ -226,7 +226,8 @@ def tune_and_register(
         return _registered_result(family, settings.registered_model, family_study.version, study.best_value)
     resumed = f", resuming: {family_study.finished_trials()} finished before" if family_study.resumed else ""
     print(f"\n{family}: {settings.trials} trials, {settings.folds}-fold CV{resumed}")
-    _run_trials(family_study, prepared, settings, storage, me, until_complete=True)
+    best = BestTrialDecisions()
+    _run_trials(family_study, prepared, settings, storage, me, until_complete=True, best=best)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise ReviewDataError(f"{prepared.reviews.path}: every {family} trial failed: no TF-IDF configuration "
                               f"tried kept a word on every CV fold (the reviews share too few words; add data)")
@@ -235,7 +236,8 @@ def tune_and_register(
         mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
         mlflow.log_dict(study.best_params, BEST_PARAMS_ARTIFACT)
         released = release(settings.registered_model, family, study.best_params, settings.seed, prepared.training,
-                           "tuning", cv_f1=study.best_value)
+                           "tuning", cv_f1=study.best_value,
+                           tuned_decisions=best.of(study.best_trial.number, prepared.folds))
     if not released.reused:
         writes.versions.append(released.version)
     version = str(released.version.version)
@@ -306,14 +308,15 @@ def _new_parent_run(experiment_id: str, family: str, study_name: str, prepared: 
 
 
 def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: RDBStorage,
-                me: Worker, *, until_complete: bool) -> int:
+                me: Worker, *, until_complete: bool, best: BestTrialDecisions | None = None) -> int:
     """Run queued trials of the family; `until_complete` also waits for the other workers' running
-    trials (and runs the ones queued again because their worker died) until none is left."""
+    trials (and runs the ones queued again because their worker died) until none is left. `best` keeps
+    the out-of-fold decisions of the best trial this process runs."""
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(family_study.parent_run_id).info.experiment_id
     with fold_scorer(prepared.folds, settings.fold_processes) as scores_of:
         cv_f1 = objective(family_study.family, prepared.folds, scores_of, seed=settings.seed,
-                          processes=settings.fold_processes)
+                          processes=settings.fold_processes, best=best)
         tag = f" [{me.name} {family_study.family}]" if me.shown else ""  # workers' lines interleave across families
 
         def done(study: optuna.Study, trial: FrozenTrial) -> None:

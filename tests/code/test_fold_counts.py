@@ -22,9 +22,19 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from review_sentiment.constants import PROJECT_DIR
 from review_sentiment.data.reviews import load_reviews
-from review_sentiment.modeling.families import FAMILIES, NGRAM_SIZES, build_pipeline
-from review_sentiment.modeling.fold_counts import FoldCounts, count_fold_sizes, kept_columns, tfidf_features
-from review_sentiment.training.study import FoldProcessDied, counted, fold_scorer, objective
+from review_sentiment.modeling.calibration import out_of_fold_decisions
+from review_sentiment.modeling.families import FAMILIES, build_pipeline
+from review_sentiment.modeling.fold_counts import (
+    NGRAM_SIZES,
+    FoldCounts,
+    count_fold_sizes,
+    counted,
+    fit_tfidf,
+    kept_columns,
+    tfidf_features,
+)
+from review_sentiment.modeling.linear import decisions
+from review_sentiment.training.study import BestTrialDecisions, FoldProcessDied, fold_scorer, objective
 from tests.helpers import SAMPLE, wait_for
 from text_cleaning import clean_texts
 
@@ -93,6 +103,31 @@ def test_pinned_every_trials_tfidf_is_the_vectorizers_own(sample: tuple[np.ndarr
     assert tied_cuts >= 5  # the cut fell inside a tie often enough for the tie order to be tested
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_pinned_a_refit_from_counts_is_the_pipelines_own_fit(sample: tuple[np.ndarray, ...], family: str) -> None:
+    """The logged model's TF-IDF fitted from the run's one count of the training texts is left exactly as
+    `fit` leaves it (every attribute, its idf's too), and the pipeline then decides every unseen review as
+    `pipeline.fit` on the raw texts would: bit for bit."""
+    raw, texts, labels = sample
+    train, test = next(StratifiedKFold(4, shuffle=True, random_state=1).split(texts, labels))
+    counts = count_fold_sizes(texts[train].tolist(), texts[test].tolist(), NGRAM_SIZES, keep_terms=True)
+    sampled = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    for _ in range(4):
+        params = FAMILIES[family].suggest(sampled.ask())
+        expected = build_pipeline(family, params, 3).fit(raw[train], labels[train])
+        ours = build_pipeline(family, params, 3)
+        ours[0].fit(raw[train])
+        X_train, X_test = fit_tfidf(ours.named_steps["tfidf"], counts[params["tfidf_ngram_max"]])
+        ours[-1].fit(X_train, labels[train])
+        mine, theirs = vars(ours.named_steps["tfidf"]), vars(expected.named_steps["tfidf"])
+        assert mine.keys() == theirs.keys()
+        assert all(mine[k] == theirs[k] for k in mine if k not in ("_tfidf", "_stop_words_id"))
+        assert vars(ours.named_steps["tfidf"]._tfidf).keys() == vars(expected.named_steps["tfidf"]._tfidf).keys()
+        assert np.array_equal(ours.named_steps["tfidf"].idf_, expected.named_steps["tfidf"].idf_)
+        assert np.array_equal((X_test - expected[:-1].transform(raw[test])).data, [])  # the same features
+        assert np.array_equal(decisions(ours, raw[test]), decisions(expected, raw[test]))
+
+
 def test_pinned_a_cut_through_equally_frequent_terms_keeps_the_vectorizers_pick() -> None:
     train = ["delta alpha echo bravo charlie foxtrot"] * 3 + ["golf"]
     params = {"tfidf_min_df": 1, "tfidf_max_df": 1.0, "tfidf_max_features": 3, "tfidf_sublinear_tf": False}
@@ -140,12 +175,30 @@ def test_folds_scored_in_parallel_give_the_same_study(sample: tuple[np.ndarray, 
     assert any(state == optuna.trial.TrialState.PRUNED for state, _, _ in studies[0])
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_best_trials_fold_decisions_are_the_calibrations_out_of_fold_decisions(
+        sample: tuple[np.ndarray, ...], processes: int) -> None:
+    """What the refit's calibration takes from the tuning instead of fitting the best configuration's fold
+    models again is, bit for bit, what fitting them gives; a trial this process did not run gives none."""
+    _, texts, labels = sample
+    folds = counted(texts.tolist(), labels, folds=5, seed=4)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=4))
+    best = BestTrialDecisions()
+    with fold_scorer(folds, processes) as scores_of:
+        study.optimize(objective("LogisticRegression", folds, scores_of, seed=4, processes=processes, best=best),
+                       n_trials=6)
+    model = FAMILIES["LogisticRegression"].make(study.best_params, 4)
+    expected = out_of_fold_decisions(model, study.best_params, folds, len(labels))
+    assert np.array_equal(best.of(study.best_trial.number, folds), expected)
+    assert best.of(study.best_trial.number + 1, folds) is None
+
+
 def test_a_killed_fold_process_fails_its_trial_and_new_ones_take_over(sample: tuple[np.ndarray, ...]) -> None:
     _, texts, labels = sample
     folds = counted(texts.tolist(), labels, folds=4, seed=5)
     params = FAMILIES["NaiveBayes"].suggest(optuna.create_study(sampler=optuna.samplers.RandomSampler(0)).ask())
     with fold_scorer(folds, 1) as in_process:
-        expected = in_process("NaiveBayes", params, 5, [0, 1])
+        expected = [score.f1 for score in in_process("NaiveBayes", params, 5, [0, 1])]
     with fold_scorer(folds, 2) as scores_of:
         first = multiprocessing.active_children()
         os.kill(first[0].pid, signal.SIGKILL)
@@ -153,7 +206,7 @@ def test_a_killed_fold_process_fails_its_trial_and_new_ones_take_over(sample: tu
             for _ in range(50):  # the executor notices the death at its next call, or the one after
                 scores_of("NaiveBayes", params, 5, [0, 1])
                 time.sleep(0.1)
-        assert scores_of("NaiveBayes", params, 5, [0, 1]) == expected
+        assert [score.f1 for score in scores_of("NaiveBayes", params, 5, [0, 1])] == expected
         wait_for(lambda: not {p.pid for p in first} & {p.pid for p in multiprocessing.active_children()},
                  timeout=10, what="the broken executor's other process to be ended")
 
@@ -165,7 +218,8 @@ def test_fold_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -> No
     script.write_text(textwrap.dedent("""
         import os, time
         import numpy as np
-        from review_sentiment.training.study import counted, fold_scorer
+        from review_sentiment.modeling.fold_counts import counted
+        from review_sentiment.training.study import fold_scorer
         texts = ["good phone", "bad phone", "great battery", "poor screen"] * 10
         folds = counted(texts, np.array([1, 0, 1, 0] * 10), folds=2, seed=0)
         with fold_scorer(folds, 2):

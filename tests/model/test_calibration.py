@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_validate
 
-from review_sentiment.modeling.calibration import Calibration, fit_calibration
+from review_sentiment.modeling.calibration import Calibration, calibration_folds, fit_calibration, out_of_fold_decisions
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.modeling.fast_scorer import FastScorer
 from review_sentiment.modeling.linear import decisions, predict_with_scores
@@ -51,7 +53,8 @@ def test_every_family_is_calibrated_on_reviews_it_never_saw(family: str) -> None
     the truth than the family's own score."""
     split = the_split()
     pipeline = build_pipeline(family, PARAMS[family], 0).fit(split.X_train, split.y_train)
-    calibration = fit_calibration(pipeline[1:], pipeline[0].transform(split.X_train), split.y_train, 0)
+    folds = calibration_folds(pipeline[0].transform(split.X_train), split.y_train, 0)
+    calibration = fit_calibration(pipeline[-1], PARAMS[family], folds, split.y_train)
     assert set(calibration.cv_brier) == {"sigmoid", "isotonic"}
     assert calibration.cv_brier[calibration.method] == min(calibration.cv_brier.values())
     labels, scores, probability = predict_with_scores(pipeline, split.X_test, calibration)
@@ -62,3 +65,19 @@ def test_every_family_is_calibrated_on_reviews_it_never_saw(family: str) -> None
     before, after = (expected_calibration_error(split.y_test, p) for p in (scores, probability))
     print(f"{family}: {calibration.method}, ECE {before:.3f} → {after:.3f}")
     assert after <= 0.06 and after < before
+
+
+@pytest.mark.parametrize("family", sorted(PARAMS))
+def test_out_of_fold_decisions_are_those_of_pipelines_fitted_without_each_fold(family: str) -> None:
+    """Derived from the folds' counts, bit for bit what cross-validating the TF-IDF → model pipeline on
+    the cleaned reviews gives (as the calibration was fitted before it reused the tuning's counts)."""
+    split = the_split()
+    pipeline = build_pipeline(family, PARAMS[family], 0)
+    cleaned, y = pipeline[0].transform(split.X_train), np.asarray(split.y_train, int)
+    folds = calibration_folds(cleaned, y, 0)
+    fitted = cross_validate(clone(pipeline[1:]), cleaned, y, cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                            return_estimator=True, return_indices=True)
+    expected = np.empty(len(y))
+    for model, held in zip(fitted["estimator"], fitted["indices"]["test"], strict=True):
+        expected[held] = decisions(model, [cleaned[i] for i in held])
+    assert np.array_equal(out_of_fold_decisions(pipeline[-1], PARAMS[family], folds, len(y)), expected)

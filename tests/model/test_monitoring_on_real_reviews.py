@@ -16,7 +16,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from review_sentiment.data.reviews import Split, load_reviews, split_reviews, traffic_like
-from review_sentiment.modeling.calibration import Calibration, fit_calibration
+from review_sentiment.modeling.calibration import Calibration, calibration_folds, fit_calibration
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.modeling.linear import predict_with_scores
 from review_sentiment.modeling.metrics import expected_calibration_error, macro_f1
@@ -73,7 +73,8 @@ def served() -> dict[str, Served]:
     out = {}
     for family, params in PARAMS.items():
         pipeline = build_pipeline(family, params, 0).fit(split.X_train, split.y_train)
-        calibration = fit_calibration(pipeline[1:], pipeline[0].transform(split.X_train), split.y_train, 0)
+        folds = calibration_folds(pipeline[0].transform(split.X_train), split.y_train, 0)
+        calibration = fit_calibration(pipeline[-1], params, folds, split.y_train)
         test_f1 = macro_f1(split.y_test, pipeline.predict(split.X_test))
         profile = reference_profile(pipeline, reviews.usable_text, split.y_train, traffic)
         out[family] = Served(pipeline, calibration, profile, test_f1, split)
