@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", choices=FAMILY_NAMES, default=list(FAMILY_NAMES),
                         metavar="FAMILY", help=f"families to tune: {' '.join(FAMILY_NAMES)}")
     parser.add_argument("--trials", type=cli.at_least(1), default=20, help="Optuna trials per family")
-    parser.add_argument("--folds", type=cli.at_least(2), default=5, help="stratified CV folds")
+    parser.add_argument("--folds", type=cli.at_least(2), default=None,
+                        help="stratified CV folds (default: 5, or 3 for a file of more than 500,000 usable reviews)")
     parser.add_argument("--test-size", type=cli.fraction, default=0.3, help="held-out test share")
     parser.add_argument("--seed", type=int, default=42, help="fixes split, folds, sampler and models")
     parser.add_argument("--n-jobs", type=cli.at_least(-1), default=0,

@@ -1,7 +1,8 @@
 """P(positive) that means what it says, for every family: a calibration map from the model's decision
 (features · weights + bias, see `linear.decision_weights`) to a probability.
 
-Fitted inside the refit, on the training reviews only: each of `FOLDS` copies of the pipeline is fitted
+Fitted inside the refit, on the training reviews only: each of `FOLDS` copies of the pipeline (or one per
+CV fold of the tuning run: `calibration_folds`) is fitted
 without one fold and gives that fold its decisions (out-of-fold, so as unseen as the traffic's; the
 copies' TF-IDF is derived from the folds' counts, `fold_counts`, which a tuning run has made already), then
 Platt's sigmoid and isotonic regression are each cross-validated on those decisions and the one with
@@ -81,13 +82,12 @@ def _fit(method: str, decision: np.ndarray, y: np.ndarray) -> Calibration:
 
 def calibration_folds(clean_train: Sequence[str], y: np.ndarray, seed: int,
                       tuned: CountedFolds | None = None) -> CountedFolds:
-    """The folds a calibration is fitted on: `FOLDS` stratified ones, fewer when a label has fewer reviews
-    (training needs two of each). `tuned`: a tuning run's CV folds of the same texts, used when they
-    are these folds (then nothing is counted again)."""
-    folds = max(2, min(FOLDS, int(np.bincount(y, minlength=2).min())))
-    if tuned is not None and tuned.are(folds, seed):
+    """The folds a calibration is fitted on: a tuning run's CV folds of the same texts (`tuned`, made with
+    this seed: nothing is counted or fitted again), else `FOLDS` stratified ones, fewer when a label has
+    fewer reviews (training needs two of each)."""
+    if tuned is not None and tuned.seed == seed:
         return tuned
-    return counted(clean_train, y, folds=folds, seed=seed)
+    return counted(clean_train, y, folds=max(2, min(FOLDS, int(np.bincount(y, minlength=2).min()))), seed=seed)
 
 
 def out_of_fold_decisions(model: BaseEstimator, params: dict[str, Any], folds: CountedFolds, rows: int

@@ -7,6 +7,7 @@ becomes the candidate for `champion`. The studies live in an Optuna storage that
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import socket
@@ -28,7 +29,7 @@ from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
 from review_sentiment.databases import sqlite_without_fsync_per_commit, without_password
 from review_sentiment.modeling.families import require_words
-from review_sentiment.modeling.fold_counts import CountedFolds, counted
+from review_sentiment.modeling.fold_counts import LARGE_FILE_REVIEWS, CountedFolds, counted, cv_folds
 from review_sentiment.tracking.alias_lock import require_alias_lock
 from review_sentiment.tracking.model_loading import load_pipeline
 from review_sentiment.tracking.orphans import (
@@ -71,7 +72,7 @@ class TuningSettings:
     rating_col: str
     models: list[str]
     trials: int
-    folds: int
+    folds: int | None  # None: `fold_counts.cv_folds` of the file's usable reviews (`prepare` resolves it)
     test_size: float
     seed: int
     n_jobs: int  # processes scoring a trial's folds; 0: this machine's cores shared among its workers
@@ -88,6 +89,7 @@ class TuningSettings:
     def fold_processes(self) -> int:
         cores = len(os.sched_getaffinity(0))  # what this process may use (a container's share), not the host's
         wanted = {0: cores // self.workers, -1: cores}.get(self.n_jobs, self.n_jobs)
+        assert self.folds is not None, "run_tuning resolves the folds before any trial"
         return max(1, min(wanted, self.folds))
 
     def key(self, reviews_digest: str) -> str:
@@ -152,6 +154,7 @@ def run_tuning(settings: TuningSettings) -> None:
 def _run_tuning(settings: TuningSettings) -> None:
     started = time.perf_counter()
     prepared = prepare(settings)  # load → clean → split → count each CV fold once
+    settings = dataclasses.replace(settings, folds=len(prepared.folds.labels))
     if settings.join:
         join_studies(settings, prepared, settings.worker_name or f"{socket.gethostname()}:{os.getpid()}")
         return
@@ -176,7 +179,8 @@ def _run_tuning(settings: TuningSettings) -> None:
 
 def prepare(settings: TuningSettings) -> Prepared:
     reviews = load_reviews(settings.data, settings.text_col, settings.rating_col)
-    split = split_reviews(reviews, settings.test_size, settings.folds, settings.seed)
+    folds = settings.folds or cv_folds(len(reviews.label))
+    split = split_reviews(reviews, settings.test_size, folds, settings.seed)
     print(f"Loaded {reviews.rows_read} rows from {reviews.path}: dropped {reviews.dropped_missing} "
           f"with no text or rating and {reviews.dropped_duplicates} duplicates; "
           f"{len(reviews.label)} reviews, {reviews.label.mean():.1%} positive")
@@ -188,7 +192,9 @@ def prepare(settings: TuningSettings) -> Prepared:
     clean_train = [cleaned[text] for text in split.X_train]
     require_words(clean_train, str(reviews.path))
     _quiet_optuna()
-    return Prepared(reviews, split, counted(clean_train, split.y_train, folds=settings.folds, seed=settings.seed),
+    if settings.folds is None and len(reviews.label) > LARGE_FILE_REVIEWS:
+        print(f"CV: {folds} folds: more than {LARGE_FILE_REVIEWS:,} usable reviews (--folds 5 for five)")
+    return Prepared(reviews, split, counted(clean_train, split.y_train, folds=folds, seed=settings.seed),
                     data_digest(reviews.frame), cleaned,
                     Lineage.of(reviews.path, settings.text_col, settings.rating_col, settings.test_size, settings.seed))
 

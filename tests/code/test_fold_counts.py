@@ -22,6 +22,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from review_sentiment.constants import PROJECT_DIR
 from review_sentiment.data.reviews import load_reviews
+from review_sentiment.modeling import fold_counts
 from review_sentiment.modeling.calibration import out_of_fold_decisions
 from review_sentiment.modeling.families import FAMILIES, build_pipeline
 from review_sentiment.modeling.fold_counts import (
@@ -34,7 +35,9 @@ from review_sentiment.modeling.fold_counts import (
     tfidf_features,
 )
 from review_sentiment.modeling.linear import decisions
+from review_sentiment.training import tuning_run
 from review_sentiment.training.study import BestTrialDecisions, FoldProcessDied, fold_scorer, objective
+from review_sentiment.training.tuning_run import TuningSettings
 from tests.helpers import SAMPLE, wait_for
 from text_cleaning import clean_texts
 
@@ -234,3 +237,17 @@ def test_fold_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -> No
     run.wait()
     wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                              for pid in children), timeout=10, what="the fold processes to leave")
+
+
+@pytest.mark.parametrize(("given", "threshold", "expected"),
+                         [(None, 10**6, 5), (None, 100, 3), (5, 100, 5), (4, 10**6, 4)])
+def test_a_large_file_is_cross_validated_on_three_folds_unless_told(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], given: int | None, threshold: int,
+        expected: int) -> None:
+    """The rule reads the file's usable reviews (here the sample's 805 against a lowered threshold);
+    `--folds` given always wins, and the run says when the rule chose."""
+    monkeypatch.setattr(fold_counts, "LARGE_FILE_REVIEWS", threshold)
+    monkeypatch.setattr(tuning_run, "LARGE_FILE_REVIEWS", threshold)
+    settings = TuningSettings(SAMPLE, "Review text", "Ratings", ["NaiveBayes"], 2, given, 0.3, 1, 1, "e", "m")
+    assert len(tuning_run.prepare(settings).folds.labels) == expected
+    assert ("CV: 3 folds" in capsys.readouterr().out) == (given is None and expected == 3)
