@@ -186,14 +186,14 @@ def prepare(settings: TuningSettings) -> Prepared:
           f"{len(reviews.label)} reviews, {reviews.label.mean():.1%} positive")
     print(f"Split: {len(split.y_train)} train / {len(split.y_test)} test (held out by each review's hash, "
           f"seed {settings.seed})")
+    if settings.folds is None and len(reviews.label) > LARGE_FILE_REVIEWS:
+        print(f"CV: {folds} folds: more than {LARGE_FILE_REVIEWS:,} usable reviews (--folds 5 for five)")
     distinct = list(dict.fromkeys(reviews.usable_text))  # every training and test text is one of them
     cleaned = dict(zip(distinct, clean_texts(distinct), strict=True))
     del distinct
     clean_train = [cleaned[text] for text in split.X_train]
     require_words(clean_train, str(reviews.path))
     _quiet_optuna()
-    if settings.folds is None and len(reviews.label) > LARGE_FILE_REVIEWS:
-        print(f"CV: {folds} folds: more than {LARGE_FILE_REVIEWS:,} usable reviews (--folds 5 for five)")
     return Prepared(reviews, split, counted(clean_train, split.y_train, folds=folds, seed=settings.seed),
                     data_digest(reviews.frame), cleaned,
                     Lineage.of(reviews.path, settings.text_col, settings.rating_col, settings.test_size, settings.seed))
