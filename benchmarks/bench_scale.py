@@ -6,7 +6,8 @@
 
 Per size: generates the reviews with data/make_sample_reviews.py (timed on its own: it is not part
 of the run), then runs `sentiment_mlflow_optuna.py --data FILE --trials 5` (3 families x 5 trials,
-5 folds, all tracking and registration) in a fresh folder with a fresh SQLite tracking store.
+the default folds: 5, or 3 above 500,000 usable reviews; all tracking and registration) in a fresh
+folder with a fresh SQLite tracking store.
 Prints wall seconds, peak memory, µs per review and the scaling exponent log(t2/t1)/log(n2/n1)
 between consecutive sizes (1: linear), then where the time went (phases from the run's progress
 lines) and which phase held the most memory.
@@ -164,8 +165,8 @@ def write_readme(rows: list[Row], trials: int) -> None:
     """Replace the table between README.md's scale-table markers with this run's."""
     readme = PROJECT / "README.md"
     table = "\n".join([
-        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: 3 families × {trials} trials, 5 folds, fresh stores, "
-        f"generated reviews.", "",
+        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: 3 families × {trials} trials, the default folds "
+        f"(5; 3 above 500,000 usable reviews), fresh stores, generated reviews.", "",
         "| reviews | run s | peak GiB | µs / review | growth (exponent) |", "| --- | --- | --- | --- | --- |",
         *(f"| {size:,} | {seconds:.1f} | {gib(peak)} | {seconds / size * 1e6:,.0f} | {exponent(rows, i)} |"
           for i, (size, _, seconds, peak, _) in enumerate(rows)), ""])
