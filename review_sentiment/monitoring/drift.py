@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from review_sentiment.modeling.metrics import macro_f1, macro_f1_along
+from review_sentiment.modeling.metrics import label_codes, macro_f1, macro_f1_of_codes
 from review_sentiment.monitoring.estimate import MIN_ROWS, Estimate, estimated_macro_f1
 from review_sentiment.monitoring.profile import ReferenceProfile, TextStats, UnusableProfile, as_written, stored
 
@@ -168,8 +168,9 @@ def performance(window: Window, test_f1: float, seed: int) -> Finding | None:
     truth, said = window.feedback_truth.astype(int), window.feedback_said.astype(int)
     if len(truth) < FEEDBACK_QUORUM or len(set(truth.tolist())) < 2:
         return None
-    interval = stats.bootstrap((truth, said), macro_f1_along, paired=True, vectorized=True, method="percentile",
-                               n_resamples=BOOTSTRAP_RESAMPLES, rng=np.random.default_rng(seed)).confidence_interval
+    interval = stats.bootstrap((label_codes(truth, said),), lambda codes, axis: macro_f1_of_codes(codes, 0, 1, axis),
+                               vectorized=True, method="percentile", n_resamples=BOOTSTRAP_RESAMPLES,
+                               rng=np.random.default_rng(seed)).confidence_interval
     current = macro_f1(truth, said)
     return Finding("performance", "macro-F1 on feedback", test_f1, current, float(interval.high), None,
                    bool(interval.high < test_f1))

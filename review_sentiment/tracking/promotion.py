@@ -25,7 +25,7 @@ from scipy import stats
 
 from review_sentiment.constants import CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, held_out, load_reviews, review_hashes
-from review_sentiment.modeling.metrics import MIN_LABELLED, judgeable, macro_f1, macro_f1_along
+from review_sentiment.modeling.metrics import MIN_LABELLED, judgeable, label_codes, macro_f1, macro_f1_of_codes
 from review_sentiment.tracking.alias_lock import alias_lock
 from review_sentiment.tracking.model_loading import RefusedModel, load_pipeline
 from review_sentiment.tracking.model_logging import training_reviews
@@ -80,10 +80,10 @@ class Verdict:
 def score(evidence: Evidence, candidate_said: np.ndarray, incumbent_said: np.ndarray, seed: int = 0) -> Score:
     """Both models' macro-F1 on `evidence` and the paired bootstrap interval of their difference."""
     truth = evidence.labels
-    interval = stats.bootstrap(
-        (truth, np.asarray(candidate_said), np.asarray(incumbent_said)),
-        lambda t, a, b, axis: macro_f1_along(t, a, axis) - macro_f1_along(t, b, axis),
-        paired=True, vectorized=True, method="percentile", n_resamples=BOOTSTRAP_RESAMPLES, batch=100,
+    interval = stats.bootstrap(  # resampling the reviews' label codes is the paired bootstrap of the labels
+        (label_codes(truth, candidate_said, incumbent_said),),
+        lambda codes, axis: macro_f1_of_codes(codes, 0, 2, axis) - macro_f1_of_codes(codes, 1, 2, axis),
+        vectorized=True, method="percentile", n_resamples=BOOTSTRAP_RESAMPLES, batch=100,
         rng=np.random.default_rng(seed)).confidence_interval
     return Score(evidence.name, len(truth), macro_f1(truth, candidate_said), macro_f1(truth, incumbent_said),
                  float(interval.low), float(interval.high), evidence.digest)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import pytest
+from scipy import stats
 
 from review_sentiment.constants import MODEL_NAME
 from review_sentiment.data.reviews import load_reviews
+from review_sentiment.modeling.metrics import label_codes, macro_f1, macro_f1_of_codes
 from review_sentiment.tracking.model_logging import training_dataset
 from review_sentiment.tracking.orphans import PID
 from review_sentiment.tracking.promotion import (
+    BOOTSTRAP_RESAMPLES,
     FEEDBACK,
     MIN_COMPARED_REVIEWS,
     Evidence,
     decide_pending,
     promote_if_better,
+    score,
 )
 from review_sentiment.tracking.records import Decision, Lineage
 from review_sentiment.tracking.registry import current_champion, lineage_of
@@ -164,3 +169,32 @@ def test_a_champion_from_before_lineages_keeps_the_file_its_run_logged(store: St
                                                                                    0.3, 42))
     refused = promote_if_better(MODEL_NAME, sample, protected(split))
     assert not refused.promoted and f"champion v{champion.version} on {theirs}" in refused.reason
+
+
+def macro_f1_by_definition(truth: np.ndarray, said: np.ndarray, axis: int) -> np.ndarray:
+    """The mean of both labels' F1 = 2·hits / (2·hits + errors), from the two label arrays."""
+    wrong = np.sum(truth != said, axis=axis)
+    return sum(2 * np.sum((truth == k) & (said == k), axis=axis) / (2 * np.sum((truth == k) & (said == k), axis=axis)
+                                                                    + wrong) for k in (0, 1)) / 2
+
+
+def test_the_interval_is_scipys_paired_bootstrap_of_the_macro_f1() -> None:
+    """Resampling one label code per review is the paired bootstrap of the label arrays: the same
+    interval, draw for draw, for the promotion's pair of models and the monitor's one model on feedback."""
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 2, 300)
+    a, b = (np.where(rng.random(300) < share, truth, 1 - truth) for share in (0.85, 0.8))
+    assert macro_f1_by_definition(truth, a, -1) == pytest.approx(macro_f1(truth, a), abs=1e-12)
+    ours = score(Evidence.of(FEEDBACK, [f"review {i}" for i in range(300)], truth), a, b, seed=3)
+    theirs = stats.bootstrap(
+        (truth, a, b), lambda t, x, y, axis: macro_f1_by_definition(t, x, axis) - macro_f1_by_definition(t, y, axis),
+        paired=True, vectorized=True, method="percentile", n_resamples=BOOTSTRAP_RESAMPLES, batch=100,
+        rng=np.random.default_rng(3)).confidence_interval
+    assert abs(ours.low - theirs.low) <= 1e-12 and abs(ours.high - theirs.high) <= 1e-12
+    one = stats.bootstrap((label_codes(truth, a),), lambda codes, axis: macro_f1_of_codes(codes, 0, 1, axis),
+                          vectorized=True, method="percentile", n_resamples=BOOTSTRAP_RESAMPLES,
+                          rng=np.random.default_rng(4))
+    its = stats.bootstrap((truth, a), lambda t, x, axis: macro_f1_by_definition(t, x, axis), paired=True,
+                          vectorized=True, method="percentile", n_resamples=BOOTSTRAP_RESAMPLES,
+                          rng=np.random.default_rng(4))
+    assert np.allclose(one.bootstrap_distribution, its.bootstrap_distribution, rtol=0, atol=1e-12)
