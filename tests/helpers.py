@@ -17,6 +17,7 @@ from io import StringIO
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.entities.model_registry import ModelVersion
@@ -25,6 +26,7 @@ import sentiment_mlflow_optuna
 from review_sentiment.constants import MODEL_NAME, PROJECT_DIR, SAMPLE_DATA
 from review_sentiment.data.reviews import Split, load_reviews, split_reviews
 from review_sentiment.modeling.families import build_pipeline
+from review_sentiment.modeling.linear import decision_values
 from review_sentiment.modeling.metrics import macro_f1
 from review_sentiment.tracking.model_logging import compact_for_saving, log_sentiment_model, log_training_reviews
 from review_sentiment.tracking.orphans import process_tags
@@ -133,6 +135,11 @@ STRONG = {"tfidf_max_features": 10000, "tfidf_min_df": 1, "tfidf_max_df": 0.9, "
           "tfidf_sublinear_tf": True, "model_C": 1.0, "model_solver": "liblinear"}
 FAIR = STRONG | {"tfidf_max_features": 40, "tfidf_ngram_max": 1}
 WEAK = STRONG | {"tfidf_max_features": 3, "model_C": 0.0001}
+
+
+def decisions(pipeline, texts) -> np.ndarray:
+    """`linear.decision_values` of texts, through every step of a pipeline before the model."""
+    return decision_values(pipeline[-1], pipeline[:-1].transform(texts))
 
 
 def the_split(seed: int = 42) -> Split:

@@ -80,14 +80,17 @@ def _fit(method: str, decision: np.ndarray, y: np.ndarray) -> Calibration:
     return Calibration(method, iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist(), {})
 
 
+def fold_count(y: np.ndarray, tuned: CountedFolds | None = None) -> int:
+    """How many folds a calibration is fitted on: those of `tuned` (a tuning run's CV folds of the same
+    texts), else `FOLDS`, fewer when a label has fewer reviews (training needs two of each)."""
+    return len(tuned.labels) if tuned is not None else max(2, min(FOLDS, int(np.bincount(y, minlength=2).min())))
+
+
 def calibration_folds(clean_train: Sequence[str], y: np.ndarray, seed: int,
                       tuned: CountedFolds | None = None) -> CountedFolds:
-    """The folds a calibration is fitted on: a tuning run's CV folds of the same texts (`tuned`, made with
-    this seed: nothing is counted or fitted again), else `FOLDS` stratified ones, fewer when a label has
-    fewer reviews (training needs two of each)."""
-    if tuned is not None and tuned.seed == seed:
-        return tuned
-    return counted(clean_train, y, folds=max(2, min(FOLDS, int(np.bincount(y, minlength=2).min()))), seed=seed)
+    """The folds a calibration is fitted on (`fold_count`): `tuned` itself (made with this seed; nothing is
+    counted again), else stratified ones counted now."""
+    return tuned if tuned is not None else counted(clean_train, y, folds=fold_count(y), seed=seed)
 
 
 def out_of_fold_decisions(model: BaseEstimator, params: dict[str, Any], folds: CountedFolds, rows: int

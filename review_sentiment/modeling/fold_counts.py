@@ -158,6 +158,9 @@ def fit_tfidf(tfidf: TfidfVectorizer, counts: FoldCounts) -> Features:
     `counts` counted (with `keep_terms`), leaving it as `fit` on them leaves it; return what its
     `fit_transform` of those texts and its `transform` of the counted validation texts give."""
     assert counts.terms is not None, "fit_tfidf needs counts made with keep_terms"
+    tokenising = {k: v for k, v in CountVectorizer().get_params().items() if k not in _LIMITS}
+    assert tfidf.ngram_range[0] == 1 and all(tfidf.get_params()[k] == v for k, v in tokenising.items()), \
+        "fit_tfidf: the vectorizer must tokenise as the counts' CountVectorizer did"
     kept = kept_columns(counts, tfidf.min_df, tfidf.max_df, tfidf.max_features)
     weigh = TfidfTransformer(norm=tfidf.norm, use_idf=tfidf.use_idf, smooth_idf=tfidf.smooth_idf,
                              sublinear_tf=tfidf.sublinear_tf)
@@ -167,6 +170,9 @@ def fit_tfidf(tfidf: TfidfVectorizer, counts: FoldCounts) -> Features:
     tfidf.vocabulary_ = {str(term): i for i, term in enumerate(counts.terms[kept])}
     tfidf._tfidf = weigh
     return features
+
+
+_LIMITS = ("ngram_range", "min_df", "max_df", "max_features", "dtype")  # what a vectorizer here may set
 
 
 def _weighed(counts: FoldCounts, kept: np.ndarray, weigh: TfidfTransformer) -> Features:

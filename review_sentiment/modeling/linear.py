@@ -29,11 +29,6 @@ def decision_values(model, features) -> np.ndarray:
     return np.asarray(features @ weights).ravel() + bias
 
 
-def decisions(pipeline: Pipeline, texts) -> np.ndarray:
-    """`decision_values` of texts, through every step before the model."""
-    return decision_values(pipeline[-1], pipeline[:-1].transform(texts))
-
-
 def predict_with_scores(pipeline: Pipeline, texts, calibration: Calibration | None = None
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Labels, positive scores and (with a `calibration.Calibration`) calibrated probabilities,

@@ -27,7 +27,7 @@ from review_sentiment.data import reviews as reviews_module
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, traffic_like, training_frame
 from review_sentiment.modeling import calibration, families, fast_scorer, fold_counts, linear, metrics
 from review_sentiment.modeling.calibration import ARTIFACT as CALIBRATION_ARTIFACT
-from review_sentiment.modeling.calibration import calibration_folds, fit_calibration
+from review_sentiment.modeling.calibration import calibration_folds, fit_calibration, fold_count
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.modeling.fold_counts import (
     NGRAM_SIZES,
@@ -52,16 +52,18 @@ from review_sentiment.tracking.model_logging import (
 from review_sentiment.tracking.promotion import FEEDBACK, PROTECTED, Evidence
 from review_sentiment.tracking.records import Lineage, VersionRecord, run_id_of
 from review_sentiment.tracking.registry import records_of, register
+from review_sentiment.training import study
 from review_sentiment.training.reports import confusion_figure, reliability_figure, report_text, top_terms
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# The code that decides what a fitted model is: cleaning, loading and labelling, the pipelines, the
-# metric, its calibration and reference profile, how a model is logged and this path. A change to any of
+# The code that decides what a fitted model is: cleaning, loading and labelling, the pipelines and their
+# counts, the metric, its calibration (and the trials' fold decisions it takes) and reference profile, how
+# a model is logged and this path. A change to any of
 # their files changes every fingerprint.
 MODEL_CODE = (text_cleaning, reviews_module, families, fold_counts, fast_scorer, linear, metrics, calibration,
-              profile, model_logging, sys.modules[__name__])
+              profile, model_logging, study, sys.modules[__name__])
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,13 @@ class TrainingData:
     reviews_digest: str  # of the lineage file's reviews
     clean: Callable[[Iterable[str]], list[str]]  # `clean_texts`, or a look-up of what it gave
     feedback: Split | None = None  # fed-back reviews: trained on (X_train) and held out to judge (X_test)
-    folds: CountedFolds | None = None  # a tuning run's CV folds of split.X_train (the calibration may reuse them)
+    folds: CountedFolds | None = None  # a tuning run's CV folds of split.X_train with the run's seed (the
+    # calibration fits on them)
+
+    @functools.cached_property
+    def clean_train(self) -> list[str]:
+        """The training reviews cleaned: once for the refit's count and the calibration's folds."""
+        return self.clean(self.split.X_train)
 
     @functools.cached_property
     def training_dataset(self) -> PandasDataset:
@@ -94,8 +102,7 @@ class TrainingData:
         """One count of the cleaned training texts, and of the held-out ones over their vocabulary, per
         n-gram size: every family's refit derives its TF-IDF from it (`fold_counts.fit_tfidf`). Raises
         sklearn's ValueError when the training texts hold no word."""
-        return count_fold_sizes(self.clean(self.split.X_train), self.clean(self.split.X_test), NGRAM_SIZES,
-                                keep_terms=True)
+        return count_fold_sizes(self.clean_train, self.clean(self.split.X_test), NGRAM_SIZES, keep_terms=True)
 
     @property
     def protected(self) -> Evidence:
@@ -121,13 +128,16 @@ class Released:
 
 
 def fingerprint(family: str, params: dict[str, Any], seed: int, data: TrainingData) -> str:
-    """Training rows + family + parameters + seed + model code, and the lineage file its test F1 and
-    profile come from: equal exactly when the version would be."""
+    """Training rows + family + parameters + seed + model code + the calibration's folds (a tuning run's
+    CV folds, else 5), and the lineage file its test F1 and profile come from: equal exactly when the
+    version would be."""
     digest = hashlib.sha256(f"{data.training_dataset.digest} {data.reviews_digest}".encode())
     for module in MODEL_CODE:
         assert module.__file__ is not None  # modules imported from source files
         digest.update(Path(module.__file__).read_bytes())
-    digest.update(json.dumps({"family": family, "params": params, "seed": seed}, sort_keys=True).encode())
+    decisive = {"family": family, "params": params, "seed": seed,
+                "calibration_folds": fold_count(data.split.y_train, data.folds)}
+    digest.update(json.dumps(decisive, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -153,19 +163,22 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
     pipeline = build_pipeline(family, params, seed)
     tfidf, model = pipeline.named_steps["tfidf"], pipeline.named_steps["model"]
     pipeline[0].fit(split.X_train)  # what pipeline.fit does first (cleaning keeps no state: counts are of its output)
-    try:  # what the TF-IDF's fit on the cleaned training reviews does, from the run's one count of them
+    try:  # what the TF-IDF's fit on the cleaned training reviews does, from the run's one count of them;
+        # then the classifier, and its calibration on folds (one of which can keep no word where all do)
         counts = data.counts[tfidf.ngram_range[1]]
         started = time.perf_counter()  # fit_time: this model's TF-IDF and classifier, not the count they share
         X_train, X_test = fit_tfidf(tfidf, counts)
+        model.fit(X_train, split.y_train)
+        fit_time = time.perf_counter() - started
+        folds = calibration_folds(data.clean_train, split.y_train, seed, data.folds)
+        calibrator = fit_calibration(model, params, folds, split.y_train,
+                                     tuned_decisions if folds is data.folds else None)
     except ValueError as err:  # a TF-IDF that keeps no word is the data's doing: one line, not a traceback
         if not left_no_words(err):
             raise
         raise ReviewDataError(f"{data.lineage.data}: after cleaning, no word is in at least {tfidf.min_df} and at "
-                              f"most {tfidf.max_df:.0%} of the training reviews; nothing to learn from") from None
-    model.fit(X_train, split.y_train)
-    fit_time = time.perf_counter() - started
-    folds = calibration_folds(data.clean(split.X_train), split.y_train, seed, data.folds)
-    calibrator = fit_calibration(model, params, folds, split.y_train, tuned_decisions if folds is data.folds else None)
+                              f"most {tfidf.max_df:.0%} of the training reviews (or of a calibration fold's); "
+                              f"nothing to learn from") from None
     compact_for_saving(pipeline)
     test_pred, _, test_probability = predict_features_with_scores(model, X_test, calibrator)
     assert test_probability is not None  # given a calibration, there are probabilities

@@ -238,21 +238,22 @@ def tune_and_register(
         raise ReviewDataError(f"{prepared.reviews.path}: every {family} trial failed: no TF-IDF configuration "
                               f"tried kept a word on every CV fold (the reviews share too few words; add data)")
 
+    chosen = study.best_trial  # read once: its parameters, value and number belong together, even in a tie
+    assert chosen.value is not None  # a complete trial has its value
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
-        mlflow.log_dict(study.best_params, BEST_PARAMS_ARTIFACT)
-        released = release(settings.registered_model, family, study.best_params, settings.seed, prepared.training,
-                           "tuning", cv_f1=study.best_value,
-                           tuned_decisions=best.of(study.best_trial.number, prepared.folds))
+        mlflow.log_params({f"best_{k}": v for k, v in chosen.params.items()})
+        mlflow.log_dict(chosen.params, BEST_PARAMS_ARTIFACT)
+        released = release(settings.registered_model, family, chosen.params, settings.seed, prepared.training,
+                           "tuning", cv_f1=chosen.value, tuned_decisions=best.of(chosen.number, prepared.folds))
     if not released.reused:
         writes.versions.append(released.version)
     version = str(released.version.version)
     study.set_user_attr(VERSION, version)
     same = f" (identical to v{version}, registered before: reused)" if released.reused else ""
     assert released.record.test_f1 is not None  # release records it on every version it makes
-    print(f"  best CV F1 {study.best_value:.4f}, test F1 {released.record.test_f1:.4f} "
+    print(f"  best CV F1 {chosen.value:.4f}, test F1 {released.record.test_f1:.4f} "
           f"-> {settings.registered_model} v{version}{same}")
-    return FamilyResult(family, study.best_value, released.train_f1, released.record.test_f1, released.fit_time,
+    return FamilyResult(family, chosen.value, released.train_f1, released.record.test_f1, released.fit_time,
                         version, released.test_pred)
 
 

@@ -34,11 +34,10 @@ from review_sentiment.modeling.fold_counts import (
     kept_columns,
     tfidf_features,
 )
-from review_sentiment.modeling.linear import decisions
 from review_sentiment.training import tuning_run
 from review_sentiment.training.study import BestTrialDecisions, FoldProcessDied, fold_scorer, objective
 from review_sentiment.training.tuning_run import TuningSettings
-from tests.helpers import SAMPLE, wait_for
+from tests.helpers import SAMPLE, decisions, wait_for
 from text_cleaning import clean_texts
 
 

@@ -17,7 +17,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
 import text_cleaning
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, MODEL_NAME, RETRAIN_EXPERIMENT, SCORING_EXPERIMENT
 from review_sentiment.data import reviews
-from review_sentiment.modeling import calibration, families, fast_scorer, linear, metrics
+from review_sentiment.modeling import calibration, families, fast_scorer, fold_counts, linear, metrics
 from review_sentiment.monitoring import profile
 from review_sentiment.orchestration import retrain
 from review_sentiment.orchestration.batch_scoring import ScoredFile, score_reviews
@@ -25,7 +25,7 @@ from review_sentiment.orchestration.retrain import retrain_logistic
 from review_sentiment.tracking import model_logging
 from review_sentiment.tracking.promotion import promote_if_better
 from review_sentiment.tracking.registry import current_champion
-from review_sentiment.training import release
+from review_sentiment.training import release, study
 from tests import crafted
 from tests.helpers import FAST, PROJECT_DIR, SAMPLE, Store, run_script
 
@@ -174,8 +174,8 @@ def test_the_fingerprint_covers_the_code_that_shapes_the_model() -> None:
     """A change to cleaning, loading, the pipelines, the metric, calibration, the reference profile, model
     logging or the path that fits and registers must trigger a retrain, wherever those modules live."""
     files = {Path(module.__file__) for module in release.MODEL_CODE}
-    expected = {text_cleaning, reviews, families, fast_scorer, linear, metrics, calibration, profile, model_logging,
-                release}
+    expected = {text_cleaning, reviews, families, fold_counts, fast_scorer, linear, metrics, calibration, profile,
+                model_logging, study, release}
     assert files == {Path(module.__file__) for module in expected}
     assert all(path.is_file() for path in files)
 

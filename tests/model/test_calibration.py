@@ -9,12 +9,17 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_validate
 
+import text_cleaning
+from review_sentiment.data.reviews import load_reviews
 from review_sentiment.modeling.calibration import Calibration, calibration_folds, fit_calibration, out_of_fold_decisions
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.modeling.fast_scorer import FastScorer
-from review_sentiment.modeling.linear import decisions, predict_with_scores
+from review_sentiment.modeling.fold_counts import counted
+from review_sentiment.modeling.linear import predict_with_scores
 from review_sentiment.modeling.metrics import expected_calibration_error
-from tests.helpers import STRONG, the_split
+from review_sentiment.tracking.records import Lineage
+from review_sentiment.training.release import TrainingData, fingerprint
+from tests.helpers import SAMPLE, STRONG, decisions, the_split
 
 PARAMS = {"LogisticRegression": STRONG, "NaiveBayes": STRONG | {"model_alpha": 0.1, "model_fit_prior": False},
           "LinearSVM": STRONG | {"model_C": 0.5}}
@@ -81,3 +86,16 @@ def test_out_of_fold_decisions_are_those_of_pipelines_fitted_without_each_fold(f
     for model, held in zip(fitted["estimator"], fitted["indices"]["test"], strict=True):
         expected[held] = decisions(model, [cleaned[i] for i in held])
     assert np.array_equal(out_of_fold_decisions(pipeline[-1], PARAMS[family], folds, len(y)), expected)
+
+
+def test_a_versions_fingerprint_names_the_folds_its_calibration_was_fitted_on() -> None:
+    """A model calibrated on a tuning run's 3 CV folds is not the one a retrain (5 folds) would make: an
+    identical-version look-up must not take one for the other. The same 5 folds are the same model."""
+    split = the_split()
+    cleaned = text_cleaning.clean_texts(split.X_train.tolist())
+    lineage = Lineage.of(SAMPLE, "Review text", "Ratings", 0.3, 42)
+    data = {folds: TrainingData(load_reviews(SAMPLE), split, lineage, "digest", text_cleaning.clean_texts,
+                                folds=None if folds is None else counted(cleaned, split.y_train, folds=folds, seed=42))
+            for folds in (None, 3, 5)}
+    prints = {folds: fingerprint("NaiveBayes", PARAMS["NaiveBayes"], 42, d) for folds, d in data.items()}
+    assert prints[None] == prints[5] != prints[3]
