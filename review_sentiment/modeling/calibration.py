@@ -80,17 +80,18 @@ def _fit(method: str, decision: np.ndarray, y: np.ndarray) -> Calibration:
     return Calibration(method, iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist(), {})
 
 
-def fold_count(y: np.ndarray, tuned: CountedFolds | None = None) -> int:
+def fold_count(y: np.ndarray, tuned: CountedFolds | None = None, wanted: int = FOLDS) -> int:
     """How many folds a calibration is fitted on: those of `tuned` (a tuning run's CV folds of the same
-    texts), else `FOLDS`, fewer when a label has fewer reviews (training needs two of each)."""
-    return len(tuned.labels) if tuned is not None else max(2, min(FOLDS, int(np.bincount(y, minlength=2).min())))
+    texts), else `wanted` (a retrain: its tuning run's), fewer when a label has fewer reviews (training
+    needs two of each)."""
+    return len(tuned.labels) if tuned is not None else max(2, min(wanted, int(np.bincount(y, minlength=2).min())))
 
 
-def calibration_folds(clean_train: Sequence[str], y: np.ndarray, seed: int,
-                      tuned: CountedFolds | None = None) -> CountedFolds:
+def calibration_folds(clean_train: Sequence[str], y: np.ndarray, seed: int, tuned: CountedFolds | None = None,
+                      wanted: int = FOLDS) -> CountedFolds:
     """The folds a calibration is fitted on (`fold_count`): `tuned` itself (made with this seed; nothing is
     counted again), else stratified ones counted now."""
-    return tuned if tuned is not None else counted(clean_train, y, folds=fold_count(y), seed=seed)
+    return tuned if tuned is not None else counted(clean_train, y, folds=fold_count(y, None, wanted), seed=seed)
 
 
 def out_of_fold_decisions(model: BaseEstimator, params: dict[str, Any], folds: CountedFolds, rows: int

@@ -8,6 +8,7 @@ reused, and a retrain whose version was already decided is skipped.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from review_sentiment.constants import (
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
 from review_sentiment.data.reviews import with_feedback as add_feedback
 from review_sentiment.databases import without_password
+from review_sentiment.modeling.calibration import FOLDS as CALIBRATION_FOLDS
 from review_sentiment.monitoring.drift import FEEDBACK_QUORUM
 from review_sentiment.monitoring.logged import read_log, trusted
 from review_sentiment.orchestration.crashed_runs import mark_crashed_runs, record_process
@@ -99,14 +101,16 @@ def read_feedback(feedback_log: str, trust_anonymous: bool) -> tuple[pd.DataFram
 
 
 @io_step(name="choose hyperparameters")
-def choose_hyperparameters(overrides: dict[str, Any] | None, reviews_digest: str) -> tuple[dict[str, Any], str]:
+def choose_hyperparameters(overrides: dict[str, Any] | None, reviews_digest: str
+                           ) -> tuple[dict[str, Any], str, int]:
     """The tuning script's Logistic Regression for these reviews when there is one (see
-    `tuned_params`), else the published defaults; and which, and why, in words."""
+    `tuned_params`), else the published defaults; which, and why, in words; and the folds to calibrate
+    on: the tuning run's, so that a retrain of its configuration on its data is its version."""
     tuned = tuned_params(MODEL_NAME, FAMILY, reviews_digest)
     params, source = (tuned.params, tuned.why) if tuned else (PUBLISHED_DEFAULTS, "published defaults")
     if overrides:
         params, source = {**params, **overrides}, f"{source} + overrides {sorted(overrides)}"
-    return dict(params), source
+    return dict(params), source, tuned.folds if tuned else CALIBRATION_FOLDS
 
 
 @io_step(name="fit, log and register")
@@ -173,7 +177,8 @@ def retrain_logistic(
         else:
             logger.info("Feedback: %s, fewer than the quorum of %d: training on the file alone", note,
                         FEEDBACK_QUORUM)
-    params, source = choose_hyperparameters(overrides, data.reviews_digest)
+    params, source, folds = choose_hyperparameters(overrides, data.reviews_digest)
+    data = dataclasses.replace(data, calibration_folds=folds)
     logger.info("Hyperparameters: %s %s", source, params)
     released = fit_log_register(data, params, source, origin)
     version = str(released.version.version)

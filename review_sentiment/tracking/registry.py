@@ -14,6 +14,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION, DEFAULT_RATING_COL, DEFAULT_TEXT_COL
+from review_sentiment.modeling.calibration import FOLDS
 from review_sentiment.tracking.model_logging import CLEANING_DIGEST_TAG, cleaning_digest
 from review_sentiment.tracking.records import Lineage, VersionRecord, run_id_of
 
@@ -50,6 +51,7 @@ class TunedParams:
     params: dict
     version: ModelVersion
     why: str
+    folds: int  # the tuning run's CV folds, which its version's calibration was fitted on
 
 
 def tuned_params(name: str, family: str, reviews_digest: str) -> TunedParams | None:
@@ -66,7 +68,9 @@ def tuned_params(name: str, family: str, reviews_digest: str) -> TunedParams | N
         why = f"most recent tuning run (v{chosen.version}); none was tuned on this data"
     else:
         return None
-    return TunedParams(mlflow.artifacts.load_dict(f"runs:/{chosen.run_id}/{BEST_PARAMS_ARTIFACT}"), chosen, why)
+    folds = int(mlflow.MlflowClient().get_run(run_id_of(chosen)).data.params.get("folds", FOLDS))
+    return TunedParams(mlflow.artifacts.load_dict(f"runs:/{chosen.run_id}/{BEST_PARAMS_ARTIFACT}"), chosen, why,
+                       folds)
 
 
 def lineage_of(version: ModelVersion) -> Lineage | None:

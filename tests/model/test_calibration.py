@@ -89,13 +89,17 @@ def test_out_of_fold_decisions_are_those_of_pipelines_fitted_without_each_fold(f
 
 
 def test_a_versions_fingerprint_names_the_folds_its_calibration_was_fitted_on() -> None:
-    """A model calibrated on a tuning run's 3 CV folds is not the one a retrain (5 folds) would make: an
-    identical-version look-up must not take one for the other. The same 5 folds are the same model."""
+    """A model calibrated on a tuning run's 3 CV folds is not the one calibrated on 5: an identical-version
+    look-up must not take one for the other. The same folds are the same model, whether a tuning run
+    counted them or a retrain repeats its tuning run's."""
     split = the_split()
     cleaned = text_cleaning.clean_texts(split.X_train.tolist())
     lineage = Lineage.of(SAMPLE, "Review text", "Ratings", 0.3, 42)
-    data = {folds: TrainingData(load_reviews(SAMPLE), split, lineage, "digest", text_cleaning.clean_texts,
-                                folds=None if folds is None else counted(cleaned, split.y_train, folds=folds, seed=42))
-            for folds in (None, 3, 5)}
-    prints = {folds: fingerprint("NaiveBayes", PARAMS["NaiveBayes"], 42, d) for folds, d in data.items()}
-    assert prints[None] == prints[5] != prints[3]
+    def data(tuned: int | None, retrain: int = 5) -> TrainingData:
+        folds = None if tuned is None else counted(cleaned, split.y_train, folds=tuned, seed=42)
+        return TrainingData(load_reviews(SAMPLE), split, lineage, "digest", text_cleaning.clean_texts, folds=folds,
+                            calibration_folds=retrain)
+
+    prints = {(tuned, retrain): fingerprint("NaiveBayes", PARAMS["NaiveBayes"], 42, data(tuned, retrain))
+              for tuned, retrain in ((None, 5), (5, 5), (3, 5), (None, 3))}
+    assert prints[None, 5] == prints[5, 5] != prints[3, 5] == prints[None, 3]
