@@ -87,7 +87,6 @@ class CountedFolds:
     labels: list[tuple[np.ndarray, np.ndarray]]  # per fold, the training and validation labels
     held: list[np.ndarray]  # per fold, the positions of its validation texts in the training set
     counts: dict[int, list[FoldCounts]]
-    seed: int  # of the StratifiedKFold that made the folds
 
 
 def counted(clean_train: Sequence[str], y_train: np.ndarray, *, folds: int, seed: int) -> CountedFolds:
@@ -103,7 +102,7 @@ def counted(clean_train: Sequence[str], y_train: np.ndarray, *, folds: int, seed
         raise
     return CountedFolds([(y_train[train], y_train[valid]) for train, valid in splits],
                         [valid for _, valid in splits],
-                        {n_max: [fold[n_max] for fold in by_fold] for n_max in NGRAM_SIZES}, seed)
+                        {n_max: [fold[n_max] for fold in by_fold] for n_max in NGRAM_SIZES})
 
 
 def _compact(counts: sparse.csr_array) -> sparse.csr_array:

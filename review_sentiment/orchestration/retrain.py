@@ -178,7 +178,7 @@ def retrain_logistic(
             logger.info("Feedback: %s, fewer than the quorum of %d: training on the file alone", note,
                         FEEDBACK_QUORUM)
     params, source, folds = choose_hyperparameters(overrides, data.reviews_digest)
-    data = dataclasses.replace(data, calibration_folds=folds)
+    data = dataclasses.replace(data, calibration_fold_count=folds)
     logger.info("Hyperparameters: %s %s", source, params)
     released = fit_log_register(data, params, source, origin)
     version = str(released.version.version)

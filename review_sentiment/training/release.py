@@ -78,7 +78,7 @@ class TrainingData:
     feedback: Split | None = None  # fed-back reviews: trained on (X_train) and held out to judge (X_test)
     folds: CountedFolds | None = None  # a tuning run's CV folds of split.X_train with the run's seed (the
     # calibration fits on them)
-    calibration_folds: int = calibration.FOLDS  # else the calibration's folds: a retrain repeats its tuning's
+    calibration_fold_count: int = calibration.FOLDS  # else the calibration's folds: a retrain repeats its tuning's
 
     @functools.cached_property
     def clean_train(self) -> list[str]:
@@ -137,7 +137,7 @@ def fingerprint(family: str, params: dict[str, Any], seed: int, data: TrainingDa
         assert module.__file__ is not None  # modules imported from source files
         digest.update(Path(module.__file__).read_bytes())
     decisive = {"family": family, "params": params, "seed": seed,
-                "calibration_folds": fold_count(data.split.y_train, data.folds, data.calibration_folds)}
+                "calibration_folds": fold_count(data.split.y_train, data.folds, data.calibration_fold_count)}
     digest.update(json.dumps(decisive, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -171,7 +171,8 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
         X_train, X_test = fit_tfidf(tfidf, counts)
         model.fit(X_train, split.y_train)
         fit_time = time.perf_counter() - started
-        folds = calibration_folds(data.clean_train, split.y_train, seed, data.folds, data.calibration_folds)
+        folds = calibration_folds(data.clean_train, split.y_train, seed, data.folds,
+                                  data.calibration_fold_count)
         calibrator = fit_calibration(model, params, folds, split.y_train,
                                      tuned_decisions if folds is data.folds else None)
     except ValueError as err:  # a TF-IDF that keeps no word is the data's doing: one line, not a traceback

@@ -98,7 +98,7 @@ def test_a_versions_fingerprint_names_the_folds_its_calibration_was_fitted_on() 
     def data(tuned: int | None, retrain: int = 5) -> TrainingData:
         folds = None if tuned is None else counted(cleaned, split.y_train, folds=tuned, seed=42)
         return TrainingData(load_reviews(SAMPLE), split, lineage, "digest", text_cleaning.clean_texts, folds=folds,
-                            calibration_folds=retrain)
+                            calibration_fold_count=retrain)
 
     prints = {(tuned, retrain): fingerprint("NaiveBayes", PARAMS["NaiveBayes"], 42, data(tuned, retrain))
               for tuned, retrain in ((None, 5), (5, 5), (3, 5), (None, 3))}
