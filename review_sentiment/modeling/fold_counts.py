@@ -157,8 +157,7 @@ def fit_tfidf(tfidf: TfidfVectorizer, counts: FoldCounts) -> Features:
     `counts` counted (with `keep_terms`), leaving it as `fit` on them leaves it; return what its
     `fit_transform` of those texts and its `transform` of the counted validation texts give."""
     assert counts.terms is not None, "fit_tfidf needs counts made with keep_terms"
-    tokenising = {k: v for k, v in CountVectorizer().get_params().items() if k not in _LIMITS}
-    assert tfidf.ngram_range[0] == 1 and all(tfidf.get_params()[k] == v for k, v in tokenising.items()), \
+    assert tfidf.ngram_range[0] == 1 and tokenises_by_default(tfidf), \
         "fit_tfidf: the vectorizer must tokenise as the counts' CountVectorizer did"
     kept = kept_columns(counts, tfidf.min_df, tfidf.max_df, tfidf.max_features)
     weigh = TfidfTransformer(norm=tfidf.norm, use_idf=tfidf.use_idf, smooth_idf=tfidf.smooth_idf,
@@ -169,6 +168,13 @@ def fit_tfidf(tfidf: TfidfVectorizer, counts: FoldCounts) -> Features:
     tfidf.vocabulary_ = {str(term): i for i, term in enumerate(counts.terms[kept])}
     tfidf._tfidf = weigh
     return features
+
+
+def tokenises_by_default(vectorizer: CountVectorizer) -> bool:
+    """Whether `vectorizer` splits text into terms as a default `CountVectorizer` does (lowercase, the
+    default token pattern, word n-grams, no stop words), whatever its n-gram range and limits."""
+    params = vectorizer.get_params()
+    return all(params[k] == v for k, v in CountVectorizer().get_params().items() if k not in _LIMITS)
 
 
 _LIMITS = ("ngram_range", "min_df", "max_df", "max_features", "dtype")  # what a vectorizer here may set
