@@ -21,7 +21,15 @@ from review_sentiment.serving.model_watcher import ModelWatcher
 from review_sentiment.serving.prediction_log import PredictionLog
 from review_sentiment.serving.routes import feedback, predict, status
 from review_sentiment.serving.routes.state import ServiceState, authorized
-from review_sentiment.serving.schemas import MAX_BODY_BYTES, MAX_REVIEW_CHARS, MAX_REVIEWS, BodyLimit, one_line
+from review_sentiment.serving.schemas import (
+    MAX_BODY_BYTES,
+    MAX_REVIEW_CHARS,
+    MAX_REVIEWS,
+    NOT_JSON,
+    BodyLimit,
+    one_line,
+    sent_as_json,
+)
 
 
 def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, challenger_share: float,
@@ -52,6 +60,6 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     """A body the schemas refuse: 415 if it is not JSON at all, else 422 with the first problem in one line."""
-    if "json" not in request.headers.get("content-type", ""):
-        return JSONResponse({"detail": "send the body as JSON (Content-Type: application/json)"}, 415)
+    if not sent_as_json(request.headers.get("content-type", "")):
+        return JSONResponse({"detail": NOT_JSON}, 415)
     return JSONResponse({"detail": one_line(list(exc.errors()))}, status_code=422)

@@ -118,7 +118,7 @@ BAD_REQUESTS = [
     ("number", {"reviews": ["fine", 3]}, 422, "reviews[1]: Input should be a valid string"),
     ("null item", {"reviews": [None]}, 422, "reviews[0]: Input should be a valid string"),
     ("nested list", {"reviews": [["a", "b"]]}, 422, "reviews[0]: Input should be a valid string"),
-    ("string not list", {"reviews": "great laptop"}, 422, "reviews: Input should be a valid list"),
+    ("string not list", {"reviews": "great laptop"}, 422, "reviews: Input should be a valid array"),
     ("wrong key", {"review": ["great laptop"]}, 422, "reviews: Field required"),
     ("unknown field", {"reviews": ["great"], "model_uri": "runs:/x/model"}, 422,
      "model_uri: Extra inputs are not permitted"),
@@ -138,11 +138,10 @@ def test_bad_json_gets_a_one_line_4xx(server: httpx.Client, body, status: int, m
 RAW_BAD_REQUESTS = [
     ("not json", b"great laptop", "application/json", 422, "body is not valid JSON"),
     ("truncated json", b'{"reviews": ["great"', "application/json", 422, "body is not valid JSON"),
-    ("lone surrogate", b'{"reviews": ["bad \\ud800 text"]}', "application/json", 422,
-     "reviews[0]: Input should be a valid string"),
-    ("invalid utf-8", b'{"reviews": ["\xff\xfe"]}', "application/json", 400, "There was an error parsing the body"),
+    ("lone surrogate", b'{"reviews": ["bad \\ud800 text"]}', "application/json", 422, "body is not valid JSON"),
+    ("invalid utf-8", b'{"reviews": ["\xff\xfe"]}', "application/json", 422, "body is not valid JSON"),
     ("plain text", b'{"reviews": ["great"]}', "text/plain", 415, "send the body as JSON"),
-    ("no body", b"", "application/json", 422, "body: Field required"),
+    ("no body", b"", "application/json", 422, "body is not valid JSON"),
     ("huge body", b'{"reviews": ["' + b"a" * (9 * 1024 * 1024) + b'"]}', "application/json", 413,
      "request body is over"),
 ]

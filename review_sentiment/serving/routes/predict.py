@@ -7,9 +7,8 @@ import secrets
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic_core import to_json
 
@@ -18,18 +17,20 @@ from review_sentiment.serving.model_watcher import choose_variant
 from review_sentiment.serving.prediction_log import LoggedRequest, new_prediction_ids
 from review_sentiment.serving.routes.log_writes import committed, queued
 from review_sentiment.serving.routes.state import Service
-from review_sentiment.serving.schemas import MAX_CALLER_ID_CHARS, PredictRequest, PredictResponse
+from review_sentiment.serving.schemas import CALLER_ID_HEADER, PREDICT_OPENAPI, PredictResponse, predict_request
 
 router = APIRouter()
 
 
-@router.post("/predict", response_model=PredictResponse, responses={
+@router.post("/predict", response_model=PredictResponse, openapi_extra=PREDICT_OPENAPI, responses={
     413: {"description": "body too large"},
+    415: {"description": "the body is not sent as JSON"},
+    422: {"description": "the body or the caller id is not valid: `detail` says where and why, in one line"},
     503: {"description": "no model loaded yet, or the prediction log is full (see Retry-After)"}})
-async def predict(body: PredictRequest, request: Request, service: Service,
-                  x_caller_id: Annotated[str | None, Header(max_length=MAX_CALLER_ID_CHARS, description=(
-                      "stable id of the caller: the same id always gets the same variant"))] = None) -> Response:
+async def predict(request: Request, service: Service) -> Response:
     """Label reviews, in order, with the champion (or, for a share of callers, the challenger)."""
+    x_caller_id = request.headers.get(CALLER_ID_HEADER)
+    body = predict_request(await request.body(), request.headers.get("content-type"), x_caller_id)
     variants = service.watcher.current
     if variants.champion is None:
         raise HTTPException(503, variants.problem)
