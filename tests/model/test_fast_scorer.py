@@ -58,7 +58,7 @@ def scorer_of(ngram_max: int) -> tuple[FastScorer, TfidfVectorizer]:
 
 
 @pytest.mark.parametrize("ngram_max", [1, 2, 3])
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(texts=st.lists(RAW_TEXT, min_size=1, max_size=5))
 def test_on_cleaned_text_the_split_analyzer_gives_the_vectorizers_own_terms(ngram_max: int, texts: list[str]) -> None:
     scorer, tfidf = scorer_of(ngram_max)
