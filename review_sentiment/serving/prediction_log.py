@@ -22,7 +22,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -76,12 +76,15 @@ class LoggedRequest:
     latency_ms: float
     probabilities: list[float] | None = None  # calibrated P(positive); None: the version has no calibration
 
-    def rows(self) -> Iterator[tuple]:
+    def shared(self) -> tuple[object, ...]:
+        """What every row of this request holds, in `log_backends.SHARED_COLUMNS` order."""
+        return (self.request_id, self.time, self.variant, self.model_name, self.model_version, self.caller_id,
+                self.latency_ms)
+
+    def rows(self) -> list[tuple[object, ...]]:
+        """Each prediction's own values, in `log_backends.ROW_COLUMNS` order."""
         probabilities: Sequence[float | None] = self.probabilities or [None] * len(self.reviews)
-        for pid, review, label, score, probability in zip(self.prediction_ids, self.reviews, self.labels,
-                                                          self.scores, probabilities, strict=True):
-            yield (pid, self.request_id, self.time, self.variant, self.model_name, self.model_version,
-                   self.caller_id, review, label, score, self.latency_ms, probability)
+        return list(zip(self.prediction_ids, self.reviews, self.labels, self.scores, probabilities, strict=True))
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,7 @@ class PredictionLog:
 
     def _apply(self, item: _Predictions | _Feedback) -> Feedback | None:
         if isinstance(item, _Predictions):
-            self._db.insert(list(item.request.rows()))
+            self._db.insert(item.request.shared(), item.request.rows())
             return None
         if self._db.add_feedback(item.prediction_id, item.label, item.time, item.giver, item.client):
             return Feedback.STORED

@@ -3,6 +3,7 @@ database refuses, a database locked by another process, a log written by the fir
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import multiprocessing
 import os
@@ -199,3 +200,28 @@ def test_replicas_opening_an_old_log_together_migrate_it_once(tmp_path: Path) ->
             assert {"giver", "client"} <= {row[1] for row in db.execute("PRAGMA table_info(feedback)")}
             assert db.execute("SELECT count(*) FROM log_identity").fetchone()[0] == 1  # made once
     assert read_log(path).loc[0, "giver"] is None  # a label from before givers were recorded: unknown
+
+
+@on_an_event_loop
+async def test_every_row_of_requests_of_any_size_is_written_with_its_own_values(tmp_path: Path) -> None:
+    """Rows go in chunks (512, 256, ..., 1) with the request's shared values bound once: each row must
+    still get its own review, label, score and probability, and its request's values, in SQLite and read back."""
+    sizes = [1, 2, 3, 100, 513, 1000]
+    requests = [dataclasses.replace(answered(f"r{size}", CHAMPION, str(size), [i % 2 for i in range(size)], size / 7,
+                                             [f"review {size}/{i} ✓" for i in range(size)]),
+                                    caller_id=f"caller {size}", probabilities=[i / size for i in range(size)],
+                                    scores=[1 - i / size for i in range(size)])
+                for size in sizes]
+    log = PredictionLog(tmp_path / "p.db")
+    for request in requests:
+        await log.record(request)
+    await log.close()
+    frame = read_log(tmp_path / "p.db").set_index("id")
+    assert len(frame) == sum(sizes)
+    for request in requests:
+        for pid, review, label, score, probability in request.rows():
+            row = frame.loc[pid]
+            assert (row["review"], row["label"], row["score"], row["probability"]) == (
+                review, label, score, probability)
+            assert (row["request_id"], row["model_version"], row["caller_id"], row["latency_ms"]) == (
+                request.request_id, request.model_version, request.caller_id, request.latency_ms)
