@@ -45,6 +45,9 @@ _NOT_LETTER = re.compile(r"[^a-z\s]")
 # The ASCII characters _NOT_LETTER removes, read off the pattern itself (so \s's \x1c-\x1f stay),
 # for a bytes.translate that does the same job on ASCII text several times faster than re.sub.
 _ASCII_NOT_LETTERS = bytes(c for c in range(128) if _NOT_LETTER.match(chr(c)))
+# Whitespace that is not ASCII (no-break and ideographic spaces, ...): _NOT_LETTER keeps it, so only text
+# holding some needs the regex; from any other text every non-ASCII character goes, and the rest is ASCII.
+_NON_ASCII_SPACE = re.compile(r"[^\S\x00-\x7f]")
 _ASCII_NOT_A_TO_Z = bytes(c for c in range(128) if chr(c) not in string.ascii_lowercase)
 _STEMMER = PorterStemmer()
 
@@ -93,7 +96,8 @@ def _strip(text: str) -> str:
     """Lowercase, then remove emoji, URLs, HTML tags and everything but letters and whitespace.
 
     Each pass runs only where it can change something: most reviews have no emoji worth removing,
-    no "http"/"www" and no "<", and plain-ASCII text is filtered by bytes.translate.
+    no "http"/"www" and no "<", and text without non-ASCII whitespace is filtered by bytes.translate
+    once its non-ASCII characters (emoji, accented letters, curly quotes: none a-z) are dropped.
     """
     text = text.lower()
     if _emoji_can_matter(text):
@@ -102,8 +106,8 @@ def _strip(text: str) -> str:
         text = _URL.sub("", text)
     if "<" in text:
         text = _HTML.sub("", text)
-    if text.isascii():
-        return text.encode("ascii").translate(None, _ASCII_NOT_LETTERS).decode("ascii")
+    if text.isascii() or not _NON_ASCII_SPACE.search(text):
+        return text.encode("ascii", "ignore").translate(None, _ASCII_NOT_LETTERS).decode("ascii")
     return _NOT_LETTER.sub("", text)
 
 

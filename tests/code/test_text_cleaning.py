@@ -3,6 +3,7 @@ tests named test_pinned_* must pass before the nltk pin moves (we mirror its rea
 import itertools
 import os
 import random
+import re
 import stat
 import string
 import subprocess
@@ -14,6 +15,8 @@ import nltk
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nltk.stem import PorterStemmer
 
 import text_cleaning
@@ -89,6 +92,33 @@ TRICKY = [
 
 def test_batch_equals_per_review_on_tricky_text() -> None:
     assert clean_texts(TRICKY) == [clean_text(t) for t in TRICKY]
+
+
+# Any text: every script, emoji, marks, and the whitespace only the regex path keeps (no-break, ideographic,
+# information separators, next line) beside ASCII letters, URLs and tags
+ANY_TEXT = st.lists(st.one_of(st.characters(), st.sampled_from(["\xa0", "\u2009", "\u3000", "\x1c", "\x85", " ", "é",
+                                                                 "http://x.io/a", "www", "<b>", "😍", "1️⃣", "Not"])),
+                    max_size=40).map("".join)
+
+
+PUBLISHED_STEMMER = PorterStemmer()
+
+
+def published_clean_text(text: str) -> str:
+    """The published per-review cleaning, step for step (../shared/reference/published_pipeline.py),
+    with NLTK's stopwords less the negations, as ours keeps them."""
+    text = emoji.replace_emoji(str(text).lower(), replace="")
+    text = re.sub(r"http\S+|www\S+|https\S+", "", text)
+    text = re.sub(r"<.*?>", "", text)
+    text = re.sub(r"[^a-z\s]", "", text)
+    return " ".join(PUBLISHED_STEMMER.stem(w) for w in text.split() if w not in STOP_WORDS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(ANY_TEXT, min_size=1, max_size=5))
+def test_batch_and_per_review_equal_the_published_steps_on_any_text(texts: list[str]) -> None:
+    expected = [published_clean_text(t) for t in texts]
+    assert clean_texts(texts) == expected == [clean_text(t) for t in texts]
 
 
 def test_a_keycap_inside_a_urls_letters_is_removed_before_the_url() -> None:
