@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from nltk.stem import PorterStemmer
 
 import text_cleaning
+from review_sentiment.tracking.model_logging import SAME_CLEANING_AS, cleaning_digest
 from tests.helpers import PROJECT_DIR, SAMPLE
 from text_cleaning import STOP_WORDS, clean_text, clean_texts
 
@@ -157,3 +158,12 @@ def test_batch_accepts_every_shape_the_model_gets() -> None:
         clean_texts("one review")
     with pytest.raises(TypeError, match="each review must be a string, got a list"):
         clean_texts(pd.DataFrame({"review": [texts]}))
+
+
+def test_pinned_changing_the_cleaning_code_decides_about_every_registered_model() -> None:
+    """Each registered version carries the digest of the cleaning it trained with, and the service and
+    batch scoring refuse a digest that is neither ours nor in SAME_CLEANING_AS. So a change to
+    text_cleaning.py's code disowns every existing model unless the old digest, when its output is the
+    same, joins SAME_CLEANING_AS. Decide that, then pin the new digest here."""
+    assert cleaning_digest() == "1fae1224ddaef7a6"
+    assert "06977976a14f715e" in SAME_CLEANING_AS  # the code before this digest: same output
