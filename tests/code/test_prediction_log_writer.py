@@ -225,3 +225,29 @@ async def test_every_row_of_requests_of_any_size_is_written_with_its_own_values(
                 review, label, score, probability)
             assert (row["request_id"], row["model_version"], row["caller_id"], row["latency_ms"]) == (
                 request.request_id, request.model_version, request.caller_id, request.latency_ms)
+
+
+@on_an_event_loop
+async def test_a_wal_grown_under_load_is_cut_back_once_a_checkpoint_catches_up(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under continuous writes the WAL never restarts (each checkpoint ends with newer frames in it) and
+    grows; once a checkpoint has caught up, the next commit restarts it and cuts the file to the limit."""
+    monkeypatch.setattr("review_sentiment.serving.log_backends._WAL_KEPT_BYTES", 256 * 1024)
+    path, wal = tmp_path / "p.db", tmp_path / "p.db-wal"
+    log = PredictionLog(path)
+    for n in range(30):
+        reviews = [f"review {n}.{i} " * 20 for i in range(100)]
+        await log.record(answered(f"r{n}", CHAMPION, "1", [1] * 100, 1.0, reviews))
+    grown = wal.stat().st_size
+    assert grown > 2**20
+
+    def caught_up() -> bool:
+        with closing(sqlite3.connect(path)) as db:
+            _, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return frames == copied
+
+    await until(caught_up, "a checkpoint that copied every frame")
+    await log.record(answered("after", CHAMPION, "1", [1], 1.0))
+    assert wal.stat().st_size <= 256 * 1024 < grown
+    await log.close()
+    assert len(read_log(path)) == 30 * 100 + 1
