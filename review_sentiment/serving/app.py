@@ -60,6 +60,6 @@ def create_app(watcher: ModelWatcher, prediction_log: PredictionLog | None, chal
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     """A body the schemas refuse: 415 if it is not JSON at all, else 422 with the first problem in one line."""
-    if not sent_as_json(request.headers.get("content-type", "")):
+    if not sent_as_json(request.headers.get("content-type")):
         return JSONResponse({"detail": NOT_JSON}, 415)
     return JSONResponse({"detail": one_line(list(exc.errors()))}, status_code=422)

@@ -81,7 +81,8 @@ class HttpMetrics:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         started, status = time.perf_counter(), 500  # 500: what the server answers when the app raises
 
         async def send_counted(message: Message) -> None:

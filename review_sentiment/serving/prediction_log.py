@@ -10,8 +10,8 @@ power cut) without an fsync per commit; checkpoints, which do fsync, run on a ba
 that a slow disk never stalls the loop.
 
 The queue is bounded in rows: when it is full, `record` refuses at once (the service answers 503
-with Retry-After) instead of losing the row or letting memory grow. A batch that fails is retried row
-by row, so one bad row loses only itself, counted; a locked, full or failing disk is retried with
+with Retry-After) instead of losing the row or letting memory grow. A batch that fails is retried
+request by request, so one bad request loses only its own rows, counted; a locked, full or failing disk is retried with
 backoff (never waited on: the loop must keep answering) while `state` says so. Feedback goes
 through the same queue, after the predictions answered before it. The SQLite file and the PostgreSQL
 database are `log_backends`, behind one protocol.

@@ -251,3 +251,13 @@ async def test_a_wal_grown_under_load_is_cut_back_once_a_checkpoint_catches_up(t
     assert wal.stat().st_size <= 256 * 1024 < grown
     await log.close()
     assert len(read_log(path)) == 30 * 100 + 1
+
+
+@on_an_event_loop
+async def test_an_sqlite_allowing_999_values_a_statement_still_takes_a_request_of_1000_rows(tmp_path: Path) -> None:
+    """SQLite before 3.32 binds at most 999 values a statement (a 512-row chunk binds 2,567)."""
+    log = PredictionLog(tmp_path / "p.db")
+    log._db._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # type: ignore[attr-defined]  # an old build
+    await log.record(answered("big", CHAMPION, "1", [1] * 1000, 1.0))
+    await log.close()
+    assert len(read_log(tmp_path / "p.db")) == 1000

@@ -157,6 +157,26 @@ def test_bad_bodies_get_a_one_line_4xx(server: httpx.Client, body: bytes, conten
     assert "\n" not in detail
 
 
+CONTENT_TYPES = [  # FastAPI's rule: application/json or application/*+json, any case, any parameters
+    ("APPLICATION/JSON", 200), ("application/json; charset=UTF-8", 200), ("application/vnd.api+json", 200),
+    (None, 415), ("text/json", 415), ("application/json-seq", 415), ("multipart/form-data; boundary=json", 415)]
+
+
+@pytest.mark.parametrize("content_type, status", CONTENT_TYPES, ids=[str(c) for c, _ in CONTENT_TYPES])
+def test_a_body_is_json_by_its_content_type_as_fastapi_reads_it(server: httpx.Client, content_type: str | None,
+                                                                status: int) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    assert server.post("/predict", content=b'{"reviews": ["great"]}', headers=headers).status_code == status
+
+
+def test_a_byte_order_mark_is_ignored_and_a_long_caller_id_is_named_first(server: httpx.Client) -> None:
+    body = '{"reviews": ["great"]}'.encode("utf-8-sig")
+    assert server.post("/predict", content=body, headers={"Content-Type": "application/json"}).status_code == 200
+    answer = server.post("/predict", json={"reviews": []}, headers={"X-Caller-Id": "x" * 201})
+    assert (answer.status_code, answer.json()["detail"]) == (
+        422, "x-caller-id: String should have at most 200 characters (and 1 more problem)")
+
+
 def test_other_mistakes_get_4xx_and_the_server_stays_up(server: httpx.Client) -> None:
     assert predict(server, ["fine"]).status_code == 200
     assert server.post("/predict", json={"reviews": ["fine"]}, headers={"X-Caller-Id": "x" * 201}).status_code == 422
