@@ -165,8 +165,13 @@ CONTENT_TYPES = [  # FastAPI's rule: application/json or application/*+json, any
 @pytest.mark.parametrize("content_type, status", CONTENT_TYPES, ids=[str(c) for c, _ in CONTENT_TYPES])
 def test_a_body_is_json_by_its_content_type_as_fastapi_reads_it(server: httpx.Client, content_type: str | None,
                                                                 status: int) -> None:
+    """/predict reads its body itself (`schemas.sent_as_json` mirrors FastAPI's rule); /feedback leaves its body
+    to FastAPI, so it pins the mirror: the same Content-Type is refused by both or by neither."""
     headers = {} if content_type is None else {"Content-Type": content_type}
     assert server.post("/predict", content=b'{"reviews": ["great"]}', headers=headers).status_code == status
+    fastapi_read = server.post("/feedback", content=b'{"prediction_id": "unknown", "label": "positive"}',
+                               headers=headers).status_code
+    assert (fastapi_read == 415) == (status == 415), fastapi_read
 
 
 def test_a_byte_order_mark_is_ignored_and_a_long_caller_id_is_named_first(server: httpx.Client) -> None:
