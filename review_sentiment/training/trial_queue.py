@@ -89,8 +89,11 @@ def _claim(storage: RDBStorage, study: optuna.Study, study_id: int) -> optuna.Tr
         fail_stale_trials(study)
         for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
             try:
+                # The heartbeat first: Optuna never fails a RUNNING trial without one as stale, so a worker
+                # killed between the two writes in the other order left a trial every later worker waited for
+                # forever. This way a kill between them leaves the trial WAITING (a heartbeat on it is ignored).
+                storage.record_heartbeat(waiting._trial_id)
                 if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                    storage.record_heartbeat(waiting._trial_id)  # at once: a RUNNING trial without one is never stale
                     return optuna.Trial(study, waiting._trial_id)
             except UpdateFinishedTrialError:  # finished by another worker between the read and the claim
                 continue

@@ -3,6 +3,9 @@
 test_pinned_* must pass before the optuna pin moves."""
 from __future__ import annotations
 
+import multiprocessing
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -39,3 +42,33 @@ def test_pinned_claimed_trials_run_as_optunas_own_loop_runs_them(tmp_path: Path)
     assert {t.state for t in ours.trials} == {TrialState.COMPLETE, TrialState.PRUNED}
     assert all(t.user_attrs["worker"] == "w0" and t._trial_id == storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name("s"), t.number) for t in ours.trials)
+
+
+def _claim_and_die_after_its_first_write(path: str) -> None:
+    """A worker SIGKILLed at the worst moment of a claim: right after its first write to the storage."""
+    storage = RDBStorage(f"sqlite:///{path}", heartbeat_interval=60, grace_period=120)
+
+    def then_die(write: Callable[..., object]) -> Callable[..., None]:
+        def written_then_dead(*args: object, **kwargs: object) -> None:
+            write(*args, **kwargs)
+            os._exit(9)  # no cleanup of any kind
+        return written_then_dead
+
+    storage.set_trial_state_values = then_die(storage.set_trial_state_values)  # type: ignore[method-assign]
+    storage.record_heartbeat = then_die(storage.record_heartbeat)  # type: ignore[method-assign]
+    run_queued_trials(storage, optuna.load_study(study_name="s", storage=storage), objective, (), "dies",
+                      lambda *_: None)
+
+
+def test_a_worker_killed_mid_claim_leaves_no_trial_the_study_waits_for_forever(tmp_path: Path) -> None:
+    """Optuna fails a RUNNING trial as stale only once it has a heartbeat: a claim that set RUNNING first and
+    died before its heartbeat left a trial every later worker waited for, forever (a resume hung in CI)."""
+    storage, study = study_in(tmp_path / "s.db")
+    queue_trials(study, 3)
+    dying = multiprocessing.get_context("fork").Process(target=_claim_and_die_after_its_first_write,
+                                                        args=(str(tmp_path / "s.db"),))
+    dying.start()
+    dying.join(60)
+    assert dying.exitcode == 9
+    assert run_queued_trials(storage, study, objective, (), "next", lambda *_: None) == 3
+    assert unfinished(study) == []
