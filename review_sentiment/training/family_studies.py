@@ -19,7 +19,7 @@ import optuna
 from optuna.storages import RDBStorage
 
 from review_sentiment.training.study import pruner, sampler
-from review_sentiment.training.trial_queue import finished_by_workers, queue_trials
+from review_sentiment.training.trial_queue import finished_by_workers, set_trial_budget
 
 PARENT_RUN, VERSION, DONE = "mlflow_parent_run_id", "registered_version", "attempt_done"
 
@@ -46,7 +46,7 @@ def command_key(**decisive: object) -> str:
 def open_attempt(storage: RDBStorage, key: str, families: Sequence[str], trials: int, seed: int, shared: bool,
                  new_parent_run: Callable[[str, str], str]) -> list[FamilyStudy]:
     """Resume this command's unfinished attempt, or start the next one: one study per family, its
-    trials queued, its parent run made by `new_parent_run(family, study_name)`."""
+    budget of trials set, its parent run made by `new_parent_run(family, study_name)`."""
     latest, free = _attempts(storage, key, families)
     if latest and (resumed := _load(storage, key, families, latest, seed, shared)) is not None:
         return resumed
@@ -55,7 +55,7 @@ def open_attempt(storage: RDBStorage, key: str, families: Sequence[str], trials:
         name = _name(family, key, free)
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                     sampler=sampler(seed, shared), pruner=pruner())
-        queue_trials(study, trials)
+        set_trial_budget(study, trials)
         study.set_user_attr(PARENT_RUN, new_parent_run(family, name))  # last: with it, the study is ready
         studies.append(FamilyStudy(family, study, study.user_attrs[PARENT_RUN], resumed=False))
     return studies

@@ -8,17 +8,19 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.databases import is_postgres, sqlalchemy_url, write_ahead
 from review_sentiment.modeling.families import FAMILIES, Params
@@ -68,7 +70,29 @@ def sampler(seed: int, shared: bool) -> optuna.samplers.TPESampler:
 
 
 def pruner() -> optuna.pruners.MedianPruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=5)
+    return MedianAtTrialStart(n_startup_trials=5)
+
+
+class MedianAtTrialStart(optuna.pruners.MedianPruner):
+    """Optuna's MedianPruner over the trials complete when the trial started, as its sampler read them,
+    rather than read from the storage again after every fold (~4 ms each on SQLite, ~14 ms a trial). The
+    same decisions with one worker; with several, a trial that completes meanwhile counts from the
+    next trial on, as it does for the sampler."""
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return super().prune(cast(optuna.Study, _AtTrialStart(study)), trial)
+
+
+class _AtTrialStart:
+    """What `PercentilePruner.prune` reads of a study (pinned: tests/code/test_trial_queue.py), its trials from
+    the study's read at the start of the trial (Optuna's own cache, which `tell` clears)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+        self.direction = study.direction
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._study._get_trials(deepcopy, states, use_cache=True)
 
 
 @dataclass(frozen=True)

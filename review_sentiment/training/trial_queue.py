@@ -1,14 +1,18 @@
 """Workers take a study's trials from a queue, so that N workers run exactly `--trials` trials together.
 
-The tuning run queues its trials up front (`enqueue_trial` with no fixed parameters: the sampler
-still picks them all). A worker claims one queued trial by moving it from WAITING to RUNNING, which
-the storage does atomically (two workers never get the same trial), and stops when none is left.
-`study.optimize` cannot be used for this: when the queue is empty it creates a new trial, so
-workers finishing together would overshoot the budget. The loop below is Optuna's own trial loop
+The study records its budget of trials (`set_trial_budget`). A worker claims a trial under a lock per
+study (`_claiming`): a trial queued again because its worker died if there is one, else a new one
+while the budget lasts (queued, as `enqueue_trial` with no fixed parameters does: the sampler picks
+them all), moved from WAITING to RUNNING. Trials are queued one at a time, as they are claimed, not
+all up front: Optuna re-reads every unfinished trial on each read of a study (the sampler's, the
+pruner's), and 40 queued trials made those reads ~30 ms of every trial on SQLite. A worker stops when
+the budget is spent and nothing waits. `study.optimize` cannot be used for this: it would create
+trials past the budget when workers finish together. The loop below is Optuna's own trial loop
 (stale-trial check, heartbeat, tell) on a claimed trial instead.
 
 A worker killed mid-trial leaves its trial RUNNING without heartbeats: the next worker that looks
-marks it failed and Optuna's `RetryFailedTrialCallback` queues its configuration again.
+marks it failed and Optuna's `RetryFailedTrialCallback` queues its configuration again (a retry, which
+the budget does not count).
 """
 from __future__ import annotations
 
@@ -20,20 +24,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from review_sentiment.processes import exclusive_file_lock
 
 log = logging.getLogger(__name__)
 TrialDone = Callable[[optuna.Study, FrozenTrial], None]
 WORKER = "worker"  # the user attribute naming the worker that ran a trial
+BUDGET = "trial_budget"  # the study's user attribute: how many trials its workers run together
+RETRY = "failed_trial"  # the system attribute `RetryFailedTrialCallback` gives a retry: not in the budget
+CLAIM_LOCK = 0x5E47  # with the study id, the key of PostgreSQL's advisory lock on a study's claims
 
 
-def queue_trials(study: optuna.Study, count: int) -> None:
-    for _ in range(count):
-        study.enqueue_trial({})
+def set_trial_budget(study: optuna.Study, count: int) -> None:
+    study.set_user_attr(BUDGET, count)
 
 
 def run_queued_trials(storage: RDBStorage, study: optuna.Study, objective: Callable[[optuna.Trial], float],
@@ -43,7 +50,8 @@ def run_queued_trials(storage: RDBStorage, study: optuna.Study, objective: Calla
     the trial to the heartbeat check (it is queued again when a worker runs this study next)."""
     ran = 0
     study_id = storage.get_study_id_from_name(study.study_name)
-    while (trial := _claim(storage, study, study_id)) is not None:
+    budget = study.user_attrs.get(BUDGET, 0)  # none: a study of an earlier release, its trials all queued
+    while (trial := _claim(storage, study, study_id, budget)) is not None:
         trial.set_user_attr(WORKER, worker)
         with _heartbeat(storage, trial._trial_id):
             try:
@@ -84,30 +92,38 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _claim(storage: RDBStorage, study: optuna.Study, study_id: int) -> optuna.Trial | None:
-    with _claiming(storage):
+def _claim(storage: RDBStorage, study: optuna.Study, study_id: int, budget: int) -> optuna.Trial | None:
+    with _claiming(storage, study_id):
         fail_stale_trials(study)
-        for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        trials = study.get_trials(deepcopy=False)  # Optuna's cache: re-reads only trials unfinished when last read
+        waiting = [trial._trial_id for trial in trials if trial.state == TrialState.WAITING]
+        if not waiting and sum(RETRY not in trial.system_attrs for trial in trials) < budget:
+            waiting = [storage.create_new_trial(study_id, create_trial(state=TrialState.WAITING,
+                                                                       system_attrs={"fixed_params": {}}))]
+        for trial_id in waiting:
             try:
                 # The heartbeat first: Optuna never fails a RUNNING trial without one as stale, so a worker
                 # killed between the two writes in the other order left a trial every later worker waited for
                 # forever. This way a kill between them leaves the trial WAITING (a heartbeat on it is ignored).
-                storage.record_heartbeat(waiting._trial_id)
-                if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                    return optuna.Trial(study, waiting._trial_id)
+                storage.record_heartbeat(trial_id)
+                if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                    return optuna.Trial(study, trial_id)
             except UpdateFinishedTrialError:  # finished by another worker between the read and the claim
                 continue
     return None
 
 
 @contextmanager
-def _claiming(storage: RDBStorage) -> Iterator[None]:
-    """Claims one worker at a time. PostgreSQL makes a claim atomic by itself (Optuna reads the trial
-    FOR UPDATE); SQLite ignores FOR UPDATE, and two workers claimed the same trial (seen: one then
-    failed with UpdateFinishedTrialError), or both requeued one dead worker's trial. An SQLite file has
-    its workers on one machine, so an exclusive `flock` beside it serialises their claims."""
+def _claiming(storage: RDBStorage, study_id: int) -> Iterator[None]:
+    """Claims of a study one worker at a time, so that two never queue the budget's last trial twice
+    or take the same one. On PostgreSQL a transaction's advisory lock per study, on any machine; an
+    SQLite file has its workers on one machine, so an exclusive `flock` beside it. Both end with their
+    holder's process (no stale locks)."""
     if storage.engine.dialect.name != "sqlite":
-        yield
+        with storage.engine.begin() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:lock, :study)"),
+                               {"lock": CLAIM_LOCK, "study": study_id})
+            yield
         return
     with exclusive_file_lock(Path(f"{storage.engine.url.database}.claims")):
         yield

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from review_sentiment.training.trial_queue import queue_trials, run_queued_trials, unfinished
+from review_sentiment.training.study import pruner
+from review_sentiment.training.trial_queue import run_queued_trials, set_trial_budget, unfinished
 
 
 def objective(trial: optuna.Trial) -> float:
@@ -30,7 +33,7 @@ def study_in(path: Path) -> tuple[RDBStorage, optuna.Study]:
 
 def test_pinned_claimed_trials_run_as_optunas_own_loop_runs_them(tmp_path: Path) -> None:
     storage, ours = study_in(tmp_path / "ours.db")
-    queue_trials(ours, 25)
+    set_trial_budget(ours, 25)
     done: list[int] = []
     assert run_queued_trials(storage, ours, objective, (), "w0", lambda _, t: done.append(t.number)) == 25
     _, optunas = study_in(tmp_path / "optunas.db")
@@ -44,6 +47,64 @@ def test_pinned_claimed_trials_run_as_optunas_own_loop_runs_them(tmp_path: Path)
         storage.get_study_id_from_name("s"), t.number) for t in ours.trials)
 
 
+def _run_as(path: str, worker: str) -> None:
+    """A worker whose storage takes 0.2 s to queue a trial: without the claim lock, workers that all read
+    the budget unspent before one of them queues its trial overshoot it (seen: 7 of 6)."""
+    storage = RDBStorage(f"sqlite:///{path}", heartbeat_interval=60, grace_period=120)
+    queue = storage.create_new_trial
+
+    def slowly(*args: Any, **kwargs: Any) -> int:
+        time.sleep(0.2)
+        return queue(*args, **kwargs)
+
+    storage.create_new_trial = slowly  # type: ignore[method-assign]
+    run_queued_trials(storage, optuna.load_study(study_name="s", storage=storage), objective, (), worker,
+                      lambda *_: None)
+
+
+def test_workers_racing_for_a_lazily_queued_budget_run_exactly_the_budget(tmp_path: Path) -> None:
+    """Trials are queued as workers claim them: three processes at once queue and run exactly 6, none twice."""
+    storage, study = study_in(tmp_path / "s.db")
+    set_trial_budget(study, 6)
+    fork = multiprocessing.get_context("fork")
+    workers = [fork.Process(target=_run_as, args=(str(tmp_path / "s.db"), f"w{i}")) for i in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.number for t in trials) == list(range(6)) and unfinished(study) == []
+    assert len({t.user_attrs["worker"] for t in trials}) > 1  # they did run side by side
+
+
+def folds(trial: optuna.Trial) -> float:
+    """Five reports, pruned when the pruner says so, as the tuning objective does."""
+    x = trial.suggest_float("x", -10, 10)
+    for fold in range(5):
+        trial.report(-abs(x - 2) - fold / 10, fold)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return -abs(x - 2)
+
+
+def test_pinned_the_pruner_at_trial_start_decides_as_optunas_median_pruner_with_one_worker(tmp_path: Path) -> None:
+    """`pruner()` reads the complete trials once a trial (the sampler's read), not after every report."""
+    storage = RDBStorage(f"sqlite:///{tmp_path / 'ours.db'}", heartbeat_interval=60, grace_period=120)
+    ours = optuna.create_study(storage=storage, sampler=optuna.samplers.TPESampler(seed=5), pruner=pruner(),
+                               study_name="s", direction="maximize")
+    set_trial_budget(ours, 30)
+    run_queued_trials(storage, ours, folds, (), "w0", lambda *_: None)
+    optunas = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optunas.db'}", direction="maximize",
+                                  sampler=optuna.samplers.TPESampler(seed=5),
+                                  pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
+    optunas.optimize(folds, n_trials=30)
+
+    assert [(t.state, t.value, t.last_step) for t in ours.trials] == [
+        (t.state, t.value, t.last_step) for t in optunas.trials]
+    assert sum(t.state == TrialState.PRUNED for t in ours.trials) >= 5
+
+
 def _claim_and_die_after_its_first_write(path: str) -> None:
     """A worker SIGKILLed at the worst moment of a claim: right after its first write to the storage."""
     storage = RDBStorage(f"sqlite:///{path}", heartbeat_interval=60, grace_period=120)
@@ -54,6 +115,7 @@ def _claim_and_die_after_its_first_write(path: str) -> None:
             os._exit(9)  # no cleanup of any kind
         return written_then_dead
 
+    storage.create_new_trial = then_die(storage.create_new_trial)  # type: ignore[method-assign]
     storage.set_trial_state_values = then_die(storage.set_trial_state_values)  # type: ignore[method-assign]
     storage.record_heartbeat = then_die(storage.record_heartbeat)  # type: ignore[method-assign]
     run_queued_trials(storage, optuna.load_study(study_name="s", storage=storage), objective, (), "dies",
@@ -64,7 +126,7 @@ def test_a_worker_killed_mid_claim_leaves_no_trial_the_study_waits_for_forever(t
     """Optuna fails a RUNNING trial as stale only once it has a heartbeat: a claim that set RUNNING first and
     died before its heartbeat left a trial every later worker waited for, forever (a resume hung in CI)."""
     storage, study = study_in(tmp_path / "s.db")
-    queue_trials(study, 3)
+    set_trial_budget(study, 3)
     dying = multiprocessing.get_context("fork").Process(target=_claim_and_die_after_its_first_write,
                                                         args=(str(tmp_path / "s.db"),))
     dying.start()
