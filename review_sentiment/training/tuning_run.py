@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import os
 import socket
 import time
@@ -17,11 +18,13 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import mlflow
 import numpy as np
 import optuna
 from mlflow.entities import Param
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -61,7 +64,7 @@ from review_sentiment.training.trial_queue import finished_by_workers, run_queue
 from review_sentiment.training.workers import parent_alive
 from text_cleaning import clean_texts
 
-WAIT_SECONDS = 0.5  # how often the run looks whether other workers' trials have finished
+WAIT_SECONDS = 0.1  # how often a worker looks for the run's studies, and the run whether others' trials finished
 
 @dataclass(frozen=True)
 class TuningSettings:
@@ -205,6 +208,11 @@ def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: 
     storage = _storage(settings, say=not wait)
     me = Worker(name, (settings.seed + zlib.crc32(name.encode())) % 2**32, shown=True)  # numpy seeds are 32-bit
     key = settings.key(prepared.digest)
+    if urlsplit(mlflow.get_tracking_uri()).scheme.split("+")[0] in DATABASE_ENGINES:
+        # MLflow imports its SQL store at its first call (~0.7 s): a local worker does that while the run is
+        # still making the studies, rather than after them, when it could run trials. (Its store itself is
+        # opened later: the run may still be creating the tables.)
+        importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
     while (studies := open_studies_to_join(storage, key, settings.models, me.seed)) is None and wait:
         if not parent_alive():
             return
