@@ -5,25 +5,39 @@ of the release before workers existed: whole processes, fresh stores, the same g
     python benchmarks/bench_workers.py --rows 8500 --rounds 2 --baseline-commit 92b11bd
 
 Trials per second: trials finished per second between the first and the last trial's end (child
-runs' end times; the release before logged a trial's run only when it ended). The stack
-(PostgreSQL, MLflow server, Prefect server) is started in a temporary folder and stopped at the
-end; its cost per trial is the difference between a 1-worker run on it and one on SQLite, divided
-by the trials, and the time of the calls that log one trial's child run, measured on both.
+runs' end times; the release before logged a trial's run only when it ended).
+- With defaults: each run as a user starts it (`--workers 1` or `2`, fold processes sharing the cores).
+- Pinned: `--n-jobs 1` (each worker scores its folds itself), the run on core 0 and its forked worker
+  moved to core 1 as soon as it exists: how trials per second scale with workers that each have a core.
+- Storage and tracking per trial: one worker run in a child process with a timer on every call it makes
+  to Optuna's storage and on the MLflow calls that log a trial's child run, while it runs trials
+  (claims and heartbeats included), divided by its trials.
+
+The stack (PostgreSQL, MLflow server, Prefect server) is started in a temporary folder and stopped at
+the end.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
+import functools
+import json
 import os
+import runpy
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import optuna
+import psutil
 from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.orchestration.stack import DEFAULT_PORTS, down, up
@@ -47,18 +61,24 @@ def baseline_checkout(commit: str, folder: Path) -> Path:
     return folder
 
 
-def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str) -> tuple[float, float]:
-    """(wall seconds, trials per second) of one tuning run in a fresh folder."""
+def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
+               pin_workers: int | None = None) -> tuple[float, float]:
+    """(wall seconds, trials per second) of one tuning run in a fresh folder. `pin_workers`: the run on
+    core 0 and that many workers it forks each on the next core."""
     with tempfile.TemporaryDirectory() as work:
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"} | env | {"PYTHONPATH": str(project)}
         experiment = f"bench-{time.time_ns()}"
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, str(project / "sentiment_mlflow_optuna.py"), "--data", str(reviews),
-                               "--experiment", experiment, *flags], cwd=work, env=env,
-                              capture_output=True, text=True)
+        with subprocess.Popen([sys.executable, str(project / "sentiment_mlflow_optuna.py"), "--data", str(reviews),
+                               "--experiment", experiment, *flags], cwd=work, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              preexec_fn=None if pin_workers is None else lambda: os.sched_setaffinity(0, {0})) as run:
+            if pin_workers:
+                _pin_forked_workers(run, pin_workers)
+            stdout, stderr = run.communicate()
         seconds = time.perf_counter() - started
-        if done.returncode:
-            sys.exit(f"failed ({project}, {flags}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+        if run.returncode:
+            sys.exit(f"failed ({project}, {flags}):\n{stdout[-2000:]}\n{stderr[-3000:]}")
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
         runs = mlflow.search_runs(experiment_names=[experiment])
         runs = runs[runs["tags.mlflow.parentRunId"].notna()]
@@ -66,11 +86,89 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str) -
         return seconds, (len(ends) - 1) / (ends.iloc[-1] - ends.iloc[0]).total_seconds()
 
 
+def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
+    """Move each worker the run forks (a child with the run's own command line) to its own core, 1, 2, …"""
+    pinned: set[int] = set()
+    parent = psutil.Process(run.pid)
+    while run.poll() is None and len(pinned) < workers:
+        for child in parent.children():
+            try:
+                if child.pid not in pinned and child.cmdline() == parent.cmdline():
+                    child.cpu_affinity([len(pinned) + 1])
+                    pinned.add(child.pid)
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.01)
+
+
+def storage_ms_per_trial(reviews: Path, env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """(ms, ms by call) of storage and tracking per trial: one worker, 3 families x 20 trials (`profile`)."""
+    with tempfile.TemporaryDirectory() as work:
+        env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"} | env | {"PYTHONPATH": str(PROJECT)}
+        done = subprocess.run([sys.executable, __file__, "--profile", str(reviews), "--experiment",
+                               f"bench-{time.time_ns()}"], cwd=work, env=env, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"failed (storage profile):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+        measured = json.loads(done.stdout.splitlines()[-1])
+        return measured["ms_per_trial"], measured["by_call"]
+
+
+def profile(argv: list[str]) -> None:
+    """In this child process: the tuning script with a timer on each call to Optuna's storage (the cache
+    studies use, and the storage the claims use) and on the MLflow calls that log a trial's child run,
+    made while trials run (`run_queued_trials`, its heartbeat thread included); only the outermost call
+    of a nest is timed. Prints JSON last."""
+    from optuna.storages import RDBStorage
+    from optuna.storages._cached_storage import _CachedStorage
+
+    from review_sentiment.training import tuning_run
+    spent: collections.defaultdict[str, float] = collections.defaultdict(float)
+    inside = threading.local()
+
+    def timed(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(call)
+        def measured(*args: Any, **kwargs: Any) -> Any:
+            trials = getattr(inside, "trials", False) or threading.current_thread().name.startswith("heartbeat")
+            if getattr(inside, "timing", False) or not trials:
+                return call(*args, **kwargs)
+            inside.timing, started = True, time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - started
+                inside.timing = False
+        return measured
+
+    for storage in (_CachedStorage, RDBStorage):
+        for name in [n for n in vars(storage) if not n.startswith("_") and callable(getattr(storage, n))]:
+            setattr(storage, name, timed(f"optuna {name}", getattr(storage, name)))
+    for name in ("create_run", "log_batch", "set_terminated"):
+        setattr(mlflow.MlflowClient, name, timed(f"mlflow {name}", getattr(mlflow.MlflowClient, name)))
+    run_trials, ran = tuning_run.run_queued_trials, [0]
+
+    def counted(*args: Any, **kwargs: Any) -> int:
+        inside.trials = True
+        try:
+            these = run_trials(*args, **kwargs)
+        finally:
+            inside.trials = False
+        ran[0] += these
+        return these
+
+    tuning_run.run_queued_trials = counted
+    script = runpy.run_path(str(PROJECT / "sentiment_mlflow_optuna.py"))
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        script["main"](["--data", *argv, "--n-jobs", "1"])
+    print(json.dumps({"ms_per_trial": sum(spent.values()) * 1000 / ran[0],
+                      "by_call": {k: v * 1000 / ran[0] for k, v in sorted(spent.items(), key=lambda kv: -kv[1])[:6]}}))
+
+
 def logging_ms(uri: str, calls: int = 40) -> float:
     """Median ms to log one finished trial as a child run (create, one batch, terminate)."""
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment(f"bench-logging-{time.time_ns()}")
     parent = client.create_run(experiment).info.run_id
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     trial: FrozenTrial = study.trials[0]
@@ -88,7 +186,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8500)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline-commit", default="92b11bd", help="the release before workers (issue 12)")
+    parser.add_argument("--profile", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # in the child process
     args = parser.parse_args()
+    if args.profile:
+        profile(args.profile)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         tmp_path.chmod(0o755)  # the stack's PostgreSQL runs as its own user when we are root
@@ -97,21 +199,28 @@ def main() -> None:
         print(f"{args.rows} generated reviews; {FAMILIES} families x {TRIALS} trials, 5 folds; starting the stack ...",
               flush=True)
         stack = up(tmp_path / "stack", "127.0.0.1", dict(zip(DEFAULT_PORTS, (55990, 55991, 55992), strict=True)))
-        stack_env = {k: v for k, v in stack.environment().items() if k in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
+        stack_env = {k: v for k, v in stack.environment().items() if k in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE",
+                                                                             "REVIEW_SENTIMENT_LOCK_URL")}
         configurations: dict[str, Callable[[], tuple[float, float]]] = {
             f"release {args.baseline_commit}, 1 process": lambda: tuning_run(before, reviews, {}),
-            "1 worker, SQLite": lambda: tuning_run(PROJECT, reviews, {}),
-            "2 workers, SQLite": lambda: tuning_run(PROJECT, reviews, {}, "--workers", "2"),
-            "1 worker, stack": lambda: tuning_run(PROJECT, reviews, stack_env),
-            "2 workers, stack": lambda: tuning_run(PROJECT, reviews, stack_env, "--workers", "2"),
         }
+        for where, env in (("SQLite", {}), ("stack", stack_env)):
+            configurations |= {
+                f"1 worker, {where}": functools.partial(tuning_run, PROJECT, reviews, env),
+                f"2 workers, {where}": functools.partial(tuning_run, PROJECT, reviews, env, "--workers", "2"),
+                f"1 worker pinned, {where}": functools.partial(tuning_run, PROJECT, reviews, env, "--n-jobs", "1",
+                                                               pin_workers=0),
+                f"2 workers pinned, {where}": functools.partial(tuning_run, PROJECT, reviews, env, "--workers", "2",
+                                                                "--n-jobs", "1", pin_workers=1),
+            }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in configurations}
         try:
             for round_ in range(args.rounds):
                 for name, measure in configurations.items():
                     results[name].append(measure())
                     seconds, rate = results[name][-1]
-                    print(f"round {round_ + 1}: {name:<28} {seconds:6.1f} s  {rate:5.2f} trials/s", flush=True)
+                    print(f"round {round_ + 1}: {name:<32} {seconds:6.1f} s  {rate:5.2f} trials/s", flush=True)
+            per_trial = {"SQLite": storage_ms_per_trial(reviews, {}), "stack": storage_ms_per_trial(reviews, stack_env)}
             log_sqlite = logging_ms(f"sqlite:///{tmp_path / 'logging.db'}")
             log_stack = logging_ms(stack.environment()["MLFLOW_TRACKING_URI"])
         finally:
@@ -120,15 +229,18 @@ def main() -> None:
                            capture_output=True)
     best = {name: (min(s for s, _ in rows), max(r for _, r in rows)) for name, rows in results.items()}
     base_s = best[f"release {args.baseline_commit}, 1 process"][0]
-    print(f"\nbest of {args.rounds} rounds          wall s   x release   trials/s")
+    print(f"\nbest of {args.rounds} rounds              wall s   x release   trials/s")
     for name, (seconds, rate) in best.items():
-        print(f"{name:<32} {seconds:6.1f}   {seconds / base_s:8.2f}   {rate:8.2f}")
-    for where in ("SQLite", "stack"):
-        one, two = best[f"1 worker, {where}"][1], best[f"2 workers, {where}"][1]
-        print(f"2 workers / 1 worker, {where}: {two / one:.2f}x the trials per second (goal >= 1.7x)")
-    extra = (best["1 worker, stack"][0] - best["1 worker, SQLite"][0]) / (FAMILIES * TRIALS)
-    print(f"the stack instead of SQLite: {extra * 1000:+.0f} ms per trial over the whole run; logging one trial's "
-          f"child run {log_stack:.1f} ms on the MLflow server vs {log_sqlite:.1f} ms on SQLite")
+        print(f"{name:<36} {seconds:6.1f}   {seconds / base_s:8.2f}   {rate:8.2f}")
+    for where, goal in (("SQLite", 1.8), ("stack", 1.7)):
+        one, two = best[f"1 worker pinned, {where}"][1], best[f"2 workers pinned, {where}"][1]
+        print(f"pinned, 2 workers / 1, {where}: {two / one:.2f}x the trials per second (goal >= {goal}x); with "
+              f"defaults, the whole run {best[f'2 workers, {where}'][0] / best[f'1 worker, {where}'][0]:.2f}x as "
+              f"long (goal <= 1)")
+    for (where, goal), (ms, by_call) in zip((("SQLite", 10), ("stack", 25)), per_trial.values(), strict=True):
+        print(f"storage + tracking per trial, {where}: {ms:.1f} ms (goal <= {goal}); most: "
+              + ", ".join(f"{call} {spent:.1f}" for call, spent in by_call.items()))
+    print(f"logging one trial's child run: {log_stack:.1f} ms on the MLflow server vs {log_sqlite:.1f} ms on SQLite")
 
 
 if __name__ == "__main__":
