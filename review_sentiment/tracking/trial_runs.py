@@ -3,15 +3,20 @@ worker ran it, on whatever machine: only the parent run's id is needed, not an a
 
 The child run is written once the trial has finished (three calls: create, one batch, terminate), so a
 worker killed mid-trial leaves no RUNNING run behind; one killed within those three calls does, and
-the run replaces it once the study is complete. It carries what optuna-integration's
-MLflowCallback logged (params, the metric, the trial's tags and user attributes, which name the
-worker that ran it). A worker killed between finishing a trial and logging it leaves a gap, which
-`log_missing_trial_runs` fills once the family's study is complete.
+the run replaces it once the study is complete. A worker writes its child runs from a thread beside
+its trials (`written_beside`): the next trial does not wait for them (~20 ms a trial on SQLite, ~55 ms
+on an MLflow server). It carries what optuna-integration's MLflowCallback logged (params, the metric,
+the trial's tags and user attributes, which name the worker that ran it). A worker killed between
+finishing a trial and logging it leaves a gap, which `log_missing_trial_runs` fills once the family's
+study is complete.
 """
 from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -39,6 +44,18 @@ def log_trial_run(client: mlflow.MlflowClient, experiment_id: str, parent_run_id
     status = RunStatus.FAILED if trial.state == TrialState.FAIL else RunStatus.FINISHED
     client.set_terminated(run.info.run_id, RunStatus.to_string(status), end_time=ended)
     return run.info.run_id
+
+
+@contextmanager
+def written_beside() -> Iterator[Callable[[Callable[[], object]], None]]:
+    """`write(log)` runs `log` on one thread beside the caller, in order. The block ends once all are written,
+    and then raises the first that failed (a failure of the block itself comes first). A process killed
+    with logs still waiting leaves gaps: `log_missing_trial_runs` fills them."""
+    written: list[Future[object]] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="child-runs") as writer:
+        yield lambda log: written.append(writer.submit(log))
+    for future in written:
+        future.result()
 
 
 def log_missing_trial_runs(client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str,

@@ -41,7 +41,7 @@ from review_sentiment.tracking.orphans import (
 from review_sentiment.tracking.promotion import Promotion, judge, promote_if_better, record, score
 from review_sentiment.tracking.records import Decision, Lineage, Score, VersionRecord
 from review_sentiment.tracking.registry import current_champion
-from review_sentiment.tracking.trial_runs import log_missing_trial_runs, log_trial_run
+from review_sentiment.tracking.trial_runs import log_missing_trial_runs, log_trial_run, written_beside
 from review_sentiment.tracking.undo import Writes
 from review_sentiment.training.attempt import Attempt, RunConflict
 from review_sentiment.training.family_studies import (
@@ -329,13 +329,14 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
     the out-of-fold decisions of the best trial this process runs."""
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(family_study.parent_run_id).info.experiment_id
-    with fold_scorer(prepared.folds, settings.fold_processes) as scores_of:
+    with fold_scorer(prepared.folds, settings.fold_processes) as scores_of, written_beside() as write:
         cv_f1 = objective(family_study.family, prepared.folds, scores_of, seed=settings.seed,
                           processes=settings.fold_processes, best=best)
         tag = f" [{me.name} {family_study.family}]" if me.shown else ""  # workers' lines interleave across families
 
         def done(study: optuna.Study, trial: FrozenTrial) -> None:
-            log_trial_run(client, experiment_id, family_study.parent_run_id, trial, study.direction.name)
+            write(functools.partial(log_trial_run, client, experiment_id, family_study.parent_run_id, trial,
+                                    study.direction.name))
             _print_progress(study, trial, tag)
 
         ran = run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done)
@@ -345,10 +346,10 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
         while until_complete and unfinished(family_study.study):
             time.sleep(WAIT_SECONDS)
             ran += run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done)
-        if until_complete and (gaps := log_missing_trial_runs(client, experiment_id, family_study.parent_run_id,
-                                                              finished_by_workers(family_study.study),
-                                                              family_study.study.direction.name)):
-            print(f"  logged {gaps} finished trial{'s' * (gaps != 1)} whose worker died before logging it", flush=True)
+    if until_complete and (gaps := log_missing_trial_runs(client, experiment_id, family_study.parent_run_id,
+                                                          finished_by_workers(family_study.study),
+                                                          family_study.study.direction.name)):
+        print(f"  logged {gaps} finished trial{'s' * (gaps != 1)} whose worker died before logging it", flush=True)
     return ran
 
 
