@@ -1,7 +1,7 @@
 """Workers take a study's trials from a queue, so that N workers run exactly `--trials` trials together.
 
-The study records its budget of trials (`set_trial_budget`). A worker claims a trial under a lock per
-study (`_claiming`): a trial queued again because its worker died if there is one, else a new one
+The study records its budget of trials (`set_trial_budget`). A worker claims a trial under a lock
+(`_claiming`): a trial queued again because its worker died if there is one, else a new one
 while the budget lasts (queued, as `enqueue_trial` with no fixed parameters does: the sampler picks
 them all), moved from WAITING to RUNNING. Trials are queued one at a time, as they are claimed, not
 all up front: Optuna re-reads every unfinished trial on each read of a study (the sampler's, the
@@ -45,7 +45,8 @@ def set_trial_budget(study: optuna.Study, count: int) -> None:
 
 def run_queued_trials(storage: RDBStorage, study: optuna.Study, objective: Callable[[optuna.Trial], float],
                       failures: tuple[type[Exception], ...], worker: str, on_done: TrialDone) -> int:
-    """Run queued trials until the queue is empty; return how many this worker ran. Each trial records
+    """Run the study's trials until none is waiting and its budget is spent; return how many this worker
+    ran. Each trial records
     its `worker`. An exception in `failures` fails its trial and the study goes on; any other leaves
     the trial to the heartbeat check (it is queued again when a worker runs this study next)."""
     ran = 0
@@ -82,7 +83,8 @@ def finished_by_workers(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def unfinished(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials queued or running anywhere: the study is complete when there are none."""
+    """Trials queued or running anywhere: once `run_queued_trials` has found none left to claim, the study
+    is complete when there are none (before that, its budget may still hold trials not yet queued)."""
     return study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
 
 
@@ -94,33 +96,50 @@ def fail_stale_trials(study: optuna.Study) -> None:
 
 def _claim(storage: RDBStorage, study: optuna.Study, study_id: int, budget: int) -> optuna.Trial | None:
     with _claiming(storage, study_id):
-        fail_stale_trials(study)
-        trials = study.get_trials(deepcopy=False)  # Optuna's cache: re-reads only trials unfinished when last read
-        waiting = [trial._trial_id for trial in trials if trial.state == TrialState.WAITING]
-        if not waiting and sum(RETRY not in trial.system_attrs for trial in trials) < budget:
-            waiting = [storage.create_new_trial(study_id, create_trial(state=TrialState.WAITING,
-                                                                       system_attrs={"fixed_params": {}}))]
-        for trial_id in waiting:
-            try:
-                # The heartbeat first: Optuna never fails a RUNNING trial without one as stale, so a worker
-                # killed between the two writes in the other order left a trial every later worker waited for
-                # forever. This way a kill between them leaves the trial WAITING (a heartbeat on it is ignored).
-                storage.record_heartbeat(trial_id)
-                if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                    return optuna.Trial(study, trial_id)
-            except UpdateFinishedTrialError:  # finished by another worker between the read and the claim
-                continue
-    return None
+        trial_id = _claimed_id(storage, study, study_id, budget)
+    if trial_id is None:
+        return None
+    study._thread_local.cached_all_trials = None  # what `study.ask` does: the trial's sampler reads the study anew
+    return optuna.Trial(study, trial_id)
+
+
+def _claimed_id(storage: RDBStorage, study: optuna.Study, study_id: int, budget: int) -> int | None:
+    """Under the claim lock: a WAITING trial (queued again after its worker died, or queued by a worker killed
+    before it claimed it), else a new one while the budget lasts, moved to RUNNING; None when neither is left."""
+    fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)  # Optuna's cache: re-reads only trials unfinished when last read
+    for trial_id in [trial._trial_id for trial in trials if trial.state == TrialState.WAITING]:
+        if _run(storage, trial_id):
+            return trial_id
+    if sum(RETRY not in trial.system_attrs for trial in trials) >= budget:
+        return None
+    trial_id = storage.create_new_trial(study_id, create_trial(state=TrialState.WAITING,
+                                                               system_attrs={"fixed_params": {}}))
+    return trial_id if _run(storage, trial_id) else None
+
+
+def _run(storage: RDBStorage, trial_id: int) -> bool:
+    """Move a WAITING trial to RUNNING; False if it is no longer waiting. The heartbeat first: Optuna never
+    fails a RUNNING trial without one as stale, so a worker killed between the two writes in the other order
+    left a trial every later worker waited for forever. This way a kill between them leaves the trial
+    WAITING (a heartbeat on it is ignored)."""
+    try:
+        storage.record_heartbeat(trial_id)
+        return storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
+    except UpdateFinishedTrialError:  # finished by another worker between the read and the claim
+        return False
 
 
 @contextmanager
 def _claiming(storage: RDBStorage, study_id: int) -> Iterator[None]:
-    """Claims of a study one worker at a time, so that two never queue the budget's last trial twice
-    or take the same one. On PostgreSQL a transaction's advisory lock per study, on any machine; an
-    SQLite file has its workers on one machine, so an exclusive `flock` beside it. Both end with their
-    holder's process (no stale locks)."""
-    if storage.engine.dialect.name != "sqlite":
+    """Claims one worker at a time, so that two never queue the budget's last trial twice or take the same
+    one. PostgreSQL: a transaction's advisory lock per study, for workers on any machine; the server ends
+    the session of a holder that stays idle for 30 s (a lost machine), so its lock cannot stall the others.
+    SQLite: an exclusive `flock` beside the file, whose workers are on one machine; one lock for all its
+    studies. Both end with their holder's process."""
+    if storage.engine.dialect.name == "postgresql":
         with storage.engine.begin() as connection:
+            connection.execute(sqlalchemy.text("SET LOCAL idle_in_transaction_session_timeout = '30s'"))
             connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:lock, :study)"),
                                {"lock": CLAIM_LOCK, "study": study_id})
             yield

@@ -6,16 +6,21 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
+import pytest
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
 from review_sentiment.training.study import pruner
-from review_sentiment.training.trial_queue import run_queued_trials, set_trial_budget, unfinished
+from review_sentiment.training.trial_queue import (
+    finished_by_workers,
+    run_queued_trials,
+    set_trial_budget,
+    unfinished,
+)
 
 
 def objective(trial: optuna.Trial) -> float:
@@ -105,32 +110,50 @@ def test_pinned_the_pruner_at_trial_start_decides_as_optunas_median_pruner_with_
     assert sum(t.state == TrialState.PRUNED for t in ours.trials) >= 5
 
 
-def _claim_and_die_after_its_first_write(path: str) -> None:
-    """A worker SIGKILLed at the worst moment of a claim: right after its first write to the storage."""
+def _claim_and_die_after(path: str, write: str) -> None:
+    """A worker SIGKILLed right after one of its claim's writes to the storage."""
     storage = RDBStorage(f"sqlite:///{path}", heartbeat_interval=60, grace_period=120)
+    written = getattr(storage, write)
 
-    def then_die(write: Callable[..., object]) -> Callable[..., None]:
-        def written_then_dead(*args: object, **kwargs: object) -> None:
-            write(*args, **kwargs)
-            os._exit(9)  # no cleanup of any kind
-        return written_then_dead
+    def written_then_dead(*args: object, **kwargs: object) -> None:
+        written(*args, **kwargs)
+        os._exit(9)  # no cleanup of any kind
 
-    storage.create_new_trial = then_die(storage.create_new_trial)  # type: ignore[method-assign]
-    storage.set_trial_state_values = then_die(storage.set_trial_state_values)  # type: ignore[method-assign]
-    storage.record_heartbeat = then_die(storage.record_heartbeat)  # type: ignore[method-assign]
+    setattr(storage, write, written_then_dead)
     run_queued_trials(storage, optuna.load_study(study_name="s", storage=storage), objective, (), "dies",
                       lambda *_: None)
 
 
-def test_a_worker_killed_mid_claim_leaves_no_trial_the_study_waits_for_forever(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("write", "left"), [("create_new_trial", TrialState.WAITING),
+                                             ("record_heartbeat", TrialState.WAITING),
+                                             ("set_trial_state_values", TrialState.RUNNING)])
+def test_a_worker_killed_after_any_write_of_a_claim_leaves_no_trial_the_study_waits_for_forever(
+        write: str, left: TrialState, tmp_path: Path) -> None:
     """Optuna fails a RUNNING trial as stale only once it has a heartbeat: a claim that set RUNNING first and
-    died before its heartbeat left a trial every later worker waited for, forever (a resume hung in CI)."""
-    storage, study = study_in(tmp_path / "s.db")
+    died before its heartbeat left a trial every later worker waited for, forever (a resume hung in CI).
+    Killed after any write of a claim, the trial is taken by the next worker, at once or once stale."""
+    _, study = study_in(tmp_path / "s.db")
     set_trial_budget(study, 3)
-    dying = multiprocessing.get_context("fork").Process(target=_claim_and_die_after_its_first_write,
-                                                        args=(str(tmp_path / "s.db"),))
+    dying = multiprocessing.get_context("fork").Process(target=_claim_and_die_after,
+                                                        args=(str(tmp_path / "s.db"), write))
     dying.start()
     dying.join(60)
     assert dying.exitcode == 9
-    assert run_queued_trials(storage, study, objective, (), "next", lambda *_: None) == 3
-    assert unfinished(study) == []
+    assert [t.state for t in study.get_trials()] == [left]  # killed where this case says
+    storage = RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=2,
+                         heartbeat_stale_trial_callback=RetryFailedTrialCallback())  # stale after 2 s silent
+    study = optuna.load_study(study_name="s", storage=storage)
+    ran, deadline = 0, time.monotonic() + 30
+    while (ran := ran + run_queued_trials(storage, study, objective, (), "next", lambda *_: None)) < 3:
+        assert time.monotonic() < deadline, f"the study still waits for {unfinished(study)}"
+        time.sleep(0.1)
+    assert unfinished(study) == [] and len(finished_by_workers(study)) == 3
+
+
+def test_a_study_of_an_earlier_release_runs_the_trials_it_queued_up_front(tmp_path: Path) -> None:
+    """Before budgets, a study queued all its trials at its start: resumed now, it runs exactly those."""
+    storage, study = study_in(tmp_path / "s.db")
+    for _ in range(4):
+        study.enqueue_trial({})
+    assert run_queued_trials(storage, study, objective, (), "w0", lambda *_: None) == 4
+    assert len(study.trials) == 4 and unfinished(study) == []
