@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "its --workers; -1: all cores); results do not depend on it")
     parser.add_argument("--experiment", default=TUNING_EXPERIMENT, help="MLflow experiment name")
     parser.add_argument("--registered-model", default=MODEL_NAME, help="registry model name")
-    parser.add_argument("--storage", default=os.environ.get("OPTUNA_STORAGE"),
+    parser.add_argument("--storage", type=cli.study_storage, default=os.environ.get("OPTUNA_STORAGE"),
                         help="Optuna storage URL, e.g. postgresql://user:pw@host/optuna (default: $OPTUNA_STORAGE, "
                              "else sqlite optuna.db next to an SQLite tracking store)")
     parser.add_argument("--workers", type=cli.at_least(1), default=1,

@@ -50,6 +50,15 @@ def share(text: str) -> float:
     return value
 
 
+def study_storage(url: str) -> str:
+    """An Optuna storage the trial claims can lock: an SQLite file or PostgreSQL (`trial_queue._claiming`)."""
+    from review_sentiment.databases import is_postgres, without_password  # SQLAlchemy: not for --help
+    if not (url.startswith("sqlite:///") or is_postgres(url)):
+        raise argparse.ArgumentTypeError(f"must be sqlite:///FILE or postgresql://… (the databases whose trial "
+                                         f"claims can be locked), got {without_password(url)}")
+    return url
+
+
 def positive(text: str) -> float:
     value = float(text)
     if not value > 0:

@@ -149,3 +149,18 @@ def test_cli_exit_code_and_no_traceback(tmp_path: Path) -> None:
 
 def test_sample_is_the_default_data() -> None:
     assert sentiment_mlflow_optuna.parse_args([]).data == SAMPLE
+
+
+@pytest.mark.parametrize("url", ["mysql://user:secret@host/optuna", "redis://host", "optuna.db"])
+def test_a_storage_whose_trial_claims_cannot_be_locked_is_refused_in_one_line(
+        url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        sentiment_mlflow_optuna.parse_args(["--storage", url])
+    assert refused.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --storage: must be sqlite:///FILE or postgresql://" in error and "secret" not in error
+
+
+@pytest.mark.parametrize("url", ["sqlite:////tmp/optuna.db", "postgresql://u:p@h/optuna", "postgresql+psycopg://h/o"])
+def test_sqlite_and_postgresql_storages_are_taken(url: str) -> None:
+    assert sentiment_mlflow_optuna.parse_args(["--storage", url]).storage == url
