@@ -48,14 +48,21 @@ def log_trial_run(client: mlflow.MlflowClient, experiment_id: str, parent_run_id
 
 @contextmanager
 def written_beside() -> Iterator[Callable[[Callable[[], object]], None]]:
-    """`write(log)` runs `log` on one thread beside the caller, in order. The block ends once all are written,
-    and then raises the first that failed (a failure of the block itself comes first). A process killed
-    with logs still waiting leaves gaps: `log_missing_trial_runs` fills them."""
-    written: list[Future[object]] = []
+    """`write(log)` runs `log` on a thread beside the caller, once the previous `log` is done: one at a time
+    and at most one behind, so a trial's run is written within moments of the trial's end, as
+    `log_missing_trial_runs` counts on. A failed `log` is raised by the next `write`, or when the block
+    ends. A process killed with a log not yet written leaves a gap: `log_missing_trial_runs` fills it."""
     with ThreadPoolExecutor(1, thread_name_prefix="child-runs") as writer:
-        yield lambda log: written.append(writer.submit(log))
-    for future in written:
-        future.result()
+        last: list[Future[object]] = []
+
+        def write(log: Callable[[], object]) -> None:
+            if last:
+                last.pop().result()
+            last.append(writer.submit(log))
+
+        yield write
+    if last:
+        last.pop().result()
 
 
 def log_missing_trial_runs(client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str,

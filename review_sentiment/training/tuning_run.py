@@ -64,7 +64,8 @@ from review_sentiment.training.trial_queue import finished_by_workers, run_queue
 from review_sentiment.training.workers import parent_alive
 from text_cleaning import clean_texts
 
-WAIT_SECONDS = 0.1  # how often a worker looks for the run's studies, and the run whether others' trials finished
+STUDIES_WAIT_SECONDS = 0.1  # how often a local worker looks whether the run has made its studies
+WAIT_SECONDS = 0.25  # how often the run looks whether other workers' trials have finished (each look claims)
 
 @dataclass(frozen=True)
 class TuningSettings:
@@ -203,7 +204,7 @@ def prepare(settings: TuningSettings) -> Prepared:
 
 
 def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: bool = False) -> None:
-    """Run trials of a tuning command started elsewhere until its queues are empty; register nothing.
+    """Run trials of a tuning command started elsewhere until no trial is left to claim; register nothing.
     `wait`: a worker the command started itself waits for its studies to be made (or resumed)."""
     storage = _storage(settings, say=not wait)
     me = Worker(name, (settings.seed + zlib.crc32(name.encode())) % 2**32, shown=True)  # numpy seeds are 32-bit
@@ -216,14 +217,14 @@ def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: 
     while (studies := open_studies_to_join(storage, key, settings.models, me.seed)) is None and wait:
         if not parent_alive():
             return
-        time.sleep(WAIT_SECONDS)
+        time.sleep(STUDIES_WAIT_SECONDS)
     if studies is None:
         raise RunConflict("no unfinished tuning run with these data and flags in this storage: start it with "
                             "the same flags without --join (and the same --storage and MLFLOW_TRACKING_URI)")
     print(f"{name} (pid {os.getpid()}) joined the studies of run {key}", flush=True)
     ran = {s.family: _run_trials(s, prepared, settings, storage, me, until_complete=False)
            for s in studies if s.version is None}
-    print(f"{name}: ran " + ", ".join(f"{n} {family}" for family, n in ran.items()) + " trials; nothing left queued",
+    print(f"{name}: ran " + ", ".join(f"{n} {family}" for family, n in ran.items()) + " trials; nothing left to claim",
           flush=True)
 
 

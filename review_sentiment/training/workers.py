@@ -2,7 +2,7 @@
 cleaned, so a worker starts trials at once, on the same data, without loading or cleaning it again.
 Each opens its own connections (it never uses the ones this process had open when it forked) and runs
 what `--join` runs on another machine: it waits for the run's studies, then takes trials until their
-queues are empty."""
+studies have no trial left to claim."""
 from __future__ import annotations
 
 import multiprocessing
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 @contextmanager
 def local_workers(work: Callable[[str], None], count: int) -> Iterator[None]:
     """Run `work(name)` in `count` forked workers w1..wN beside this process. On the way out they are
-    waited for (each stops when the queues are empty); if the block fails, they are stopped, and a
+    waited for (each stops when no trial is left to claim); if the block fails, they are stopped, and a
     trial cut short is failed and queued again by the heartbeat check of the next run."""
     sys.stdout.flush()  # a forked worker would print again what this process had not yet written
     sys.stderr.flush()
