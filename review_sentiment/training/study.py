@@ -74,7 +74,7 @@ def pruner() -> optuna.pruners.MedianPruner:
 
 
 class MedianAtTrialStart(optuna.pruners.MedianPruner):
-    """Optuna's MedianPruner over the trials complete when the trial started, as its sampler read them,
+    """Optuna's MedianPruner over the trials complete when the trial was claimed, as its sampler sees them,
     rather than read from the storage again after every fold (~4 ms each on SQLite, ~14 ms a trial). The
     same decisions with one worker; with several, a trial that completes meanwhile counts from the
     next trial on, as it does for the sampler."""
@@ -85,7 +85,7 @@ class MedianAtTrialStart(optuna.pruners.MedianPruner):
 
 class _AtTrialStart:
     """What `PercentilePruner.prune` reads of a study (pinned: tests/code/test_trial_queue.py), its trials from
-    the study's read at the start of the trial (Optuna's own cache, which `tell` clears)."""
+    the claim's read of the study (Optuna's own per-thread cache, which `tell` clears)."""
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study

@@ -96,25 +96,29 @@ def fail_stale_trials(study: optuna.Study) -> None:
 
 def _claim(storage: RDBStorage, study: optuna.Study, study_id: int, budget: int) -> optuna.Trial | None:
     with _claiming(storage, study_id):
-        trial_id = _claimed_id(storage, study, study_id, budget)
+        fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)  # Optuna's cache: re-reads only trials unfinished when last read
+        trial_id = _claimed_id(storage, study, study_id, trials, budget)
     if trial_id is None:
         return None
-    study._thread_local.cached_all_trials = None  # what `study.ask` does: the trial's sampler reads the study anew
+    # The trial's sampler and pruner see the study as this claim read it, where `study.ask` clears Optuna's
+    # per-thread copy and they read it again moments later: one read of the study fewer a trial (~4 ms).
+    study._thread_local.cached_all_trials = trials
     return optuna.Trial(study, trial_id)
 
 
-def _claimed_id(storage: RDBStorage, study: optuna.Study, study_id: int, budget: int) -> int | None:
+def _claimed_id(storage: RDBStorage, study: optuna.Study, study_id: int, trials: list[FrozenTrial],
+                budget: int) -> int | None:
     """Under the claim lock: a WAITING trial (queued again after its worker died, or queued by a worker killed
     before it claimed it), else a new one while the budget lasts, moved to RUNNING; None when neither is left."""
-    fail_stale_trials(study)
-    trials = study.get_trials(deepcopy=False)  # Optuna's cache: re-reads only trials unfinished when last read
     for trial_id in [trial._trial_id for trial in trials if trial.state == TrialState.WAITING]:
         if _run(storage, trial_id):
             return trial_id
     if sum(RETRY not in trial.system_attrs for trial in trials) >= budget:
         return None
-    trial_id = storage.create_new_trial(study_id, create_trial(state=TrialState.WAITING,
-                                                               system_attrs={"fixed_params": {}}))
+    # queued through the study's own storage, so that Optuna's cache knows the trial without reading it
+    trial_id = study._storage.create_new_trial(study_id, create_trial(state=TrialState.WAITING,
+                                                                      system_attrs={"fixed_params": {}}))
     return trial_id if _run(storage, trial_id) else None
 
 

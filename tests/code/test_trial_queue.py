@@ -113,15 +113,16 @@ def test_pinned_the_pruner_at_trial_start_decides_as_optunas_median_pruner_with_
 def _claim_and_die_after(path: str, write: str) -> None:
     """A worker SIGKILLed right after one of its claim's writes to the storage."""
     storage = RDBStorage(f"sqlite:///{path}", heartbeat_interval=60, grace_period=120)
-    written = getattr(storage, write)
+    study = optuna.load_study(study_name="s", storage=storage)
+    writer = study._storage if write == "create_new_trial" else storage  # trials are queued through the study's
+    written = getattr(writer, write)
 
     def written_then_dead(*args: object, **kwargs: object) -> None:
         written(*args, **kwargs)
         os._exit(9)  # no cleanup of any kind
 
-    setattr(storage, write, written_then_dead)
-    run_queued_trials(storage, optuna.load_study(study_name="s", storage=storage), objective, (), "dies",
-                      lambda *_: None)
+    setattr(writer, write, written_then_dead)
+    run_queued_trials(storage, study, objective, (), "dies", lambda *_: None)
 
 
 @pytest.mark.parametrize(("write", "left"), [("create_new_trial", TrialState.WAITING),
