@@ -14,7 +14,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import optuna
@@ -66,51 +66,33 @@ def open_storage(url: str) -> RDBStorage:
 def sampler(seed: int, shared: bool) -> optuna.samplers.TPESampler:
     """Seeded TPE. When workers share a study, each treats the others' running trials as bad results
     so that two workers do not try the same region at once (`constant_liar`)."""
-    return TPEAsClaimed(seed=seed, constant_liar=shared)
-
-
-class TPEAsClaimed(optuna.samplers.TPESampler):
-    """Optuna's TPE, whose `constant_liar` sees the others' running trials as the trial's claim read them:
-    Optuna's reads the study again for every parameter it samples (7 reads a trial, ~4 ms each on SQLite,
-    more on PostgreSQL), for a list of running trials that changes once a trial per worker. Without
-    `constant_liar` it is Optuna's TPE exactly (which reads the claim's copy already)."""
-
-    def _sample(self, study: optuna.Study, trial: FrozenTrial,
-                search_space: dict[str, optuna.distributions.BaseDistribution]) -> dict[str, Any]:
-        return super()._sample(cast(optuna.Study, _AsClaimed(study)), trial, search_space)
-
-
-class _AsClaimed:
-    """The study, its trials always from Optuna's per-thread copy, which the trial's claim fills
-    (`trial_queue._claim`) and `tell` clears. What `PercentilePruner.prune` and `TPESampler._sample` read of
-    a study is pinned: tests/code/test_trial_queue.py."""
-
-    def __init__(self, study: optuna.Study) -> None:
-        self._study = study
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy, states)
-
-    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
-                    use_cache: bool = False) -> list[FrozenTrial]:
-        return self._study._get_trials(deepcopy, states, use_cache=True)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=shared)
 
 
 def pruner() -> optuna.pruners.MedianPruner:
-    return MedianAsClaimed(n_startup_trials=5)
+    return MedianAtTrialStart(n_startup_trials=5)
 
 
-class MedianAsClaimed(optuna.pruners.MedianPruner):
+class MedianAtTrialStart(optuna.pruners.MedianPruner):
     """Optuna's MedianPruner over the trials complete when the trial was claimed, as its sampler sees them,
     rather than read from the storage again after every fold (~4 ms each on SQLite, ~14 ms a trial). The
     same decisions with one worker; with several, a trial that completes meanwhile counts from the
     next trial on, as it does for the sampler."""
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        return super().prune(cast(optuna.Study, _AsClaimed(study)), trial)
+        return super().prune(cast(optuna.Study, _AtTrialStart(study)), trial)
+
+
+class _AtTrialStart:
+    """What `PercentilePruner.prune` reads of a study (pinned: tests/code/test_trial_queue.py), its trials from
+    the claim's read of the study (Optuna's own per-thread cache, which `tell` clears)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+        self.direction = study.direction
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._study._get_trials(deepcopy, states, use_cache=True)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
-from review_sentiment.training.study import pruner, sampler
+from review_sentiment.training.study import pruner
 from review_sentiment.training.trial_queue import (
     finished_by_workers,
     run_queued_trials,
@@ -108,34 +108,6 @@ def test_pinned_the_pruner_at_trial_start_decides_as_optunas_median_pruner_with_
     assert [(t.state, t.value, t.last_step) for t in ours.trials] == [
         (t.state, t.value, t.last_step) for t in optunas.trials]
     assert sum(t.state == TrialState.PRUNED for t in ours.trials) >= 5
-
-
-def test_pinned_the_shared_sampler_samples_as_optunas_tpe_with_constant_liar_reading_the_study_once() -> None:
-    """`sampler(seed, shared=True)` reads the running trials once a trial, where Optuna's TPE with constant_liar
-    reads them for every parameter: read at the same moment, they sample the same (two parameters a trial,
-    earlier trials left running)."""
-    def suggested(tpe: optuna.samplers.BaseSampler) -> tuple[list[tuple[float, int]], int]:
-        study = optuna.create_study(sampler=tpe)
-        study.optimize(objective, n_trials=12)
-        reads, read = [0], study._storage.get_all_trials
-
-        def counted(*args: Any, **kwargs: Any) -> list[optuna.trial.FrozenTrial]:
-            reads[0] += 1
-            return read(*args, **kwargs)
-
-        study._storage.get_all_trials = counted  # type: ignore[method-assign]
-        picks = []
-        for _ in range(6):
-            trial = study.ask()  # left running: the next trials treat it as a bad result
-            picks.append((trial.suggest_float("x", -10, 10), trial.suggest_int("n", 0, 3)))
-        return picks, reads[0]
-
-    (ours, our_reads), (optunas, optunas_reads) = (suggested(sampler(7, shared=True)),
-                                                   suggested(optuna.samplers.TPESampler(seed=7, constant_liar=True)))
-    assert ours == optunas
-    # `ask` reads the waiting trials, then the sampler fills the per-thread copy: twice a trial, where Optuna's
-    # constant liar also reads once a parameter
-    assert (our_reads, optunas_reads) == (12, 24)
 
 
 def _claim_and_die_after(path: str, write: str) -> None:
