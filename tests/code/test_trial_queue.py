@@ -14,7 +14,7 @@ import pytest
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
-from review_sentiment.training.study import pruner
+from review_sentiment.training.study import pruner, sampler
 from review_sentiment.training.trial_queue import (
     finished_by_workers,
     run_queued_trials,
@@ -30,18 +30,20 @@ def objective(trial: optuna.Trial) -> float:
     return (x - 2) ** 2 + trial.suggest_int("n", 0, 3)
 
 
-def study_in(path: Path) -> tuple[RDBStorage, optuna.Study]:
+def study_in(path: Path, tpe: optuna.samplers.BaseSampler | None = None) -> tuple[RDBStorage, optuna.Study]:
     storage = RDBStorage(f"sqlite:///{path}", heartbeat_interval=60, grace_period=120)
-    return storage, optuna.create_study(storage=storage, sampler=optuna.samplers.TPESampler(seed=3),
+    return storage, optuna.create_study(storage=storage, sampler=tpe or optuna.samplers.TPESampler(seed=3),
                                         study_name="s")
 
 
-def test_pinned_claimed_trials_run_as_optunas_own_loop_runs_them(tmp_path: Path) -> None:
-    storage, ours = study_in(tmp_path / "ours.db")
+@pytest.mark.parametrize("shared", [False, True])
+def test_pinned_claimed_trials_run_as_optunas_own_loop_runs_them(shared: bool, tmp_path: Path) -> None:
+    """The tuning run's sampler, with one worker and with several (constant liar), on claimed trials."""
+    storage, ours = study_in(tmp_path / "ours.db", sampler(3, shared))
     set_trial_budget(ours, 25)
     done: list[int] = []
     assert run_queued_trials(storage, ours, objective, (), "w0", lambda _, t: done.append(t.number)) == 25
-    _, optunas = study_in(tmp_path / "optunas.db")
+    _, optunas = study_in(tmp_path / "optunas.db", optuna.samplers.TPESampler(seed=3, constant_liar=shared))
     optunas.optimize(objective, n_trials=25)
 
     assert done == list(range(25)) and unfinished(ours) == []
@@ -54,23 +56,23 @@ def test_pinned_claimed_trials_run_as_optunas_own_loop_runs_them(tmp_path: Path)
 
 def _run_as(path: str, worker: str) -> None:
     """A worker whose storage takes 0.2 s to queue a trial: without the claim lock, workers that all read
-    the budget unspent before one of them queues its trial overshoot it (seen: 7 of 6)."""
+    the budget unspent before one of them queues its trial overshoot it (seen: 6 of 5)."""
     storage = RDBStorage(f"sqlite:///{path}", heartbeat_interval=60, grace_period=120)
-    queue = storage.create_new_trial
+    study = optuna.load_study(study_name="s", storage=storage)
+    queue = study._storage.create_new_trial  # trials are queued through the study's storage
 
     def slowly(*args: Any, **kwargs: Any) -> int:
         time.sleep(0.2)
         return queue(*args, **kwargs)
 
-    storage.create_new_trial = slowly  # type: ignore[method-assign]
-    run_queued_trials(storage, optuna.load_study(study_name="s", storage=storage), objective, (), worker,
-                      lambda *_: None)
+    study._storage.create_new_trial = slowly  # type: ignore[method-assign]
+    run_queued_trials(storage, study, objective, (), worker, lambda *_: None)
 
 
 def test_workers_racing_for_a_lazily_queued_budget_run_exactly_the_budget(tmp_path: Path) -> None:
-    """Trials are queued as workers claim them: three processes at once queue and run exactly 6, none twice."""
+    """Trials are queued as workers claim them: three processes at once queue and run exactly 5, none twice."""
     storage, study = study_in(tmp_path / "s.db")
-    set_trial_budget(study, 6)
+    set_trial_budget(study, 5)
     fork = multiprocessing.get_context("fork")
     workers = [fork.Process(target=_run_as, args=(str(tmp_path / "s.db"), f"w{i}")) for i in range(3)]
     for worker in workers:
@@ -79,7 +81,7 @@ def test_workers_racing_for_a_lazily_queued_budget_run_exactly_the_budget(tmp_pa
         worker.join(120)
     assert [worker.exitcode for worker in workers] == [0, 0, 0]
     trials = study.get_trials(deepcopy=False)
-    assert sorted(t.number for t in trials) == list(range(6)) and unfinished(study) == []
+    assert sorted(t.number for t in trials) == list(range(5)) and unfinished(study) == []
     assert len({t.user_attrs["worker"] for t in trials}) > 1  # they did run side by side
 
 
@@ -96,12 +98,12 @@ def folds(trial: optuna.Trial) -> float:
 def test_pinned_the_pruner_at_trial_start_decides_as_optunas_median_pruner_with_one_worker(tmp_path: Path) -> None:
     """`pruner()` reads the complete trials once a trial (the sampler's read), not after every report."""
     storage = RDBStorage(f"sqlite:///{tmp_path / 'ours.db'}", heartbeat_interval=60, grace_period=120)
-    ours = optuna.create_study(storage=storage, sampler=optuna.samplers.TPESampler(seed=5), pruner=pruner(),
+    ours = optuna.create_study(storage=storage, sampler=sampler(5, shared=False), pruner=pruner(),
                                study_name="s", direction="maximize")
     set_trial_budget(ours, 30)
     run_queued_trials(storage, ours, folds, (), "w0", lambda *_: None)
     optunas = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optunas.db'}", direction="maximize",
-                                  sampler=optuna.samplers.TPESampler(seed=5),
+                                  sampler=optuna.samplers.TPESampler(seed=5, constant_liar=False),
                                   pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
     optunas.optimize(folds, n_trials=30)
 
