@@ -11,7 +11,8 @@ runs' end times; the release before logged a trial's run only when it ended).
   moved to core 1 as soon as it exists: how trials per second scale with workers that each have a core.
 - Storage and tracking per trial: one worker run in a child process with a timer on every call it makes
   to Optuna's storage and on the MLflow calls that log a trial's child run, while it runs trials
-  (claims and heartbeats included), divided by its trials.
+  (claims included), divided by its trials; the heartbeat thread's and the child-run writer's calls are
+  counted apart, as beside the trials.
 
 The stack (PostgreSQL, MLflow server, Prefect server) is started in a temporary folder and stopped at
 the end.
@@ -102,8 +103,8 @@ def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
 
 
 def storage_ms_per_trial(reviews: Path, env: dict[str, str]) -> tuple[float, float, dict[str, float]]:
-    """ms of storage and tracking per trial on the trials' path, ms beside it (the thread writing child
-    runs), and ms by call: one worker, 3 families x 20 trials (`profile`)."""
+    """ms of storage and tracking per trial on the trials' path, ms beside it (the heartbeat thread and the
+    thread writing child runs), and ms by call: one worker, 3 families x 20 trials (`profile`)."""
     with tempfile.TemporaryDirectory() as work:
         env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"} | env | {"PYTHONPATH": str(PROJECT)}
         done = subprocess.run([sys.executable, __file__, "--profile", str(reviews), "--experiment",

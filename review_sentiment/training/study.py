@@ -70,22 +70,23 @@ def sampler(seed: int, shared: bool) -> optuna.samplers.TPESampler:
 
 
 def pruner() -> optuna.pruners.MedianPruner:
-    return MedianAtTrialStart(n_startup_trials=5)
+    return MedianAtClaim(n_startup_trials=5)
 
 
-class MedianAtTrialStart(optuna.pruners.MedianPruner):
-    """Optuna's MedianPruner over the trials complete when the trial was claimed, as its sampler sees them,
-    rather than read from the storage again after every fold (~4 ms each on SQLite, ~14 ms a trial). The
-    same decisions with one worker; with several, a trial that completes meanwhile counts from the
-    next trial on, as it does for the sampler."""
+class MedianAtClaim(optuna.pruners.MedianPruner):
+    """Optuna's MedianPruner over the trials complete when the trial was claimed (the claim's read of the
+    study), rather than read from the storage again after every fold (~4 ms each on SQLite, ~14 ms a
+    trial). The same decisions with one worker; with several, a trial another worker completes meanwhile
+    counts from this worker's next trial on."""
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        return super().prune(cast(optuna.Study, _AtTrialStart(study)), trial)
+        return super().prune(cast(optuna.Study, _AtClaim(study)), trial)
 
 
-class _AtTrialStart:
+class _AtClaim:
     """What `PercentilePruner.prune` reads of a study (pinned: tests/code/test_trial_queue.py), its trials from
-    the claim's read of the study (Optuna's own per-thread cache, which `tell` clears)."""
+    the claim's read of the study (Optuna's own per-thread copy, which `trial_queue._claim` fills and `tell`
+    clears)."""
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study

@@ -46,9 +46,9 @@ def set_trial_budget(study: optuna.Study, count: int) -> None:
 def run_queued_trials(storage: RDBStorage, study: optuna.Study, objective: Callable[[optuna.Trial], float],
                       failures: tuple[type[Exception], ...], worker: str, on_done: TrialDone) -> int:
     """Run the study's trials until none is waiting and its budget is spent; return how many this worker
-    ran. Each trial records
-    its `worker`. An exception in `failures` fails its trial and the study goes on; any other leaves
-    the trial to the heartbeat check (it is queued again when a worker runs this study next)."""
+    ran. Each trial records its `worker`. An exception in `failures` fails its trial and the study goes on;
+    any other leaves the trial to the heartbeat check (it is queued again when a worker runs this study
+    next)."""
     ran = 0
     study_id = storage.get_study_id_from_name(study.study_name)
     budget = study.user_attrs.get(BUDGET, 0)  # none: a study of an earlier release, its trials all queued
