@@ -7,7 +7,7 @@ track every trial in MLflow, register each family's best model and promote the c
     python sentiment_mlflow_optuna.py --join --storage URL  # on another machine: help a run started elsewhere
     mlflow ui                                             # then open http://127.0.0.1:5000
 
-Studies live in an Optuna storage (--storage, $OPTUNA_STORAGE, else optuna.db next to an SQLite mlflow.db):
+Studies live in an Optuna storage (--storage, $OPTUNA_STORAGE, else optuna.journal next to an SQLite mlflow.db):
 rerunning a command that was killed resumes it; rerunning a finished one tunes afresh.
 """
 # The run itself (load → clean → split → tune → evaluate → log → register → promote) reads top to
@@ -48,8 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--experiment", default=TUNING_EXPERIMENT, help="MLflow experiment name")
     parser.add_argument("--registered-model", default=MODEL_NAME, help="registry model name")
     parser.add_argument("--storage", type=cli.study_storage, default=os.environ.get("OPTUNA_STORAGE"),
-                        help="Optuna storage URL, e.g. postgresql://user:pw@host/optuna (default: $OPTUNA_STORAGE, "
-                             "else sqlite optuna.db next to an SQLite tracking store)")
+                        help="Optuna storage: FILE.journal, sqlite:///FILE or postgresql://user:pw@host/optuna "
+                             "(default: $OPTUNA_STORAGE, else optuna.journal next to an SQLite tracking store)")
     parser.add_argument("--workers", type=cli.at_least(1), default=1,
                         help="worker processes sharing each family's study (1: exactly reproducible)")
     parser.add_argument("--join", action="store_true",

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from review_sentiment.orchestration.local_prefect import quiet_prefect_env
 
@@ -51,11 +52,14 @@ def share(text: str) -> float:
 
 
 def study_storage(url: str) -> str:
-    """An Optuna storage the trial claims can lock: an SQLite file or PostgreSQL (`trial_queue._claiming`)."""
+    """An Optuna storage the trial claims can lock (`trial_queue._claiming`): a journal file (made absolute, so
+    that a worker started elsewhere on the machine names the same one), an SQLite file or PostgreSQL."""
     from review_sentiment.databases import is_postgres, without_password  # SQLAlchemy: not for --help
+    if url.endswith(".journal") and "://" not in url:
+        return str(Path(url).resolve())
     if not (url.startswith("sqlite:///") or is_postgres(url)):
-        raise argparse.ArgumentTypeError(f"must be sqlite:///FILE or postgresql://… (the databases whose trial "
-                                         f"claims can be locked), got {without_password(url)}")
+        raise argparse.ArgumentTypeError(f"must be FILE.journal, sqlite:///FILE or postgresql://… (the storages "
+                                         f"whose trial claims can be locked), got {without_password(url)}")
     return url
 
 

@@ -16,12 +16,12 @@ from types import TracebackType
 
 import mlflow
 import optuna
-from optuna.storages import RDBStorage
 
 from review_sentiment.tracking.orphans import adopt, close_orphaned_runs, closed_orphans_line, live_writer
 from review_sentiment.tracking.promotion import decide_pending
 from review_sentiment.tracking.undo import Writes, undone_on_failure
 from review_sentiment.training.family_studies import FamilyStudy, finish_attempt, open_attempt
+from review_sentiment.training.study import Storage
 from review_sentiment.training.workers import local_workers
 
 
@@ -32,7 +32,7 @@ class RunConflict(ValueError):
 class Attempt:
     """One tuning command's attempt at its studies (a rerun of a killed command resumes it)."""
 
-    def __init__(self, storage: RDBStorage, registered_model: str, unlocked_promotion: bool):
+    def __init__(self, storage: Storage, registered_model: str, unlocked_promotion: bool):
         self.storage, self.registered_model, self.unlocked = storage, registered_model, unlocked_promotion
         self.taken: list[FamilyStudy] = []  # ours once opened: a failure deletes them (a rerun starts afresh)
         self._exits = ExitStack()

@@ -16,9 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
-from optuna.storages import RDBStorage
 
-from review_sentiment.training.study import pruner, sampler
+from review_sentiment.training.study import Storage, pruner, sampler
 from review_sentiment.training.trial_queue import finished_by_workers, set_trial_budget
 
 PARENT_RUN, VERSION, DONE = "mlflow_parent_run_id", "registered_version", "attempt_done"
@@ -43,7 +42,7 @@ def command_key(**decisive: object) -> str:
     return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def open_attempt(storage: RDBStorage, key: str, families: Sequence[str], trials: int, seed: int, shared: bool,
+def open_attempt(storage: Storage, key: str, families: Sequence[str], trials: int, seed: int, shared: bool,
                  new_parent_run: Callable[[str, str], str]) -> list[FamilyStudy]:
     """Resume this command's unfinished attempt, or start the next one: one study per family, its
     budget of trials set, its parent run made by `new_parent_run(family, study_name)`."""
@@ -61,7 +60,7 @@ def open_attempt(storage: RDBStorage, key: str, families: Sequence[str], trials:
     return studies
 
 
-def open_studies_to_join(storage: RDBStorage, key: str, families: Sequence[str],
+def open_studies_to_join(storage: Storage, key: str, families: Sequence[str],
                          seed: int) -> list[FamilyStudy] | None:
     """The unfinished attempt of this command, for a worker that joins it; None if there is none."""
     latest, _ = _attempts(storage, key, families)
@@ -73,7 +72,7 @@ def finish_attempt(studies: Sequence[FamilyStudy]) -> None:
         family_study.study.set_user_attr(DONE, True)
 
 
-def _load(storage: RDBStorage, key: str, families: Sequence[str], attempt: int, seed: int,
+def _load(storage: Storage, key: str, families: Sequence[str], attempt: int, seed: int,
           shared: bool) -> list[FamilyStudy] | None:
     studies = [optuna.load_study(study_name=_name(family, key, attempt), storage=storage,
                                  sampler=sampler(seed, shared), pruner=pruner()) for family in families]
@@ -83,7 +82,7 @@ def _load(storage: RDBStorage, key: str, families: Sequence[str], attempt: int, 
             for family, study in zip(families, studies, strict=True)]
 
 
-def _attempts(storage: RDBStorage, key: str, families: Sequence[str]) -> tuple[int | None, int]:
+def _attempts(storage: Storage, key: str, families: Sequence[str]) -> tuple[int | None, int]:
     """The latest attempt with a study for every family (None if none), and the next free number: a
     start killed while creating its studies leaves an incomplete set, which is never resumed."""
     names = set(optuna.get_all_study_names(storage))

@@ -27,8 +27,11 @@ from review_sentiment.modeling.families import FAMILIES, Params
 from review_sentiment.modeling.fold_counts import CountedFolds, left_no_words, tfidf_features
 from review_sentiment.modeling.linear import decision_values
 from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.training.journal import SUFFIX as JOURNAL
+from review_sentiment.training.journal import HeartbeatJournal
 
 Objective = Callable[[optuna.Trial], float]
+Storage = RDBStorage | HeartbeatJournal  # where a run's studies live; both keep heartbeats
 HEARTBEAT_SECONDS = 2  # a running trial says it is alive this often ...
 GRACE_SECONDS = 10  # ... and is marked failed (and queued again) when silent this long: its worker is gone
 RETRIES = 3  # how often one configuration is queued again after its worker died
@@ -40,23 +43,28 @@ class EmptyVocabulary(ValueError):
 
 
 def default_storage(tracking_uri: str) -> str:
-    """An SQLite file next to an SQLite tracking store (else in the working folder): studies persist
-    on a laptop too, so a killed run resumes."""
+    """A journal file next to an SQLite tracking store (else in the working folder): studies persist on a
+    laptop too, so a killed run resumes. A folder with the SQLite file of an earlier release (and no
+    journal) keeps it, so that a run killed before the upgrade resumes too."""
     folder = Path(tracking_uri.removeprefix("sqlite:///")).parent if tracking_uri.startswith("sqlite:///") else Path()
-    return f"sqlite:///{folder.resolve() / 'optuna.db'}"
+    journal, earlier = folder.resolve() / f"optuna{JOURNAL}", folder.resolve() / "optuna.db"
+    return f"sqlite:///{earlier}" if earlier.exists() and not journal.exists() else str(journal)
 
 
-def open_storage(url: str) -> RDBStorage:
-    """Optuna's relational storage with heartbeats: a trial whose worker died (kill -9, lost machine)
-    is marked failed by the next worker that looks, and its configuration is queued again."""
-    engine = {"pool_pre_ping": True} if is_postgres(url) else {"connect_args": {"timeout": 60}}
+def open_storage(url: str) -> Storage:
+    """Optuna's storage with heartbeats: a trial whose worker died (kill -9, lost machine) is marked
+    failed by the next worker that looks, and its configuration is queued again. A path ending in
+    .journal is a journal file (`journal.HeartbeatJournal`: one machine's workers); a URL, a database."""
     with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8; the callback is
         # deprecated for RetryHeartbeatStaleTrialCallback (Optuna 4.9), which is experimental itself
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryFailedTrialCallback(max_retry=RETRIES)
+        if url.endswith(JOURNAL) and "://" not in url:
+            return HeartbeatJournal(Path(url), HEARTBEAT_SECONDS, GRACE_SECONDS, retry)
+        engine = {"pool_pre_ping": True} if is_postgres(url) else {"connect_args": {"timeout": 60}}
         storage = RDBStorage(sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                             grace_period=GRACE_SECONDS,
-                             heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=RETRIES))
+                             grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=retry)
     if storage.engine.dialect.name == "sqlite":  # a trial commits ~25 times: 92 → 40 ms of storage per trial
         sqlalchemy.event.listen(storage.engine, "connect", write_ahead)
         storage.engine.dispose()  # the connections made while creating the tables predate the listener

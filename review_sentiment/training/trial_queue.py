@@ -30,6 +30,8 @@ from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from review_sentiment.processes import exclusive_file_lock
+from review_sentiment.training.journal import HeartbeatJournal
+from review_sentiment.training.study import Storage
 
 log = logging.getLogger(__name__)
 TrialDone = Callable[[optuna.Study, FrozenTrial], None]
@@ -43,7 +45,7 @@ def set_trial_budget(study: optuna.Study, count: int) -> None:
     study.set_user_attr(BUDGET, count)
 
 
-def run_queued_trials(storage: RDBStorage, study: optuna.Study, objective: Callable[[optuna.Trial], float],
+def run_queued_trials(storage: Storage, study: optuna.Study, objective: Callable[[optuna.Trial], float],
                       failures: tuple[type[Exception], ...], worker: str, on_done: TrialDone) -> int:
     """Run the study's trials until none is waiting and its budget is spent; return how many this worker
     ran. Each trial records its `worker`. An exception in `failures` fails its trial and the study goes on;
@@ -94,7 +96,7 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _claim(storage: RDBStorage, study: optuna.Study, study_id: int, budget: int) -> optuna.Trial | None:
+def _claim(storage: Storage, study: optuna.Study, study_id: int, budget: int) -> optuna.Trial | None:
     with _claiming(storage, study_id):
         fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)  # Optuna's cache: re-reads only trials unfinished when last read
@@ -107,7 +109,7 @@ def _claim(storage: RDBStorage, study: optuna.Study, study_id: int, budget: int)
     return optuna.Trial(study, trial_id)
 
 
-def _claimed_id(storage: RDBStorage, study: optuna.Study, study_id: int, trials: list[FrozenTrial],
+def _claimed_id(storage: Storage, study: optuna.Study, study_id: int, trials: list[FrozenTrial],
                 budget: int) -> int | None:
     """Under the claim lock: a WAITING trial (queued again after its worker died, or queued by a worker killed
     before it claimed it), else a new one while the budget lasts, moved to RUNNING; None when neither is left."""
@@ -122,7 +124,7 @@ def _claimed_id(storage: RDBStorage, study: optuna.Study, study_id: int, trials:
     return trial_id if _run(storage, trial_id) else None
 
 
-def _run(storage: RDBStorage, trial_id: int) -> bool:
+def _run(storage: Storage, trial_id: int) -> bool:
     """Move a WAITING trial to RUNNING; False if it is no longer waiting. The heartbeat first: Optuna never
     fails a RUNNING trial without one as stale, so a worker killed between the two writes in the other order
     left a trial every later worker waited for forever. This way a kill between them leaves the trial
@@ -135,25 +137,26 @@ def _run(storage: RDBStorage, trial_id: int) -> bool:
 
 
 @contextmanager
-def _claiming(storage: RDBStorage, study_id: int) -> Iterator[None]:
+def _claiming(storage: Storage, study_id: int) -> Iterator[None]:
     """Claims one worker at a time, so that two never queue the budget's last trial twice or take the same
     one. PostgreSQL: a transaction's advisory lock per study, for workers on any machine; the server ends
     the session of a holder that stays idle for 30 s (a lost machine), so its lock cannot stall the others.
-    SQLite: an exclusive `flock` beside the file, whose workers are on one machine; one lock for all its
-    studies. Both end with their holder's process."""
-    if storage.engine.dialect.name == "postgresql":
+    SQLite or a journal: an exclusive `flock` beside the file, whose workers are on one machine; one lock for
+    all its studies. Both end with their holder's process."""
+    if isinstance(storage, RDBStorage) and storage.engine.dialect.name == "postgresql":
         with storage.engine.begin() as connection:
             connection.execute(sqlalchemy.text("SET LOCAL idle_in_transaction_session_timeout = '30s'"))
             connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:lock, :study)"),
                                {"lock": CLAIM_LOCK, "study": study_id})
             yield
         return
-    with exclusive_file_lock(Path(f"{storage.engine.url.database}.claims")):
+    file = storage.path if isinstance(storage, HeartbeatJournal) else storage.engine.url.database
+    with exclusive_file_lock(Path(f"{file}.claims")):
         yield
 
 
 @contextmanager
-def _heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
+def _heartbeat(storage: Storage, trial_id: int) -> Iterator[None]:
     """Record a heartbeat for the trial now and every interval until the block ends."""
     stop = threading.Event()
     interval = storage.get_heartbeat_interval()

@@ -25,7 +25,7 @@ import numpy as np
 import optuna
 from mlflow.entities import Param
 from mlflow.store.db.db_types import DATABASE_ENGINES
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
@@ -55,6 +55,7 @@ from review_sentiment.training.study import (
     GRACE_SECONDS,
     TRIAL_FAILURES,
     BestTrialDecisions,
+    Storage,
     default_storage,
     fold_scorer,
     objective,
@@ -229,7 +230,7 @@ def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: 
 
 
 def tune_and_register(
-    family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: RDBStorage, me: Worker,
+    family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: Storage, me: Worker,
     writes: Writes,
 ) -> FamilyResult:
     """Run trials until the family's study is complete (the other workers' ones included), then, in its
@@ -304,7 +305,7 @@ def print_summary(results: list[FamilyResult], model_name: str, candidate: str,
     print(f"Champion: models:/{model_name}@{CHAMPION} = v{promotion.champion}  ({seconds:.1f}s total)")
 
 
-def _storage(settings: TuningSettings, say: bool) -> RDBStorage:
+def _storage(settings: TuningSettings, say: bool) -> Storage:
     url = settings.storage or default_storage(mlflow.get_tracking_uri())
     if say:
         print(f"Optuna: studies in {without_password(url)}")
@@ -323,7 +324,7 @@ def _new_parent_run(experiment_id: str, family: str, study_name: str, prepared: 
     return run.info.run_id
 
 
-def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: RDBStorage,
+def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: Storage,
                 me: Worker, *, until_complete: bool, best: BestTrialDecisions | None = None) -> int:
     """Run queued trials of the family; `until_complete` also waits for the other workers' running
     trials (and runs the ones queued again because their worker died) until none is left. `best` keeps

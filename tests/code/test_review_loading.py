@@ -16,6 +16,7 @@ from mlflow.entities import ViewType
 
 import sentiment_mlflow_optuna
 from review_sentiment.data.reviews import ReviewDataError, load_reviews, split_reviews
+from review_sentiment.training.study import open_storage
 from tests.helpers import PROJECT_DIR, SAMPLE, Store
 
 
@@ -124,7 +125,8 @@ def test_a_failure_after_writing_takes_back_what_was_written(store: Store, tmp_p
     assert mlflow.MlflowClient().search_registered_models() == []
     deleted = mlflow.search_runs(search_all_experiments=True, run_view_type=ViewType.DELETED_ONLY)
     assert len(deleted) == 3  # both families' runs (made before any trial) and the trial, in MLflow's trash
-    assert optuna.get_all_study_names(f"sqlite:///{store.path / 'optuna.db'}") == []  # a rerun starts afresh
+    journal = store.path / "optuna.journal"  # the default storage, where the studies were made
+    assert journal.exists() and optuna.get_all_study_names(open_storage(str(journal))) == []  # a rerun starts afresh
 
 
 def test_loader_raises_review_data_error_only(tmp_path: Path) -> None:
@@ -158,9 +160,17 @@ def test_a_storage_whose_trial_claims_cannot_be_locked_is_refused_in_one_line(
         sentiment_mlflow_optuna.parse_args(["--storage", url])
     assert refused.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "argument --storage: must be sqlite:///FILE or postgresql://" in error and "secret" not in error
+    assert "argument --storage: must be FILE.journal, sqlite:///FILE or postgresql://" in error
+    assert "secret" not in error
 
 
-@pytest.mark.parametrize("url", ["sqlite:////tmp/optuna.db", "postgresql://u:p@h/optuna", "postgresql+psycopg://h/o"])
-def test_sqlite_and_postgresql_storages_are_taken(url: str) -> None:
+@pytest.mark.parametrize("url", ["/tmp/optuna.journal", "sqlite:////tmp/optuna.db", "postgresql://u:p@h/optuna",
+                                 "postgresql+psycopg://h/o"])
+def test_journal_sqlite_and_postgresql_storages_are_taken(url: str) -> None:
     assert sentiment_mlflow_optuna.parse_args(["--storage", url]).storage == url
+
+
+def test_a_journal_is_named_by_its_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """So that a worker started elsewhere on the machine (`--join`) names the same file."""
+    monkeypatch.chdir(tmp_path)
+    assert sentiment_mlflow_optuna.parse_args(["--storage", "runs.journal"]).storage == str(tmp_path / "runs.journal")

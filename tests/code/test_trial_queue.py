@@ -14,7 +14,8 @@ import pytest
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
-from review_sentiment.training.study import pruner, sampler
+from review_sentiment.training.journal import HEARTBEAT, HeartbeatJournal
+from review_sentiment.training.study import Storage, pruner, sampler
 from review_sentiment.training.trial_queue import (
     finished_by_workers,
     run_queued_trials,
@@ -30,16 +31,25 @@ def objective(trial: optuna.Trial) -> float:
     return (x - 2) ** 2 + trial.suggest_int("n", 0, 3)
 
 
-def study_in(path: Path, tpe: optuna.samplers.BaseSampler | None = None) -> tuple[RDBStorage, optuna.Study]:
-    storage = RDBStorage(f"sqlite:///{path}", heartbeat_interval=60, grace_period=120)
+def storage_at(path: Path, interval: int = 60, grace: int = 120,
+               on_stale: RetryFailedTrialCallback | None = None) -> Storage:
+    """The storage kinds a run's studies live in: an SQLite file (RDBStorage), or a journal file."""
+    if path.suffix == ".journal":
+        return HeartbeatJournal(path, interval, grace, on_stale)
+    return RDBStorage(f"sqlite:///{path}", heartbeat_interval=interval, grace_period=grace,
+                      heartbeat_stale_trial_callback=on_stale)
+
+
+def study_in(path: Path, tpe: optuna.samplers.BaseSampler | None = None) -> tuple[Storage, optuna.Study]:
+    storage = storage_at(path)
     return storage, optuna.create_study(storage=storage, sampler=tpe or optuna.samplers.TPESampler(seed=3),
                                         study_name="s")
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_pinned_claimed_trials_run_as_optunas_own_loop_runs_them(shared: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("shared", "file"), [(False, "ours.db"), (True, "ours.db"), (True, "ours.journal")])
+def test_pinned_claimed_trials_run_as_optunas_own_loop_runs_them(shared: bool, file: str, tmp_path: Path) -> None:
     """The tuning run's sampler, with one worker and with several (constant liar), on claimed trials."""
-    storage, ours = study_in(tmp_path / "ours.db", sampler(3, shared))
+    storage, ours = study_in(tmp_path / file, sampler(3, shared))
     set_trial_budget(ours, 25)
     done: list[int] = []
     assert run_queued_trials(storage, ours, objective, (), "w0", lambda _, t: done.append(t.number)) == 25
@@ -54,10 +64,10 @@ def test_pinned_claimed_trials_run_as_optunas_own_loop_runs_them(shared: bool, t
         storage.get_study_id_from_name("s"), t.number) for t in ours.trials)
 
 
-def _run_as(path: str, worker: str) -> None:
+def _run_as(path: Path, worker: str) -> None:
     """A worker whose storage takes 0.2 s to queue a trial: without the claim lock, workers that all read
     the budget unspent before one of them queues its trial overshoot it (seen: 6 of 5)."""
-    storage = RDBStorage(f"sqlite:///{path}", heartbeat_interval=60, grace_period=120)
+    storage = storage_at(path)
     study = optuna.load_study(study_name="s", storage=storage)
     queue = study._storage.create_new_trial  # trials are queued through the study's storage
 
@@ -69,12 +79,13 @@ def _run_as(path: str, worker: str) -> None:
     run_queued_trials(storage, study, objective, (), worker, lambda *_: None)
 
 
-def test_workers_racing_for_a_lazily_queued_budget_run_exactly_the_budget(tmp_path: Path) -> None:
+@pytest.mark.parametrize("file", ["s.db", "s.journal"])
+def test_workers_racing_for_a_lazily_queued_budget_run_exactly_the_budget(file: str, tmp_path: Path) -> None:
     """Trials are queued as workers claim them: three processes at once queue and run exactly 5, none twice."""
-    storage, study = study_in(tmp_path / "s.db")
+    storage, study = study_in(tmp_path / file)
     set_trial_budget(study, 5)
     fork = multiprocessing.get_context("fork")
-    workers = [fork.Process(target=_run_as, args=(str(tmp_path / "s.db"), f"w{i}")) for i in range(3)]
+    workers = [fork.Process(target=_run_as, args=(tmp_path / file, f"w{i}")) for i in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -112,9 +123,9 @@ def test_pinned_the_pruner_at_trial_start_decides_as_optunas_median_pruner_with_
     assert sum(t.state == TrialState.PRUNED for t in ours.trials) >= 5
 
 
-def _claim_and_die_after(path: str, write: str) -> None:
+def _claim_and_die_after(path: Path, write: str) -> None:
     """A worker SIGKILLed right after one of its claim's writes to the storage."""
-    storage = RDBStorage(f"sqlite:///{path}", heartbeat_interval=60, grace_period=120)
+    storage = storage_at(path)
     study = optuna.load_study(study_name="s", storage=storage)
     writer = study._storage if write == "create_new_trial" else storage  # trials are queued through the study's
     written = getattr(writer, write)
@@ -127,24 +138,23 @@ def _claim_and_die_after(path: str, write: str) -> None:
     run_queued_trials(storage, study, objective, (), "dies", lambda *_: None)
 
 
+@pytest.mark.parametrize("file", ["s.db", "s.journal"])
 @pytest.mark.parametrize(("write", "left"), [("create_new_trial", TrialState.WAITING),
                                              ("record_heartbeat", TrialState.WAITING),
                                              ("set_trial_state_values", TrialState.RUNNING)])
 def test_a_worker_killed_after_any_write_of_a_claim_leaves_no_trial_the_study_waits_for_forever(
-        write: str, left: TrialState, tmp_path: Path) -> None:
+        write: str, left: TrialState, file: str, tmp_path: Path) -> None:
     """Optuna fails a RUNNING trial as stale only once it has a heartbeat: a claim that set RUNNING first and
     died before its heartbeat left a trial every later worker waited for, forever (a resume hung in CI).
     Killed after any write of a claim, the trial is taken by the next worker, at once or once stale."""
-    _, study = study_in(tmp_path / "s.db")
+    _, study = study_in(tmp_path / file)
     set_trial_budget(study, 3)
-    dying = multiprocessing.get_context("fork").Process(target=_claim_and_die_after,
-                                                        args=(str(tmp_path / "s.db"), write))
+    dying = multiprocessing.get_context("fork").Process(target=_claim_and_die_after, args=(tmp_path / file, write))
     dying.start()
     dying.join(60)
     assert dying.exitcode == 9
     assert [t.state for t in study.get_trials()] == [left]  # killed where this case says
-    storage = RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=2,
-                         heartbeat_stale_trial_callback=RetryFailedTrialCallback())  # stale after 2 s silent
+    storage = storage_at(tmp_path / file, interval=1, grace=2, on_stale=RetryFailedTrialCallback())  # stale: 2 s silent
     study = optuna.load_study(study_name="s", storage=storage)
     ran, deadline = 0, time.monotonic() + 30
     while (ran := ran + run_queued_trials(storage, study, objective, (), "next", lambda *_: None)) < 3:
@@ -160,3 +170,20 @@ def test_a_study_of_an_earlier_release_runs_the_trials_it_queued_up_front(tmp_pa
         study.enqueue_trial({})
     assert run_queued_trials(storage, study, objective, (), "w0", lambda *_: None) == 4
     assert len(study.trials) == 4 and unfinished(study) == []
+
+
+def test_the_journal_fails_as_stale_a_running_trial_silent_past_its_grace_only(tmp_path: Path) -> None:
+    """As RDBStorage does: a RUNNING trial that never beat is not stale; one whose last beat is older than
+    the grace period is; a beat on a trial finished meanwhile is ignored."""
+    journal = storage_at(tmp_path / "s.journal", interval=1, grace=2)
+    study_id = optuna.create_study(storage=journal, study_name="s")._study_id
+    silent, beating, done = (journal.create_new_trial(study_id) for _ in range(3))  # created RUNNING
+    journal.record_heartbeat(beating)
+    journal.set_trial_state_values(done, TrialState.COMPLETE, [1.0])
+    journal.record_heartbeat(done)  # too late: no error, no beat
+    assert journal._get_stale_trial_ids(study_id) == []  # beat within the grace period
+    deadline = time.monotonic() + 10
+    while journal._get_stale_trial_ids(study_id) != [beating]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert HEARTBEAT not in journal.get_trial(silent).system_attrs | journal.get_trial(done).system_attrs

@@ -1,0 +1,76 @@
+"""Optuna's journal storage, with heartbeats, for the studies of runs on one machine.
+
+A trial on Optuna's RDBStorage makes ~20 SQLAlchemy round trips: ~50 ms a trial on SQLite, measured by
+benchmarks/bench_workers.py. The journal appends each write as one line to a file and replays what the
+other processes appended: a few ms for the same writes. Optuna 5.1 keeps heartbeats, how a trial whose
+worker died is found and queued again, to RDBStorage (optuna/optuna#6615 asks for them on the journal).
+`HeartbeatJournal` adds them the way RDBStorage keeps them: a trial's last beat is recorded beside it, and
+a RUNNING trial whose last beat is older than the grace period is stale (one that never beat is not);
+Optuna's own `fail_stale_trials` and stale-trial callback then work on it unchanged. Beats are this
+machine's clock, which is why the journal is for one machine's workers (PostgreSQL for several).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal._file import BaseJournalFileLock
+from optuna.trial import FrozenTrial, TrialState
+
+SUFFIX = ".journal"  # a storage named by a path ending so is a journal file
+HEARTBEAT = "heartbeat"  # the trial's system attribute holding its last beat (seconds since the epoch)
+
+
+class HeartbeatJournal(JournalStorage, BaseHeartbeat):
+    """A journal file whose writes take turns on an `flock` (the kernel releases it when its holder dies:
+    Optuna's own file locks stay behind a worker killed while writing, stalling the others 30 s)."""
+
+    def __init__(self, path: Path, interval: int, grace: int,
+                 on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
+        super().__init__(JournalFileBackend(str(path), lock_obj=_Flock(path.with_name(path.name + ".lock"))))
+        self.path = path
+        self._interval, self._grace, self._on_stale = interval, grace, on_stale
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        with contextlib.suppress(UpdateFinishedTrialError):  # finished since the timer fired: it needs no beat
+            self.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        silent_since = time.time() - self._grace
+        return [trial._trial_id for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+                if trial.system_attrs.get(HEARTBEAT, silent_since) < silent_since]
+
+    def get_heartbeat_interval(self) -> int:
+        return self._interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self._on_stale
+
+
+class _Flock(BaseJournalFileLock):
+    """Optuna's journal file lock interface on an exclusive `flock`. (JournalStorage serialises a process's
+    threads itself, so one open file at a time is enough here.)"""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._held: IO[str] | None = None
+
+    def acquire(self) -> bool:
+        handle = self._path.open("a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        self._held = handle
+        return True
+
+    def release(self) -> None:
+        handle, self._held = self._held, None
+        assert handle is not None, "released without being acquired"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
