@@ -1,5 +1,6 @@
-"""Tuning with 1 and 2 workers, on local SQLite and on the shared stack, against the single-process run
-of the release before workers existed: whole processes, fresh stores, the same generated reviews.
+"""Tuning with 1 and 2 workers, with the studies in the default journal file, in Optuna's SQLite storage
+(`--storage sqlite:///optuna.db`, the default before) and on the shared stack, against the single-process
+run of the release before workers existed: whole processes, fresh stores, the same generated reviews.
 
     python benchmarks/bench_workers.py                    # 8,500 generated reviews, 3 families x 20 trials
     python benchmarks/bench_workers.py --rows 8500 --rounds 2 --baseline-commit 92b11bd
@@ -120,10 +121,11 @@ def profile(argv: list[str]) -> None:
     studies use, and the storage the claims use) and on the MLflow calls that log a trial's child run,
     made while trials run (`run_queued_trials`; its heartbeat thread and child-run writer count as beside
     the trials); only the outermost call of a nest is timed. Prints JSON last."""
-    from optuna.storages import RDBStorage
+    from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages._cached_storage import _CachedStorage
 
     from review_sentiment.training import tuning_run
+    from review_sentiment.training.journal import HeartbeatJournal
     spent: collections.defaultdict[str, float] = collections.defaultdict(float)
     inside = threading.local()
 
@@ -143,7 +145,7 @@ def profile(argv: list[str]) -> None:
                 inside.timing = False
         return measured
 
-    for storage in (_CachedStorage, RDBStorage):
+    for storage in (_CachedStorage, RDBStorage, JournalStorage, HeartbeatJournal):
         for name in [n for n in vars(storage) if (not n.startswith("_") or n == "_get_stale_trial_ids")
                      and callable(getattr(storage, n))]:  # the stale check: private, and on every claim
             setattr(storage, name, timed(f"optuna {name}", getattr(storage, name)))
@@ -210,7 +212,8 @@ def main() -> None:
         configurations: dict[str, Callable[[], tuple[float, float]]] = {
             f"release {args.baseline_commit}, 1 process": lambda: tuning_run(before, reviews, {}),
         }
-        for where, env in (("SQLite", {}), ("stack", stack_env)):
+        stores = {"journal": {}, "SQLite": {"OPTUNA_STORAGE": "sqlite:///optuna.db"}, "stack": stack_env}
+        for where, env in stores.items():
             configurations |= {
                 f"1 worker, {where}": functools.partial(tuning_run, PROJECT, reviews, env),
                 f"2 workers, {where}": functools.partial(tuning_run, PROJECT, reviews, env, "--workers", "2"),
@@ -226,7 +229,7 @@ def main() -> None:
                     results[name].append(measure())
                     seconds, rate = results[name][-1]
                     print(f"round {round_ + 1}: {name:<32} {seconds:6.1f} s  {rate:5.2f} trials/s", flush=True)
-            per_trial = {"SQLite": storage_ms_per_trial(reviews, {}), "stack": storage_ms_per_trial(reviews, stack_env)}
+            per_trial = {where: storage_ms_per_trial(reviews, env) for where, env in stores.items()}
             log_sqlite = logging_ms(f"sqlite:///{tmp_path / 'logging.db'}")
             log_stack = logging_ms(stack.environment()["MLFLOW_TRACKING_URI"])
         finally:
@@ -238,12 +241,13 @@ def main() -> None:
     print(f"\nbest of {args.rounds} rounds              wall s   x release   trials/s")
     for name, (seconds, rate) in best.items():
         print(f"{name:<36} {seconds:6.1f}   {seconds / base_s:8.2f}   {rate:8.2f}")
-    for where, goal in (("SQLite", 1.8), ("stack", 1.7)):
+    for where, goal in (("journal", 1.8), ("SQLite", 1.8), ("stack", 1.7)):
         one, two = best[f"1 worker pinned, {where}"][1], best[f"2 workers pinned, {where}"][1]
         print(f"pinned, 2 workers / 1, {where}: {two / one:.2f}x the trials per second (goal >= {goal}x); with "
               f"defaults, the whole run {best[f'2 workers, {where}'][0] / best[f'1 worker, {where}'][0]:.2f}x as "
               f"long (goal <= 1)")
-    for (where, goal), (ms, beside, by_call) in zip((("SQLite", 10), ("stack", 25)), per_trial.values(), strict=True):
+    for (where, goal), (ms, beside, by_call) in zip((("journal", 10), ("SQLite", 10), ("stack", 25)),
+                                                    per_trial.values(), strict=True):
         print(f"storage + tracking per trial, {where}: {ms:.1f} ms on the trials' path (goal <= {goal}) and "
               f"{beside:.1f} ms beside it; most: " + ", ".join(f"{call} {ms:.1f}" for call, ms in by_call.items()))
     print(f"logging one trial's child run: {log_stack:.1f} ms on the MLflow server vs {log_sqlite:.1f} ms on SQLite")
