@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 SUFFIX = ".journal"  # a storage named by a path ending so is a journal file
 HEARTBEAT = "heartbeat"  # the trial's system attribute holding its last beat (seconds since the epoch)
+_CHUNK = 4096  # how far back a torn tail is looked for its line's start at a time
+log = logging.getLogger(__name__)
 
 
 class HeartbeatJournal(JournalStorage, BaseHeartbeat):
@@ -35,7 +39,7 @@ class HeartbeatJournal(JournalStorage, BaseHeartbeat):
 
     def __init__(self, path: Path, interval: int, grace: int,
                  on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
-        super().__init__(JournalFileBackend(str(path), lock_obj=_Flock(path.with_name(path.name + ".lock"))))
+        super().__init__(JournalFileBackend(str(path), lock_obj=_Flock(path)))
         self.path = path
         self._interval, self._grace, self._on_stale = interval, grace, on_stale
 
@@ -52,20 +56,40 @@ class HeartbeatJournal(JournalStorage, BaseHeartbeat):
         return self._interval
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
-        return self._on_stale
+        on_stale = self._on_stale
+        if on_stale is None:
+            return None
+
+        def without_the_last_beat(study: optuna.Study, trial: FrozenTrial) -> None:
+            """`RetryFailedTrialCallback` copies the failed trial's system attributes into its retry: not its
+            last beat, which would make the retry stale the moment it runs, before its own first beat."""
+            trial.system_attrs.pop(HEARTBEAT, None)  # Optuna hands the callback a copy of the trial
+            on_stale(study, trial)
+
+        return without_the_last_beat
 
 
 class _Flock(BaseJournalFileLock):
-    """Optuna's journal file lock interface on an exclusive `flock`. (JournalStorage serialises a process's
-    threads itself, so one open file at a time is enough here.)"""
+    """Optuna's journal file lock interface on an exclusive `flock` of `JOURNAL.lock`, taken by every append.
+    (JournalStorage serialises a process's threads itself, so one open file at a time is enough here.)
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
+    Holding it, no writer can be mid-line: a last line without its newline was left by a writer killed
+    mid-`write` (SIGKILL can cut one where it crosses a page) and is cut, else the next line would be glued
+    to it, lost, and the file unreadable from then on (no reader applied it: Optuna reads whole lines)."""
+
+    def __init__(self, journal: Path) -> None:
+        self._journal = journal
+        self._path = journal.with_name(journal.name + ".lock")
         self._held: IO[str] | None = None
 
     def acquire(self) -> bool:
         handle = self._path.open("a")
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            _cut_torn_tail(self._journal)
+        except BaseException:
+            handle.close()  # closing releases the flock too
+            raise
         self._held = handle
         return True
 
@@ -74,3 +98,20 @@ class _Flock(BaseJournalFileLock):
         assert handle is not None, "released without being acquired"
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def _cut_torn_tail(journal: Path) -> None:
+    with journal.open("rb+") as file:
+        end = file.seek(0, os.SEEK_END)
+        kept = end
+        while kept > 0:
+            start = max(0, kept - _CHUNK)
+            file.seek(start)
+            chunk = file.read(kept - start)
+            if (newline := chunk.rfind(b"\n")) >= 0:
+                kept = start + newline + 1
+                break
+            kept = start
+        if kept != end:
+            log.warning("%s: cut %d bytes of a line a killed writer left half written", journal, end - kept)
+            file.truncate(kept)

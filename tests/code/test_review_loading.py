@@ -164,7 +164,7 @@ def test_a_storage_whose_trial_claims_cannot_be_locked_is_refused_in_one_line(
     assert "secret" not in error
 
 
-@pytest.mark.parametrize("url", ["/tmp/optuna.journal", "sqlite:////tmp/optuna.db", "postgresql://u:p@h/optuna",
+@pytest.mark.parametrize("url", [str(Path("/tmp/optuna.journal").resolve()), "sqlite:////tmp/optuna.db", "postgresql://u:p@h/optuna",
                                  "postgresql+psycopg://h/o"])
 def test_journal_sqlite_and_postgresql_storages_are_taken(url: str) -> None:
     assert sentiment_mlflow_optuna.parse_args(["--storage", url]).storage == url
@@ -173,4 +173,5 @@ def test_journal_sqlite_and_postgresql_storages_are_taken(url: str) -> None:
 def test_a_journal_is_named_by_its_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """So that a worker started elsewhere on the machine (`--join`) names the same file."""
     monkeypatch.chdir(tmp_path)
-    assert sentiment_mlflow_optuna.parse_args(["--storage", "runs.journal"]).storage == str(tmp_path / "runs.journal")
+    assert sentiment_mlflow_optuna.parse_args(["--storage", "runs.journal"]).storage == str(
+        (tmp_path / "runs.journal").resolve())

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from review_sentiment.training.journal import HEARTBEAT, HeartbeatJournal
 from review_sentiment.training.study import Storage, pruner, sampler
 from review_sentiment.training.trial_queue import (
+    fail_stale_trials,
     finished_by_workers,
     run_queued_trials,
     set_trial_budget,
@@ -174,16 +175,34 @@ def test_a_study_of_an_earlier_release_runs_the_trials_it_queued_up_front(tmp_pa
 
 def test_the_journal_fails_as_stale_a_running_trial_silent_past_its_grace_only(tmp_path: Path) -> None:
     """As RDBStorage does: a RUNNING trial that never beat is not stale; one whose last beat is older than
-    the grace period is; a beat on a trial finished meanwhile is ignored."""
-    journal = storage_at(tmp_path / "s.journal", interval=1, grace=2)
-    study_id = optuna.create_study(storage=journal, study_name="s")._study_id
-    silent, beating, done = (journal.create_new_trial(study_id) for _ in range(3))  # created RUNNING
+    the grace period is, and its retry does not carry that beat; a beat on a finished trial is ignored."""
+    journal = storage_at(tmp_path / "s.journal", interval=1, grace=4, on_stale=RetryFailedTrialCallback())
+    study = optuna.create_study(storage=journal, study_name="s")
+    silent, beating, done = (journal.create_new_trial(study._study_id) for _ in range(3))  # created RUNNING
     journal.record_heartbeat(beating)
     journal.set_trial_state_values(done, TrialState.COMPLETE, [1.0])
     journal.record_heartbeat(done)  # too late: no error, no beat
-    assert journal._get_stale_trial_ids(study_id) == []  # beat within the grace period
-    deadline = time.monotonic() + 10
-    while journal._get_stale_trial_ids(study_id) != [beating]:
+    assert journal._get_stale_trial_ids(study._study_id) == []  # beat within the grace period
+    deadline = time.monotonic() + 15
+    while journal._get_stale_trial_ids(study._study_id) != [beating]:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert HEARTBEAT not in journal.get_trial(silent).system_attrs | journal.get_trial(done).system_attrs
+    fail_stale_trials(study)
+    retry = study.get_trials(states=(TrialState.WAITING,))
+    assert journal.get_trial(beating).state == TrialState.FAIL and len(retry) == 1
+    assert retry[0].system_attrs["failed_trial"] == 1 and HEARTBEAT not in retry[0].system_attrs
+
+
+def test_a_line_a_killed_writer_left_half_written_is_cut_before_the_next_write(tmp_path: Path) -> None:
+    """SIGKILL can cut a `write` where it crosses a page: the next line must not be glued to that tail (it
+    was then lost, and every later read of the file failed)."""
+    path = tmp_path / "s.journal"
+    _, study = study_in(path)
+    first = study._storage.create_new_trial(study._study_id)
+    with path.open("ab") as journal:
+        journal.write(b'{"op_code":4,"worker_id":"dead-1","study_id":0,"datetime_sta')  # no newline: cut mid-line
+    reopened = storage_at(path)  # a fresh process's view
+    second = reopened.create_new_trial(study._study_id)
+    assert second != first and path.read_bytes().endswith(b"\n") and b"dead-1" not in path.read_bytes()
+    assert [t._trial_id for t in storage_at(path).get_all_trials(study._study_id)] == [first, second]

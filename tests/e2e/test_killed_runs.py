@@ -68,7 +68,7 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
     assert "RUNNING" not in set(after.status)
     assert "Marked KILLED" not in run_script(FAST + ["--models", "LogisticRegression"])  # nothing left to close
 
-    # The killed command itself, run again, resumes its studies (in optuna.db beside mlflow.db) and
+    # The killed command itself, run again, resumes its studies (in optuna.journal beside mlflow.db) and
     # finishes the same parent runs: only the trials it had not finished run now.
     resumed = run_script(["--trials", "40", "--folds", "3"])
     assert "LogisticRegression: study complete and registered as v1 before the restart" in resumed, resumed
