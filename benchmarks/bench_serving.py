@@ -3,6 +3,7 @@
 
     python benchmarks/bench_serving.py                       # trains on the sample in a temp store
     python benchmarks/bench_serving.py --tracking-uri sqlite:///mlflow.db --single 2000 --batches 300
+    python benchmarks/bench_serving.py --reviews ../shared/data/flipkart_laptop_reviews.csv --text-col Review
 
 All three servers run on this machine and serve the same `champion` version. Loads: single-review
 requests from one client, then from 8 concurrent clients, then batches of 100 from one client, each
@@ -59,10 +60,12 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=300, help="100-review requests per server")
     parser.add_argument("--rounds", type=int, default=4,
                         help="rounds the requests are split into, each on freshly started servers")
+    parser.add_argument("--reviews", type=Path, default=SAMPLE_DATA, help="CSV whose texts the requests send")
+    parser.add_argument("--text-col", default="Review text", help="its review text column")
     args = parser.parse_args()
     if len(CPUS) > 1:
         os.sched_setaffinity(0, CPUS[:-1])
-    texts = pd.read_csv(SAMPLE_DATA)["Review text"].dropna().astype(str).tolist()
+    texts = pd.read_csv(args.reviews)[args.text_col].dropna().astype(str).tolist()
 
     with tempfile.TemporaryDirectory() as tmp:
         store = args.tracking_uri or f"sqlite:///{tmp}/mlflow.db"
