@@ -54,8 +54,8 @@ def share(text: str) -> float:
 def study_storage(url: str) -> str:
     """An Optuna storage the trial claims can lock (`trial_queue._claiming`): a journal file (made absolute, so
     that a worker started elsewhere on the machine names the same one), an SQLite file or PostgreSQL."""
-    from review_sentiment.databases import is_postgres, without_password  # SQLAlchemy: not for --help
-    if url.endswith(".journal") and "://" not in url:
+    from review_sentiment.databases import is_journal, is_postgres, without_password  # SQLAlchemy: not for --help
+    if is_journal(url):
         return str(Path(url).resolve())
     if not (url.startswith("sqlite:///") or is_postgres(url)):
         raise argparse.ArgumentTypeError(f"must be FILE.journal, sqlite:///FILE or postgresql://… (the storages "

@@ -14,8 +14,15 @@ import sqlalchemy
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
 
+JOURNAL_SUFFIX = ".journal"  # a storage named by a path ending so is Optuna's journal file, not a database
+
+
 def is_postgres(url: str) -> bool:
     return urlsplit(url).scheme in POSTGRES_SCHEMES
+
+
+def is_journal(url: str) -> bool:
+    return url.endswith(JOURNAL_SUFFIX) and "://" not in url
 
 
 def sqlalchemy_url(url: str) -> str:

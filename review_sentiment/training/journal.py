@@ -27,7 +27,6 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.trial import FrozenTrial, TrialState
 
-SUFFIX = ".journal"  # a storage named by a path ending so is a journal file
 HEARTBEAT = "heartbeat"  # the trial's system attribute holding its last beat (seconds since the epoch)
 _CHUNK = 4096  # how far back a torn tail is looked for its line's start at a time
 log = logging.getLogger(__name__)
@@ -103,6 +102,11 @@ class _Flock(BaseJournalFileLock):
 def _cut_torn_tail(journal: Path) -> None:
     with journal.open("rb+") as file:
         end = file.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        file.seek(end - 1)
+        if file.read(1) == b"\n":  # every append but one after a killed writer: its last line is whole
+            return
         kept = end
         while kept > 0:
             start = max(0, kept - _CHUNK)
@@ -112,6 +116,5 @@ def _cut_torn_tail(journal: Path) -> None:
                 kept = start + newline + 1
                 break
             kept = start
-        if kept != end:
-            log.warning("%s: cut %d bytes of a line a killed writer left half written", journal, end - kept)
-            file.truncate(kept)
+        log.warning("%s: cut %d bytes of a line a killed writer left half written", journal, end - kept)
+        file.truncate(kept)

@@ -22,12 +22,11 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from review_sentiment.databases import is_postgres, sqlalchemy_url, write_ahead
+from review_sentiment.databases import JOURNAL_SUFFIX, is_journal, is_postgres, sqlalchemy_url, write_ahead
 from review_sentiment.modeling.families import FAMILIES, Params
 from review_sentiment.modeling.fold_counts import CountedFolds, left_no_words, tfidf_features
 from review_sentiment.modeling.linear import decision_values
 from review_sentiment.modeling.metrics import macro_f1
-from review_sentiment.training.journal import SUFFIX as JOURNAL
 from review_sentiment.training.journal import HeartbeatJournal
 
 Objective = Callable[[optuna.Trial], float]
@@ -47,7 +46,7 @@ def default_storage(tracking_uri: str) -> str:
     laptop too, so a killed run resumes. A folder with the SQLite file of an earlier release (and no
     journal) keeps it, so that a run killed before the upgrade resumes too."""
     folder = Path(tracking_uri.removeprefix("sqlite:///")).parent if tracking_uri.startswith("sqlite:///") else Path()
-    journal, earlier = folder.resolve() / f"optuna{JOURNAL}", folder.resolve() / "optuna.db"
+    journal, earlier = folder.resolve() / f"optuna{JOURNAL_SUFFIX}", folder.resolve() / "optuna.db"
     return f"sqlite:///{earlier}" if earlier.exists() and not journal.exists() else str(journal)
 
 
@@ -60,7 +59,7 @@ def open_storage(url: str) -> Storage:
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryFailedTrialCallback(max_retry=RETRIES)
-        if url.endswith(JOURNAL) and "://" not in url:
+        if is_journal(url):
             return HeartbeatJournal(Path(url), HEARTBEAT_SECONDS, GRACE_SECONDS, retry)
         engine = {"pool_pre_ping": True} if is_postgres(url) else {"connect_args": {"timeout": 60}}
         storage = RDBStorage(sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
