@@ -56,11 +56,20 @@ def study_storage(url: str) -> str:
     that a worker started elsewhere on the machine names the same one), an SQLite file or PostgreSQL."""
     from review_sentiment.databases import is_journal, is_postgres, without_password  # SQLAlchemy: not for --help
     if is_journal(url):
+        _in_a_folder(Path(url))
         return str(Path(url).resolve())
-    if not (url.startswith("sqlite:///") or is_postgres(url)):
+    if url.startswith("sqlite:///"):
+        _in_a_folder(Path(url.removeprefix("sqlite:///").split("?", 1)[0]))
+    elif not is_postgres(url):
         raise argparse.ArgumentTypeError(f"must be FILE.journal, sqlite:///FILE or postgresql://… (the storages "
                                          f"whose trial claims can be locked), got {without_password(url)}")
     return url
+
+
+def _in_a_folder(file: Path) -> None:
+    """A file the run creates if need be: its folder must exist (else a traceback at the first write)."""
+    if not file.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no folder {file.parent} to hold {file.name}")
 
 
 def positive(text: str) -> float:

@@ -164,6 +164,16 @@ def test_a_storage_whose_trial_claims_cannot_be_locked_is_refused_in_one_line(
     assert "secret" not in error
 
 
+@pytest.mark.parametrize("url", ["/no/such/folder/s.journal", "sqlite:////no/such/folder/s.db"])
+def test_a_file_storage_in_a_missing_folder_is_refused_in_one_line(
+        url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        sentiment_mlflow_optuna.parse_args(["--storage", url])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("no folder /no/such/folder to hold " +
+                                                                    url.rsplit("/", 1)[1])
+
+
 @pytest.mark.parametrize("url", [str(Path("/tmp/optuna.journal").resolve()), "sqlite:////tmp/optuna.db", "postgresql://u:p@h/optuna",
                                  "postgresql+psycopg://h/o"])
 def test_journal_sqlite_and_postgresql_storages_are_taken(url: str) -> None:
