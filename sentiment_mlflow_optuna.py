@@ -67,15 +67,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     cli.configure()
     args = parse_args(argv)
-    # The pipeline (sklearn, MLflow, Optuna: ~4 s of imports) is imported once the flags are read, so that
-    # --help and a mistyped flag answer at once.
-    from review_sentiment.data.reviews import ReviewDataError
-    from review_sentiment.tracking.alias_lock import NoAliasLock
-    from review_sentiment.training.attempt import RunConflict
-    from review_sentiment.training.tuning_run import TuningSettings, run_tuning
+    # The pipeline (sklearn, MLflow, Optuna: ~3 s of imports) is imported once the flags are read and the
+    # reviews loaded, so that --help, a mistyped flag and an unreadable file answer at once.
+    from review_sentiment.data.reviews import ReviewDataError, load_reviews
+    from review_sentiment.tracking.trial_writer import trial_writer
     try:
-        run_tuning(TuningSettings(**vars(args)))
-    except (ReviewDataError, RunConflict, NoAliasLock) as err:
+        reviews = load_reviews(args.data, args.text_col, args.rating_col)
+        with trial_writer() as writer:  # a process writing the trials' child runs: its imports overlap ours
+            from review_sentiment.tracking.alias_lock import NoAliasLock
+            from review_sentiment.training.attempt import RunConflict
+            from review_sentiment.training.tuning_run import TuningSettings, run_tuning
+            try:
+                run_tuning(TuningSettings(**vars(args)), reviews, writer)
+            except (RunConflict, NoAliasLock) as err:
+                return cli.user_error(err)
+    except ReviewDataError as err:
         return cli.user_error(err)
     return 0
 

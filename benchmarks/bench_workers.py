@@ -12,8 +12,8 @@ runs' end times; the release before logged a trial's run only when it ended).
   moved to core 1 as soon as it exists: how trials per second scale with workers that each have a core.
 - Storage and tracking per trial: one worker run in a child process with a timer on every call it makes
   to Optuna's storage and on the MLflow calls that log a trial's child run, while it runs trials
-  (claims included), divided by its trials; the heartbeat thread's and the child-run writer's calls are
-  counted apart, as beside the trials.
+  (claims included), divided by its trials; the heartbeat thread's calls are counted apart, as beside the
+  trials. Child runs are written by the command's writer process (`trial_writer`), out of the trials' way.
 
 The stack (PostgreSQL, MLflow server, Prefect server) is started in a temporary folder and stopped at
 the end.
@@ -119,11 +119,12 @@ def storage_ms_per_trial(reviews: Path, env: dict[str, str]) -> tuple[float, flo
 def profile(argv: list[str]) -> None:
     """In this child process: the tuning script with a timer on each call to Optuna's storage (the cache
     studies use, and the storage the claims use) and on the MLflow calls that log a trial's child run,
-    made while trials run (`run_queued_trials`; its heartbeat thread and child-run writer count as beside
-    the trials); only the outermost call of a nest is timed. Prints JSON last."""
+    made while trials run (`run_queued_trials`; its heartbeat thread counts as beside the trials); only the
+    outermost call of a nest is timed. Prints JSON last."""
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages._cached_storage import _CachedStorage
 
+    from review_sentiment.tracking import trial_writer
     from review_sentiment.training import tuning_run
     from review_sentiment.training.journal import HeartbeatJournal
     spent: collections.defaultdict[str, float] = collections.defaultdict(float)
@@ -163,6 +164,8 @@ def profile(argv: list[str]) -> None:
         return these
 
     tuning_run.run_queued_trials = counted
+    # as the command run from a shell writes child runs (this process imported MLflow, to time its calls)
+    trial_writer.trial_writer = trial_writer.writer_process
     script = runpy.run_path(str(PROJECT / "sentiment_mlflow_optuna.py"))
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         script["main"](["--data", *argv, "--n-jobs", "1"])

@@ -3,10 +3,11 @@ worker ran it, on whatever machine: only the parent run's id is needed, not an a
 
 The child run is written once the trial has finished (three calls: create, one batch, terminate), so a
 worker killed mid-trial leaves no RUNNING run behind; one killed within those three calls does, and
-the run replaces it once the study is complete. A worker writes its child runs from a thread beside
-its trials (`written_beside`): the next trial does not wait for them (~20 ms a trial on SQLite, ~55 ms
-on an MLflow server). It carries what optuna-integration's MLflowCallback logged (params, the metric,
-the trial's tags and user attributes, which name the worker that ran it). A worker killed between
+the run replaces it once the study is complete. A tuning command's process and the workers it forks
+send their child runs to a writer process (`trial_writer`): the next trial does not wait for them
+(~25 ms a trial on SQLite, ~55 ms on an MLflow server). It carries what optuna-integration's
+MLflowCallback logged (params, the metric, the trial's tags and user attributes, which name the worker
+that ran it). A worker killed between
 finishing a trial and logging it leaves a gap, which `log_missing_trial_runs` fills once the family's
 study is complete.
 """
@@ -14,9 +15,6 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -44,25 +42,6 @@ def log_trial_run(client: mlflow.MlflowClient, experiment_id: str, parent_run_id
     status = RunStatus.FAILED if trial.state == TrialState.FAIL else RunStatus.FINISHED
     client.set_terminated(run.info.run_id, RunStatus.to_string(status), end_time=ended)
     return run.info.run_id
-
-
-@contextmanager
-def written_beside() -> Iterator[Callable[[Callable[[], object]], None]]:
-    """`write(log)` runs `log` on a thread beside the caller, once the previous `log` is done: one at a time
-    and at most one behind, so a trial's run is written within moments of the trial's end, as
-    `log_missing_trial_runs` counts on. A failed `log` is raised by the next `write`, or when the block
-    ends. A process killed with a log not yet written leaves a gap: `log_missing_trial_runs` fills it."""
-    with ThreadPoolExecutor(1, thread_name_prefix="child-runs") as writer:
-        last: list[Future[object]] = []
-
-        def write(log: Callable[[], object]) -> None:
-            if last:
-                last.pop().result()
-            last.append(writer.submit(log))
-
-        yield write
-    if last:
-        last.pop().result()
 
 
 def log_missing_trial_runs(client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str,

@@ -7,6 +7,7 @@ becomes the candidate for `champion`. The studies live in an Optuna storage that
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -15,7 +16,7 @@ import socket
 import time
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,7 +30,7 @@ from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
-from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, load_reviews, split_reviews
+from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, split_reviews
 from review_sentiment.databases import sqlite_without_fsync_per_commit, without_password
 from review_sentiment.modeling.families import require_words
 from review_sentiment.modeling.fold_counts import LARGE_FILE_REVIEWS, CountedFolds, counted, cv_folds
@@ -41,7 +42,8 @@ from review_sentiment.tracking.orphans import (
 from review_sentiment.tracking.promotion import Promotion, judge, promote_if_better, record, score
 from review_sentiment.tracking.records import Decision, Lineage, Score, VersionRecord
 from review_sentiment.tracking.registry import current_champion
-from review_sentiment.tracking.trial_runs import log_missing_trial_runs, log_trial_run, written_beside
+from review_sentiment.tracking.trial_runs import log_missing_trial_runs
+from review_sentiment.tracking.trial_writer import TrialWriter
 from review_sentiment.tracking.undo import Writes
 from review_sentiment.training.attempt import Attempt, RunConflict
 from review_sentiment.training.family_studies import (
@@ -149,32 +151,39 @@ class Prepared:
         return [cleaned[text] for text in texts]
 
 
-def run_tuning(settings: TuningSettings) -> None:
-    """Raises ReviewDataError for unusable data: before anything is written to MLflow where it can be
-    told up front, else after taking back what this run wrote (no half-state either way)."""
+def run_tuning(settings: TuningSettings, reviews: Reviews, writer: TrialWriter) -> None:
+    """Tune on `reviews` (`load_reviews` of the settings' file and columns). Raises ReviewDataError for
+    unusable data: before anything is written to MLflow where it can be told up front, else after taking
+    back what this run wrote (no half-state either way). `writer` writes the trials' child runs
+    (`trial_writer`), started before the pipeline's imports."""
     with sqlite_without_fsync_per_commit(mlflow.get_tracking_uri()):  # MLflow's store, if an SQLite file
-        _run_tuning(settings)
+        _run_tuning(settings, reviews, writer)
 
 
-def _run_tuning(settings: TuningSettings) -> None:
+def _run_tuning(settings: TuningSettings, reviews: Reviews, writer: TrialWriter) -> None:
     started = time.perf_counter()
-    prepared = prepare(settings)  # load → clean → split → count each CV fold once
+    prepared = prepare(settings, reviews)  # clean → split → count each CV fold once
     settings = dataclasses.replace(settings, folds=len(prepared.folds.labels))
+    writer.open_store(mlflow.get_tracking_uri())  # a new SQLite store is made meanwhile, by the writer
     if settings.join:
-        join_studies(settings, prepared, settings.worker_name or f"{socket.gethostname()}:{os.getpid()}")
+        join_studies(settings, prepared, settings.worker_name or f"{socket.gethostname()}:{os.getpid()}", writer)
         return
     require_alias_lock(settings.unlocked_promotion)  # refused now, before hours of tuning, not after
     storage = _storage(settings, say=True)  # before the workers fork: two processes creating its tables collide
     print(f"MLflow: experiment {settings.experiment!r} at {without_password(mlflow.get_tracking_uri())}")
     with Attempt(storage, settings.registered_model, settings.unlocked_promotion) as attempt:
-        with attempt.studies(settings.key(prepared.digest), settings.models, settings.trials, settings.seed,
-                             settings.experiment, functools.partial(_new_parent_run, prepared=prepared,
-                                                                    settings=settings),
-                             functools.partial(join_studies, settings, prepared, wait=True),
-                             settings.workers) as studies:
+        with _written_if_failed(writer), attempt.studies(
+                settings.key(prepared.digest), settings.models, settings.trials, settings.seed, settings.experiment,
+                functools.partial(_new_parent_run, prepared=prepared, settings=settings),
+                functools.partial(join_studies, settings, prepared, writer=writer, wait=True),
+                settings.workers) as studies:
             me = Worker("w0", settings.seed, shown=settings.workers > 1)
+            tuned = [s for s in studies if s.version is None]  # the others were registered before a restart
             # tune → evaluate → log → register, family by family
-            results = [tune_and_register(s, prepared, settings, storage, me, attempt.writes) for s in studies]
+            results = [tune_and_register(s, prepared, settings, storage, me, attempt.writes, writer)
+                       for s in studies]
+            writer.flush()  # every child run sent, by this process and the workers, is written
+            _fill_gaps(tuned)
         best = choose(results, prepared, settings)
         promotion = promote_if_better(settings.registered_model, mlflow.MlflowClient().get_model_version(
             settings.registered_model, best.version), prepared.training.protected,
@@ -182,8 +191,7 @@ def _run_tuning(settings: TuningSettings) -> None:
     print_summary(results, settings.registered_model, best.family, promotion, time.perf_counter() - started)
 
 
-def prepare(settings: TuningSettings) -> Prepared:
-    reviews = load_reviews(settings.data, settings.text_col, settings.rating_col)
+def prepare(settings: TuningSettings, reviews: Reviews) -> Prepared:
     folds = settings.folds or cv_folds(len(reviews.label))
     split = split_reviews(reviews, settings.test_size, folds, settings.seed)
     print(f"Loaded {reviews.rows_read} rows from {reviews.path}: dropped {reviews.dropped_missing} "
@@ -204,7 +212,8 @@ def prepare(settings: TuningSettings) -> Prepared:
                     Lineage.of(reviews.path, settings.text_col, settings.rating_col, settings.test_size, settings.seed))
 
 
-def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: bool = False) -> None:
+def join_studies(settings: TuningSettings, prepared: Prepared, name: str, writer: TrialWriter,
+                 wait: bool = False) -> None:
     """Run trials of a tuning command started elsewhere until no trial is left to claim; register nothing.
     `wait`: a worker the command started itself waits for its studies to be made (or resumed)."""
     storage = _storage(settings, say=not wait)
@@ -223,7 +232,7 @@ def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: 
         raise RunConflict("no unfinished tuning run with these data and flags in this storage: start it with "
                             "the same flags without --join (and the same --storage and MLFLOW_TRACKING_URI)")
     print(f"{name} (pid {os.getpid()}) joined the studies of run {key}", flush=True)
-    ran = {s.family: _run_trials(s, prepared, settings, storage, me, until_complete=False)
+    ran = {s.family: _run_trials(s, prepared, settings, storage, me, writer, until_complete=False)
            for s in studies if s.version is None}
     print(f"{name}: ran " + ", ".join(f"{n} {family}" for family, n in ran.items()) + " trials; nothing left to claim",
           flush=True)
@@ -231,7 +240,7 @@ def join_studies(settings: TuningSettings, prepared: Prepared, name: str, wait: 
 
 def tune_and_register(
     family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: Storage, me: Worker,
-    writes: Writes,
+    writes: Writes, writer: TrialWriter,
 ) -> FamilyResult:
     """Run trials until the family's study is complete (the other workers' ones included), then, in its
     parent run: refit, evaluate, log, register. The version is tagged with the digest of all the
@@ -243,7 +252,7 @@ def tune_and_register(
     resumed = f", resuming: {family_study.finished_trials()} finished before" if family_study.resumed else ""
     print(f"\n{family}: {settings.trials} trials, {settings.folds}-fold CV{resumed}")
     best = BestTrialDecisions()
-    _run_trials(family_study, prepared, settings, storage, me, until_complete=True, best=best)
+    _run_trials(family_study, prepared, settings, storage, me, writer, until_complete=True, best=best)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise ReviewDataError(f"{prepared.reviews.path}: every {family} trial failed: no TF-IDF configuration "
                               f"tried kept a word on every CV fold (the reviews share too few words; add data)")
@@ -325,20 +334,20 @@ def _new_parent_run(experiment_id: str, family: str, study_name: str, prepared: 
 
 
 def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: Storage,
-                me: Worker, *, until_complete: bool, best: BestTrialDecisions | None = None) -> int:
+                me: Worker, writer: TrialWriter, *, until_complete: bool,
+                best: BestTrialDecisions | None = None) -> int:
     """Run queued trials of the family; `until_complete` also waits for the other workers' running
     trials (and runs the ones queued again because their worker died) until none is left. `best` keeps
     the out-of-fold decisions of the best trial this process runs."""
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(family_study.parent_run_id).info.experiment_id
-    with fold_scorer(prepared.folds, settings.fold_processes) as scores_of, written_beside() as write:
+    with fold_scorer(prepared.folds, settings.fold_processes) as scores_of:
         cv_f1 = objective(family_study.family, prepared.folds, scores_of, seed=settings.seed,
                           processes=settings.fold_processes, best=best)
         tag = f" [{me.name} {family_study.family}]" if me.shown else ""  # workers' lines interleave across families
 
         def done(study: optuna.Study, trial: FrozenTrial) -> None:
-            write(functools.partial(log_trial_run, client, experiment_id, family_study.parent_run_id, trial,
-                                    study.direction.name))
+            writer.write(experiment_id, family_study.parent_run_id, trial, study.direction.name)
             _print_progress(study, trial, tag)
 
         ran = run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done)
@@ -348,11 +357,29 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
         while until_complete and unfinished(family_study.study):
             time.sleep(WAIT_SECONDS)
             ran += run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done)
-    if until_complete and (gaps := log_missing_trial_runs(client, experiment_id, family_study.parent_run_id,
-                                                          finished_by_workers(family_study.study),
-                                                          family_study.study.direction.name)):
-        print(f"  logged {gaps} finished trial{'s' * (gaps != 1)} whose worker died before logging it", flush=True)
     return ran
+
+
+def _fill_gaps(family_studies: list[FamilyStudy]) -> None:
+    """Write the child runs of finished trials that have none (their worker died before its run was written),
+    once every trial has finished and every child run sent is written."""
+    client = mlflow.MlflowClient()
+    for family_study in family_studies:
+        parent = family_study.parent_run_id
+        if gaps := log_missing_trial_runs(client, client.get_run(parent).info.experiment_id, parent,
+                                          finished_by_workers(family_study.study), family_study.study.direction.name):
+            print(f"{family_study.family}: logged {gaps} finished trial{'s' * (gaps != 1)} whose worker died "
+                  f"before logging it", flush=True)
+
+
+@contextlib.contextmanager
+def _written_if_failed(writer: TrialWriter) -> Iterator[None]:
+    """A failed run takes back all it wrote: the child runs sent before it failed included."""
+    try:
+        yield
+    except BaseException:
+        writer.flush()
+        raise
 
 
 def _registered_result(family: str, name: str, version: str, cv_f1: float) -> FamilyResult:

@@ -248,5 +248,5 @@ def test_a_large_file_is_cross_validated_on_three_folds_unless_told(
     monkeypatch.setattr(fold_counts, "LARGE_FILE_REVIEWS", threshold)
     monkeypatch.setattr(tuning_run, "LARGE_FILE_REVIEWS", threshold)
     settings = TuningSettings(SAMPLE, "Review text", "Ratings", ["NaiveBayes"], 2, given, 0.3, 1, 1, "e", "m")
-    assert len(tuning_run.prepare(settings).folds.labels) == expected
+    assert len(tuning_run.prepare(settings, load_reviews(SAMPLE)).folds.labels) == expected
     assert ("CV: 3 folds" in capsys.readouterr().out) == (given is None and expected == 3)

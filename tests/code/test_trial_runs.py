@@ -1,48 +1,76 @@
-"""Child runs are written beside the trials: in order, on one other thread, and a failure is not lost."""
+"""Child runs are written by a writer process: every one sent, by the command and by a forked worker at once,
+is in the store once flushed; a writer killed with kill -9 costs gaps the command fills, never the run; a
+store the writer made ahead is put in place only for a command that got as far as naming it."""
 from __future__ import annotations
 
-import threading
+import multiprocessing
+import os
+import signal
+from pathlib import Path
 
+import mlflow
+import optuna
 import pytest
+from optuna.trial import FrozenTrial
 
-from review_sentiment.tracking.trial_runs import written_beside
-
-
-def test_logs_run_in_order_on_one_thread_beside_the_caller_and_all_are_done_when_the_block_ends() -> None:
-    done: list[tuple[int, str]] = []
-    with written_beside() as write:
-        for number in range(50):
-            write(lambda number=number: done.append((number, threading.current_thread().name)))
-    assert [number for number, _ in done] == list(range(50))
-    assert len({thread for _, thread in done}) == 1 and done[0][1] != threading.current_thread().name
+from review_sentiment.tracking.trial_runs import log_missing_trial_runs
+from review_sentiment.tracking.trial_writer import TrialWriter, writer_process
+from tests.helpers import wait_for
 
 
-def test_a_failed_log_is_raised_by_the_next_write_or_when_the_block_ends() -> None:
-    done: list[int] = []
-
-    def fails() -> None:
-        raise ConnectionError("tracking server down")
-
-    with pytest.raises(ConnectionError, match="server down"), written_beside() as write:
-        write(lambda: done.append(1))
-        write(fails)
-        write(lambda: done.append(3))
-    assert done == [1]  # the third was never started
-    with pytest.raises(ConnectionError, match="server down"), written_beside() as write:
-        write(lambda: done.append(4))
-        write(fails)
-    assert done == [1, 4]
+def finished_trials(count: int) -> list[FrozenTrial]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda trial: trial.suggest_float("C", 0.01, 10.0, log=True), n_trials=count)
+    return study.trials
 
 
-def test_a_log_waits_for_the_one_before_it_so_none_falls_more_than_one_behind() -> None:
-    started, release = threading.Event(), threading.Event()
-    with written_beside() as write:
-        write(lambda: (started.set(), release.wait(10)))
-        started.wait(10)
-        waiter = threading.Thread(target=write, args=(lambda: None,))
-        waiter.start()
-        waiter.join(0.3)
-        assert waiter.is_alive()  # the second write waits while the first is still being written
-        release.set()
-        waiter.join(10)
-        assert not waiter.is_alive()
+def children(client: mlflow.MlflowClient, experiment_id: str, parent: str) -> dict[str, str]:
+    """Each child run's trial number and status."""
+    return {run.data.tags["number"]: run.info.status for run in client.search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=1000)}
+
+
+def write_all(writer: TrialWriter, experiment_id: str, parent: str, trials: list[FrozenTrial]) -> None:
+    for trial in trials:
+        writer.write(experiment_id, parent, trial, "MAXIMIZE")
+
+
+def test_the_command_and_a_forked_worker_write_at_once_and_a_killed_writer_costs_only_gaps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the writer guesses the store the command will name
+    trials = finished_trials(21)
+    with writer_process() as writer:
+        writer.open_store(uri)
+        assert (tmp_path / "mlflow.db").exists()  # made by the writer, ahead of the command's asking
+        assert not list(tmp_path.glob(".mlflow.db.*"))  # its own name for it is gone once it is in place
+        client = mlflow.MlflowClient(uri)
+        experiment_id = client.create_experiment("tuning")
+        parent = client.create_run(experiment_id).info.run_id
+        worker = multiprocessing.get_context("fork").Process(
+            target=write_all, args=(writer, experiment_id, parent, trials[:10]))
+        worker.start()
+        write_all(writer, experiment_id, parent, trials[10:20])
+        worker.join(30)
+        assert worker.exitcode == 0
+        writer.flush()
+        assert children(client, experiment_id, parent) == {str(n): "FINISHED" for n in range(20)}
+
+        os.kill(writer._process.pid, signal.SIGKILL)
+        writer._process.wait()
+        writer.write(experiment_id, parent, trials[20], "MAXIMIZE")  # neither raises: the trial is a gap ...
+        writer.flush()
+        assert "20" not in children(client, experiment_id, parent)
+        assert log_missing_trial_runs(client, experiment_id, parent, trials, "MAXIMIZE", settle_seconds=0) == 1
+        assert children(client, experiment_id, parent) == {str(n): "FINISHED" for n in range(21)}  # ... filled
+
+
+@pytest.mark.e2e  # a second writer process, waited for until it has made a store (~3 s)
+def test_a_command_that_fails_before_naming_its_store_leaves_none(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(ValueError, match="bad reviews"), writer_process():
+        wait_for(lambda: list(tmp_path.glob(".mlflow.db.*.new")), 60, "the writer making the store ahead")
+        raise ValueError("bad reviews")  # e.g. the data: found before anything is tracked
+    assert list(tmp_path.iterdir()) == []

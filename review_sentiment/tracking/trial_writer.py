@@ -1,0 +1,293 @@
+"""The child runs of a tuning command's trials, written by a process of their own, on another core.
+
+Writing a finished trial as a child run (`trial_runs.log_trial_run`) is ~25 ms of SQLAlchemy work a trial
+on SQLite. On a thread beside the trials it held the interpreter lock they needed: with it out of the
+process, a tuning run of the published pipeline's reviews took 1.1-1.6 s less (of ~9.5 s), measured. The
+writer starts first thing, so its imports overlap the command's own; and where the tracking store is a
+new SQLite file it makes it (MLflow's migrations, ~0.85 s) while the command loads and cleans the reviews.
+A process that has imported MLflow already (a notebook, the tests) has no imports of its own for the
+writer's (~2.7 s of CPU) to hide behind: it writes them on a thread, as before (`trial_writer`).
+
+The command and the workers it forks send it messages on one Unix `SOCK_SEQPACKET` socket: each send is
+one whole message, so processes need no lock to share it, and one killed mid-send cannot leave half a
+message. Only the command reads the writer's answers (its stdout): "ready" once the store exists,
+"flushed" once every message sent before a flush is written. Ctrl-C stops the command, not the writer:
+it writes what it was sent, then ends when told, or once no process is left that could send to it.
+A write that fails ends the writer (its traceback on stderr); the trials it did not write are gaps, which
+the command fills itself at the family's end (`log_missing_trial_runs`), failing there if the store does.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib
+import os
+import pickle
+import select
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    import mlflow
+    from optuna.trial import FrozenTrial
+
+READY, FLUSHED = b"ready\n", b"flushed\n"
+_LARGEST = 1 << 20  # bytes: far above a trial's message (~2 KB); a larger one is not sent (a gap, filled later)
+_PARENT_CHECK_SECONDS = 1.0  # how often an idle writer looks whether the command that started it still runs
+
+
+@dataclass(frozen=True)
+class _OpenStore:
+    tracking_uri: str
+
+
+@dataclass(frozen=True)
+class _TrialRun:
+    experiment_id: str
+    parent_run_id: str
+    trial: FrozenTrial
+    direction: str
+
+
+@dataclass(frozen=True)
+class _Flush:
+    pass
+
+
+@dataclass(frozen=True)
+class _End:
+    pass
+
+
+class TrialWriter(Protocol):
+    """Where a tuning command and the workers it forks send their finished trials' child runs."""
+
+    def open_store(self, tracking_uri: str) -> None:
+        """The store to write them to, named once the reviews are ready; where it is a new SQLite file, it
+        exists when this returns."""
+
+    def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
+        """Queue the trial's child run: the trials go on (a failed write leaves a gap, filled later)."""
+
+    def flush(self) -> None:
+        """Returns once every child run sent before (by this process and its workers) is written (or the
+        writing has stopped: the rest are gaps). Only the command's own process calls it."""
+
+
+@contextmanager
+def trial_writer() -> Iterator[TrialWriter]:
+    """A writer process (`writer_process`), or a thread where MLflow is imported already (`writer_thread`)."""
+    with writer_thread() if "mlflow" in sys.modules else writer_process() as writer:
+        yield writer
+
+
+class _ProcessWriter:
+    """The command's handle on its writer process; workers it forks use it too (`write` only)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], messages: socket.socket) -> None:
+        assert process.stdout is not None
+        self._process, self._messages, self._answers = process, messages, process.stdout
+        self._gone = False  # the writer ended (a failed write): nothing more is sent or awaited
+        self._opened = False  # the command named its store: from then on, the writer writes all it is sent
+        self._unread: list[bytes] = []  # answers due that nothing has waited for yet
+        self._owner = os.getpid()  # the command; a forked worker only writes
+
+    def open_store(self, tracking_uri: str) -> None:
+        """The writer's store from now on. Where it is an SQLite file not made yet, returns once the writer
+        has made it (the command would else make it too); otherwise at once, the writer maybe still starting."""
+        self._opened = True
+        self._send(_OpenStore(tracking_uri))
+        self._unread.append(READY)
+        if (file := _sqlite_file(tracking_uri)) is not None and not file.exists():
+            self._await()
+
+    def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
+        """Queue the trial's child run. Blocks only while the writer is far behind (its socket is full)."""
+        self._send(_TrialRun(experiment_id, parent_run_id, trial, direction))
+
+    def flush(self) -> None:
+        """Returns once everything sent before (by this process and its workers) is written, or the writer ended."""
+        self._send(_Flush())
+        self._unread.append(FLUSHED)
+        self._await()
+
+    def _send(self, message: object) -> None:
+        if self._gone:
+            return
+        try:
+            self._messages.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError as err:  # it ended (or the message is too large): the trial is a gap the command fills
+            self._gone = err.errno != errno.EMSGSIZE
+
+    def _await(self) -> None:
+        """Read every answer due (they come in order)."""
+        while self._unread and not self._gone:
+            expected = self._unread.pop(0)
+            answer = self._answers.readline()
+            assert answer in (expected, b""), f"the trial writer answered {answer!r}, not {expected!r}"
+            self._gone = answer == b""
+
+    def _end(self) -> None:
+        if os.getpid() == self._owner:  # not a forked worker's copy of the handle
+            if self._opened:
+                self._send(_End())
+            else:  # the command failed before naming its store (e.g. bad data): nothing to write, nor wait for
+                self._process.terminate()
+            self._messages.close()
+            self._process.wait()
+            self._answers.close()
+
+
+@contextmanager
+def writer_process() -> Iterator[TrialWriter]:
+    """A writer process until the block ends; then it writes what it was sent, and ends."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with theirs:
+        process = subprocess.Popen([sys.executable, "-m", __name__, str(os.getpid())], stdin=theirs.fileno(),
+                                   stdout=subprocess.PIPE)
+    writer = _ProcessWriter(process, ours)
+    try:
+        yield writer
+    finally:
+        writer._end()
+
+
+class _ThreadWriter:
+    """Child runs written on a thread beside the trials, one at a time and at most one behind, so that one is
+    written within moments of its trial's end. A forked worker writes on a thread of its own."""
+
+    def __init__(self) -> None:
+        self._client: mlflow.MlflowClient | None = None
+        self._thread: tuple[int, ThreadPoolExecutor] | None = None  # whose (pid) thread
+        self._last: Future[object] | None = None
+        self._gone = False
+
+    def open_store(self, tracking_uri: str) -> None:
+        import mlflow
+
+        self._client = mlflow.MlflowClient(tracking_uri)
+
+    def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
+        from review_sentiment.tracking.trial_runs import log_trial_run
+
+        assert self._client is not None, "trials are written once the store is named"
+        executor = self._executor()  # first: a forked worker's writes do not wait for its parent's
+        self.flush()
+        if not self._gone:
+            self._last = executor.submit(log_trial_run, self._client, experiment_id, parent_run_id, trial, direction)
+
+    def flush(self) -> None:
+        last, self._last = self._last, None
+        if last is not None and (failed := last.exception()) is not None:
+            print(f"child runs are no longer written beside the trials: {failed!r}; the run writes them once its "
+                  f"trials are done", file=sys.stderr, flush=True)
+            self._gone = True
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._thread is None or self._thread[0] != os.getpid():  # a forked worker has no copy of the thread
+            self._thread, self._last = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="child-runs")), None
+        return self._thread[1]
+
+    def close(self) -> None:
+        self.flush()
+        if self._thread is not None and self._thread[0] == os.getpid():
+            self._thread[1].shutdown()
+
+
+@contextmanager
+def writer_thread() -> Iterator[TrialWriter]:
+    writer = _ThreadWriter()
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
+    """The writer process: write each trial it is sent as a child run, in order, until told to end."""
+    import logging
+
+    import mlflow
+
+    from review_sentiment.databases import sqlite_without_fsync_per_commit
+    from review_sentiment.tracking.trial_runs import log_trial_run
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its lines on making tables: the command says where
+    guessed_uri = mlflow.get_tracking_uri()  # MLflow's choice with the command's environment and folder
+    file = _sqlite_file(guessed_uri)
+    ahead = None if file is None else file.with_name(f".{file.name}.{os.getpid()}.new")  # a name of its own
+    try:
+        made = None if file is None or ahead is None else _made_ahead(file, ahead, guessed_uri)
+        opened = _received(messages, command)
+        if not isinstance(opened, _OpenStore):
+            return  # the command failed before tracking anything: it leaves no store behind
+        if made is not None and (named := _sqlite_file(opened.tracking_uri)) == file and named is not None:
+            with contextlib.suppress(FileExistsError):  # guessed right: the store made ahead is the command's,
+                os.link(made, named)  # unless another command made one meanwhile
+            made.unlink()
+        with sqlite_without_fsync_per_commit(opened.tracking_uri):
+            client = mlflow.MlflowClient(opened.tracking_uri)
+            _answer(answers, READY)
+            while not isinstance(message := _received(messages, command), (_End, type(None))):
+                if isinstance(message, _TrialRun):
+                    log_trial_run(client, message.experiment_id, message.parent_run_id, message.trial,
+                                  message.direction)
+                else:
+                    _answer(answers, FLUSHED)
+    finally:  # also when ended (SIGTERM) while making it
+        if ahead is not None:
+            ahead.unlink(missing_ok=True)
+
+
+def _made_ahead(file: Path, ahead: Path, guessed_uri: str) -> Path | None:
+    """Where the store the command will most likely name is a new SQLite `file`, make it now, as `ahead`.
+    Made in SQLite's default rollback journal, so that each commit is in the file itself: once made, the
+    file is whole, and can be linked into place once the command names it."""
+    import mlflow
+
+    if file.exists() or not file.parent.is_dir():
+        return None
+    try:
+        mlflow.MlflowClient(f"sqlite:///{ahead}{''.join(guessed_uri.partition('?')[1:])}").get_experiment("0")
+    except Exception:  # noqa: BLE001  a guess: what fails here fails again, with its message, for the command
+        return None
+    return ahead
+
+
+def _sqlite_file(tracking_uri: str) -> Path | None:
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+
+
+def _received(messages: socket.socket, command: int) -> object | None:
+    """The next message; None once none can come (the command died: its workers stop too)."""
+    while not select.select([messages], [], [], _PARENT_CHECK_SECONDS)[0]:
+        if os.getppid() != command:  # killed (kill -9), with nothing left unread
+            return None
+    data = messages.recv(_LARGEST)
+    return pickle.loads(data) if data else None
+
+
+def _answer(answers: BinaryIO, line: bytes) -> None:
+    answers.write(line)
+    answers.flush()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the command, which then ends the writer
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # cleans up on the way out
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # whatever a library prints cannot garble the answers
+    # the messages are of this module's classes, not __main__'s: serve from the module they unpickle to
+    module = importlib.import_module("review_sentiment.tracking.trial_writer")
+    module.serve(socket.socket(fileno=sys.stdin.fileno()), answers, command=int(sys.argv[1]))
+    os._exit(0)  # all written and committed: not the ~0.5 s of tearing its modules down, which the command awaits
