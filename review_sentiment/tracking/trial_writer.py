@@ -107,6 +107,8 @@ class _ProcessWriter:
         self._send(_OpenStore(tracking_uri))
         self._unread.append(READY)
         if (file := _sqlite_file(tracking_uri)) is not None and not file.exists():
+            # what the command needs to open it (~0.7 s of imports), while the writer makes it
+            importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
             self._await()
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
@@ -217,15 +219,14 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
 
     import mlflow
 
-    from review_sentiment.databases import sqlite_without_fsync_per_commit
-    from review_sentiment.tracking.trial_runs import log_trial_run
-
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its lines on making tables: the command says where
     guessed_uri = mlflow.get_tracking_uri()  # MLflow's choice with the command's environment and folder
     file = _sqlite_file(guessed_uri)
     ahead = None if file is None else file.with_name(f".{file.name}.{os.getpid()}.new")  # a name of its own
     try:
         made = None if file is None or ahead is None else _made_ahead(file, ahead, guessed_uri)
+        from review_sentiment.databases import sqlite_without_fsync_per_commit  # after: not on the store's way
+        from review_sentiment.tracking.trial_runs import log_trial_run
         opened = _received(messages, command)
         if not isinstance(opened, _OpenStore):
             return  # the command failed before tracking anything: it leaves no store behind
