@@ -104,8 +104,8 @@ def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
 
 
 def storage_ms_per_trial(reviews: Path, env: dict[str, str]) -> tuple[float, float, dict[str, float]]:
-    """ms of storage and tracking per trial on the trials' path, ms beside it (the heartbeat thread and the
-    thread writing child runs), and ms by call: one worker, 3 families x 20 trials (`profile`)."""
+    """ms of storage and tracking per trial on the trials' path, ms beside it (the heartbeat thread), and ms
+    by call: one worker, 3 families x 20 trials (`profile`)."""
     with tempfile.TemporaryDirectory() as work:
         env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"} | env | {"PYTHONPATH": str(PROJECT)}
         done = subprocess.run([sys.executable, __file__, "--profile", str(reviews), "--experiment",
@@ -133,16 +133,14 @@ def profile(argv: list[str]) -> None:
     def timed(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(call)
         def measured(*args: Any, **kwargs: Any) -> Any:
-            thread = threading.current_thread().name
-            if getattr(inside, "timing", False) or not (getattr(inside, "trials", False) or thread.startswith(
-                    ("heartbeat", "child-runs"))):
+            beside = threading.current_thread().name.startswith("heartbeat")
+            if getattr(inside, "timing", False) or not (getattr(inside, "trials", False) or beside):
                 return call(*args, **kwargs)
             inside.timing, started = True, time.perf_counter()
             try:
                 return call(*args, **kwargs)
             finally:
-                spent[f"{name}{' (beside)' * thread.startswith(('heartbeat', 'child-runs'))}"] += (
-                    time.perf_counter() - started)
+                spent[f"{name}{' (beside)' * beside}"] += time.perf_counter() - started
                 inside.timing = False
         return measured
 

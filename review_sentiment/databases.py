@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import sqlalchemy
 
@@ -40,6 +40,15 @@ def without_password(url: str) -> str:
     return url.replace(f":{parts.password}@", ":***@", 1)
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file a `sqlite:///path` URI names (absolute, or relative to the working folder, as
+    MLflow and SQLAlchemy read it); None for any other URI, or an in-memory database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = unquote(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    return None if path in ("", ":memory:") else Path(path).resolve()
+
+
 @contextmanager
 def sqlite_without_fsync_per_commit(tracking_uri: str) -> Iterator[None]:
     """While the block runs, the connections SQLAlchemy opens to MLflow's store, when it is the SQLite
@@ -48,10 +57,9 @@ def sqlite_without_fsync_per_commit(tracking_uri: str) -> Iterator[None]:
     commit (depending on what else writes to the disk) and 18–24 ms without. MLflow makes its engine
     itself, with no hook to reach it: the listener is on SQLAlchemy's Engine class for the block, and
     leaves every other database of the process alone."""
-    if not tracking_uri.startswith("sqlite:///"):
+    if (store := sqlite_file(tracking_uri)) is None:
         yield
         return
-    store = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
 
     def only_the_store(connection: object, record: object) -> None:
         if isinstance(connection, sqlite3.Connection) and _main_file(connection) == store:

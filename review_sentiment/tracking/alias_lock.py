@@ -17,14 +17,12 @@ import os
 import zlib
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from pathlib import Path
-from urllib.parse import urlparse
 
 import mlflow
 import psycopg
 
 from review_sentiment.constants import LOCK_URL_ENV
-from review_sentiment.databases import is_postgres, without_password
+from review_sentiment.databases import is_postgres, sqlite_file, without_password
 from review_sentiment.processes import exclusive_file_lock
 
 log = logging.getLogger(__name__)
@@ -39,7 +37,7 @@ def alias_lock(name: str, unlocked: bool = False) -> Iterator[None]:
     """Hold the registry's lock for registered model `name` until the block ends; `unlocked`: where no
     lock can be had, go on without one (with a warning) instead of raising NoAliasLock."""
     uri = mlflow.get_registry_uri()
-    if (database := _sqlite_path(uri)) is not None:
+    if (database := sqlite_file(uri)) is not None:
         with exclusive_file_lock(database.with_name(f"{database.name}.{name}.alias-lock")):
             yield
     elif (url := _postgres_lock_url(uri)) is not None:
@@ -55,7 +53,7 @@ def alias_lock(name: str, unlocked: bool = False) -> Iterator[None]:
 def require_alias_lock(unlocked: bool) -> None:
     """NoAliasLock now, before any work, where `alias_lock` could take no lock and `unlocked` is not given."""
     uri = mlflow.get_registry_uri()
-    if _sqlite_path(uri) is None and _postgres_lock_url(uri) is None and not unlocked:
+    if sqlite_file(uri) is None and _postgres_lock_url(uri) is None and not unlocked:
         raise NoAliasLock(f"no lock serialises alias moves on {without_password(uri)}: set {LOCK_URL_ENV} to a "
                           f"PostgreSQL URL every promoting process shares (`stack.py env` exports it), or pass "
                           f"--unlocked-promotion to move the alias unlocked")
@@ -83,11 +81,3 @@ def _advisory_lock(url: str, name: str) -> Iterator[None]:
             yield
         finally:
             connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///path` URI (absolute or relative to the working folder)."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "sqlite" or not parsed.path or parsed.path == "/:memory:":
-        return None
-    return Path(uri.removeprefix("sqlite:///")).resolve()

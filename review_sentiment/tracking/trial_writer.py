@@ -3,8 +3,9 @@
 Writing a finished trial as a child run (`trial_runs.log_trial_run`) is ~25 ms of SQLAlchemy work a trial
 on SQLite. On a thread beside the trials it held the interpreter lock they needed: with it out of the
 process, a tuning run of the published pipeline's reviews took 1.1-1.6 s less (of ~9.5 s), measured. The
-writer starts first thing, so its imports overlap the command's own; and where the tracking store is a
-new SQLite file it makes it (MLflow's migrations, ~0.85 s) while the command loads and cleans the reviews.
+writer starts once the reviews are read, before the pipeline's imports, so that its own imports overlap
+the command's; and where the tracking store will be a new SQLite file it makes it meanwhile, under a
+name of its own, linked into place once the command names that store (a run that fails before leaves none).
 A process that has imported MLflow already (a notebook, the tests) has no imports of its own for the
 writer's (~2.7 s of CPU) to hide behind: it writes them on a thread, as before (`trial_writer`).
 
@@ -12,9 +13,10 @@ The command and the workers it forks send it messages on one Unix `SOCK_SEQPACKE
 one whole message, so processes need no lock to share it, and one killed mid-send cannot leave half a
 message. Only the command reads the writer's answers (its stdout): "ready" once the store exists,
 "flushed" once every message sent before a flush is written. Ctrl-C stops the command, not the writer:
-it writes what it was sent, then ends when told, or once no process is left that could send to it.
-A write that fails ends the writer (its traceback on stderr); the trials it did not write are gaps, which
-the command fills itself at the family's end (`log_missing_trial_runs`), failing there if the store does.
+it writes what it was sent, then ends when told, or once the command is gone and nothing is left unread.
+A write that fails ends the writer (its traceback on stderr): the trials it did not write are gaps, which
+the command fills itself once every family's trials are done (`log_missing_trial_runs`), failing there if
+the store does. Either writer, a failed write costs gaps, never the trials.
 """
 from __future__ import annotations
 
@@ -28,19 +30,19 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 if TYPE_CHECKING:
-    import mlflow
     from optuna.trial import FrozenTrial
 
 READY, FLUSHED = b"ready\n", b"flushed\n"
-_LARGEST = 1 << 20  # bytes: far above a trial's message (~2 KB); a larger one is not sent (a gap, filled later)
+_LARGEST = 1 << 18  # bytes: above the socket's send buffer (~208 KB here), which bounds a message (a trial's
+# is ~2 KB; a larger one than the buffer is not sent: a gap, filled later)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where `review_sentiment` is imported from
 _PARENT_CHECK_SECONDS = 1.0  # how often an idle writer looks whether the command that started it still runs
 
 
@@ -71,18 +73,18 @@ class TrialWriter(Protocol):
     """Where a tuning command and the workers it forks send their finished trials' child runs."""
 
     def open_store(self, tracking_uri: str) -> None:
-        """The store to write them to, named once the reviews are ready; where it is a new SQLite file, it
-        exists when this returns."""
+        """The store to write them to, named by the command once it is about to use it (never by a forked
+        worker); where it is a new SQLite file, it exists when this returns."""
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
         """Queue the trial's child run: the trials go on (a failed write leaves a gap, filled later)."""
 
     def flush(self) -> None:
-        """Returns once every child run sent before (by this process and its workers) is written (or the
-        writing has stopped: the rest are gaps). Only the command's own process calls it."""
+        """Returns once every child run this process and its (finished) workers sent is written, or the
+        writing has stopped (the rest are gaps). Only the command's own process calls it."""
 
 
-@contextmanager
+@contextlib.contextmanager
 def trial_writer() -> Iterator[TrialWriter]:
     """A writer process (`writer_process`), or a thread where MLflow is imported already (`writer_thread`)."""
     with writer_thread() if "mlflow" in sys.modules else writer_process() as writer:
@@ -103,10 +105,13 @@ class _ProcessWriter:
     def open_store(self, tracking_uri: str) -> None:
         """The writer's store from now on. Where it is an SQLite file not made yet, returns once the writer
         has made it (the command would else make it too); otherwise at once, the writer maybe still starting."""
+        from review_sentiment.databases import sqlite_file
+
+        assert os.getpid() == self._owner, "the command names the store, not a forked worker"
         self._opened = True
         self._send(_OpenStore(tracking_uri))
         self._unread.append(READY)
-        if (file := _sqlite_file(tracking_uri)) is not None and not file.exists():
+        if (file := sqlite_file(tracking_uri)) is not None and not file.exists():
             # what the command needs to open it (~0.7 s of imports), while the writer makes it
             importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
             self._await()
@@ -117,6 +122,7 @@ class _ProcessWriter:
 
     def flush(self) -> None:
         """Returns once everything sent before (by this process and its workers) is written, or the writer ended."""
+        assert os.getpid() == self._owner, "only the command reads the writer's answers"
         self._send(_Flush())
         self._unread.append(FLUSHED)
         self._await()
@@ -130,31 +136,39 @@ class _ProcessWriter:
             self._gone = err.errno != errno.EMSGSIZE
 
     def _await(self) -> None:
-        """Read every answer due (they come in order)."""
+        """Read every answer due (they come in order; one is taken off once read whole, so that an
+        interrupted read leaves it due)."""
         while self._unread and not self._gone:
-            expected = self._unread.pop(0)
             answer = self._answers.readline()
-            assert answer in (expected, b""), f"the trial writer answered {answer!r}, not {expected!r}"
-            self._gone = answer == b""
+            if answer == b"":  # the writer ended
+                self._gone = True
+            elif answer != self._unread[0]:
+                raise RuntimeError(f"the child-run writer answered {answer!r}, not {self._unread[0]!r}")
+            else:
+                self._unread.pop(0)
 
     def _end(self) -> None:
         if os.getpid() == self._owner:  # not a forked worker's copy of the handle
-            if self._opened:
+            if self._opened and not self._gone:
                 self._send(_End())
-            else:  # the command failed before naming its store (e.g. bad data): nothing to write, nor wait for
-                self._process.terminate()
+            if not self._opened or self._gone:  # failed before naming its store (e.g. a refused --join), or
+                self._process.terminate()  # the writer cannot be told: nothing to wait for
             self._messages.close()
             self._process.wait()
             self._answers.close()
 
 
-@contextmanager
+@contextlib.contextmanager
 def writer_process() -> Iterator[TrialWriter]:
     """A writer process until the block ends; then it writes what it was sent, and ends."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with theirs:
-        process = subprocess.Popen([sys.executable, "-m", __name__, str(os.getpid())], stdin=theirs.fileno(),
-                                   stdout=subprocess.PIPE)
+        # -P: not the working folder first on its path (a user's mlflow.py there would be imported); the
+        # working folder stays the command's (MLflow's default store is relative to it)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(PROJECT_ROOT),
+                                                                         os.environ.get("PYTHONPATH"))))}
+        process = subprocess.Popen([sys.executable, "-P", "-m", __name__, str(os.getpid())], stdin=theirs.fileno(),
+                                   stdout=subprocess.PIPE, env=env)
     writer = _ProcessWriter(process, ours)
     try:
         yield writer
@@ -164,47 +178,57 @@ def writer_process() -> Iterator[TrialWriter]:
 
 class _ThreadWriter:
     """Child runs written on a thread beside the trials, one at a time and at most one behind, so that one is
-    written within moments of its trial's end. A forked worker writes on a thread of its own."""
+    written within moments of its trial's end. A forked worker has no copy of the thread: it writes its own
+    before its next trial. The client is made where it is first used, never carried across a fork."""
 
     def __init__(self) -> None:
-        self._client: mlflow.MlflowClient | None = None
-        self._thread: tuple[int, ThreadPoolExecutor] | None = None  # whose (pid) thread
+        self._uri: str | None = None
+        self._owner = os.getpid()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="child-runs")
         self._last: Future[object] | None = None
         self._gone = False
 
     def open_store(self, tracking_uri: str) -> None:
-        import mlflow
-
-        self._client = mlflow.MlflowClient(tracking_uri)
+        self._uri = tracking_uri
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
-        from review_sentiment.tracking.trial_runs import log_trial_run
-
-        assert self._client is not None, "trials are written once the store is named"
-        executor = self._executor()  # first: a forked worker's writes do not wait for its parent's
+        if os.getpid() != self._owner:
+            self._written(self._log, experiment_id, parent_run_id, trial, direction)
+            return
         self.flush()
         if not self._gone:
-            self._last = executor.submit(log_trial_run, self._client, experiment_id, parent_run_id, trial, direction)
+            self._last = self._thread.submit(self._log, experiment_id, parent_run_id, trial, direction)
 
     def flush(self) -> None:
         last, self._last = self._last, None
-        if last is not None and (failed := last.exception()) is not None:
-            print(f"child runs are no longer written beside the trials: {failed!r}; the run writes them once its "
-                  f"trials are done", file=sys.stderr, flush=True)
-            self._gone = True
-
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._thread is None or self._thread[0] != os.getpid():  # a forked worker has no copy of the thread
-            self._thread, self._last = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="child-runs")), None
-        return self._thread[1]
+        if last is not None:
+            self._written(last.result)
 
     def close(self) -> None:
         self.flush()
-        if self._thread is not None and self._thread[0] == os.getpid():
-            self._thread[1].shutdown()
+        self._thread.shutdown()
+
+    def _log(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
+        import mlflow
+
+        from review_sentiment.tracking.trial_runs import log_trial_run
+
+        assert self._uri is not None, "trials are written once the store is named"
+        log_trial_run(mlflow.MlflowClient(self._uri), experiment_id, parent_run_id, trial, direction)
+
+    def _written(self, write: Callable[..., object], *args: object) -> None:
+        """Run `write`; if it fails, say so once and write no more (the rest are gaps)."""
+        if self._gone:
+            return
+        try:
+            write(*args)
+        except Exception as err:  # noqa: BLE001  the run fills the gaps, failing there if the store still fails
+            print(f"child runs are no longer written beside the trials ({err!r}): the run writes the rest once its "
+                  f"trials are done", file=sys.stderr, flush=True)
+            self._gone = True
 
 
-@contextmanager
+@contextlib.contextmanager
 def writer_thread() -> Iterator[TrialWriter]:
     writer = _ThreadWriter()
     try:
@@ -219,21 +243,25 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
 
     import mlflow
 
+    from review_sentiment.databases import sqlite_file
+
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its lines on making tables: the command says where
     guessed_uri = mlflow.get_tracking_uri()  # MLflow's choice with the command's environment and folder
-    file = _sqlite_file(guessed_uri)
+    file = sqlite_file(guessed_uri)
     ahead = None if file is None else file.with_name(f".{file.name}.{os.getpid()}.new")  # a name of its own
     try:
-        made = None if file is None or ahead is None else _made_ahead(file, ahead, guessed_uri)
+        made = file is not None and ahead is not None and _made_ahead(file, ahead, guessed_uri)
         from review_sentiment.databases import sqlite_without_fsync_per_commit  # after: not on the store's way
         from review_sentiment.tracking.trial_runs import log_trial_run
         opened = _received(messages, command)
         if not isinstance(opened, _OpenStore):
             return  # the command failed before tracking anything: it leaves no store behind
-        if made is not None and (named := _sqlite_file(opened.tracking_uri)) == file and named is not None:
-            with contextlib.suppress(FileExistsError):  # guessed right: the store made ahead is the command's,
-                os.link(made, named)  # unless another command made one meanwhile
-            made.unlink()
+        if made and file is not None and ahead is not None and sqlite_file(opened.tracking_uri) == file:
+            # guessed right: the store made ahead is the command's, unless one was made meanwhile (another
+            # command) or the folder's file system has no hard links: then it is made as MLflow makes it
+            with contextlib.suppress(OSError):
+                os.link(ahead, file)
+        _remove(ahead)
         with sqlite_without_fsync_per_commit(opened.tracking_uri):
             client = mlflow.MlflowClient(opened.tracking_uri)
             _answer(answers, READY)
@@ -241,32 +269,39 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
                 if isinstance(message, _TrialRun):
                     log_trial_run(client, message.experiment_id, message.parent_run_id, message.trial,
                                   message.direction)
-                else:
+                elif isinstance(message, _Flush):
                     _answer(answers, FLUSHED)
-    finally:  # also when ended (SIGTERM) while making it
-        if ahead is not None:
-            ahead.unlink(missing_ok=True)
+    finally:  # also when ended by a signal while making it
+        _remove(ahead)
 
 
-def _made_ahead(file: Path, ahead: Path, guessed_uri: str) -> Path | None:
+def _made_ahead(file: Path, ahead: Path, guessed_uri: str) -> bool:
     """Where the store the command will most likely name is a new SQLite `file`, make it now, as `ahead`.
-    Made in SQLite's default rollback journal, so that each commit is in the file itself: once made, the
-    file is whole, and can be linked into place once the command names it."""
+    Made in SQLite's default rollback journal, so that each commit is in the file itself, and with no
+    connection kept open on it: once made, the file is whole, and can be linked into place."""
     import mlflow
 
     if file.exists() or not file.parent.is_dir():
-        return None
+        return False
+    pooled = os.environ.get("MLFLOW_SQLALCHEMYSTORE_POOLCLASS")
+    os.environ["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"  # MLflow's setting: each connection closed after use
     try:
         mlflow.MlflowClient(f"sqlite:///{ahead}{''.join(guessed_uri.partition('?')[1:])}").get_experiment("0")
     except Exception:  # noqa: BLE001  a guess: what fails here fails again, with its message, for the command
-        return None
-    return ahead
+        return False
+    finally:
+        if pooled is None:
+            del os.environ["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"]
+        else:
+            os.environ["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = pooled
+    return True
 
 
-def _sqlite_file(tracking_uri: str) -> Path | None:
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+def _remove(ahead: Path | None) -> None:
+    """The store made ahead, under its own name (the store's own name stays), and its journal if cut short."""
+    if ahead is not None:
+        for name in (ahead, ahead.with_name(ahead.name + "-journal")):
+            name.unlink(missing_ok=True)
 
 
 def _received(messages: socket.socket, command: int) -> object | None:
@@ -285,7 +320,8 @@ def _answer(answers: BinaryIO, line: bytes) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the command, which then ends the writer
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # cleans up on the way out
+    for ending in (signal.SIGTERM, signal.SIGHUP):  # e.g. the command's terminate, a closed terminal: clean up
+        signal.signal(ending, lambda number, _: sys.exit(128 + number))
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # whatever a library prints cannot garble the answers
     # the messages are of this module's classes, not __main__'s: serve from the module they unpickle to

@@ -164,13 +164,13 @@ def _run_tuning(settings: TuningSettings, reviews: Reviews, writer: TrialWriter)
     started = time.perf_counter()
     prepared = prepare(settings, reviews)  # clean → split → count each CV fold once
     settings = dataclasses.replace(settings, folds=len(prepared.folds.labels))
-    writer.open_store(mlflow.get_tracking_uri())  # a new SQLite store is made meanwhile, by the writer
     if settings.join:
         join_studies(settings, prepared, settings.worker_name or f"{socket.gethostname()}:{os.getpid()}", writer)
         return
     require_alias_lock(settings.unlocked_promotion)  # refused now, before hours of tuning, not after
     storage = _storage(settings, say=True)  # before the workers fork: two processes creating its tables collide
     print(f"MLflow: experiment {settings.experiment!r} at {without_password(mlflow.get_tracking_uri())}")
+    writer.open_store(mlflow.get_tracking_uri())  # a new SQLite store: made by the writer, meanwhile
     with Attempt(storage, settings.registered_model, settings.unlocked_promotion) as attempt:
         with _written_if_failed(writer), attempt.studies(
                 settings.key(prepared.digest), settings.models, settings.trials, settings.seed, settings.experiment,
@@ -178,12 +178,11 @@ def _run_tuning(settings: TuningSettings, reviews: Reviews, writer: TrialWriter)
                 functools.partial(join_studies, settings, prepared, writer=writer, wait=True),
                 settings.workers) as studies:
             me = Worker("w0", settings.seed, shown=settings.workers > 1)
-            tuned = [s for s in studies if s.version is None]  # the others were registered before a restart
             # tune → evaluate → log → register, family by family
             results = [tune_and_register(s, prepared, settings, storage, me, attempt.writes, writer)
                        for s in studies]
             writer.flush()  # every child run sent, by this process and the workers, is written
-            _fill_gaps(tuned)
+            _fill_gaps(studies)
         best = choose(results, prepared, settings)
         promotion = promote_if_better(settings.registered_model, mlflow.MlflowClient().get_model_version(
             settings.registered_model, best.version), prepared.training.protected,
@@ -231,6 +230,8 @@ def join_studies(settings: TuningSettings, prepared: Prepared, name: str, writer
     if studies is None:
         raise RunConflict("no unfinished tuning run with these data and flags in this storage: start it with "
                             "the same flags without --join (and the same --storage and MLFLOW_TRACKING_URI)")
+    if not wait:  # a --join command (a local worker shares the command's writer, which the command names it)
+        writer.open_store(mlflow.get_tracking_uri())
     print(f"{name} (pid {os.getpid()}) joined the studies of run {key}", flush=True)
     ran = {s.family: _run_trials(s, prepared, settings, storage, me, writer, until_complete=False)
            for s in studies if s.version is None}
@@ -361,15 +362,16 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
 
 
 def _fill_gaps(family_studies: list[FamilyStudy]) -> None:
-    """Write the child runs of finished trials that have none (their worker died before its run was written),
-    once every trial has finished and every child run sent is written."""
+    """Write the child runs of finished trials that have none (their worker, or the writer, died first), once
+    every trial has finished and every child run sent is written; a family registered before a restart too
+    (its gaps may be from before it)."""
     client = mlflow.MlflowClient()
     for family_study in family_studies:
         parent = family_study.parent_run_id
         if gaps := log_missing_trial_runs(client, client.get_run(parent).info.experiment_id, parent,
                                           finished_by_workers(family_study.study), family_study.study.direction.name):
-            print(f"{family_study.family}: logged {gaps} finished trial{'s' * (gaps != 1)} whose worker died "
-                  f"before logging it", flush=True)
+            print(f"{family_study.family}: wrote the child runs of {gaps} finished trial{'s' * (gaps != 1)} "
+                  f"that had none (their worker, or the child-run writer, died first)", flush=True)
 
 
 @contextlib.contextmanager

@@ -176,7 +176,7 @@ def test_a_study_of_an_earlier_release_runs_the_trials_it_queued_up_front(tmp_pa
 def test_the_journal_fails_as_stale_a_running_trial_silent_past_its_grace_only(tmp_path: Path) -> None:
     """As RDBStorage does: a RUNNING trial that never beat is not stale; one whose last beat is older than
     the grace period is, and its retry does not carry that beat; a beat on a finished trial is ignored."""
-    journal = storage_at(tmp_path / "s.journal", interval=1, grace=2, on_stale=RetryFailedTrialCallback())
+    journal = storage_at(tmp_path / "s.journal", interval=1, grace=4, on_stale=RetryFailedTrialCallback())
     study = optuna.create_study(storage=journal, study_name="s")
     silent, beating, done = (journal.create_new_trial(study._study_id) for _ in range(3))  # created RUNNING
     journal.record_heartbeat(beating)

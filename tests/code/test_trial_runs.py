@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import FrozenTrial
 
 from review_sentiment.tracking.trial_runs import log_missing_trial_runs
-from review_sentiment.tracking.trial_writer import TrialWriter, writer_process
+from review_sentiment.tracking.trial_writer import TrialWriter, writer_process, writer_thread
 from tests.helpers import wait_for
 
 
@@ -64,6 +64,26 @@ def test_the_command_and_a_forked_worker_write_at_once_and_a_killed_writer_costs
         assert "20" not in children(client, experiment_id, parent)
         assert log_missing_trial_runs(client, experiment_id, parent, trials, "MAXIMIZE", settle_seconds=0) == 1
         assert children(client, experiment_id, parent) == {str(n): "FINISHED" for n in range(21)}  # ... filled
+
+
+def test_on_a_thread_a_forked_workers_last_child_run_is_written_too(tmp_path: Path) -> None:
+    """Where MLflow is imported already, child runs are written on a thread; a forked worker has no copy of
+    it and writes its own, all of them, before it ends (it ends with os._exit, which joins no thread)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.create_experiment("tuning")
+    parent = client.create_run(experiment_id).info.run_id
+    trials = finished_trials(6)
+    with writer_thread() as writer:
+        writer.open_store(uri)
+        worker = multiprocessing.get_context("fork").Process(
+            target=write_all, args=(writer, experiment_id, parent, trials[:3]))
+        worker.start()
+        write_all(writer, experiment_id, parent, trials[3:])
+        worker.join(30)
+        assert worker.exitcode == 0
+        writer.flush()
+        assert children(client, experiment_id, parent) == {str(n): "FINISHED" for n in range(6)}
 
 
 @pytest.mark.e2e  # a second writer process, waited for until it has made a store (~3 s)

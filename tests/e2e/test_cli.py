@@ -1,9 +1,12 @@
 """The orchestration CLI as a user's shell meets it: a process, its exit status, its whole output."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import psutil
 
 from tests.helpers import PROJECT_DIR, nothing_was_written
 
@@ -16,3 +19,17 @@ def test_scoring_into_its_own_input_is_refused_by_the_real_cli(reviews_to_score:
     assert done.stdout == "" and done.stderr == (f"error: {reviews_to_score}: --output is the input file; "
                                                  f"write the predictions elsewhere\n")
     assert nothing_was_written(reviews_to_score.parent, reviews_to_score)
+
+
+def test_a_refused_join_leaves_no_store_and_no_writer_behind(tmp_path: Path) -> None:
+    """`--join` with no run to join is refused in one line. Its child-run writer process, making the new
+    store ahead meanwhile, is ended without putting it in place."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPTUNA_"))}  # MLflow's default
+    with subprocess.Popen([sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), "--join"], cwd=tmp_path,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as command:
+        stdout, stderr = command.communicate(timeout=120)
+    assert command.returncode == 2, stdout[-2000:] + stderr[-2000:]
+    assert stderr.startswith("error: no unfinished tuning run") and stderr.count("\n") == 1
+    assert not [p.name for p in tmp_path.iterdir() if "mlflow" in p.name]  # no store, nor the one made ahead
+    assert not [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[-2:] == [
+        "review_sentiment.tracking.trial_writer", str(command.pid)]]  # the writer ended with it
