@@ -54,12 +54,18 @@ def share(text: str) -> float:
 def study_storage(url: str) -> str:
     """An Optuna storage the trial claims can lock (`trial_queue._claiming`): a journal file (made absolute, so
     that a worker started elsewhere on the machine names the same one), an SQLite file or PostgreSQL."""
-    from review_sentiment.databases import is_journal, is_postgres, without_password  # SQLAlchemy: not for --help
+    from review_sentiment.databases import (  # SQLAlchemy: not for --help
+        is_journal,
+        is_postgres,
+        sqlite_file,
+        without_password,
+    )
     if is_journal(url):
         _in_a_folder(Path(url))
         return str(Path(url).resolve())
     if url.startswith("sqlite:///"):
-        _in_a_folder(Path(url.removeprefix("sqlite:///").split("?", 1)[0]))
+        if (file := sqlite_file(url)) is not None:
+            _in_a_folder(file)
     elif not is_postgres(url):
         raise argparse.ArgumentTypeError(f"must be FILE.journal, sqlite:///FILE or postgresql://… (the storages "
                                          f"whose trial claims can be locked), got {without_password(url)}")

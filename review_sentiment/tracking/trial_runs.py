@@ -8,8 +8,8 @@ send their child runs to a writer process (`trial_writer`): the next trial does 
 (~25 ms a trial on SQLite, ~55 ms on an MLflow server). It carries what optuna-integration's
 MLflowCallback logged (params, the metric, the trial's tags and user attributes, which name the worker
 that ran it). A worker killed between
-finishing a trial and logging it leaves a gap, which `log_missing_trial_runs` fills once the family's
-study is complete.
+finishing a trial and logging it (or a writer that died) leaves a gap, which `log_missing_trial_runs`
+fills once every family's trials are done.
 """
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,8 +74,8 @@ class TrialWriter(Protocol):
     """Where a tuning command and the workers it forks send their finished trials' child runs."""
 
     def open_store(self, tracking_uri: str) -> None:
-        """The store to write them to, named by the command once it is about to use it (never by a forked
-        worker); where it is a new SQLite file, it exists when this returns."""
+        """The store to write them to, named by the command once, as it is about to use it (never by a forked
+        worker): the command then opens (or makes) it, unless the writer made it ahead."""
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
         """Queue the trial's child run: the trials go on (a failed write leaves a gap, filled later)."""
@@ -107,11 +108,12 @@ class _ProcessWriter:
         has made it (the command would else make it too); otherwise at once, the writer maybe still starting."""
         from review_sentiment.databases import sqlite_file
 
-        assert os.getpid() == self._owner, "the command names the store, not a forked worker"
+        assert os.getpid() == self._owner and not self._opened, "the command names the store, once"
+        new = (file := sqlite_file(tracking_uri)) is not None and not file.exists()
         self._opened = True
         self._send(_OpenStore(tracking_uri))
         self._unread.append(READY)
-        if (file := sqlite_file(tracking_uri)) is not None and not file.exists():
+        if new:
             # what the command needs to open it (~0.7 s of imports), while the writer makes it
             importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
             self._await()
@@ -130,8 +132,10 @@ class _ProcessWriter:
     def _send(self, message: object) -> None:
         if self._gone:
             return
+        if len(data := pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)) > _LARGEST:
+            return  # more than the writer reads at once: a gap, which the command fills
         try:
-            self._messages.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            self._messages.send(data)
         except OSError as err:  # it ended (or the message is too large): the trial is a gap the command fills
             self._gone = err.errno != errno.EMSGSIZE
 
@@ -165,8 +169,8 @@ def writer_process() -> Iterator[TrialWriter]:
     with theirs:
         # -P: not the working folder first on its path (a user's mlflow.py there would be imported); the
         # working folder stays the command's (MLflow's default store is relative to it)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(PROJECT_ROOT),
-                                                                         os.environ.get("PYTHONPATH"))))}
+        path = [str(PROJECT_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]  # no
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}  # empty item: that would be the working folder
         process = subprocess.Popen([sys.executable, "-P", "-m", __name__, str(os.getpid())], stdin=theirs.fileno(),
                                    stdout=subprocess.PIPE, env=env)
     writer = _ProcessWriter(process, ours)
@@ -179,7 +183,7 @@ def writer_process() -> Iterator[TrialWriter]:
 class _ThreadWriter:
     """Child runs written on a thread beside the trials, one at a time and at most one behind, so that one is
     written within moments of its trial's end. A forked worker has no copy of the thread: it writes its own
-    before its next trial. The client is made where it is first used, never carried across a fork."""
+    before its next trial."""
 
     def __init__(self) -> None:
         self._uri: str | None = None
@@ -200,9 +204,9 @@ class _ThreadWriter:
             self._last = self._thread.submit(self._log, experiment_id, parent_run_id, trial, direction)
 
     def flush(self) -> None:
-        last, self._last = self._last, None
-        if last is not None:
-            self._written(last.result)
+        if self._last is not None:
+            self._written(self._last.result)
+            self._last = None  # once written: an interrupted wait leaves it due
 
     def close(self) -> None:
         self.flush()
@@ -286,7 +290,8 @@ def _made_ahead(file: Path, ahead: Path, guessed_uri: str) -> bool:
     pooled = os.environ.get("MLFLOW_SQLALCHEMYSTORE_POOLCLASS")
     os.environ["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"  # MLflow's setting: each connection closed after use
     try:
-        mlflow.MlflowClient(f"sqlite:///{ahead}{''.join(guessed_uri.partition('?')[1:])}").get_experiment("0")
+        query = "".join(guessed_uri.partition("?")[1:])  # the path is decoded by SQLAlchemy: encoded here too
+        mlflow.MlflowClient(f"sqlite:///{urllib.parse.quote(str(ahead))}{query}").get_experiment("0")
     except Exception:  # noqa: BLE001  a guess: what fails here fails again, with its message, for the command
         return False
     finally:
@@ -320,8 +325,8 @@ def _answer(answers: BinaryIO, line: bytes) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the command, which then ends the writer
-    for ending in (signal.SIGTERM, signal.SIGHUP):  # e.g. the command's terminate, a closed terminal: clean up
-        signal.signal(ending, lambda number, _: sys.exit(128 + number))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal: it ends once the command has
+    signal.signal(signal.SIGTERM, lambda number, _: sys.exit(128 + number))  # the command's terminate: cleans up
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # whatever a library prints cannot garble the answers
     # the messages are of this module's classes, not __main__'s: serve from the module they unpickle to

@@ -22,7 +22,14 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from review_sentiment.databases import JOURNAL_SUFFIX, is_journal, is_postgres, sqlalchemy_url, write_ahead
+from review_sentiment.databases import (
+    JOURNAL_SUFFIX,
+    is_journal,
+    is_postgres,
+    sqlalchemy_url,
+    sqlite_file,
+    write_ahead,
+)
 from review_sentiment.modeling.families import FAMILIES, Params
 from review_sentiment.modeling.fold_counts import CountedFolds, left_no_words, tfidf_features
 from review_sentiment.modeling.linear import decision_values
@@ -45,7 +52,7 @@ def default_storage(tracking_uri: str) -> str:
     """A journal file next to an SQLite tracking store (else in the working folder): studies persist on a
     laptop too, so a killed run resumes. A folder with the SQLite file of an earlier release (and no
     journal) keeps it, so that a run killed before the upgrade resumes too."""
-    folder = Path(tracking_uri.removeprefix("sqlite:///")).parent if tracking_uri.startswith("sqlite:///") else Path()
+    folder = store.parent if (store := sqlite_file(tracking_uri)) is not None else Path()
     journal, earlier = folder.resolve() / f"optuna{JOURNAL_SUFFIX}", folder.resolve() / "optuna.db"
     return f"sqlite:///{earlier}" if earlier.exists() and not journal.exists() else str(journal)
 

@@ -181,7 +181,8 @@ def _run_tuning(settings: TuningSettings, reviews: Reviews, writer: TrialWriter)
             # tune → evaluate → log → register, family by family
             results = [tune_and_register(s, prepared, settings, storage, me, attempt.writes, writer)
                        for s in studies]
-            writer.flush()  # every child run sent, by this process and the workers, is written
+            writer.flush()  # every child run sent so far is written (a local worker's last ones may come
+            # after: it is joined once this block ends; the gaps' settle time keeps them from being written twice)
             _fill_gaps(studies)
         best = choose(results, prepared, settings)
         promotion = promote_if_better(settings.registered_model, mlflow.MlflowClient().get_model_version(
@@ -230,7 +231,7 @@ def join_studies(settings: TuningSettings, prepared: Prepared, name: str, writer
     if studies is None:
         raise RunConflict("no unfinished tuning run with these data and flags in this storage: start it with "
                             "the same flags without --join (and the same --storage and MLFLOW_TRACKING_URI)")
-    if not wait:  # a --join command (a local worker shares the command's writer, which the command names it)
+    if not wait:  # a --join command names its store; a local worker shares the command's writer
         writer.open_store(mlflow.get_tracking_uri())
     print(f"{name} (pid {os.getpid()}) joined the studies of run {key}", flush=True)
     ran = {s.family: _run_trials(s, prepared, settings, storage, me, writer, until_complete=False)
