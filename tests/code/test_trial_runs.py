@@ -36,6 +36,7 @@ def write_all(writer: TrialWriter, experiment_id: str, parent: str, trials: list
         writer.write(experiment_id, parent, trial, "MAXIMIZE")
 
 
+@pytest.mark.e2e  # a writer process, importing MLflow (~3 s of CPU); the fast loop's runs write on a thread
 def test_the_command_and_a_forked_worker_write_at_once_and_a_killed_writer_costs_only_gaps(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
