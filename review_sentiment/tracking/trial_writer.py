@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 if TYPE_CHECKING:
+    import mlflow
     from optuna.trial import FrozenTrial
 
 READY, FLUSHED = b"ready\n", b"flushed\n"
@@ -187,6 +188,7 @@ class _ThreadWriter:
 
     def __init__(self) -> None:
         self._uri: str | None = None
+        self._client: tuple[int, mlflow.MlflowClient] | None = None  # made in the process (pid) that uses it
         self._owner = os.getpid()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="child-runs")
         self._last: Future[object] | None = None
@@ -218,7 +220,9 @@ class _ThreadWriter:
         from review_sentiment.tracking.trial_runs import log_trial_run
 
         assert self._uri is not None, "trials are written once the store is named"
-        log_trial_run(mlflow.MlflowClient(self._uri), experiment_id, parent_run_id, trial, direction)
+        if self._client is None or self._client[0] != os.getpid():
+            self._client = os.getpid(), mlflow.MlflowClient(self._uri)
+        log_trial_run(self._client[1], experiment_id, parent_run_id, trial, direction)
 
     def _written(self, write: Callable[..., object], *args: object) -> None:
         """Run `write`; if it fails, say so once and write no more (the rest are gaps)."""
