@@ -23,13 +23,13 @@ def test_scoring_into_its_own_input_is_refused_by_the_real_cli(reviews_to_score:
 
 def test_a_refused_join_leaves_no_store_and_no_writer_behind(tmp_path: Path) -> None:
     """`--join` with no run to join is refused in one line. Its child-run writer process, making the new
-    store ahead meanwhile, is ended without putting it in place."""
+    store ahead meanwhile, is ended without putting it in place; no journal is made either."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPTUNA_"))}  # MLflow's default
     with subprocess.Popen([sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), "--join"], cwd=tmp_path,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as command:
         stdout, stderr = command.communicate(timeout=120)
     assert command.returncode == 2, stdout[-2000:] + stderr[-2000:]
     assert stderr.startswith("error: no unfinished tuning run") and stderr.count("\n") == 1
-    assert not [p.name for p in tmp_path.iterdir() if "mlflow" in p.name]  # no store, nor the one made ahead
+    assert list(tmp_path.iterdir()) == []  # no store, nor the one made ahead, nor an empty journal
     assert not [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[-2:] == [
         "review_sentiment.tracking.trial_writer", str(command.pid)]]  # the writer ended with it
