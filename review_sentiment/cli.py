@@ -57,16 +57,14 @@ def study_storage(url: str) -> str:
     from review_sentiment.databases import (  # SQLAlchemy: not for --help
         is_journal,
         is_postgres,
-        sqlite_file,
+        storage_file,
         without_password,
     )
+    if (file := storage_file(url)) is not None:
+        _in_a_folder(file)
     if is_journal(url):
-        _in_a_folder(Path(url))
-        return str(Path(url).resolve())
-    if url.startswith("sqlite:///"):
-        if (file := sqlite_file(url)) is not None:
-            _in_a_folder(file)
-    elif not is_postgres(url):
+        return str(file)
+    if not (url.startswith("sqlite:///") or is_postgres(url)):
         raise argparse.ArgumentTypeError(f"must be FILE.journal, sqlite:///FILE or postgresql://… (the storages "
                                          f"whose trial claims can be locked), got {without_password(url)}")
     return url

@@ -49,6 +49,11 @@ def sqlite_file(uri: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path).resolve()
 
 
+def storage_file(url: str) -> Path | None:
+    """The file an Optuna storage is kept in (a journal, or an SQLite database), if it is one."""
+    return Path(url).resolve() if is_journal(url) else sqlite_file(url)
+
+
 @contextmanager
 def sqlite_without_fsync_per_commit(tracking_uri: str) -> Iterator[None]:
     """While the block runs, the connections SQLAlchemy opens to MLflow's store, when it is the SQLite

@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, split_reviews
-from review_sentiment.databases import is_journal, sqlite_file, sqlite_without_fsync_per_commit, without_password
+from review_sentiment.databases import sqlite_without_fsync_per_commit, storage_file, without_password
 from review_sentiment.modeling.families import require_words
 from review_sentiment.modeling.fold_counts import LARGE_FILE_REVIEWS, CountedFolds, counted, cv_folds
 from review_sentiment.tracking.alias_lock import require_alias_lock
@@ -218,7 +218,7 @@ def join_studies(settings: TuningSettings, prepared: Prepared, name: str, writer
                  wait: bool = False) -> None:
     """Run trials of a tuning command started elsewhere until no trial is left to claim; register nothing.
     `wait`: a worker the command started itself waits for its studies to be made (or resumed)."""
-    if not wait and (file := _storage_file(settings)) is not None and not file.exists():
+    if not wait and (file := storage_file(_storage_url(settings))) is not None and not file.exists():
         raise RunConflict(NO_RUN_TO_JOIN)  # refused without making the file: nothing was started there
     storage = _storage(settings, say=not wait)
     me = Worker(name, (settings.seed + zlib.crc32(name.encode())) % 2**32, shown=True)  # numpy seeds are 32-bit
@@ -321,12 +321,6 @@ def print_summary(results: list[FamilyResult], model_name: str, candidate: str,
 
 def _storage_url(settings: TuningSettings) -> str:
     return settings.storage or default_storage(mlflow.get_tracking_uri())
-
-
-def _storage_file(settings: TuningSettings) -> Path | None:
-    """The file the studies' storage is in (a journal, or SQLite), if one."""
-    url = _storage_url(settings)
-    return Path(url) if is_journal(url) else sqlite_file(url)
 
 
 def _storage(settings: TuningSettings, say: bool) -> Storage:
