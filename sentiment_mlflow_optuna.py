@@ -76,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         with trial_writer() as writer:  # a process writing the trials' child runs: its imports overlap ours
             from review_sentiment.tracking.alias_lock import NoAliasLock
             from review_sentiment.training.attempt import RunConflict
+            from review_sentiment.training.journal import JournalLost
             from review_sentiment.training.tuning_run import TuningSettings, run_tuning
             try:
                 run_tuning(TuningSettings(**vars(args)), reviews, writer)
-            except (RunConflict, NoAliasLock) as err:
+            except (RunConflict, NoAliasLock, JournalLost) as err:
                 return cli.user_error(err)
     except ReviewDataError as err:
         return cli.user_error(err)

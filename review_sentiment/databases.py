@@ -32,6 +32,11 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+def libpq_url(url: str) -> str:
+    """A `postgresql://` URL as psycopg (libpq) reads it, whichever scheme `is_postgres` accepted."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
 def without_password(url: str) -> str:
     """For printing: the URL with its password masked."""
     parts = urlsplit(url)

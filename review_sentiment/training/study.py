@@ -34,7 +34,7 @@ from review_sentiment.modeling.families import FAMILIES, Params
 from review_sentiment.modeling.fold_counts import CountedFolds, left_no_words, tfidf_features
 from review_sentiment.modeling.linear import decision_values
 from review_sentiment.modeling.metrics import macro_f1
-from review_sentiment.training.journal import HeartbeatJournal
+from review_sentiment.training.journal import FileJournal, HeartbeatJournal, PostgresJournal
 
 Objective = Callable[[optuna.Trial], float]
 Storage = RDBStorage | HeartbeatJournal  # where a run's studies live; both keep heartbeats
@@ -60,14 +60,18 @@ def default_storage(tracking_uri: str) -> str:
 def open_storage(url: str) -> Storage:
     """Optuna's storage with heartbeats: a trial whose worker died (kill -9, lost machine) is marked
     failed by the next worker that looks, and its configuration is queued again. A path ending in
-    .journal is a journal file (`journal.HeartbeatJournal`: one machine's workers); a URL, a database."""
+    .journal is a journal file (`journal.FileJournal`: one machine's workers); a PostgreSQL URL, a journal
+    in that database (`journal.PostgresJournal`: workers anywhere), unless it holds Optuna's tables of an
+    earlier release; any other URL, Optuna's RDBStorage."""
     with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8; the callback is
         # deprecated for RetryHeartbeatStaleTrialCallback (Optuna 4.9), which is experimental itself
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryFailedTrialCallback(max_retry=RETRIES)
         if is_journal(url):
-            return HeartbeatJournal(Path(url), HEARTBEAT_SECONDS, GRACE_SECONDS, retry)
+            return HeartbeatJournal(FileJournal(Path(url)), HEARTBEAT_SECONDS, GRACE_SECONDS, retry)
+        if is_postgres(url) and (journal := PostgresJournal.open(url)) is not None:
+            return HeartbeatJournal(journal, HEARTBEAT_SECONDS, GRACE_SECONDS, retry)
         engine = {"pool_pre_ping": True} if is_postgres(url) else {"connect_args": {"timeout": 60}}
         storage = RDBStorage(sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
                              grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=retry)

@@ -30,7 +30,7 @@ from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from review_sentiment.processes import exclusive_file_lock
-from review_sentiment.training.journal import HeartbeatJournal
+from review_sentiment.training.journal import PostgresJournal
 from review_sentiment.training.study import Storage
 
 log = logging.getLogger(__name__)
@@ -143,16 +143,23 @@ def _claiming(storage: Storage, study_id: int) -> Iterator[None]:
     the session of a holder that stays idle for 30 s (a lost machine), so its lock cannot stall the others.
     SQLite or a journal: an exclusive `flock` beside the file, whose workers are on one machine; one lock for
     all its studies. Both end with their holder's process."""
-    if isinstance(storage, RDBStorage) and storage.engine.dialect.name == "postgresql":
-        with storage.engine.begin() as connection:
-            connection.execute(sqlalchemy.text("SET LOCAL idle_in_transaction_session_timeout = '30s'"))
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:lock, :study)"),
-                               {"lock": CLAIM_LOCK, "study": study_id})
+    where = _claimed_in(storage)
+    if isinstance(where, Path):
+        with exclusive_file_lock(Path(f"{where}.claims")):
             yield
         return
-    file = storage.path if isinstance(storage, HeartbeatJournal) else storage.engine.url.database
-    with exclusive_file_lock(Path(f"{file}.claims")):
+    with where.begin() as connection:
+        connection.execute(sqlalchemy.text("SET LOCAL idle_in_transaction_session_timeout = '30s'"))
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:lock, :study)"),
+                           {"lock": CLAIM_LOCK, "study": study_id})
         yield
+
+
+def _claimed_in(storage: Storage) -> sqlalchemy.Engine | Path:
+    """The PostgreSQL database claims take turns in, or the file (SQLite, journal) beside which they do."""
+    if isinstance(storage, RDBStorage):
+        return storage.engine if storage.engine.dialect.name == "postgresql" else Path(str(storage.engine.url.database))
+    return storage.backend.engine if isinstance(storage.backend, PostgresJournal) else storage.backend.path
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import pytest
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
-from review_sentiment.training.journal import HEARTBEAT, HeartbeatJournal
+from review_sentiment.training.journal import HEARTBEAT, FileJournal, HeartbeatJournal, PostgresJournal
 from review_sentiment.training.study import Storage, pruner, sampler
 from review_sentiment.training.trial_queue import (
     fail_stale_trials,
@@ -32,17 +32,26 @@ def objective(trial: optuna.Trial) -> float:
     return (x - 2) ** 2 + trial.suggest_int("n", 0, 3)
 
 
-def storage_at(path: Path, interval: int = 60, grace: int = 120,
+CLAIM_WRITES = [("create_new_trial", TrialState.WAITING), ("record_heartbeat", TrialState.WAITING),
+                ("set_trial_state_values", TrialState.RUNNING)]  # a claim's writes, and the trial each leaves
+Where = Path | str  # a file (SQLite, journal), or a PostgreSQL URL (tests/e2e/test_postgres_journal.py)
+
+
+def storage_at(where: Where, interval: int = 60, grace: int = 120,
                on_stale: RetryFailedTrialCallback | None = None) -> Storage:
-    """The storage kinds a run's studies live in: an SQLite file (RDBStorage), or a journal file."""
-    if path.suffix == ".journal":
-        return HeartbeatJournal(path, interval, grace, on_stale)
-    return RDBStorage(f"sqlite:///{path}", heartbeat_interval=interval, grace_period=grace,
+    """The storage kinds a run's studies live in: an SQLite file (RDBStorage), a journal file, or a
+    journal in PostgreSQL."""
+    if isinstance(where, str):
+        assert (journal := PostgresJournal.open(where)) is not None
+        return HeartbeatJournal(journal, interval, grace, on_stale)
+    if where.suffix == ".journal":
+        return HeartbeatJournal(FileJournal(where), interval, grace, on_stale)
+    return RDBStorage(f"sqlite:///{where}", heartbeat_interval=interval, grace_period=grace,
                       heartbeat_stale_trial_callback=on_stale)
 
 
-def study_in(path: Path, tpe: optuna.samplers.BaseSampler | None = None) -> tuple[Storage, optuna.Study]:
-    storage = storage_at(path)
+def study_in(where: Where, tpe: optuna.samplers.BaseSampler | None = None) -> tuple[Storage, optuna.Study]:
+    storage = storage_at(where)
     return storage, optuna.create_study(storage=storage, sampler=tpe or optuna.samplers.TPESampler(seed=3),
                                         study_name="s")
 
@@ -65,10 +74,10 @@ def test_pinned_claimed_trials_run_as_optunas_own_loop_runs_them(shared: bool, f
         storage.get_study_id_from_name("s"), t.number) for t in ours.trials)
 
 
-def _run_as(path: Path, worker: str) -> None:
+def _run_as(where: Where, worker: str) -> None:
     """A worker whose storage takes 0.2 s to queue a trial: without the claim lock, workers that all read
     the budget unspent before one of them queues its trial overshoot it (seen: 6 of 5)."""
-    storage = storage_at(path)
+    storage = storage_at(where)
     study = optuna.load_study(study_name="s", storage=storage)
     queue = study._storage.create_new_trial  # trials are queued through the study's storage
 
@@ -82,11 +91,15 @@ def _run_as(path: Path, worker: str) -> None:
 
 @pytest.mark.parametrize("file", ["s.db", "s.journal"])
 def test_workers_racing_for_a_lazily_queued_budget_run_exactly_the_budget(file: str, tmp_path: Path) -> None:
+    race_for_a_budget(tmp_path / file)
+
+
+def race_for_a_budget(where: Where) -> None:
     """Trials are queued as workers claim them: three processes at once queue and run exactly 5, none twice."""
-    storage, study = study_in(tmp_path / file)
+    storage, study = study_in(where)
     set_trial_budget(study, 5)
     fork = multiprocessing.get_context("fork")
-    workers = [fork.Process(target=_run_as, args=(tmp_path / file, f"w{i}")) for i in range(3)]
+    workers = [fork.Process(target=_run_as, args=(where, f"w{i}")) for i in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -124,9 +137,9 @@ def test_pinned_the_pruner_at_trial_start_decides_as_optunas_median_pruner_with_
     assert sum(t.state == TrialState.PRUNED for t in ours.trials) >= 5
 
 
-def _claim_and_die_after(path: Path, write: str) -> None:
+def _claim_and_die_after(where: Where, write: str) -> None:
     """A worker SIGKILLed right after one of its claim's writes to the storage."""
-    storage = storage_at(path)
+    storage = storage_at(where)
     study = optuna.load_study(study_name="s", storage=storage)
     writer = study._storage if write == "create_new_trial" else storage  # trials are queued through the study's
     written = getattr(writer, write)
@@ -140,22 +153,24 @@ def _claim_and_die_after(path: Path, write: str) -> None:
 
 
 @pytest.mark.parametrize("file", ["s.db", "s.journal"])
-@pytest.mark.parametrize(("write", "left"), [("create_new_trial", TrialState.WAITING),
-                                             ("record_heartbeat", TrialState.WAITING),
-                                             ("set_trial_state_values", TrialState.RUNNING)])
+@pytest.mark.parametrize(("write", "left"), CLAIM_WRITES)
 def test_a_worker_killed_after_any_write_of_a_claim_leaves_no_trial_the_study_waits_for_forever(
         write: str, left: TrialState, file: str, tmp_path: Path) -> None:
+    killed_after_a_write_of_a_claim(tmp_path / file, write, left)
+
+
+def killed_after_a_write_of_a_claim(where: Where, write: str, left: TrialState) -> None:
     """Optuna fails a RUNNING trial as stale only once it has a heartbeat: a claim that set RUNNING first and
     died before its heartbeat left a trial every later worker waited for, forever (a resume hung in CI).
     Killed after any write of a claim, the trial is taken by the next worker, at once or once stale."""
-    _, study = study_in(tmp_path / file)
+    _, study = study_in(where)
     set_trial_budget(study, 3)
-    dying = multiprocessing.get_context("fork").Process(target=_claim_and_die_after, args=(tmp_path / file, write))
+    dying = multiprocessing.get_context("fork").Process(target=_claim_and_die_after, args=(where, write))
     dying.start()
     dying.join(60)
     assert dying.exitcode == 9
     assert [t.state for t in study.get_trials()] == [left]  # killed where this case says
-    storage = storage_at(tmp_path / file, interval=1, grace=2, on_stale=RetryFailedTrialCallback())  # stale: 2 s silent
+    storage = storage_at(where, interval=1, grace=2, on_stale=RetryFailedTrialCallback())  # stale: 2 s silent
     study = optuna.load_study(study_name="s", storage=storage)
     ran, deadline = 0, time.monotonic() + 30
     while (ran := ran + run_queued_trials(storage, study, objective, (), "next", lambda *_: None)) < 3:
@@ -174,9 +189,13 @@ def test_a_study_of_an_earlier_release_runs_the_trials_it_queued_up_front(tmp_pa
 
 
 def test_the_journal_fails_as_stale_a_running_trial_silent_past_its_grace_only(tmp_path: Path) -> None:
+    stale_past_the_grace_only(tmp_path / "s.journal")
+
+
+def stale_past_the_grace_only(where: Where) -> None:
     """As RDBStorage does: a RUNNING trial that never beat is not stale; one whose last beat is older than
     the grace period is, and its retry does not carry that beat; a beat on a finished trial is ignored."""
-    journal = storage_at(tmp_path / "s.journal", interval=1, grace=4, on_stale=RetryFailedTrialCallback())
+    journal = storage_at(where, interval=1, grace=4, on_stale=RetryFailedTrialCallback())
     study = optuna.create_study(storage=journal, study_name="s")
     silent, beating, done = (journal.create_new_trial(study._study_id) for _ in range(3))  # created RUNNING
     journal.record_heartbeat(beating)

@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from review_sentiment.orchestration.stack import StackState
-from review_sentiment.training.study import GRACE_SECONDS
+from review_sentiment.training.study import GRACE_SECONDS, open_storage
 from review_sentiment.training.trial_queue import finished_by_workers
 from tests.e2e.conftest import stack_env
 from tests.helpers import PROJECT_DIR, wait_for
@@ -80,8 +80,8 @@ def family_runs(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def study_of(parent: pd.Series, state: StackState) -> optuna.Study:
-    return optuna.load_study(study_name=parent["tags.optuna_study"], storage=state.environment()["OPTUNA_STORAGE"]
-                             .replace("postgresql://", "postgresql+psycopg://"))
+    return optuna.load_study(study_name=parent["tags.optuna_study"],
+                             storage=open_storage(state.environment()["OPTUNA_STORAGE"]))
 
 
 def assert_complete(experiment: str, state: StackState, trials: int) -> dict[str, optuna.Study]:
