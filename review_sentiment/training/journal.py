@@ -32,10 +32,12 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalStorage
 from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.trial import FrozenTrial, TrialState
+from psycopg.conninfo import conninfo_to_dict
 
 from review_sentiment.databases import libpq_url, sqlalchemy_url
 
 HEARTBEAT = "heartbeat"  # the trial's system attribute holding its last beat (seconds since the epoch)
+NO_DISK_WAIT = "-c synchronous_commit=off"  # the journal's commits (see `PostgresJournal`)
 APPLICATION = "optuna journal"  # the journal's connections, as pg_stat_activity names them
 TABLE = "optuna_journal"  # PostgreSQL: one row per log, numbered from 0 in the order they were appended
 SCHEMA_LOCK = 0x5E48  # PostgreSQL's advisory lock key under which the journal's table is made
@@ -88,6 +90,9 @@ class PostgresJournal(BaseJournalBackend):
     def __init__(self, url: str, engine: sqlalchemy.Engine) -> None:
         self.engine = engine  # for the claims' transactions (`trial_queue._claiming`)
         self._url = libpq_url(url)
+        # the URL's own options (a search_path, say), and commits that do not wait for the disk
+        own = conninfo_to_dict(self._url).get("options")
+        self._options = f"{own} {NO_DISK_WAIT}" if own else NO_DISK_WAIT
         self._connection: psycopg.Connection | None = None
         self._pid = os.getpid()
         self._read_next = 0  # where the next read starts: where the last one ended
@@ -122,11 +127,20 @@ class PostgresJournal(BaseJournalBackend):
         after each write): the logs from where the last read ended, these included."""
         encoded = [json.dumps(entry) for entry in logs]
         while True:
+            connection = self._connected()
             try:
-                rows = self._connected().execute(_APPEND, (encoded, self._read_next), prepare=True)
+                rows = connection.execute(_APPEND, (encoded, self._read_next), prepare=True).fetchall()
             except psycopg.errors.UniqueViolation:
                 continue  # another process appended first: these logs are numbered after its
-            self._read_ahead = (self._read_next, self._read(self._read_next, rows.fetchall()))
+            except psycopg.OperationalError:
+                if not connection.closed:
+                    raise
+                # dropped (say, the server restarted), committed or not: appended again unless found
+                # (logs not yet read are other processes', or these: each names this process's worker id)
+                rows = self._query(_READ, self._read_next)
+                if (encoded[0],) not in rows:
+                    continue
+            self._read_ahead = (self._read_next, self._read(self._read_next, rows))
             return
 
     def now(self) -> float:
@@ -137,10 +151,11 @@ class PostgresJournal(BaseJournalBackend):
     def _query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         """A read, tried once more on a new connection if the server dropped this one (say, it restarted).
         Not an append: it may have been committed before the connection dropped."""
+        connection = self._connected()
         try:
-            return self._connected().execute(sql, params, prepare=True).fetchall()
+            return connection.execute(sql, params, prepare=True).fetchall()
         except psycopg.OperationalError:
-            if self._connection is None or not self._connection.closed:
+            if not connection.closed:
                 raise
             return self._connected().execute(sql, params, prepare=True).fetchall()
 
@@ -154,8 +169,7 @@ class PostgresJournal(BaseJournalBackend):
             return self._connection
 
     def _connect(self) -> psycopg.Connection:
-        connection = psycopg.connect(self._url, autocommit=True, application_name=APPLICATION,
-                                     options="-c synchronous_commit=off")
+        connection = psycopg.connect(self._url, autocommit=True, application_name=APPLICATION, options=self._options)
         if self._last is not None and connection.execute(
                 f"SELECT log FROM {TABLE} WHERE log_number = %s", (self._last[0],)).fetchone() != (self._last[1],):
             connection.close()

@@ -94,6 +94,25 @@ def test_a_database_holding_studies_of_an_earlier_release_stays_on_rdbstorage(da
     assert isinstance(fresh, HeartbeatJournal) and isinstance(fresh.backend, PostgresJournal)
 
 
+def drop_the_journals_connections(database: str) -> None:
+    """As a server restart does (`pg_ctl restart`)."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        assert conn.execute("SELECT bool_and(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                            "WHERE application_name = %s", (APPLICATION,)).fetchone() == (True,)
+
+
+def test_the_first_write_and_read_after_the_server_dropped_the_connection_go_through(database: str) -> None:
+    journal = PostgresJournal.open(database)
+    assert journal is not None
+    journal.append_logs([{"op_code": 0}])
+    drop_the_journals_connections(database)
+    journal.append_logs([{"op_code": 1}])  # not committed before the drop: appended again, once
+    assert journal.read_logs(1) == [{"op_code": 1}]
+    drop_the_journals_connections(database)
+    assert journal.read_logs(0) == [{"op_code": 0}, {"op_code": 1}]
+    assert logs_in(database) == [(0, '{"op_code": 0}'), (1, '{"op_code": 1}')]
+
+
 def test_a_worker_that_read_logs_the_server_lost_stops_and_one_that_read_none_goes_on(database: str) -> None:
     """A server that went down before writing its last logs to disk (they are committed without waiting
     for it) comes back without them: it drops every connection, and each worker finds out on its next."""
@@ -104,8 +123,7 @@ def test_a_worker_that_read_logs_the_server_lost_stops_and_one_that_read_none_go
     ahead.append_logs([{"op_code": 1}])  # read back by `ahead` only
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute(f"DELETE FROM {TABLE} WHERE log_number >= 1")  # as the server lost log 1
-        assert conn.execute("SELECT bool_and(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
-                            "WHERE application_name = %s", (APPLICATION,)).fetchone() == (True,)
+    drop_the_journals_connections(database)
     with pytest.raises(JournalLost, match="lost log 1 and any after it"):
         ahead.read_logs(2)
     assert behind.read_logs(1) == []  # its reads are still true: it goes on, on a new connection
