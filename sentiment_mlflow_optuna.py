@@ -88,4 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()  # an exception is reported as usual; on return, everything is written and closed ...
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # ... so the process ends without tearing down its objects one by one (~0.7 s)

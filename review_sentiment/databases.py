@@ -66,20 +66,31 @@ def sqlite_without_fsync_per_commit(tracking_uri: str) -> Iterator[None]:
     A tuning run commits thousands of times: one trial's child run took 23–86 ms with an fsync per
     commit (depending on what else writes to the disk) and 18–24 ms without. MLflow makes its engine
     itself, with no hook to reach it: the listener is on SQLAlchemy's Engine class for the block, and
-    leaves every other database of the process alone."""
+    leaves every other database of the process alone. As the block ends, the store's connections are
+    closed (their engines, made again when used, reconnect), so the file is whole and alone on disk."""
     if (store := sqlite_file(tracking_uri)) is None:
         yield
         return
+
+    engines: set[sqlalchemy.Engine] = set()
 
     def only_the_store(connection: object, record: object) -> None:
         if isinstance(connection, sqlite3.Connection) and _main_file(connection) == store:
             write_ahead(connection, record)
 
+    def remember(connection: sqlalchemy.Connection) -> None:
+        if (file := connection.engine.url.database) and Path(file).resolve() == store:
+            engines.add(connection.engine)
+
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", only_the_store)
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "engine_connect", remember)
     try:
         yield
     finally:
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "connect", only_the_store)
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "engine_connect", remember)
+        for engine in engines:  # the last connection closed writes the WAL back into the file and removes
+            engine.dispose()  # the -wal and -shm files: now, not whenever the process tears down (if ever)
 
 
 def _main_file(connection: sqlite3.Connection) -> Path | None:

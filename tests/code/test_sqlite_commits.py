@@ -34,3 +34,20 @@ def test_only_connections_to_the_store_opened_during_the_block_write_ahead(tmp_p
         assert journal_mode(other) == "delete"
     after = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'after.db'}")
     assert journal_mode(after) == "delete"
+
+
+def test_the_stores_connections_are_closed_as_the_block_ends_and_open_again_when_used(tmp_path: Path) -> None:
+    """The tuning command ends without tearing its objects down (`os._exit`): the block's end is when the
+    WAL goes back into the file, which is then whole and alone on disk."""
+    store = tmp_path / "mlflow.db"
+    with sqlite_without_fsync_per_commit(f"sqlite:///{store}"):
+        engine = sqlalchemy.create_engine(f"sqlite:///{store}")
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (x)")
+            connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+        assert {p.name for p in tmp_path.iterdir()} == {"mlflow.db", "mlflow.db-wal", "mlflow.db-shm"}
+    assert [p.name for p in tmp_path.iterdir()] == ["mlflow.db"]
+    with closing(sqlite3.connect(store)) as db:  # committed, in the file itself
+        assert db.execute("SELECT x FROM t").fetchall() == [(1,)]
+    with engine.connect() as connection:  # the engine outlives the block (MLflow caches its store)
+        assert connection.exec_driver_sql("SELECT x FROM t").scalar() == 1
