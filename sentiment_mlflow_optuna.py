@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from review_sentiment import cli
@@ -88,7 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()  # an exception is reported as usual; on return, everything is written and closed ...
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # ... so the process ends without tearing down its objects one by one (~0.7 s)
+    cli.end_now(main())  # on return, everything is written and closed (an exception is reported as usual)

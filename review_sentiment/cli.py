@@ -7,10 +7,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from review_sentiment.orchestration.local_prefect import quiet_prefect_env
 
 USER_ERROR = 2  # the exit status of every user mistake, as argparse uses for bad flags
+UNFLUSHED = 120  # the exit status when output could not be written at the end, as Python's
 
 
 def configure() -> None:
@@ -19,6 +21,19 @@ def configure() -> None:
     Prefect keeps its state inside the project and sends no telemetry, set before Prefect is first
     imported, since it reads its settings then. Values already in the environment win."""
     os.environ.update(quiet_prefect_env({"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", **os.environ}))
+
+
+def end_now(code: int) -> NoReturn:
+    """End the process with `code` once its output is flushed, without tearing down its objects one by one
+    (~0.7 s after a tuning run): for a command that has written and closed everything. Output that cannot
+    be flushed (a closed stdout, a broken pipe) is reported by the status, as Python's own exit does (120)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            code = code or UNFLUSHED
+    os._exit(code)
 
 
 def user_error(err: Exception) -> int:

@@ -32,12 +32,11 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalStorage
 from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.trial import FrozenTrial, TrialState
-from psycopg.conninfo import conninfo_to_dict
 
 from review_sentiment.databases import libpq_url, sqlalchemy_url
 
 HEARTBEAT = "heartbeat"  # the trial's system attribute holding its last beat (seconds since the epoch)
-NO_DISK_WAIT = "-c synchronous_commit=off"  # the journal's commits (see `PostgresJournal`)
+DROPS = 3  # an append's dropped connections before its error is raised
 APPLICATION = "optuna journal"  # the journal's connections, as pg_stat_activity names them
 TABLE = "optuna_journal"  # PostgreSQL: one row per log, numbered from 0 in the order they were appended
 SCHEMA_LOCK = 0x5E48  # PostgreSQL's advisory lock key under which the journal's table is made
@@ -90,9 +89,6 @@ class PostgresJournal(BaseJournalBackend):
     def __init__(self, url: str, engine: sqlalchemy.Engine) -> None:
         self.engine = engine  # for the claims' transactions (`trial_queue._claiming`)
         self._url = libpq_url(url)
-        # the URL's own options (a search_path, say), and commits that do not wait for the disk
-        own = conninfo_to_dict(self._url).get("options")
-        self._options = f"{own} {NO_DISK_WAIT}" if own else NO_DISK_WAIT
         self._connection: psycopg.Connection | None = None
         self._pid = os.getpid()
         self._read_next = 0  # where the next read starts: where the last one ended
@@ -125,7 +121,7 @@ class PostgresJournal(BaseJournalBackend):
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         """Appends, and reads in the same statement what the journal's next read will ask for (Optuna reads
         after each write): the logs from where the last read ended, these included."""
-        encoded = [json.dumps(entry) for entry in logs]
+        encoded, drops = [json.dumps(entry) for entry in logs], 0
         while True:
             connection = self._connected()
             try:
@@ -133,7 +129,7 @@ class PostgresJournal(BaseJournalBackend):
             except psycopg.errors.UniqueViolation:
                 continue  # another process appended first: these logs are numbered after its
             except psycopg.OperationalError:
-                if not connection.closed:
+                if not connection.closed or (drops := drops + 1) > DROPS:
                     raise
                 # dropped (say, the server restarted), committed or not: appended again unless found
                 # (logs not yet read are other processes', or these: each names this process's worker id)
@@ -169,7 +165,8 @@ class PostgresJournal(BaseJournalBackend):
             return self._connection
 
     def _connect(self) -> psycopg.Connection:
-        connection = psycopg.connect(self._url, autocommit=True, application_name=APPLICATION, options=self._options)
+        connection = psycopg.connect(self._url, autocommit=True, application_name=APPLICATION)
+        connection.execute("SET synchronous_commit = off")  # a SET, not `options`: those of the URL and PGOPTIONS stay
         if self._last is not None and connection.execute(
                 f"SELECT log FROM {TABLE} WHERE log_number = %s", (self._last[0],)).fetchone() != (self._last[1],):
             connection.close()

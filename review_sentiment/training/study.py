@@ -81,6 +81,17 @@ def open_storage(url: str) -> Storage:
     return storage
 
 
+@contextmanager
+def closed_after(storage: Storage) -> Iterator[Storage]:
+    """The storage, its connections closed as the block ends (the command ends without tearing down its
+    objects): an SQLite file's last commits go from its WAL back into the file, then whole and alone."""
+    try:
+        yield storage
+    finally:
+        if isinstance(storage, RDBStorage):
+            storage.engine.dispose()
+
+
 def sampler(seed: int, shared: bool) -> optuna.samplers.TPESampler:
     """Seeded TPE. When workers share a study, each treats the others' running trials as bad results
     so that two workers do not try the same region at once (`constant_liar`)."""
@@ -187,8 +198,10 @@ def fold_scorer(folds: CountedFolds, processes: int) -> Iterator[FoldScores]:
 
     try:
         yield scores
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # a fold still running is not waited for
+        raise
+    pool.shutdown()  # idle: its processes end at once, not after the command (which ends without teardown)
 
 
 def objective(family: str, folds: CountedFolds, scores_of: FoldScores, *, seed: int, processes: int,

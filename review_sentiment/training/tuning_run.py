@@ -58,6 +58,7 @@ from review_sentiment.training.study import (
     TRIAL_FAILURES,
     BestTrialDecisions,
     Storage,
+    closed_after,
     default_storage,
     fold_scorer,
     objective,
@@ -173,7 +174,7 @@ def _run_tuning(settings: TuningSettings, reviews: Reviews, writer: TrialWriter)
     storage = _storage(settings, say=True)  # before the workers fork: two processes creating its tables collide
     print(f"MLflow: experiment {settings.experiment!r} at {without_password(mlflow.get_tracking_uri())}")
     writer.open_store(mlflow.get_tracking_uri())  # a new SQLite store: made by the writer, meanwhile
-    with Attempt(storage, settings.registered_model, settings.unlocked_promotion) as attempt:
+    with closed_after(storage), Attempt(storage, settings.registered_model, settings.unlocked_promotion) as attempt:
         with _written_if_failed(writer), attempt.studies(
                 settings.key(prepared.digest), settings.models, settings.trials, settings.seed, settings.experiment,
                 functools.partial(_new_parent_run, prepared=prepared, settings=settings),
@@ -220,7 +221,12 @@ def join_studies(settings: TuningSettings, prepared: Prepared, name: str, writer
     `wait`: a worker the command started itself waits for its studies to be made (or resumed)."""
     if not wait and (file := storage_file(_storage_url(settings))) is not None and not file.exists():
         raise RunConflict(NO_RUN_TO_JOIN)  # refused without making the file: nothing was started there
-    storage = _storage(settings, say=not wait)
+    with closed_after(_storage(settings, say=not wait)) as storage:
+        _join(settings, prepared, name, writer, wait, storage)
+
+
+def _join(settings: TuningSettings, prepared: Prepared, name: str, writer: TrialWriter, wait: bool,
+          storage: Storage) -> None:
     me = Worker(name, (settings.seed + zlib.crc32(name.encode())) % 2**32, shown=True)  # numpy seeds are 32-bit
     key = settings.key(prepared.digest)
     if urlsplit(mlflow.get_tracking_uri()).scheme.split("+")[0] in DATABASE_ENGINES:

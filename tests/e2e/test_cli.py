@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import psutil
@@ -33,3 +36,22 @@ def test_a_refused_join_leaves_no_store_and_no_writer_behind(tmp_path: Path) -> 
     assert list(tmp_path.iterdir()) == []  # no store, nor the one made ahead, nor an empty journal
     assert not [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[-2:] == [
         "review_sentiment.tracking.trial_writer", str(command.pid)]]  # the writer ended with it
+
+
+def test_a_finished_command_leaves_its_sqlite_files_whole_and_alone(tmp_path: Path) -> None:
+    """The command ends without tearing down its objects (`cli.end_now`): MLflow's store and Optuna's
+    SQLite storage are closed before it, so their last commits are in the files themselves, with no
+    `-wal` or `-shm` file beside them (copying `mlflow.db` alone copies everything)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPTUNA_"))}
+    done = subprocess.run([sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), "--trials", "3",
+                           "--folds", "3", "--models", "NaiveBayes", "--storage", "sqlite:///optuna.db"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stdout.rstrip().splitlines()[-1].startswith("Champion: models:/FlipkartSentimentModel@champion = v1")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(("-wal", "-shm", "-journal"))]
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for database, table, rows in (("mlflow.db", "model_versions", 1), ("optuna.db", "trials", 3)):
+        shutil.copy(tmp_path / database, copies / database)  # the file alone, as a user would copy it
+        with closing(sqlite3.connect(copies / database)) as db:
+            assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == rows
