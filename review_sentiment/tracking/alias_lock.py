@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 
 import mlflow
-import psycopg
 
 from review_sentiment.constants import LOCK_URL_ENV
-from review_sentiment.databases import is_postgres, sqlite_file, without_password
+from review_sentiment.databases import is_postgres, libpq_url, sqlite_file, without_password
 from review_sentiment.processes import exclusive_file_lock
 
 log = logging.getLogger(__name__)
@@ -68,9 +67,10 @@ def _postgres_lock_url(uri: str) -> str | None:
 @contextmanager
 def _advisory_lock(url: str, name: str) -> Iterator[None]:
     """A PostgreSQL session advisory lock keyed by the model's name; the server drops it with the connection."""
-    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    import psycopg  # here: ~70 ms of imports that only a PostgreSQL lock needs
+
     try:
-        connection = psycopg.connect(plain, autocommit=True, connect_timeout=10)
+        connection = psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=10)
     except psycopg.Error as err:
         raise NoAliasLock(f"cannot take the alias lock on {without_password(url)}: "
                           f"{str(err).strip().splitlines()[0]}") from None

@@ -34,7 +34,7 @@ from review_sentiment.modeling.families import FAMILIES, Params
 from review_sentiment.modeling.fold_counts import CountedFolds, left_no_words, tfidf_features
 from review_sentiment.modeling.linear import decision_values
 from review_sentiment.modeling.metrics import macro_f1
-from review_sentiment.training.journal import FileJournal, HeartbeatJournal, PostgresJournal
+from review_sentiment.training.journal import FileJournal, HeartbeatJournal
 
 Objective = Callable[[optuna.Trial], float]
 Storage = RDBStorage | HeartbeatJournal  # where a run's studies live; both keep heartbeats
@@ -70,6 +70,8 @@ def open_storage(url: str) -> Storage:
         retry = RetryFailedTrialCallback(max_retry=RETRIES)
         if is_journal(url):
             return HeartbeatJournal(FileJournal(Path(url)), HEARTBEAT_SECONDS, GRACE_SECONDS, retry)
+        if is_postgres(url):
+            from review_sentiment.training.postgres_journal import PostgresJournal  # psycopg: ~70 ms, only here
         if is_postgres(url) and (journal := PostgresJournal.open(url)) is not None:
             return HeartbeatJournal(journal, HEARTBEAT_SECONDS, GRACE_SECONDS, retry)
         engine = {"pool_pre_ping": True} if is_postgres(url) else {"connect_args": {"timeout": 60}}

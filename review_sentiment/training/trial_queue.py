@@ -30,7 +30,7 @@ from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from review_sentiment.processes import exclusive_file_lock
-from review_sentiment.training.journal import PostgresJournal
+from review_sentiment.training.journal import FileJournal
 from review_sentiment.training.study import Storage
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def _claimed_in(storage: Storage) -> sqlalchemy.Engine | Path:
     """The PostgreSQL database claims take turns in, or the file (SQLite, journal) beside which they do."""
     if isinstance(storage, RDBStorage):
         return storage.engine if storage.engine.dialect.name == "postgresql" else Path(str(storage.engine.url.database))
-    return storage.backend.engine if isinstance(storage.backend, PostgresJournal) else storage.backend.path
+    return storage.backend.path if isinstance(storage.backend, FileJournal) else storage.backend.engine
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import pytest
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
-from review_sentiment.training.journal import HEARTBEAT, FileJournal, HeartbeatJournal, PostgresJournal
+from review_sentiment.training.journal import HEARTBEAT, FileJournal, HeartbeatJournal
 from review_sentiment.training.study import Storage, pruner, sampler
 from review_sentiment.training.trial_queue import (
     fail_stale_trials,
@@ -42,6 +42,7 @@ def storage_at(where: Where, interval: int = 60, grace: int = 120,
     """The storage kinds a run's studies live in: an SQLite file (RDBStorage), a journal file, or a
     journal in PostgreSQL."""
     if isinstance(where, str):
+        from review_sentiment.training.postgres_journal import PostgresJournal  # e2e tests only: psycopg
         assert (journal := PostgresJournal.open(where)) is not None
         return HeartbeatJournal(journal, interval, grace, on_stale)
     if where.suffix == ".journal":

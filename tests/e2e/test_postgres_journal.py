@@ -17,7 +17,8 @@ from optuna.trial import TrialState
 
 from review_sentiment.databases import sqlalchemy_url
 from review_sentiment.orchestration.stack import StackState
-from review_sentiment.training.journal import APPLICATION, TABLE, HeartbeatJournal, JournalLost, PostgresJournal
+from review_sentiment.training.journal import HeartbeatJournal, JournalLost
+from review_sentiment.training.postgres_journal import APPLICATION, TABLE, PostgresJournal
 from review_sentiment.training.study import open_storage
 from tests.code.test_trial_queue import (
     CLAIM_WRITES,
