@@ -12,7 +12,7 @@ from typing import NoReturn
 from review_sentiment.orchestration.local_prefect import quiet_prefect_env
 
 USER_ERROR = 2  # the exit status of every user mistake, as argparse uses for bad flags
-UNFLUSHED = 120  # the exit status when output could not be written at the end, as Python's
+UNFLUSHED = 120  # the exit status when output could not be written at the end, as Python's own exit gives
 
 
 def configure() -> None:

@@ -1,7 +1,7 @@
 """Optuna's journal storage, with heartbeats: in a file for the studies of runs on one machine, or in a
 PostgreSQL table for workers on several.
 
-A trial on Optuna's RDBStorage makes ~20 SQLAlchemy round trips: ~50 ms a trial on SQLite and ~90 ms on
+A trial on Optuna's RDBStorage makes ~20 SQLAlchemy round trips: ~40 ms a trial on SQLite and ~90 ms on
 the stack's PostgreSQL, measured by benchmarks/bench_workers.py. The journal appends each write as one
 log and replays what the other processes appended: a few ms for the same writes. Optuna 5.1 keeps
 heartbeats, how a trial whose worker died is found and queued again, to RDBStorage (optuna/optuna#6615

@@ -61,13 +61,14 @@ class PostgresJournal(BaseJournalBackend):
     @classmethod
     def open(cls, url: str) -> PostgresJournal | None:
         """The journal in the database `url` names, its table made if need be; None if the database holds
-        the studies of an earlier release in Optuna's RDBStorage tables (and no journal): they stay there,
-        so that a run killed before the upgrade resumes."""
+        studies of an earlier release in Optuna's RDBStorage tables (and no journal): they stay there, so
+        that a run killed before the upgrade resumes."""
         engine = sqlalchemy.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
         with engine.begin() as connection:  # under the lock: two workers opening a new database at once
             connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": SCHEMA_LOCK})
-            if connection.execute(sqlalchemy.text(
-                    f"SELECT to_regclass('{TABLE}') IS NULL AND to_regclass('version_info') IS NOT NULL")).scalar():
+            if connection.execute(sqlalchemy.text(  # tables an empty RDBStorage made (a dashboard, say) do not count
+                    f"SELECT to_regclass('{TABLE}') IS NULL AND to_regclass('studies') IS NOT NULL")).scalar() \
+                    and connection.execute(sqlalchemy.text("SELECT EXISTS (SELECT 1 FROM studies)")).scalar():
                 engine.dispose()
                 return None
             connection.execute(sqlalchemy.text(

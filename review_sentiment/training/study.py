@@ -61,7 +61,7 @@ def open_storage(url: str) -> Storage:
     """Optuna's storage with heartbeats: a trial whose worker died (kill -9, lost machine) is marked
     failed by the next worker that looks, and its configuration is queued again. A path ending in
     .journal is a journal file (`journal.FileJournal`: one machine's workers); a PostgreSQL URL, a journal
-    in that database (`journal.PostgresJournal`: workers anywhere), unless it holds Optuna's tables of an
+    in that database (`postgres_journal.PostgresJournal`: workers anywhere), unless it holds Optuna's tables of an
     earlier release; any other URL, Optuna's RDBStorage."""
     with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8; the callback is
         # deprecated for RetryHeartbeatStaleTrialCallback (Optuna 4.9), which is experimental itself
@@ -72,8 +72,8 @@ def open_storage(url: str) -> Storage:
             return HeartbeatJournal(FileJournal(Path(url)), HEARTBEAT_SECONDS, GRACE_SECONDS, retry)
         if is_postgres(url):
             from review_sentiment.training.postgres_journal import PostgresJournal  # psycopg: ~70 ms, only here
-        if is_postgres(url) and (journal := PostgresJournal.open(url)) is not None:
-            return HeartbeatJournal(journal, HEARTBEAT_SECONDS, GRACE_SECONDS, retry)
+            if (journal := PostgresJournal.open(url)) is not None:
+                return HeartbeatJournal(journal, HEARTBEAT_SECONDS, GRACE_SECONDS, retry)
         engine = {"pool_pre_ping": True} if is_postgres(url) else {"connect_args": {"timeout": 60}}
         storage = RDBStorage(sqlalchemy_url(url), engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
                              grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=retry)
@@ -85,8 +85,9 @@ def open_storage(url: str) -> Storage:
 
 @contextmanager
 def closed_after(storage: Storage) -> Iterator[Storage]:
-    """The storage, its connections closed as the block ends (the command ends without tearing down its
-    objects): an SQLite file's last commits go from its WAL back into the file, then whole and alone."""
+    """The storage; an SQLite file's connections are closed as the block ends (the command ends without
+    tearing down its objects), so its last commits go from its WAL back into the file, then whole and
+    alone. (A journal has nothing to close: each append is written through, or committed, at once.)"""
     try:
         yield storage
     finally:

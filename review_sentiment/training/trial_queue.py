@@ -141,7 +141,7 @@ def _claiming(storage: Storage, study_id: int) -> Iterator[None]:
     """Claims one worker at a time, so that two never queue the budget's last trial twice or take the same
     one. PostgreSQL: a transaction's advisory lock per study, for workers on any machine; the server ends
     the session of a holder that stays idle for 30 s (a lost machine), so its lock cannot stall the others.
-    SQLite or a journal: an exclusive `flock` beside the file, whose workers are on one machine; one lock for
+    SQLite or a journal file: an exclusive `flock` beside the file, whose workers are on one machine; one lock for
     all its studies. Both end with their holder's process."""
     where = _claimed_in(storage)
     if isinstance(where, Path):

@@ -43,7 +43,8 @@ def storage_at(where: Where, interval: int = 60, grace: int = 120,
     journal in PostgreSQL."""
     if isinstance(where, str):
         from review_sentiment.training.postgres_journal import PostgresJournal  # e2e tests only: psycopg
-        assert (journal := PostgresJournal.open(where)) is not None
+        journal = PostgresJournal.open(where)
+        assert journal is not None
         return HeartbeatJournal(journal, interval, grace, on_stale)
     if where.suffix == ".journal":
         return HeartbeatJournal(FileJournal(where), interval, grace, on_stale)

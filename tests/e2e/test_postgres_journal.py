@@ -61,7 +61,8 @@ def test_a_worker_killed_after_any_write_of_a_claim_leaves_no_trial_the_study_wa
     killed_after_a_write_of_a_claim(database, write, left)
 
 
-def test_a_running_trial_is_stale_by_the_servers_clock_past_its_grace_only(database: str) -> None:
+def test_a_running_trial_is_stale_past_its_grace_only(database: str) -> None:
+    """As on a journal file, with beats read off the server's clock (here the same machine's)."""
     stale_past_the_grace_only(database)
 
 
@@ -93,6 +94,9 @@ def test_a_database_holding_studies_of_an_earlier_release_stays_on_rdbstorage(da
     assert optuna.load_study(study_name="before the journal", storage=earlier).trials == []
     fresh = open_storage(new_database(stack, "fresh"))
     assert isinstance(fresh, HeartbeatJournal) and isinstance(fresh.backend, PostgresJournal)
+    empty = new_database(stack, "empty")
+    RDBStorage(sqlalchemy_url(empty))  # its tables, no study (as a dashboard opened first makes them)
+    assert isinstance(open_storage(empty), HeartbeatJournal)
 
 
 def drop_the_journals_connections(database: str) -> None:
