@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from review_sentiment.training.journal import JournalLost
+
 
 @contextmanager
 def local_workers(work: Callable[[str], None], count: int) -> Iterator[None]:
@@ -44,8 +46,12 @@ def parent_alive() -> bool:
 
 
 def _quietly(work: Callable[[str], None], name: str) -> None:
-    """Ctrl-C reaches every worker of the terminal's process group: the run reports it, not each worker."""
+    """Ctrl-C reaches every worker of the terminal's process group: the run reports it, not each worker.
+    A journal that lost logs (a crashed PostgreSQL) is a line, as the run reports it, not a traceback."""
     try:
         work(name)
     except KeyboardInterrupt:
         sys.exit(130)
+    except JournalLost as err:
+        print(f"error: worker {name}: {err}", file=sys.stderr)
+        sys.exit(1)

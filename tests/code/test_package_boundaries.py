@@ -69,6 +69,22 @@ def test_help_is_read_before_the_pipeline_is_imported(script: str) -> None:
     assert imported.isdisjoint(PIPELINE_LIBRARIES), sorted(imported & PIPELINE_LIBRARIES)
 
 
+LATER_ONLY = {"psycopg", "emoji", "skops", "matplotlib", "git"}  # a run needs them after its first trial, if ever
+
+
+@pytest.mark.e2e  # a fresh interpreter importing the whole pipeline: ~4 s, too slow for the fast loop
+def test_the_pipeline_imports_nothing_only_later_steps_need() -> None:
+    """What a tuning run imports before its first trial (benchmarks/bench_startup.py times it) leaves out
+    what only PostgreSQL (psycopg), a rare text (emoji) or the first release (skops, matplotlib, GitPython)
+    needs: each was seconds, or a tenth of one, on every run's way to its first trial."""
+    done = subprocess.run([sys.executable, "-c", "import json, sys, review_sentiment.training.tuning_run; "
+                           "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))"],
+                          cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "sklearn" in imported and imported.isdisjoint(LATER_ONLY), sorted(imported & LATER_ONLY)
+
+
 def test_the_cleaning_module_imports_nothing_of_the_project() -> None:
     """Every logged model carries text_cleaning.py alone (with its stopword list): it cannot reach
     the package from inside a model."""

@@ -14,7 +14,7 @@ import pytest
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
-from review_sentiment.training.journal import HEARTBEAT, FileJournal, HeartbeatJournal
+from review_sentiment.training.journal import HEARTBEAT, FileJournal, HeartbeatJournal, JournalLost
 from review_sentiment.training.study import Storage, pruner, sampler
 from review_sentiment.training.trial_queue import (
     fail_stale_trials,
@@ -23,6 +23,7 @@ from review_sentiment.training.trial_queue import (
     set_trial_budget,
     unfinished,
 )
+from review_sentiment.training.workers import local_workers
 
 
 def objective(trial: optuna.Trial) -> float:
@@ -227,3 +228,16 @@ def test_a_line_a_killed_writer_left_half_written_is_cut_before_the_next_write(t
     second = reopened.create_new_trial(study._study_id)
     assert second != first and path.read_bytes().endswith(b"\n") and b"dead-1" not in path.read_bytes()
     assert [t._trial_id for t in storage_at(path).get_all_trials(study._study_id)] == [first, second]
+
+
+def _loses_its_journal(name: str) -> None:
+    raise JournalLost("the Optuna journal in PostgreSQL lost log 7 and any after it")
+
+
+def test_a_local_worker_whose_journal_lost_logs_says_so_in_one_line(capfd: pytest.CaptureFixture[str]) -> None:
+    """A crashed PostgreSQL reaches each worker that read what it lost: one line each, not a traceback."""
+    with local_workers(_loses_its_journal, 1):
+        pass
+    out, err = capfd.readouterr()
+    assert err == "error: worker w1: the Optuna journal in PostgreSQL lost log 7 and any after it\n"
+    assert "worker w1 exited with status 1" in out
