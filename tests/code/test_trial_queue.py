@@ -66,7 +66,7 @@ def test_pinned_claimed_trials_run_as_optunas_own_loop_runs_them(shared: bool, f
     set_trial_budget(ours, 25)
     done: list[int] = []
     assert run_queued_trials(storage, ours, objective, (), "w0", lambda _, t: done.append(t.number)) == 25
-    _, optunas = study_in(tmp_path / "optunas.db", optuna.samplers.TPESampler(seed=3, constant_liar=shared))
+    optunas = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3, constant_liar=shared))  # in memory
     optunas.optimize(objective, n_trials=25)
 
     assert done == list(range(25)) and unfinished(ours) == []
@@ -125,12 +125,12 @@ def folds(trial: optuna.Trial) -> float:
 
 def test_pinned_the_pruner_at_trial_start_decides_as_optunas_median_pruner_with_one_worker(tmp_path: Path) -> None:
     """`pruner()` reads the complete trials once a trial (the sampler's read), not after every report."""
-    storage = RDBStorage(f"sqlite:///{tmp_path / 'ours.db'}", heartbeat_interval=60, grace_period=120)
+    storage = storage_at(tmp_path / "ours.journal")
     ours = optuna.create_study(storage=storage, sampler=sampler(5, shared=False), pruner=pruner(),
                                study_name="s", direction="maximize")
     set_trial_budget(ours, 30)
     run_queued_trials(storage, ours, folds, (), "w0", lambda *_: None)
-    optunas = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optunas.db'}", direction="maximize",
+    optunas = optuna.create_study(direction="maximize",  # in memory
                                   sampler=optuna.samplers.TPESampler(seed=5, constant_liar=False),
                                   pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
     optunas.optimize(folds, n_trials=30)
@@ -198,7 +198,7 @@ def test_the_journal_fails_as_stale_a_running_trial_silent_past_its_grace_only(t
 def stale_past_the_grace_only(where: Where) -> None:
     """As RDBStorage does: a RUNNING trial that never beat is not stale; one whose last beat is older than
     the grace period is, and its retry does not carry that beat; a beat on a finished trial is ignored."""
-    journal = storage_at(where, interval=1, grace=4, on_stale=RetryFailedTrialCallback())
+    journal = storage_at(where, interval=1, grace=2, on_stale=RetryFailedTrialCallback())
     study = optuna.create_study(storage=journal, study_name="s")
     silent, beating, done = (journal.create_new_trial(study._study_id) for _ in range(3))  # created RUNNING
     journal.record_heartbeat(beating)
