@@ -108,6 +108,9 @@ def watched(cmd: list[str], cwd: str, env: dict[str, str], interval: float, log:
     return elapsed, sampled, lines, usage.ru_maxrss * 1024  # KiB on Linux
 
 
+ENDING = "the last publications, promotion"  # the phase after a family's refit, unless another family starts
+
+
 def phases(lines: list[tuple[float, str]], end: float) -> list[tuple[str, float, float]]:
     """(name, start, end) of each phase of the run, from the times its progress lines were printed."""
     marks: list[tuple[str, float]] = [("start-up, imports, read CSV, dedupe, split", 0.0)]
@@ -118,14 +121,14 @@ def phases(lines: list[tuple[float, str]], end: float) -> list[tuple[str, float,
         elif line.startswith("Optuna: "):
             marks.append(("MLflow + Optuna stores, parent runs", at))
         elif m := FAMILY.match(line):
-            if marks[-1][0] == "promotion":  # not yet: another family starts
+            if marks[-1][0] == ENDING:  # not yet: another family starts
                 marks.pop()
             marks.append((f"{m.group(1)} trials", at))
         elif line.startswith("  trial "):
             last_trial = at
         elif line.startswith("  best CV F1"):
-            marks.append(("  refit, evaluate, log model, register", last_trial))
-            marks.append(("promotion", at))
+            marks.append(("  refit, evaluate, log (the model is published beside what follows)", last_trial))
+            marks.append((ENDING, at))
         elif line.startswith("Champion: "):
             marks.append(("exit", at))
     return [(name, start, marks[i + 1][1] if i + 1 < len(marks) else end) for i, (name, start) in enumerate(marks)]

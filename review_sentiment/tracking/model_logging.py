@@ -118,17 +118,15 @@ def cleaning_digest(root: Path = Path(text_cleaning.__file__).parent) -> str:
     return digest.hexdigest()[:16]
 
 
-def log_trained_model(pipeline: Pipeline, reviews: Reviews, split: Split, held_texts: Sequence[str],
-                      seed: int = 0, clean: Callable[[list[str]], list[str]] = text_cleaning.clean_texts) -> ModelInfo:
-    """Log a freshly trained model with what later stages need of its training: the reviews it trained
-    on (promotion leaves them out) and its reference profile (monitoring compares against it; `held_texts`:
-    the rows of the file its lineage holds out, repeats included). The
-    tuning run and the retrain both log through here, so their versions carry the same records."""
-    model_info = log_sentiment_model(pipeline, split.X_train.iloc[:3].tolist())
+def log_training_records(pipeline: Pipeline, reviews: Reviews, split: Split, held_texts: Sequence[str],
+                         seed: int = 0, clean: Callable[[list[str]], list[str]] = text_cleaning.clean_texts) -> None:
+    """Log what later stages need of a fresh model's training: the reviews it trained on (promotion leaves
+    them out) and its reference profile (monitoring compares against it; `held_texts`: the rows of the
+    file its lineage holds out, repeats included). The tuning run and the retrain both log through here,
+    so their versions carry the same records; the model itself is logged by `publication.publish`."""
     log_training_reviews(split.X_train)
     mlflow.log_dict(reference_profile(pipeline, reviews.usable_text, split.y_train, held_texts, seed,
                                       clean).to_dict(), PROFILE_ARTIFACT)
-    return model_info
 
 
 @contextmanager
@@ -140,8 +138,8 @@ def _cleaning_code() -> Iterator[list[str]]:
         yield [text_cleaning.__file__, str(data_dir)]
 
 
-def log_sentiment_model(pipeline: Pipeline, example_texts: Sequence[str]) -> ModelInfo:
-    """Log a raw-text pipeline to the active run so pyfunc can load it anywhere, offline."""
+def log_sentiment_model(pipeline: Pipeline, example_texts: Sequence[str], run_id: str | None = None) -> ModelInfo:
+    """Log a raw-text pipeline to the run (default: the active one) so pyfunc can load it anywhere, offline."""
     with _cleaning_code() as code_paths:
         return mlflow.sklearn.log_model(
             pipeline,
@@ -152,4 +150,5 @@ def log_sentiment_model(pipeline: Pipeline, example_texts: Sequence[str]) -> Mod
             pip_requirements=[f"{pkg}=={version(pkg)}" for pkg in _REQUIREMENTS],
             serialization_format="skops",
             skops_trusted_types=list(TRUSTED_TYPES),
+            run_id=run_id,  # passed on to mlflow.models.Model.log
         )

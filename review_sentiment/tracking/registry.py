@@ -39,6 +39,12 @@ def register(model_info: ModelInfo, name: str, tags: Mapping[str, object]) -> Mo
         waiting.setLevel(level)
 
 
+def registered_from(run_id: str, name: str | None = None) -> list[ModelVersion]:
+    """The versions registered from a run (of `name`, or of any registered model)."""
+    query = f"run_id='{run_id}'" + ("" if name is None else f" and name='{name}'")
+    return mlflow.MlflowClient().search_model_versions(query)
+
+
 def records_of(name: str) -> list[tuple[ModelVersion, VersionRecord]]:
     """Every version of `name` with its record."""
     return [(v, VersionRecord.of(v)) for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'")]

@@ -1,4 +1,5 @@
-"""The child runs of a tuning command's trials, written by a process of their own, on another core.
+"""The child runs of a tuning command's trials, and its models' publications, written by a process of their
+own, on another core.
 
 Writing a finished trial as a child run (`trial_runs.log_trial_run`) is ~25 ms of SQLAlchemy work a trial
 on SQLite. On a thread beside the trials it held the interpreter lock they needed: with it out of the
@@ -17,11 +18,18 @@ it writes what it was sent, then ends when told, or once the command is gone and
 A write that fails ends the writer (its traceback on stderr): the trials it did not write are gaps, which
 the command fills itself once every family's trials are done (`log_missing_trial_runs`), failing there if
 the store does. Either writer, a failed write costs gaps, never the trials.
+
+The command also has it publish each family's model (`publication.publish`: figures, model, version) while
+the next family's trials run. The publication goes through a file (a model is larger than a message);
+the writer answers "published N", or "unpublished" where it failed (its traceback on stderr). Where the
+answer is "unpublished" or never comes, the command looks for the version by the model's fingerprint
+(the writer may have registered it before it stopped) and else publishes the model itself.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import importlib
 import os
 import pickle
@@ -30,6 +38,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import traceback
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,9 +49,13 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 if TYPE_CHECKING:
     import mlflow
+    from mlflow.entities.model_registry import ModelVersion
     from optuna.trial import FrozenTrial
 
+    from review_sentiment.tracking.publication import Publication
+
 READY, FLUSHED = b"ready\n", b"flushed\n"
+PUBLISHED, UNPUBLISHED = b"published ", b"unpublished\n"  # the first followed by the version's number
 _LARGEST = 1 << 18  # bytes: above the socket's send buffer (~208 KB here), which bounds a message (a trial's
 # is ~2 KB; a larger one than the buffer is not sent: a gap, filled later)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where `review_sentiment` is imported from
@@ -51,6 +65,12 @@ _PARENT_CHECK_SECONDS = 1.0  # how often an idle writer looks whether the comman
 @dataclass(frozen=True)
 class _OpenStore:
     tracking_uri: str
+    publishes: bool  # models will be published: import what that needs while idle
+
+
+@dataclass(frozen=True)
+class _Publish:
+    path: str  # a pickled `Publication`, which the writer removes once read
 
 
 @dataclass(frozen=True)
@@ -74,9 +94,10 @@ class _End:
 class TrialWriter(Protocol):
     """Where a tuning command and the workers it forks send their finished trials' child runs."""
 
-    def open_store(self, tracking_uri: str) -> None:
+    def open_store(self, tracking_uri: str, publishes: bool = False) -> None:
         """The store to write them to, named by the command once, as it is about to use it (never by a forked
-        worker): the command then opens (or makes) it, unless the writer made it ahead."""
+        worker): the command then opens (or makes) it, unless the writer made it ahead. `publishes`: the
+        command will have models published."""
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
         """Queue the trial's child run: the trials go on (a failed write leaves a gap, filled later)."""
@@ -84,6 +105,14 @@ class TrialWriter(Protocol):
     def flush(self) -> None:
         """Returns once every child run this process and its (finished) workers sent is written, or the
         writing has stopped (the rest are gaps). Only the command's own process calls it."""
+
+    def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
+        """Have the model published (only the command's own process): gives what returns its version once
+        published, or None where the writer did not publish it."""
+
+    def publishing(self) -> bool:
+        """Whether a model handed over is not published yet (its answer not come): a command that has
+        none outstanding can look up every version it handed over without waiting."""
 
 
 @contextlib.contextmanager
@@ -101,18 +130,20 @@ class _ProcessWriter:
         self._process, self._messages, self._answers = process, messages, process.stdout
         self._gone = False  # the writer ended (a failed write): nothing more is sent or awaited
         self._opened = False  # the command named its store: from then on, the writer writes all it is sent
-        self._unread: list[bytes] = []  # answers due that nothing has waited for yet
+        self._unread: list[bytes | _Answer] = []  # answers due that nothing has waited for yet
         self._owner = os.getpid()  # the command; a forked worker only writes
+        self._uri: str | None = None  # the store, once named
+        self._client: mlflow.MlflowClient | None = None  # the command's own, for child runs it writes itself
 
-    def open_store(self, tracking_uri: str) -> None:
+    def open_store(self, tracking_uri: str, publishes: bool = False) -> None:
         """The writer's store from now on. Where it is an SQLite file not made yet, returns once the writer
         has made it (the command would else make it too); otherwise at once, the writer maybe still starting."""
         from review_sentiment.databases import sqlite_file
 
         assert os.getpid() == self._owner and not self._opened, "the command names the store, once"
         new = (file := sqlite_file(tracking_uri)) is not None and not file.exists()
-        self._opened = True
-        self._send(_OpenStore(tracking_uri))
+        self._opened, self._uri = True, tracking_uri
+        self._send(_OpenStore(tracking_uri, publishes))
         self._unread.append(READY)
         if new:
             # what the command needs to open it (~0.7 s of imports), while the writer makes it
@@ -120,8 +151,30 @@ class _ProcessWriter:
             self._await()
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
-        """Queue the trial's child run. Blocks only while the writer is far behind (its socket is full)."""
+        """Queue the trial's child run. Blocks only while the writer is far behind (its socket is full). While
+        the writer publishes a model, the command writes its own trials' child runs (~25 ms each on SQLite):
+        the writer is then the slower of the two (measured: ~10 s of its CPU in a ~12 s run, against ~6 s of
+        the command's), and the command would only wait for it at the end."""
+        if os.getpid() == self._owner and self.publishing() and self._uri is not None:
+            from review_sentiment.tracking.trial_runs import log_trial_run
+
+            if self._client is None:
+                import mlflow
+
+                self._client = mlflow.MlflowClient(self._uri)
+            try:
+                log_trial_run(self._client, experiment_id, parent_run_id, trial, direction)
+                return
+            except Exception as err:  # noqa: BLE001  the writer gets it instead
+                print(f"a child run was not written here ({err!r}): sent to the writer", file=sys.stderr, flush=True)
         self._send(_TrialRun(experiment_id, parent_run_id, trial, direction))
+
+    def publishing(self) -> bool:
+        """Whether a publication sent is still unanswered (the answers arrived meanwhile are read)."""
+        while any(isinstance(due, _Answer) for due in self._unread) and not self._gone and select.select(
+                [self._answers], [], [], 0)[0]:
+            self._read_answer()
+        return any(isinstance(due, _Answer) for due in self._unread)
 
     def flush(self) -> None:
         """Returns once everything sent before (by this process and its workers) is written, or the writer ended."""
@@ -130,27 +183,67 @@ class _ProcessWriter:
         self._unread.append(FLUSHED)
         self._await()
 
-    def _send(self, message: object) -> None:
+    def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
+        assert os.getpid() == self._owner and self._opened, "the command publishes, once the store is named"
+        descriptor, name = tempfile.mkstemp(prefix="publication-", suffix=".pickle")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                pickle.dump(publication, file, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001  no room for it, say: the command publishes it itself
+            os.unlink(name)
+            return lambda: None
+        answer = _Answer()
+        self._unread.append(answer)  # an interrupt before it is sent leaves it due: `_read_answer` skips it
+        if not self._send(_Publish(name)):
+            self._unread.remove(answer)
+
+        @functools.cache
+        def version() -> ModelVersion | None:
+            self._await(answer)
+            Path(name).unlink(missing_ok=True)  # where the writer did not read it
+            if answer.line is None or not answer.line.startswith(PUBLISHED):
+                return None
+            import mlflow
+
+            return mlflow.MlflowClient().get_model_version(publication.name, answer.line[len(PUBLISHED):].decode())
+
+        return version
+
+    def _send(self, message: object) -> bool:
+        """Whether the message was sent."""
         if self._gone:
-            return
+            return False
         if len(data := pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)) > _LARGEST:
-            return  # more than the writer reads at once: a gap, which the command fills
+            return False  # more than the writer reads at once: a gap, which the command fills
         try:
             self._messages.send(data)
         except OSError as err:  # it ended (or the message is too large): the trial is a gap the command fills
             self._gone = err.errno != errno.EMSGSIZE
+            return False
+        return True
 
-    def _await(self) -> None:
-        """Read every answer due (they come in order; one is taken off once read whole, so that an
-        interrupted read leaves it due)."""
-        while self._unread and not self._gone:
-            answer = self._answers.readline()
-            if answer == b"":  # the writer ended
-                self._gone = True
-            elif answer != self._unread[0]:
-                raise RuntimeError(f"the child-run writer answered {answer!r}, not {self._unread[0]!r}")
-            else:
+    def _await(self, until: _Answer | None = None) -> None:
+        """Read the answers due, all of them or up to `until` (they come in order; one is taken off once read
+        whole, so that an interrupted read leaves it due)."""
+        while self._unread and not self._gone and (until is None or until in self._unread):
+            self._read_answer()
+
+    def _read_answer(self) -> None:
+        """Read the next answer and take off what it answers. Answers come in the order their questions were
+        sent; a publication's answer is due before it is sent, so one interrupted before it was sent is never
+        answered: taken off unanswered once a later answer comes."""
+        answer = self._answers.readline()
+        if answer == b"":  # the writer ended
+            self._gone = True
+        elif (answer == UNPUBLISHED or answer.startswith(PUBLISHED)) and isinstance(due := self._unread[0], _Answer):
+            due.line = answer.strip()
+            self._unread.pop(0)
+        else:
+            while self._unread and isinstance(self._unread[0], _Answer):  # interrupted before it was sent
                 self._unread.pop(0)
+            if not self._unread or answer != self._unread[0]:
+                raise RuntimeError(f"the child-run writer answered {answer!r}, not {self._unread[:1]!r}")
+            self._unread.pop(0)
 
     def _end(self) -> None:
         if os.getpid() == self._owner:  # not a forked worker's copy of the handle
@@ -161,6 +254,12 @@ class _ProcessWriter:
             self._messages.close()
             self._process.wait()
             self._answers.close()
+
+
+class _Answer:
+    """A publication's answer, once read."""
+
+    line: bytes | None = None
 
 
 @contextlib.contextmanager
@@ -194,8 +293,18 @@ class _ThreadWriter:
         self._last: Future[object] | None = None
         self._gone = False
 
-    def open_store(self, tracking_uri: str) -> None:
+    def open_store(self, tracking_uri: str, publishes: bool = False) -> None:
         self._uri = tracking_uri
+
+    def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
+        """Published at once, here: a thread publishing beside the trials would hold the lock they need."""
+        from review_sentiment.tracking.publication import publish
+
+        version = publish(publication)
+        return lambda: version
+
+    def publishing(self) -> bool:
+        return False
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
         if os.getpid() != self._owner:
@@ -272,15 +381,43 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
         _remove(ahead)
         with sqlite_without_fsync_per_commit(opened.tracking_uri):
             client = mlflow.MlflowClient(opened.tracking_uri)
+            mlflow.set_tracking_uri(opened.tracking_uri)  # publications: model logging takes no client
             _answer(answers, READY)
+            if opened.publishes:
+                from review_sentiment.tracking.publication import import_ahead
+
+                import_ahead()  # the trials' child runs wait meanwhile, in the socket
             while not isinstance(message := _received(messages, command), (_End, type(None))):
                 if isinstance(message, _TrialRun):
                     log_trial_run(client, message.experiment_id, message.parent_run_id, message.trial,
                                   message.direction)
+                elif isinstance(message, _Publish):
+                    _answer(answers, _published(message.path, command))
                 elif isinstance(message, _Flush):
                     _answer(answers, FLUSHED)
     finally:  # also when ended by a signal while making it
         _remove(ahead)
+
+
+def _published(path: str, command: int) -> bytes:
+    """The answer to a publication: its version's number, or that it failed (the command then publishes it).
+    None is published for a command that is gone: its rerun may be publishing the same model."""
+    import mlflow
+
+    from review_sentiment.tracking.publication import publish
+
+    try:
+        with open(path, "rb") as file:
+            publication = pickle.load(file)  # noqa: S301  written by the command that started this process
+        os.unlink(path)
+        if os.getppid() != command:
+            return UNPUBLISHED
+        # the logged model goes into the active experiment, which is the run's only where a run is active
+        mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(publication.run_id).info.experiment_id)
+        return PUBLISHED + f"{publish(publication).version}\n".encode()
+    except Exception:  # noqa: BLE001  the command publishes it itself, failing there if the store still fails
+        traceback.print_exc()
+        return UNPUBLISHED
 
 
 def _made_ahead(file: Path, ahead: Path, guessed_uri: str) -> bool:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
+from review_sentiment.tracking.registry import registered_from
+
 log = logging.getLogger(__name__)
 
 
@@ -44,11 +46,16 @@ def undone_on_failure() -> Iterator[Writes]:
 
 
 def undo(writes: Writes) -> None:
+    """Delete the versions recorded, and any registered from the runs recorded (a writer process may have
+    registered one the run had not recorded yet), then the runs."""
     client = mlflow.MlflowClient()
-    for version in writes.versions:
+    versions = {(v.name, str(v.version)): v for v in writes.versions}
+    for run_id in writes.runs:
+        versions |= {(v.name, str(v.version)): v for v in registered_from(run_id)}
+    for version in versions.values():
         if not client.get_model_version(version.name, version.version).aliases:
             client.delete_model_version(version.name, version.version)
-    for name in {version.name for version in writes.versions}:
+    for name in {version.name for version in versions.values()}:
         model = client.get_registered_model(name)
         if model.creation_timestamp >= writes.since_ms and not client.search_model_versions(f"name='{name}'"):
             client.delete_registered_model(name)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -41,29 +41,26 @@ from review_sentiment.modeling.linear import predict_features_with_scores
 from review_sentiment.modeling.metrics import expected_calibration_error, macro_f1
 from review_sentiment.monitoring import profile
 from review_sentiment.monitoring.estimate import estimated_macro_f1
-from review_sentiment.tracking import model_logging
+from review_sentiment.tracking import model_logging, publication
 from review_sentiment.tracking.model_logging import (
     compact_for_saving,
     log_dataset,
-    log_trained_model,
-    model_size_bytes,
+    log_training_records,
     training_dataset,
 )
 from review_sentiment.tracking.promotion import FEEDBACK, PROTECTED, Evidence
+from review_sentiment.tracking.publication import Publication, publish
 from review_sentiment.tracking.records import Lineage, VersionRecord, run_id_of
-from review_sentiment.tracking.registry import records_of, register
+from review_sentiment.tracking.registry import records_of, registered_from
+from review_sentiment.tracking.reports import report_text, top_terms
 from review_sentiment.training import study
-from review_sentiment.training.reports import confusion_figure, reliability_figure, report_text, top_terms
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 # The code that decides what a fitted model is: cleaning, loading and labelling, the pipelines and their
 # counts, the metric, its calibration (and the trials' fold decisions it takes) and reference profile, how
-# a model is logged and this path. A change to any of
+# a model is logged and published, and this path. A change to any of
 # their files changes every fingerprint.
 MODEL_CODE = (text_cleaning, reviews_module, families, fold_counts, fast_scorer, linear, metrics, calibration,
-              profile, model_logging, study, sys.modules[__name__])
+              profile, model_logging, publication, study, sys.modules[__name__])
 
 
 @dataclass(frozen=True)
@@ -148,18 +145,38 @@ def identical_version(name: str, value: str) -> ModelVersion | None:
     return min(same, key=lambda v: int(v.version), default=None)
 
 
+Publisher = Callable[[Publication], Callable[[], ModelVersion | None]]
+"""Publishes a model (`publication.publish`), now or beside what the caller goes on with: gives what
+returns its version once published, or None where it was not (then the caller publishes it itself)."""
+
+
+def here(made: Publication) -> Callable[[], ModelVersion | None]:
+    """Publish in this process, at once."""
+    version = publish(made)
+    return lambda: version
+
+
 def release(name: str, family: str, params: dict[str, Any], seed: int, data: TrainingData, source: str,
             cv_f1: float | None = None, tuned_decisions: np.ndarray | None = None) -> Released:
     """Inside the active run: the version holding this configuration's model, fitted and registered
     unless an identical one is registered already (then it is reused and the run says so).
     `tuned_decisions`: the out-of-fold decisions of the tuning trial of this configuration on `data.folds`,
     which its calibration then uses instead of fitting those folds' models again."""
+    return release_by(here, name, family, params, seed, data, source, cv_f1, tuned_decisions)()
+
+
+def release_by(publisher: Publisher, name: str, family: str, params: dict[str, Any], seed: int,
+               data: TrainingData, source: str, cv_f1: float | None = None,
+               tuned_decisions: np.ndarray | None = None) -> Callable[[], Released]:
+    """`release`, with the fitted model published by `publisher`: returns once it is fitted, judged and
+    logged (all but the publication), giving what returns the release once the version exists."""
     value = fingerprint(family, params, seed, data)
     if (same := identical_version(name, value)) is not None:
         mlflow.set_tag("reused_version", same.version)
         run = mlflow.MlflowClient().get_run(run_id_of(same)).data.metrics
-        return Released(same, VersionRecord.of(same), True, None, run.get("train_f1", float("nan")),
-                        run.get("fit_time", 0.0))
+        reused = Released(same, VersionRecord.of(same), True, None, run.get("train_f1", float("nan")),
+                          run.get("fit_time", 0.0))
+        return lambda: reused
     split = data.split
     pipeline = build_pipeline(family, params, seed)
     tfidf, model = pipeline.named_steps["tfidf"], pipeline.named_steps["model"]
@@ -195,30 +212,32 @@ def release(name: str, family: str, params: dict[str, Any], seed: int, data: Tra
                        | ({} if cv_f1 is None else {"cv_f1_macro": cv_f1}))
     mlflow.set_tag("calibration", calibrator.method)
     mlflow.log_dict(calibrator.to_dict(), CALIBRATION_ARTIFACT)
-    _log_figure(reliability_figure(split.y_test, test_probability, f"{family} (test), {calibrator.method}"),
-                "reliability_diagram.png")
     log_dataset(data.training_dataset, "training")
     log_dataset(data.held_out_dataset, "evaluation")
     mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
-    _log_figure(confusion_figure(split.y_test, test_pred, f"{family} (test)"), "confusion_matrix.png")
     mlflow.log_dict(top_terms(pipeline), "top_terms.json")
     usable = data.reviews.usable_text
     traffic = usable.iloc[traffic_like(usable, data.lineage.held_out, data.lineage.seed)].tolist()
-    model_info = log_trained_model(pipeline, data.reviews, split, traffic, seed, data.clean)
-    mlflow.log_metric("model_size_bytes", model_size_bytes(model_info))
+    log_training_records(pipeline, data.reviews, split, traffic, seed, data.clean)
     active = mlflow.active_run()
     assert active is not None  # release runs inside its caller's run
-    run_id = active.info.run_id
     record = VersionRecord(family=family, source=source, lineage=data.lineage,
                            data_digest=data.training_dataset.digest, reviews_digest=data.reviews_digest,
-                           fingerprint=value, test_f1=test_f1, run_id=run_id, cv_f1=cv_f1,
+                           fingerprint=value, test_f1=test_f1, run_id=active.info.run_id, cv_f1=cv_f1,
                            feedback_rows=0 if data.feedback is None else len(data.feedback.y_train))
-    return Released(register(model_info, name, record.tags()), record, False, test_pred, train_f1, fit_time)
+    to_publish = Publication(active.info.run_id, name, family, pipeline, split.X_train.iloc[:3].tolist(),
+                              np.asarray(split.y_test), test_pred, test_probability, calibrator.method,
+                              {k: str(v) for k, v in record.tags().items()})
+    published = publisher(to_publish)
 
+    @functools.cache  # the version is looked up, or published here, once
+    def released() -> Released:
+        if (version := published()) is None:  # the publisher (a writer process) stopped, maybe once it registered it
+            version = next((v for v in registered_from(to_publish.run_id, name)
+                            if VersionRecord.of(v).fingerprint == value), None)
+            print(f"{family}: the model was not published beside the trials: "
+                  f"{'registered before they stopped' if version else 'published here'}", flush=True)
+            version = version or publish(to_publish)
+        return Released(version, record, False, test_pred, train_f1, fit_time)
 
-def _log_figure(figure: Figure, name: str) -> None:
-    """Log a figure and close it: sklearn's displays draw through pyplot, which keeps every figure open."""
-    import matplotlib.pyplot as plt
-
-    mlflow.log_figure(figure, name)
-    plt.close(figure)
+    return released

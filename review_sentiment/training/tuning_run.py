@@ -16,7 +16,7 @@ import socket
 import time
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -52,7 +52,7 @@ from review_sentiment.training.family_studies import (
     command_key,
     open_studies_to_join,
 )
-from review_sentiment.training.release import TrainingData, release
+from review_sentiment.training.release import TrainingData, release_by
 from review_sentiment.training.study import (
     GRACE_SECONDS,
     TRIAL_FAILURES,
@@ -173,7 +173,8 @@ def _run_tuning(settings: TuningSettings, reviews: Reviews, writer: TrialWriter)
     require_alias_lock(settings.unlocked_promotion)  # refused now, before hours of tuning, not after
     storage = _storage(settings, say=True)  # before the workers fork: two processes creating its tables collide
     print(f"MLflow: experiment {settings.experiment!r} at {without_password(mlflow.get_tracking_uri())}")
-    writer.open_store(mlflow.get_tracking_uri())  # a new SQLite store: made by the writer, meanwhile
+    writer.open_store(mlflow.get_tracking_uri(), publishes=True)  # a new SQLite store: made by the writer, meanwhile
+    pending: list[Callable[[], FamilyResult]] = []  # each family's result, once its model is published
     with closed_after(storage), Attempt(storage, settings.registered_model, settings.unlocked_promotion) as attempt:
         with _written_if_failed(writer), attempt.studies(
                 settings.key(prepared.digest), settings.models, settings.trials, settings.seed, settings.experiment,
@@ -181,9 +182,18 @@ def _run_tuning(settings: TuningSettings, reviews: Reviews, writer: TrialWriter)
                 functools.partial(join_studies, settings, prepared, writer=writer, wait=True),
                 settings.workers) as studies:
             me = Worker("w0", settings.seed, shown=settings.workers > 1)
-            # tune → evaluate → log → register, family by family
-            results = [tune_and_register(s, prepared, settings, storage, me, attempt.writes, writer)
-                       for s in studies]
+            # tune → evaluate → log, family by family; each model published beside the next family's trials
+
+            def settle_published() -> None:
+                """Record each version as soon as its answer is in: a rerun after a kill then resumes past it."""
+                if not writer.publishing():
+                    for settled in pending:
+                        settled()
+
+            for family_study in studies:
+                pending.append(tune_and_register(family_study, prepared, settings, storage, me, attempt.writes,
+                                                 writer, settle_published))
+            results = [settled() for settled in pending]
             writer.flush()  # every child run sent so far is written (a local worker's last ones may come
             # after: it is joined once this block ends; the gaps' settle time keeps them from being written twice)
             _fill_gaps(studies)
@@ -251,40 +261,54 @@ def _join(settings: TuningSettings, prepared: Prepared, name: str, writer: Trial
 
 def tune_and_register(
     family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: Storage, me: Worker,
-    writes: Writes, writer: TrialWriter,
-) -> FamilyResult:
+    writes: Writes, writer: TrialWriter, after_trial: Callable[[], None] = lambda: None,
+) -> Callable[[], FamilyResult]:
     """Run trials until the family's study is complete (the other workers' ones included), then, in its
-    parent run: refit, evaluate, log, register. The version is tagged with the digest of all the
-    reviews, so a retrain on the same data finds it. A family registered before a restart is not redone."""
+    parent run: refit, evaluate, log; `writer` publishes the model (figures, model, version) while the
+    command goes on (`after_trial` runs after each of this process's trials). Gives what returns the
+    family's result once the version exists, and records it (`writes`, the study). The version is tagged
+    with the digest of all the reviews, so a retrain on the same data finds it. A family registered
+    before a restart is not redone."""
     family, study, run_id = family_study.family, family_study.study, family_study.parent_run_id
     if family_study.version is not None:
         print(f"\n{family}: study complete and registered as v{family_study.version} before the restart")
-        return _registered_result(family, settings.registered_model, family_study.version, study.best_value)
+        registered = _registered_result(family, settings.registered_model, family_study.version, study.best_value)
+        return lambda: registered
     resumed = f", resuming: {family_study.finished_trials()} finished before" if family_study.resumed else ""
     print(f"\n{family}: {settings.trials} trials, {settings.folds}-fold CV{resumed}")
     best = BestTrialDecisions()
-    _run_trials(family_study, prepared, settings, storage, me, writer, until_complete=True, best=best)
+    _run_trials(family_study, prepared, settings, storage, me, writer, until_complete=True, best=best,
+                after_trial=after_trial)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise ReviewDataError(f"{prepared.reviews.path}: every {family} trial failed: no TF-IDF configuration "
                               f"tried kept a word on every CV fold (the reviews share too few words; add data)")
 
     chosen = study.best_trial  # read once: its parameters, value and number belong together, even in a tie
     assert chosen.value is not None  # a complete trial has its value
+    cv_f1 = chosen.value
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params({f"best_{k}": v for k, v in chosen.params.items()})
         mlflow.log_dict(chosen.params, BEST_PARAMS_ARTIFACT)
-        released = release(settings.registered_model, family, chosen.params, settings.seed, prepared.training,
-                           "tuning", cv_f1=chosen.value, tuned_decisions=best.of(chosen.number, prepared.folds))
-    if not released.reused:
-        writes.versions.append(released.version)
-    version = str(released.version.version)
-    study.set_user_attr(VERSION, version)
-    same = f" (identical to v{version}, registered before: reused)" if released.reused else ""
-    assert released.record.test_f1 is not None  # release records it on every version it makes
-    print(f"  best CV F1 {chosen.value:.4f}, test F1 {released.record.test_f1:.4f} "
-          f"-> {settings.registered_model} v{version}{same}")
-    return FamilyResult(family, chosen.value, released.train_f1, released.record.test_f1, released.fit_time,
-                        version, released.test_pred)
+        releasing = release_by(writer.publish, settings.registered_model, family, chosen.params, settings.seed,
+                               prepared.training, "tuning", cv_f1=cv_f1,
+                               tuned_decisions=best.of(chosen.number, prepared.folds))
+    print(f"  best CV F1 {cv_f1:.4f}: refitted; its model is published beside what follows", flush=True)
+
+    @functools.cache  # recorded once
+    def settled() -> FamilyResult:
+        released = releasing()
+        if not released.reused or released.record.run_id == run_id:  # reused: this run's own, before a kill
+            writes.versions.append(released.version)
+        version = str(released.version.version)
+        study.set_user_attr(VERSION, version)
+        same = f" (identical to v{version}, registered before: reused)" if released.reused else ""
+        assert released.record.test_f1 is not None  # release records it on every version it makes
+        print(f"{family}: best CV F1 {cv_f1:.4f}, test F1 {released.record.test_f1:.4f} "
+              f"-> {settings.registered_model} v{version}{same}")
+        return FamilyResult(family, cv_f1, released.train_f1, released.record.test_f1, released.fit_time,
+                            version, released.test_pred)
+
+    return settled
 
 
 def choose(results: list[FamilyResult], prepared: Prepared, settings: TuningSettings) -> FamilyResult:
@@ -353,7 +377,7 @@ def _new_parent_run(experiment_id: str, family: str, study_name: str, prepared: 
 
 def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: Storage,
                 me: Worker, writer: TrialWriter, *, until_complete: bool,
-                best: BestTrialDecisions | None = None) -> int:
+                best: BestTrialDecisions | None = None, after_trial: Callable[[], None] = lambda: None) -> int:
     """Run queued trials of the family; `until_complete` also waits for the other workers' running
     trials (and runs the ones queued again because their worker died) until none is left. `best` keeps
     the out-of-fold decisions of the best trial this process runs."""
@@ -367,6 +391,7 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
         def done(study: optuna.Study, trial: FrozenTrial) -> None:
             writer.write(experiment_id, family_study.parent_run_id, trial, study.direction.name)
             _print_progress(study, trial, tag)
+            after_trial()
 
         ran = run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done)
         if until_complete and (running := len(unfinished(family_study.study))):
@@ -393,7 +418,9 @@ def _fill_gaps(family_studies: list[FamilyStudy]) -> None:
 
 @contextlib.contextmanager
 def _written_if_failed(writer: TrialWriter) -> Iterator[None]:
-    """A failed run takes back all it wrote: the child runs sent before it failed included."""
+    """A failed run takes back all it wrote: the child runs sent before it failed included, and the models
+    handed to the writer (it writes in order: once flushed, each is published or failed; undo then finds
+    their versions by their runs)."""
     try:
         yield
     except BaseException:

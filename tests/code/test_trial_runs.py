@@ -9,13 +9,17 @@ import signal
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import FrozenTrial
 
+from review_sentiment.modeling.families import build_pipeline
+from review_sentiment.tracking.model_logging import compact_for_saving
+from review_sentiment.tracking.publication import Publication
 from review_sentiment.tracking.trial_runs import log_missing_trial_runs
 from review_sentiment.tracking.trial_writer import TrialWriter, writer_process, writer_thread
-from tests.helpers import wait_for
+from tests.helpers import STRONG, the_split, wait_for
 
 
 def finished_trials(count: int) -> list[FrozenTrial]:
@@ -95,3 +99,37 @@ def test_a_command_that_fails_before_naming_its_store_leaves_none(tmp_path: Path
         wait_for(lambda: list(tmp_path.glob(".mlflow.db.*.new")), 60, "the writer making the store ahead")
         raise ValueError("bad reviews")  # e.g. the data: found before anything is tracked
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.e2e  # a writer process, importing MLflow, skops and matplotlib
+def test_a_model_handed_to_the_writer_is_published_while_the_command_writes_its_own_child_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer publishes into the run it is given (and its experiment), leaving the run's status alone;
+    meanwhile the command's trials' child runs are written by the command; both are in once flushed."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    split = the_split()
+    pipeline = compact_for_saving(build_pipeline("LogisticRegression", STRONG, 0).fit(split.X_train, split.y_train))
+    with writer_process() as writer:
+        writer.open_store(uri, publishes=True)
+        client = mlflow.MlflowClient(uri)
+        experiment_id = client.create_experiment("tuning")
+        parent = client.create_run(experiment_id).info.run_id
+        predicted = pipeline.predict(split.X_test)
+        version = writer.publish(Publication(
+            parent, "m", "LogisticRegression", pipeline, ["great"], np.asarray(split.y_test), predicted,
+            pipeline.predict_proba(split.X_test)[:, 1], "sigmoid", {"family": "LogisticRegression"}))
+        assert writer.publishing()  # it imports what publishing needs first (~2 s)
+        write_all(writer, experiment_id, parent, finished_trials(3))
+        published = version()
+        assert published is not None
+        assert (published.name, str(published.version), published.run_id) == ("m", "1", parent)
+        assert not writer.publishing()
+        writer.flush()
+        assert children(client, experiment_id, parent) == {str(n): "FINISHED" for n in range(3)}
+    run = client.get_run(parent)
+    assert run.info.status == "RUNNING"  # as its maker left it: named, not started again
+    assert {"confusion_matrix.png", "reliability_diagram.png"} <= {a.path for a in client.list_artifacts(parent)}
+    assert run.data.metrics["model_size_bytes"] > 0
+    [model] = client.search_logged_models([experiment_id])
+    assert model.source_run_id == parent and model.model_id in published.source

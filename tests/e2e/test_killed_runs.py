@@ -12,6 +12,8 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import psutil
+import pytest
 
 import sentiment_mlflow_optuna
 from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
@@ -41,7 +43,7 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
     try:
         wait_for(lambda: tuning.poll() is not None or "NaiveBayes: 40 trials" in "".join(lines), 180,
                  "the second family's study to start")
-        wait_for(lambda: tuning.poll() is not None or trials_after("NaiveBayes: ", lines) >= 3,
+        wait_for(lambda: tuning.poll() is not None or trials_after("NaiveBayes: 40 trials", lines) >= 3,
                  60, "a few of its trials")
         assert tuning.poll() is None, "".join(lines)
         assert close_orphaned_runs(TUNING_EXPERIMENT) == []  # its process is alive: not an orphan
@@ -71,10 +73,13 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
     # The killed command itself, run again, resumes its studies (in optuna.journal beside mlflow.db) and
     # finishes the same parent runs: only the trials it had not finished run now.
     resumed = run_script(["--trials", "40", "--folds", "3"])
-    assert "LogisticRegression: study complete and registered as v1 before the restart" in resumed, resumed
+    # the first family's version: recorded before the kill (once the writer had published it), found as the
+    # writer registered it, or published now (after the other command's v1)
+    assert re.search(r"LogisticRegression: (study complete and registered as v1 before the restart|best CV F1 \S+, "
+                     r"test F1 \S+ -> FlipkartSentimentModel v[12]\b)", resumed), resumed
     finished_before = int(resumed.split("NaiveBayes: 40 trials, 3-fold CV, resuming: ")[1].split()[0])
     assert finished_before >= 3
-    assert trials_after("NaiveBayes: ", resumed.splitlines()) == 40 - finished_before + 40  # NaiveBayes + LinearSVM
+    assert trials_after("NaiveBayes: 40 trials", resumed.splitlines()) == 40 - finished_before + 40  # and LinearSVM
     final = runs().set_index("run_id")
     assert set(final.loc[parents.run_id, "status"]) == {"FINISHED"} and "RUNNING" not in set(final.status)
     children = final[final["tags.mlflow.parentRunId"] == parents.run_id["NaiveBayes"]]
@@ -118,6 +123,19 @@ def test_a_retrain_killed_right_after_registering_gets_its_decision_and_its_flow
     assert undecided() == [] and str(current_champion(MODEL_NAME).version) == "1"
 
 
+def test_a_family_whose_version_was_recorded_is_not_redone_after_a_kill(store: Store) -> None:
+    """Killed (with its writer) once the first family's version is recorded in its study, the command run
+    again goes straight to the families after it."""
+    command = FAST + ["--models", "LogisticRegression", "NaiveBayes"]
+    tuning = [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), *command]
+    killed_right_after("LogisticRegression: best CV F1", tuning, dict(os.environ, MLFLOW_TRACKING_URI=store.uri),
+                       store.path)
+    again = run_script(command)
+    assert "LogisticRegression: study complete and registered as v1 before the restart" in again, again
+    assert sorted(str(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")) == [
+        "1", "2"]
+
+
 def test_a_tuning_run_killed_right_after_registering_gets_its_decision_from_the_same_command(store: Store) -> None:
     env = dict(os.environ, MLFLOW_TRACKING_URI=store.uri)
     command = FAST + ["--models", "LogisticRegression", "NaiveBayes"]
@@ -129,3 +147,38 @@ def test_a_tuning_run_killed_right_after_registering_gets_its_decision_from_the_
                      r"-> FlipkartSentimentModel v1 \(identical to v1, registered before: reused\)", again), again
     assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")) == 2  # no duplicate of v1
     assert undecided() == [] and current_champion(MODEL_NAME) is not None
+
+
+@pytest.mark.parametrize("marker", ["its model is published beside", "Created version '1'"],
+                         ids=["before it publishes", "right after it registers"])
+def test_a_writer_killed_with_a_model_to_publish_costs_the_run_nothing(store: Store, marker: str) -> None:
+    """SIGKILL the command's writer process the moment it is handed the first model, or right after it has
+    registered it: the command publishes what the writer did not, finds what it registered (no version twice)
+    and writes the child runs it left."""
+    command = [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), *FAST,
+               "--models", "LogisticRegression", "NaiveBayes"]
+    tuning = subprocess.Popen(command, cwd=store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert tuning.stdout is not None
+    printed = []
+    for line in tuning.stdout:
+        printed.append(line)
+        if marker in line:
+            writer, = (p for p in psutil.Process(tuning.pid).children() if "trial_writer" in " ".join(p.cmdline()))
+            writer.kill()
+            writer.wait(10)
+            break
+    printed.append(tuning.stdout.read())
+    assert tuning.wait(120) == 0 and marker in "".join(printed), "".join(printed)
+
+    versions = mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"] and undecided() == [], "".join(printed)
+    parents = runs()[lambda r: r["tags.mlflow.parentRunId"].isna()].set_index("tags.mlflow.runName")
+    assert set(parents.status) == {"FINISHED"} and "RUNNING" not in set(runs().status)
+    client = mlflow.MlflowClient()
+    for family, parent in parents.iterrows():
+        files = {a.path for a in client.list_artifacts(parent.run_id)}
+        assert {"confusion_matrix.png", "reliability_diagram.png"} <= files, (family, files)
+        assert parent["metrics.model_size_bytes"] > 0, family
+        children = runs()[lambda r, run_id=parent.run_id: r["tags.mlflow.parentRunId"] == run_id]
+        assert sorted(children["tags.number"].astype(int)) == list(range(6)), family
