@@ -52,7 +52,13 @@ def publish(publication: Publication) -> ModelVersion:
     _log_figure(client, p.run_id, confusion_figure(p.y_test, p.test_pred, f"{p.family} (test)"), "confusion_matrix.png")
     model_info = log_sentiment_model(p.pipeline, p.example_texts, run_id=p.run_id)
     client.log_metric(p.run_id, "model_size_bytes", model_size_bytes(model_info))
+    if client.get_run(p.run_id).info.lifecycle_stage == "deleted":  # taken back meanwhile (a failed command)
+        raise RunTakenBack(f"run {p.run_id} was deleted while its model was published: not registered")
     return register(model_info, p.name, p.tags)
+
+
+class RunTakenBack(RuntimeError):
+    """The run a model was being published into was deleted meanwhile."""
 
 
 def import_ahead() -> None:

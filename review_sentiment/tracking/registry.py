@@ -21,11 +21,14 @@ from review_sentiment.tracking.records import Lineage, VersionRecord, run_id_of
 
 def register(model_info: ModelInfo, name: str, tags: Mapping[str, object]) -> ModelVersion:
     """The version of `name` holding this logged model: created with its tags the first time, and the
-    same one again when a retried step registers it again (one logged model, one version). Every version
-    records the digest of the cleaning it was trained with, which loading holds it to."""
+    same one again when a retried step registers it again (one logged model, one version), or when the
+    run has a version of the same fingerprint (a rerun of a killed command publishing the model its dead
+    writer was still publishing). Every version records the digest of the cleaning it was trained with,
+    which loading holds it to."""
     made = mlflow.MlflowClient().search_model_versions(f"name='{name}' and run_id='{model_info.run_id}'")
     for version in sorted(made, key=lambda v: int(v.version)):
-        if version.source == model_info.model_uri:
+        if version.source == model_info.model_uri or (
+                tags.get("fingerprint") and version.tags.get("fingerprint") == tags["fingerprint"]):
             return version
     tags = {**tags, CLEANING_DIGEST_TAG: cleaning_digest()}
     # MLflow logs "Waiting up to 300 seconds for model version to finish creation" for every version,

@@ -164,9 +164,10 @@ class _ProcessWriter:
                 self._client = mlflow.MlflowClient(self._uri)
             try:
                 log_trial_run(self._client, experiment_id, parent_run_id, trial, direction)
-                return
-            except Exception as err:  # noqa: BLE001  the writer gets it instead
-                print(f"a child run was not written here ({err!r}): sent to the writer", file=sys.stderr, flush=True)
+            except Exception as err:  # noqa: BLE001  a gap (maybe a child run cut short): the run fills it
+                print(f"trial {trial.number + 1}'s child run was not written ({err!r}): the run writes it once its "
+                      f"trials are done", file=sys.stderr, flush=True)
+            return
         self._send(_TrialRun(experiment_id, parent_run_id, trial, direction))
 
     def publishing(self) -> bool:
@@ -186,16 +187,22 @@ class _ProcessWriter:
     def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
         assert os.getpid() == self._owner and self._opened, "the command publishes, once the store is named"
         descriptor, name = tempfile.mkstemp(prefix="publication-", suffix=".pickle")
+        answer = _Answer()
         try:
             with os.fdopen(descriptor, "wb") as file:
                 pickle.dump(publication, file, protocol=pickle.HIGHEST_PROTOCOL)
+            self._unread.append(answer)  # an interrupt before it is sent leaves it due: `_read_answer` skips it
+            sent = self._send(_Publish(name))
         except Exception:  # noqa: BLE001  no room for it, say: the command publishes it itself
+            sent = False
+        except BaseException:
             os.unlink(name)
+            raise
+        if not sent:
+            os.unlink(name)
+            if answer in self._unread:
+                self._unread.remove(answer)
             return lambda: None
-        answer = _Answer()
-        self._unread.append(answer)  # an interrupt before it is sent leaves it due: `_read_answer` skips it
-        if not self._send(_Publish(name)):
-            self._unread.remove(answer)
 
         @functools.cache
         def version() -> ModelVersion | None:
@@ -271,8 +278,10 @@ def writer_process() -> Iterator[TrialWriter]:
         # working folder stays the command's (MLflow's default store is relative to it)
         path = [str(PROJECT_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]  # no
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}  # empty item: that would be the working folder
+        # its answers unbuffered: reading one never takes in more than its line, so `select` tells whether
+        # another is waiting (`publishing`)
         process = subprocess.Popen([sys.executable, "-P", "-m", __name__, str(os.getpid())], stdin=theirs.fileno(),
-                                   stdout=subprocess.PIPE, env=env)
+                                   stdout=subprocess.PIPE, env=env, bufsize=0)
     writer = _ProcessWriter(process, ours)
     try:
         yield writer
@@ -460,8 +469,9 @@ def _received(messages: socket.socket, command: int) -> object | None:
 
 
 def _answer(answers: BinaryIO, line: bytes) -> None:
-    answers.write(line)
-    answers.flush()
+    with contextlib.suppress(BrokenPipeError):  # the command is gone: nobody reads; what is queued is still written
+        answers.write(line)
+        answers.flush()
 
 
 if __name__ == "__main__":
