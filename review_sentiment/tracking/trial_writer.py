@@ -14,7 +14,7 @@ The command and the workers it forks send it messages on one Unix `SOCK_SEQPACKE
 one whole message, so processes need no lock to share it, and one killed mid-send cannot leave half a
 message. Only the command reads the writer's answers (its stdout): "ready" once the store exists,
 "flushed" once every message sent before a flush is written. Ctrl-C stops the command, not the writer:
-it writes what it was sent, then ends when told, or once the command is gone and nothing is left unread.
+it writes what it was sent, then ends when told. Once the command is gone (kill -9) it ends at once.
 A write that fails ends the writer (its traceback on stderr): the trials it did not write are gaps, which
 the command fills itself once every family's trials are done (`log_missing_trial_runs`), failing there if
 the store does. Either writer, a failed write costs gaps, never the trials.
@@ -212,7 +212,8 @@ class _ProcessWriter:
                 return None
             import mlflow
 
-            return mlflow.MlflowClient().get_model_version(publication.name, answer.line[len(PUBLISHED):].decode())
+            return mlflow.MlflowClient(self._uri).get_model_version(publication.name,
+                                                                     answer.line[len(PUBLISHED):].decode())
 
         return version
 
@@ -401,16 +402,15 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
                     log_trial_run(client, message.experiment_id, message.parent_run_id, message.trial,
                                   message.direction)
                 elif isinstance(message, _Publish):
-                    _answer(answers, _published(message.path, command))
+                    _answer(answers, _published(message.path))
                 elif isinstance(message, _Flush):
                     _answer(answers, FLUSHED)
     finally:  # also when ended by a signal while making it
         _remove(ahead)
 
 
-def _published(path: str, command: int) -> bytes:
-    """The answer to a publication: its version's number, or that it failed (the command then publishes it).
-    None is published for a command that is gone: its rerun may be publishing the same model."""
+def _published(path: str) -> bytes:
+    """The answer to a publication: its version's number, or that it failed (the command then publishes it)."""
     import mlflow
 
     from review_sentiment.tracking.publication import publish
@@ -419,8 +419,6 @@ def _published(path: str, command: int) -> bytes:
         with open(path, "rb") as file:
             publication = pickle.load(file)  # noqa: S301  written by the command that started this process
         os.unlink(path)
-        if os.getppid() != command:
-            return UNPUBLISHED
         # the logged model goes into the active experiment, which is the run's only where a run is active
         mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(publication.run_id).info.experiment_id)
         return PUBLISHED + f"{publish(publication).version}\n".encode()
@@ -460,16 +458,18 @@ def _remove(ahead: Path | None) -> None:
 
 
 def _received(messages: socket.socket, command: int) -> object | None:
-    """The next message; None once none can come (the command died: its workers stop too)."""
-    while not select.select([messages], [], [], _PARENT_CHECK_SECONDS)[0]:
-        if os.getppid() != command:  # killed (kill -9), with nothing left unread
-            return None
-    data = messages.recv(_LARGEST)
-    return pickle.loads(data) if data else None
+    """The next message; None once the command is gone (killed: its workers stop too). What it sent and
+    this did not write yet is left as gaps its rerun fills: written later, it would land after the next
+    command has closed the runs the killed one left."""
+    while os.getppid() == command:
+        if select.select([messages], [], [], _PARENT_CHECK_SECONDS)[0]:
+            data = messages.recv(_LARGEST)
+            return pickle.loads(data) if data else None
+    return None
 
 
 def _answer(answers: BinaryIO, line: bytes) -> None:
-    with contextlib.suppress(BrokenPipeError):  # the command is gone: nobody reads; what is queued is still written
+    with contextlib.suppress(BrokenPipeError):  # the command is gone: nobody reads
         answers.write(line)
         answers.flush()
 

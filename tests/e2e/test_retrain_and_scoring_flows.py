@@ -22,7 +22,7 @@ from review_sentiment.monitoring import profile
 from review_sentiment.orchestration import retrain
 from review_sentiment.orchestration.batch_scoring import ScoredFile, score_reviews
 from review_sentiment.orchestration.retrain import retrain_logistic
-from review_sentiment.tracking import model_logging
+from review_sentiment.tracking import model_logging, publication
 from review_sentiment.tracking.promotion import promote_if_better
 from review_sentiment.tracking.registry import current_champion
 from review_sentiment.training import release, study
@@ -172,10 +172,11 @@ def test_a_data_error_in_a_flow_is_logged_in_one_line(store: Store, tmp_path: Pa
 
 def test_the_fingerprint_covers_the_code_that_shapes_the_model() -> None:
     """A change to cleaning, loading, the pipelines, the metric, calibration, the reference profile, model
-    logging or the path that fits and registers must trigger a retrain, wherever those modules live."""
+    logging and publishing or the path that fits and registers must trigger a retrain, wherever those
+    modules live."""
     files = {Path(module.__file__) for module in release.MODEL_CODE}
     expected = {text_cleaning, reviews, families, fold_counts, fast_scorer, linear, metrics, calibration, profile,
-                model_logging, study, release}
+                model_logging, publication, study, release}
     assert files == {Path(module.__file__) for module in expected}
     assert all(path.is_file() for path in files)
 
