@@ -19,7 +19,7 @@ from review_sentiment.tracking.model_logging import compact_for_saving
 from review_sentiment.tracking.publication import Publication
 from review_sentiment.tracking.trial_runs import log_missing_trial_runs
 from review_sentiment.tracking.trial_writer import TrialWriter, writer_process, writer_thread
-from tests.helpers import STRONG, the_split, wait_for
+from tests.helpers import STRONG, Store, the_split, wait_for
 
 
 def finished_trials(count: int) -> list[FrozenTrial]:
@@ -103,11 +103,11 @@ def test_a_command_that_fails_before_naming_its_store_leaves_none(tmp_path: Path
 
 @pytest.mark.e2e  # a writer process, importing MLflow, skops and matplotlib
 def test_a_model_handed_to_the_writer_is_published_while_the_command_writes_its_own_child_runs(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Store) -> None:
     """The writer publishes into the run it is given (and its experiment), leaving the run's status alone;
-    meanwhile the command's trials' child runs are written by the command; both are in once flushed."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    meanwhile the command's trials' child runs are written by the command; both are in once flushed.
+    (Its registry is the store's too: an earlier test's `mlflow.set_registry_uri` must not leak into it.)"""
+    uri = store.uri
     split = the_split()
     pipeline = compact_for_saving(build_pipeline("LogisticRegression", STRONG, 0).fit(split.X_train, split.y_train))
     with writer_process() as writer:
