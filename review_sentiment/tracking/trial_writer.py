@@ -405,8 +405,17 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
                     _answer(answers, _published(message.path))
                 elif isinstance(message, _Flush):
                     _answer(answers, FLUSHED)
+            if message is None:
+                _drop_unread(messages)
     finally:  # also when ended by a signal while making it
         _remove(ahead)
+
+
+def _drop_unread(messages: socket.socket) -> None:
+    """The command is gone: the files of the publications it sent and this did not read are removed."""
+    while select.select([messages], [], [], 0)[0] and (data := messages.recv(_LARGEST)):
+        if isinstance(message := pickle.loads(data), _Publish):
+            Path(message.path).unlink(missing_ok=True)
 
 
 def _published(path: str) -> bytes:

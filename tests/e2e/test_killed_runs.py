@@ -34,10 +34,12 @@ def trials_after(header: str, lines: list[str]) -> int:
 
 
 def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> None:
+    temporary = store.path / "tmp"  # where the command hands its writer a model to publish
+    temporary.mkdir()
     tuning = subprocess.Popen(
         [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), "--trials", "40", "--folds", "3"],
-        cwd=store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+        cwd=store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri, TMPDIR=str(temporary)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(tuning.stdout), daemon=True).start()
     try:
@@ -51,6 +53,8 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
     finally:
         tuning.kill()  # SIGKILL: no cleanup of any kind
         tuning.wait()
+    # its writer ends once it sees the command gone, leaving no model it was handed behind
+    wait_for(lambda: not list(temporary.glob("publication-*")), 30, "the killed command's publication files to go")
     left = runs()
     parents = left[left["tags.mlflow.parentRunId"].isna()].set_index("tags.mlflow.runName")
     # what a kill leaves behind: the runs of the family being tuned and of the one after it (made up front)
