@@ -20,7 +20,8 @@ the command fills itself once every family's trials are done (`log_missing_trial
 the store does. Either writer, a failed write costs gaps, never the trials.
 
 The command also has it publish each family's model (`publication.publish`: figures, model, version) while
-the next family's trials run. The publication goes through a file (a model is larger than a message);
+the next family's trials run. The publication goes through a nameless file whose descriptor travels with the
+message (a model is larger than a message; nothing is left behind whoever is killed);
 the writer answers "published N", or "unpublished" where it failed (its traceback on stderr). Where the
 answer is "unpublished" or never comes, the command looks for the version by the model's fingerprint
 (the writer may have registered it before it stopped) and else publishes the model itself.
@@ -43,7 +44,7 @@ import traceback
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -70,7 +71,7 @@ class _OpenStore:
 
 @dataclass(frozen=True)
 class _Publish:
-    path: str  # a pickled `Publication`, which the writer removes once read
+    file: int = -1  # the writer's descriptor of the nameless file holding the pickled `Publication`
 
 
 @dataclass(frozen=True)
@@ -186,20 +187,16 @@ class _ProcessWriter:
 
     def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
         assert os.getpid() == self._owner and self._opened, "the command publishes, once the store is named"
-        descriptor, name = tempfile.mkstemp(prefix="publication-", suffix=".pickle")
         answer = _Answer()
         try:
-            with os.fdopen(descriptor, "wb") as file:
+            with tempfile.TemporaryFile() as file:  # nameless: nothing is left behind, whoever is killed
                 pickle.dump(publication, file, protocol=pickle.HIGHEST_PROTOCOL)
-            self._unread.append(answer)  # an interrupt before it is sent leaves it due: `_read_answer` skips it
-            sent = self._send(_Publish(name))
+                file.flush()
+                self._unread.append(answer)  # an interrupt before it is sent leaves it due: `_read_answer` skips it
+                sent = self._send(_Publish(), file.fileno())  # the writer gets its own descriptor of the file
         except Exception:  # noqa: BLE001  no room for it, say: the command publishes it itself
             sent = False
-        except BaseException:
-            os.unlink(name)
-            raise
         if not sent:
-            os.unlink(name)
             if answer in self._unread:
                 self._unread.remove(answer)
             return lambda: None
@@ -207,7 +204,6 @@ class _ProcessWriter:
         @functools.cache
         def version() -> ModelVersion | None:
             self._await(answer)
-            Path(name).unlink(missing_ok=True)  # where the writer did not read it
             if answer.line is None or not answer.line.startswith(PUBLISHED):
                 return None
             import mlflow
@@ -217,14 +213,14 @@ class _ProcessWriter:
 
         return version
 
-    def _send(self, message: object) -> bool:
-        """Whether the message was sent."""
+    def _send(self, message: object, descriptor: int | None = None) -> bool:
+        """Whether the message (with a file descriptor, if one is given) was sent."""
         if self._gone:
             return False
         if len(data := pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)) > _LARGEST:
             return False  # more than the writer reads at once: a gap, which the command fills
         try:
-            self._messages.send(data)
+            socket.send_fds(self._messages, [data], [] if descriptor is None else [descriptor])
         except OSError as err:  # it ended (or the message is too large): the trial is a gap the command fills
             self._gone = err.errno != errno.EMSGSIZE
             return False
@@ -402,32 +398,23 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
                     log_trial_run(client, message.experiment_id, message.parent_run_id, message.trial,
                                   message.direction)
                 elif isinstance(message, _Publish):
-                    _answer(answers, _published(message.path))
+                    _answer(answers, _published(message.file))
                 elif isinstance(message, _Flush):
                     _answer(answers, FLUSHED)
-            if message is None:
-                _drop_unread(messages)
     finally:  # also when ended by a signal while making it
         _remove(ahead)
 
 
-def _drop_unread(messages: socket.socket) -> None:
-    """The command is gone: the files of the publications it sent and this did not read are removed."""
-    while select.select([messages], [], [], 0)[0] and (data := messages.recv(_LARGEST)):
-        if isinstance(message := pickle.loads(data), _Publish):
-            Path(message.path).unlink(missing_ok=True)
-
-
-def _published(path: str) -> bytes:
+def _published(descriptor: int) -> bytes:
     """The answer to a publication: its version's number, or that it failed (the command then publishes it)."""
     import mlflow
 
     from review_sentiment.tracking.publication import publish
 
     try:
-        with open(path, "rb") as file:
+        with os.fdopen(descriptor, "rb") as file:
+            file.seek(0)  # the command's writing left the shared offset at the end
             publication = pickle.load(file)  # noqa: S301  written by the command that started this process
-        os.unlink(path)
         # the logged model goes into the active experiment, which is the run's only where a run is active
         mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(publication.run_id).info.experiment_id)
         return PUBLISHED + f"{publish(publication).version}\n".encode()
@@ -472,8 +459,11 @@ def _received(messages: socket.socket, command: int) -> object | None:
     command has closed the runs the killed one left."""
     while os.getppid() == command:
         if select.select([messages], [], [], _PARENT_CHECK_SECONDS)[0]:
-            data = messages.recv(_LARGEST)
-            return pickle.loads(data) if data else None
+            data, descriptors, _, _ = socket.recv_fds(messages, _LARGEST, 1)
+            if not data:
+                return None
+            message = pickle.loads(data)
+            return replace(message, file=descriptors[0]) if isinstance(message, _Publish) else message
     return None
 
 
