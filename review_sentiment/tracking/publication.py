@@ -11,6 +11,7 @@ else, and whenever the writer could not, the process that fitted the model publi
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,12 @@ def publish(publication: Publication) -> ModelVersion:
     if client.get_run(p.run_id).info.lifecycle_stage == "deleted":  # taken back meanwhile (a failed command)
         raise RunTakenBack(f"run {p.run_id} was deleted while its model was published: not registered")
     return register(model_info, p.name, p.tags)
+
+
+def published_now(publication: Publication) -> Callable[[], ModelVersion | None]:
+    """`publish`, here and at once, as a publisher that hands the work elsewhere gives its answer."""
+    version = publish(publication)
+    return lambda: version
 
 
 class RunTakenBack(RuntimeError):

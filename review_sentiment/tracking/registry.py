@@ -25,10 +25,9 @@ def register(model_info: ModelInfo, name: str, tags: Mapping[str, object]) -> Mo
     run has a version of the same fingerprint (a rerun of a killed command publishing the model its dead
     writer was still publishing). Every version records the digest of the cleaning it was trained with,
     which loading holds it to."""
-    made = mlflow.MlflowClient().search_model_versions(f"name='{name}' and run_id='{model_info.run_id}'")
-    for version in sorted(made, key=lambda v: int(v.version)):
-        if version.source == model_info.model_uri or (
-                tags.get("fingerprint") and version.tags.get("fingerprint") == tags["fingerprint"]):
+    fingerprint = str(tags.get("fingerprint") or "")
+    for version in registered_from(model_info.run_id, name):
+        if version.source == model_info.model_uri or (fingerprint and _fingerprint(version) == fingerprint):
             return version
     tags = {**tags, CLEANING_DIGEST_TAG: cleaning_digest()}
     # MLflow logs "Waiting up to 300 seconds for model version to finish creation" for every version,
@@ -42,10 +41,16 @@ def register(model_info: ModelInfo, name: str, tags: Mapping[str, object]) -> Mo
         waiting.setLevel(level)
 
 
-def registered_from(run_id: str, name: str | None = None) -> list[ModelVersion]:
-    """The versions registered from a run (of `name`, or of any registered model)."""
+def registered_from(run_id: str, name: str | None = None, fingerprint: str | None = None) -> list[ModelVersion]:
+    """The versions registered from a run (of `name`, or of any registered model; with `fingerprint`, those
+    holding that model), oldest first."""
     query = f"run_id='{run_id}'" + ("" if name is None else f" and name='{name}'")
-    return mlflow.MlflowClient().search_model_versions(query)
+    made = sorted(mlflow.MlflowClient().search_model_versions(query), key=lambda v: int(v.version))
+    return [v for v in made if fingerprint is None or _fingerprint(v) == fingerprint]
+
+
+def _fingerprint(version: ModelVersion) -> str:
+    return VersionRecord.of(version).fingerprint
 
 
 def records_of(name: str) -> list[tuple[ModelVersion, VersionRecord]]:

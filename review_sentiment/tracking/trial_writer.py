@@ -304,10 +304,9 @@ class _ThreadWriter:
 
     def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
         """Published at once, here: a thread publishing beside the trials would hold the lock they need."""
-        from review_sentiment.tracking.publication import publish
+        from review_sentiment.tracking.publication import published_now
 
-        version = publish(publication)
-        return lambda: version
+        return published_now(publication)
 
     def publishing(self) -> bool:
         return False

@@ -49,7 +49,7 @@ from review_sentiment.tracking.model_logging import (
     training_dataset,
 )
 from review_sentiment.tracking.promotion import FEEDBACK, PROTECTED, Evidence
-from review_sentiment.tracking.publication import Publication, publish
+from review_sentiment.tracking.publication import Publication, publish, published_now
 from review_sentiment.tracking.records import Lineage, VersionRecord, run_id_of
 from review_sentiment.tracking.registry import records_of, registered_from
 from review_sentiment.tracking.reports import report_text, top_terms
@@ -150,19 +150,13 @@ Publisher = Callable[[Publication], Callable[[], ModelVersion | None]]
 returns its version once published, or None where it was not (then the caller publishes it itself)."""
 
 
-def here(made: Publication) -> Callable[[], ModelVersion | None]:
-    """Publish in this process, at once."""
-    version = publish(made)
-    return lambda: version
-
-
 def release(name: str, family: str, params: dict[str, Any], seed: int, data: TrainingData, source: str,
             cv_f1: float | None = None, tuned_decisions: np.ndarray | None = None) -> Released:
     """Inside the active run: the version holding this configuration's model, fitted and registered
     unless an identical one is registered already (then it is reused and the run says so).
     `tuned_decisions`: the out-of-fold decisions of the tuning trial of this configuration on `data.folds`,
     which its calibration then uses instead of fitting those folds' models again."""
-    return release_by(here, name, family, params, seed, data, source, cv_f1, tuned_decisions)()
+    return release_by(published_now, name, family, params, seed, data, source, cv_f1, tuned_decisions)()
 
 
 def release_by(publisher: Publisher, name: str, family: str, params: dict[str, Any], seed: int,
@@ -233,8 +227,7 @@ def release_by(publisher: Publisher, name: str, family: str, params: dict[str, A
     @functools.cache  # the version is looked up, or published here, once
     def released() -> Released:
         if (version := published()) is None:  # the publisher (a writer process) stopped, maybe once it registered it
-            version = next((v for v in registered_from(to_publish.run_id, name)
-                            if VersionRecord.of(v).fingerprint == value), None)
+            version = next(iter(registered_from(to_publish.run_id, name, fingerprint=value)), None)
             print(f"{family}: the model was not published beside the trials: "
                   f"{'registered before they stopped' if version else 'published here'}", flush=True)
             version = version or publish(to_publish)
