@@ -42,8 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-size", type=cli.fraction, default=0.3, help="held-out test share")
     parser.add_argument("--seed", type=int, default=42, help="fixes split, folds, sampler and models")
     parser.add_argument("--n-jobs", type=cli.at_least(-1), default=0,
-                        help="processes scoring a trial's CV folds (default 0: this machine's cores shared among "
-                             "its --workers; -1: all cores); results do not depend on it")
+                        help="processes scoring a trial's CV folds (default 0: none for a file of up to 20,000 usable "
+                             "reviews, where a trial scores them faster itself; else this machine's cores shared "
+                             "among its --workers; -1: all cores); results do not depend on it")
     parser.add_argument("--experiment", default=TUNING_EXPERIMENT, help="MLflow experiment name")
     parser.add_argument("--registered-model", default=MODEL_NAME, help="registry model name")
     parser.add_argument("--storage", type=cli.study_storage, default=os.environ.get("OPTUNA_STORAGE"),

@@ -1,7 +1,7 @@
 """The child runs of a tuning command's trials, and its models' publications, written by a process of their
 own, on another core.
 
-Writing a finished trial as a child run (`trial_runs.log_trial_run`) is ~25 ms of SQLAlchemy work a trial
+Writing a finished trial as a child run (`trial_runs.log_trial_run`) is ~18 ms of SQLAlchemy work a trial
 on SQLite. On a thread beside the trials it held the interpreter lock they needed: with it out of the
 process, a tuning run of the published pipeline's reviews took 1.1-1.6 s less (of ~9.5 s), measured. The
 writer starts once the reviews are read, before the pipeline's imports, so that its own imports overlap
@@ -153,7 +153,7 @@ class _ProcessWriter:
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
         """Queue the trial's child run. Blocks only while the writer is far behind (its socket is full). While
-        the writer publishes a model, the command writes its own trials' child runs (~25 ms each on SQLite):
+        the writer publishes a model, the command writes its own trials' child runs (~18 ms each on SQLite):
         the writer is then the slower of the two (measured: ~10 s of its CPU in a ~12 s run, against ~6 s of
         the command's), and the command would only wait for it at the end."""
         if os.getpid() == self._owner and self.publishing() and self._uri is not None:

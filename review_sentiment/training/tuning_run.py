@@ -33,7 +33,13 @@ from review_sentiment.constants import BEST_PARAMS_ARTIFACT, CHAMPION
 from review_sentiment.data.reviews import ReviewDataError, Reviews, Split, data_digest, split_reviews
 from review_sentiment.databases import is_postgres, sqlite_without_fsync_per_commit, storage_file, without_password
 from review_sentiment.modeling.families import require_words
-from review_sentiment.modeling.fold_counts import LARGE_FILE_REVIEWS, CountedFolds, counted, cv_folds
+from review_sentiment.modeling.fold_counts import (
+    LARGE_FILE_REVIEWS,
+    CountedFolds,
+    counted,
+    cv_folds,
+    fold_processes_by_default,
+)
 from review_sentiment.tracking.alias_lock import require_alias_lock
 from review_sentiment.tracking.model_loading import load_pipeline
 from review_sentiment.tracking.orphans import (
@@ -85,7 +91,7 @@ class TuningSettings:
     folds: int | None  # None: `fold_counts.cv_folds` of the file's usable reviews (`prepare` resolves it)
     test_size: float
     seed: int
-    n_jobs: int  # processes scoring a trial's folds; 0: this machine's cores shared among its workers
+    n_jobs: int  # processes scoring a trial's folds; 0: `fold_processes_by_default`
     experiment: str
     registered_model: str
     storage: str | None = None  # Optuna storage URL; None: an SQLite file next to the tracking store
@@ -95,10 +101,10 @@ class TuningSettings:
     allow_new_data: bool = False  # the tuned model may compete with a champion of another data file
     unlocked_promotion: bool = False  # move `champion` even where no lock serialises alias moves
 
-    @property
-    def fold_processes(self) -> int:
+    def fold_processes(self, usable_reviews: int) -> int:
         cores = len(os.sched_getaffinity(0))  # what this process may use (a container's share), not the host's
-        wanted = {0: cores // self.workers, -1: cores}.get(self.n_jobs, self.n_jobs)
+        wanted = {0: fold_processes_by_default(usable_reviews, cores, self.workers), -1: cores}.get(
+            self.n_jobs, self.n_jobs)
         assert self.folds is not None, "run_tuning resolves the folds before any trial"
         return max(1, min(wanted, self.folds))
 
@@ -383,9 +389,10 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
     the out-of-fold decisions of the best trial this process runs."""
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(family_study.parent_run_id).info.experiment_id
-    with fold_scorer(prepared.folds, settings.fold_processes) as scores_of:
-        cv_f1 = objective(family_study.family, prepared.folds, scores_of, seed=settings.seed,
-                          processes=settings.fold_processes, best=best)
+    processes = settings.fold_processes(len(prepared.reviews.label))
+    with fold_scorer(prepared.folds, processes) as scores_of:
+        cv_f1 = objective(family_study.family, prepared.folds, scores_of, seed=settings.seed, processes=processes,
+                          best=best)
         tag = f" [{me.name} {family_study.family}]" if me.shown else ""  # workers' lines interleave across families
 
         def done(study: optuna.Study, trial: FrozenTrial) -> None:
