@@ -250,3 +250,20 @@ def test_a_large_file_is_cross_validated_on_three_folds_unless_told(
     settings = TuningSettings(SAMPLE, "Review text", "Ratings", ["NaiveBayes"], 2, given, 0.3, 1, 1, "e", "m")
     assert len(tuning_run.prepare(settings, load_reviews(SAMPLE)).folds.labels) == expected
     assert ("CV: 3 folds" in capsys.readouterr().out) == (given is None and expected == 3)
+
+
+@pytest.mark.parametrize(("usable", "n_jobs", "workers", "expected"), [
+    (805, 0, 1, 1),  # the sample: the trial scores its folds itself
+    (805, 2, 1, 2),  # told
+    (805, -1, 1, 4),  # all cores
+    (fold_counts.SMALL_FILE_REVIEWS + 1, 0, 1, 4),  # the cores
+    (fold_counts.SMALL_FILE_REVIEWS + 1, 0, 2, 2),  # shared among the workers
+    (fold_counts.SMALL_FILE_REVIEWS + 1, 0, 8, 1),
+])
+def test_a_small_file_scores_its_folds_in_the_trials_process_unless_told(
+        monkeypatch: pytest.MonkeyPatch, usable: int, n_jobs: int, workers: int, expected: int) -> None:
+    """Fold processes by default only above `SMALL_FILE_REVIEWS` usable reviews (4 cores here; 5 folds)."""
+    monkeypatch.setattr(tuning_run.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    settings = TuningSettings(SAMPLE, "Review text", "Ratings", ["NaiveBayes"], 2, 5, 0.3, 1, n_jobs, "e", "m",
+                              workers=workers)
+    assert settings.fold_processes(usable) == expected
