@@ -7,7 +7,8 @@ run of the release before workers existed: whole processes, fresh stores, the sa
 
 Trials per second: trials finished per second between the first and the last trial's end (child
 runs' end times; the release before logged a trial's run only when it ended).
-- With defaults: each run as a user starts it (`--workers 1` or `2`, fold processes sharing the cores).
+- With defaults: each run as a user starts it (`--workers 1` or `2`; on 8,500 reviews each trial scores
+  its folds itself, as `--n-jobs 0` does up to 20,000 usable reviews).
 - Pinned: `--n-jobs 1` (each worker scores its folds itself), the run on core 0 and its forked worker
   moved to core 1 as soon as it exists, the run's writer process on any core: how trials per second
   scale with workers that each have a core.
@@ -48,6 +49,7 @@ from review_sentiment.tracking.trial_runs import log_trial_run
 
 PROJECT = Path(__file__).resolve().parents[1]
 TRIALS, FAMILIES = 20, 3
+PIN_SECONDS = 30  # a run's worker and writer exist within seconds of its start
 
 
 def generate(rows: int, folder: Path) -> Path:
@@ -91,20 +93,25 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
 
 def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
     """Move each worker the run forks (a child with the run's own command line) to its own core, 1, 2, …,
-    and let the run's writer process (`trial_writer`) go on any core: it is not a worker, and kept on the
-    run's core 0 it takes its publications out of the one worker's trials (two workers then scaled 2.9×)."""
+    and let the run's writer process (`trial_writer`) go on any core this benchmark may use: it is not a
+    worker, and kept on the run's core 0 it takes its publications out of the one worker's trials (two
+    workers then seemed to scale 2.9×). Gives up after `PIN_SECONDS` (nobody reads the run's output
+    meanwhile)."""
     pinned: set[int] = set()
     writer_freed = False
     parent = psutil.Process(run.pid)
-    while run.poll() is None and (len(pinned) < workers or not writer_freed):
+    deadline = time.monotonic() + PIN_SECONDS
+    while run.poll() is None and (len(pinned) < workers or not writer_freed) and time.monotonic() < deadline:
         for child in parent.children():
             try:
-                if child.pid not in pinned and child.cmdline() == parent.cmdline():
+                command = child.cmdline()
+                if "review_sentiment.tracking.trial_writer" in command:  # first: forked, it briefly has the
+                    if not writer_freed:  # run's own command line
+                        child.cpu_affinity(sorted(os.sched_getaffinity(0)))
+                        writer_freed = True
+                elif child.pid not in pinned and len(pinned) < workers and command == parent.cmdline():
                     child.cpu_affinity([len(pinned) + 1])
                     pinned.add(child.pid)
-                elif not writer_freed and "review_sentiment.tracking.trial_writer" in child.cmdline():
-                    child.cpu_affinity([])  # psutil: every core
-                    writer_freed = True
             except psutil.NoSuchProcess:
                 continue
         time.sleep(0.01)
