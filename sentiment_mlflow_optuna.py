@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="worker processes sharing each family's study (1: exactly reproducible)")
     parser.add_argument("--join", action="store_true",
                         help="only run trials of the same command started elsewhere (same data, flags, storage)")
-    parser.add_argument("--worker-name", help="this worker's name on progress lines and child runs "
+    parser.add_argument("--worker-name", type=cli.tag_value, help="this worker's name on progress lines and child runs "
                                                "(default host:pid)")
     parser.add_argument("--allow-new-data", action="store_true",
                         help="let the tuned model compete with a champion trained on another data file")

@@ -96,3 +96,14 @@ def positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
     return value
+
+
+LONGEST_TAG = 8000  # characters in an MLflow tag's value (mlflow.utils.validation.MAX_TAG_VAL_LENGTH, 3.x)
+
+
+def tag_value(text: str) -> str:
+    """A value every child run carries as a tag (a worker's name): MLflow refuses a longer one only when
+    the run is written, seconds or hours later (on PostgreSQL; SQLite stores it whole)."""
+    if not 0 < len(text) <= LONGEST_TAG:
+        raise argparse.ArgumentTypeError(f"must be 1 to {LONGEST_TAG:,} characters, got {len(text):,}")
+    return text

@@ -13,8 +13,10 @@ import mlflow
 import optuna
 import pytest
 from mlflow.entities import ViewType
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 import sentiment_mlflow_optuna
+from review_sentiment import cli
 from review_sentiment.data.reviews import ReviewDataError, load_reviews, split_reviews
 from review_sentiment.training.study import open_storage
 from tests.helpers import PROJECT_DIR, SAMPLE, Store
@@ -185,3 +187,16 @@ def test_a_journal_is_named_by_its_absolute_path(tmp_path: Path, monkeypatch: py
     monkeypatch.chdir(tmp_path)
     assert sentiment_mlflow_optuna.parse_args(["--storage", "runs.journal"]).storage == str(
         (tmp_path / "runs.journal").resolve())
+
+
+@pytest.mark.parametrize("name", ["", "w" * 8001])
+def test_a_worker_name_no_child_run_can_carry_is_refused_in_one_line(
+        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Up front: the child runs' `create_run` would refuse it on PostgreSQL only as they are written."""
+    assert cli.LONGEST_TAG == MAX_TAG_VAL_LENGTH  # the limit mirrored from MLflow
+    with pytest.raises(SystemExit) as refused:
+        sentiment_mlflow_optuna.parse_args(["--join", "--worker-name", name])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"argument --worker-name: must be 1 to 8,000 characters, got {len(name):,}")
+    assert sentiment_mlflow_optuna.parse_args(["--worker-name", "w" * 8000]).worker_name == "w" * 8000
