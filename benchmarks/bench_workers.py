@@ -100,6 +100,7 @@ def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
     pinned: set[int] = set()
     writer_freed = False
     parent = psutil.Process(run.pid)
+    run_command = parent.cmdline()
     deadline = time.monotonic() + PIN_SECONDS
     while run.poll() is None and (len(pinned) < workers or not writer_freed) and time.monotonic() < deadline:
         for child in parent.children():
@@ -109,7 +110,7 @@ def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
                     if not writer_freed:  # run's own command line
                         child.cpu_affinity(sorted(os.sched_getaffinity(0)))
                         writer_freed = True
-                elif child.pid not in pinned and len(pinned) < workers and command == parent.cmdline():
+                elif child.pid not in pinned and len(pinned) < workers and command == run_command:
                     child.cpu_affinity([len(pinned) + 1])
                     pinned.add(child.pid)
             except psutil.NoSuchProcess:
