@@ -24,8 +24,23 @@ def judgeable(y_true: Labels) -> bool:
 
 
 def macro_f1(y_true: Labels, y_pred: Labels) -> float:
-    """Macro-F1: the minority (negative) class counts as much as the majority."""
-    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    """Macro-F1: the minority (negative) class counts as much as the majority.
+
+    sklearn's `f1_score(average="macro", zero_division=0)` (1.9.1), over the labels either side holds. For
+    0/1 labels it is counted here (`macro_f1_of_counts`): sklearn's input checks cost ~2.4 ms a call, and a
+    tuning run scores every CV fold of every trial (tests/code/test_promotion.py holds the two equal)."""
+    truth, said = np.asarray(y_true), np.asarray(y_pred)
+    if truth.size == 0 or truth.shape != said.shape or not (_zero_one(truth) and _zero_one(said)):
+        return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    if (truth == truth.flat[0]).all() and (said == truth.flat[0]).all():
+        return 1.0  # one label only, always right: its F1 is the average
+    tp = int(np.count_nonzero(truth & said))
+    tn = int(np.count_nonzero(~(truth | said) & 1))
+    return float(macro_f1_of_counts(tp, tn, truth.size - tp - tn))
+
+
+def _zero_one(labels: np.ndarray) -> bool:
+    return labels.dtype.kind in "biu" and labels.ndim == 1 and bool(((labels == 0) | (labels == 1)).all())
 
 
 def label_codes(y_true: Labels, *said: Labels) -> np.ndarray:

@@ -363,10 +363,10 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
     """The writer process: write each trial it is sent as a child run, in order, until told to end."""
     import logging
 
-    # Before MLflow, which imports it anyway (no later store): skops 0.16, once imported to publish, names each of
-    # SciPy's ufuncs by scanning sys.modules in import order, which costs 0.5 s more of this process's CPU (beside
-    # the trials) when MLflow's ~2,000 modules come first. The names are the same either way.
-    import scipy.special  # noqa: F401
+    # SciPy's special functions before MLflow (which imports them anyway: the store is made no later). skops 0.16,
+    # imported to publish, names each of their ufuncs by scanning sys.modules in import order: with MLflow's ~2,000
+    # modules first, that costs 0.5 s more of this process's CPU, beside the trials. The names are the same.
+    importlib.import_module("scipy.special")
     import mlflow
 
     from review_sentiment.databases import sqlite_file
