@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 import pytest
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from review_sentiment.training.journal import HEARTBEAT, FileJournal, HeartbeatJournal, JournalLost
@@ -228,6 +229,18 @@ def test_a_line_a_killed_writer_left_half_written_is_cut_before_the_next_write(t
     second = reopened.create_new_trial(study._study_id)
     assert second != first and path.read_bytes().endswith(b"\n") and b"dead-1" not in path.read_bytes()
     assert [t._trial_id for t in storage_at(path).get_all_trials(study._study_id)] == [first, second]
+
+
+def test_the_journal_file_holds_the_bytes_optunas_own_backend_writes(tmp_path: Path) -> None:
+    """`FileJournal.append_logs` mirrors Optuna's (less its fsync): any Optuna reads the file as its own."""
+    logs = [{"op_code": 0, "worker_id": "w-1", "study_name": "s", "directions": [1]},
+            {"op_code": 5, "worker_id": "w-1", "trial_id": 0, "step": 3, "intermediate_value": 0.8125, "note": "é"}]
+    ours, theirs = FileJournal(tmp_path / "ours.journal"), JournalFileBackend(str(tmp_path / "theirs.journal"))
+    for batch in (logs[:1], logs):
+        ours.append_logs(batch)
+        theirs.append_logs(batch)
+    assert (tmp_path / "ours.journal").read_bytes() == (tmp_path / "theirs.journal").read_bytes()
+    assert list(JournalFileBackend(str(tmp_path / "ours.journal")).read_logs(0)) == [*logs[:1], *logs]
 
 
 def _loses_its_journal(name: str) -> None:
