@@ -30,12 +30,13 @@ def macro_f1(y_true: Labels, y_pred: Labels) -> float:
     0/1 labels it is counted here (`macro_f1_of_counts`): sklearn's input checks cost ~2.4 ms a call, and a
     tuning run scores every CV fold of every trial (tests/code/test_promotion.py holds the two equal)."""
     truth, said = np.asarray(y_true), np.asarray(y_pred)
-    if truth.size == 0 or truth.shape != said.shape or not (_zero_one(truth) and _zero_one(said)):
+    if (truth.size == 0 or truth.shape != said.shape or not (_zero_one(truth) and _zero_one(said))
+            or np.ma.isMaskedArray(y_true) or np.ma.isMaskedArray(y_pred)):
         return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
-    if (truth == truth.flat[0]).all() and (said == truth.flat[0]).all():
+    truth, said = truth.astype(bool, copy=False), said.astype(bool, copy=False)
+    if (truth == truth[0]).all() and (said == truth[0]).all():
         return 1.0  # one label only, always right: its F1 is the average
-    tp = int(np.count_nonzero(truth & said))
-    tn = int(np.count_nonzero(~(truth | said) & 1))
+    tp, tn = np.count_nonzero(truth & said), np.count_nonzero(~(truth | said))
     return float(macro_f1_of_counts(tp, tn, truth.size - tp - tn))
 
 

@@ -363,9 +363,9 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
     """The writer process: write each trial it is sent as a child run, in order, until told to end."""
     import logging
 
-    # SciPy's special functions before MLflow (which imports them anyway: the store is made no later). skops 0.16,
-    # imported to publish, names each of their ufuncs by scanning sys.modules in import order: with MLflow's ~2,000
-    # modules first, that costs 0.5 s more of this process's CPU, beside the trials. The names are the same.
+    # SciPy's special functions before MLflow (~0.05 s more before the store is made). skops 0.16, imported to
+    # publish, names each of their ufuncs by scanning sys.modules in import order: with MLflow's ~2,000 modules
+    # first, that costs 0.5 s more of this process's CPU, beside the trials. The names are the same.
     importlib.import_module("scipy.special")
     import mlflow
 

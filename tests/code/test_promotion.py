@@ -179,19 +179,23 @@ def macro_f1_by_definition(truth: np.ndarray, said: np.ndarray, axis: int) -> np
                                                                     + wrong) for k in (0, 1)) / 2
 
 
-@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, bool])
-def test_the_macro_f1_is_sklearns_wherever_it_is_counted(dtype) -> None:
-    """`macro_f1` counts 0/1 labels itself: sklearn's macro F1 (zero_division=0, over the labels either side
-    holds) on any size, share of positives and accuracy, one label only included; other labels go to sklearn."""
+@pytest.mark.parametrize(("true_type", "said_type"), [(np.int64, np.int64), (np.uint8, bool), (np.uint64, np.int64),
+                                                       (bool, np.int32)])
+def test_the_macro_f1_is_sklearns_wherever_it_is_counted(true_type, said_type) -> None:
+    """`macro_f1` counts 0/1 labels itself: exactly sklearn's macro F1 (zero_division=0, over the labels either
+    side holds) on any size, share of positives and accuracy, one label only included; other input goes to
+    sklearn (its number, or its error)."""
     rng = np.random.default_rng(11)
     for n in (1, 2, 3, 30, 500):
         for positive in (0.0, 0.05, 0.5, 1.0):
             for right in (0.0, 0.4, 0.9, 1.0):
                 truth = rng.random(n) < positive
                 said = np.where(rng.random(n) < right, truth, ~truth)
-                ours = macro_f1(truth.astype(dtype), said.astype(dtype))
-                assert ours == pytest.approx(f1_score(truth, said, average="macro", zero_division=0), abs=1e-12)
+                ours = macro_f1(truth.astype(true_type), said.astype(said_type))
+                assert ours == f1_score(truth, said, average="macro", zero_division=0)
     assert macro_f1(["pos", "neg", "pos"], ["pos", "pos", "pos"]) == pytest.approx(0.4)  # sklearn's own
+    with pytest.raises(TypeError):  # a masked label is not a label, for sklearn
+        macro_f1(np.ma.array([0, 1, 1], mask=[0, 0, 1]), np.array([0, 1, 0]))
 
 
 def test_the_interval_is_scipys_paired_bootstrap_of_the_macro_f1() -> None:

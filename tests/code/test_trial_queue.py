@@ -243,6 +243,32 @@ def test_the_journal_file_holds_the_bytes_optunas_own_backend_writes(tmp_path: P
     assert list(JournalFileBackend(str(tmp_path / "ours.journal")).read_logs(0)) == [*logs[:1], *logs]
 
 
+def test_the_journal_syncs_each_finished_trial_and_study_write_but_not_a_running_trials_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut may cost what running trials wrote, never a finished trial (its child run is written
+    after it) nor a study's attribute: each such line is on disk when its append returns (an fsync covers
+    every byte before it), and a trial's claim, parameters, fold reports and attributes cost no fsync."""
+    path, synced_up_to, syncs = tmp_path / "s.journal", [0], [0]
+    fsync = os.fsync
+
+    def recorded(descriptor: int) -> None:
+        fsync(descriptor)
+        synced_up_to[0], syncs[0] = os.fstat(descriptor).st_size, syncs[0] + 1
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    storage, study = study_in(path)
+    set_trial_budget(study, 6)
+    unsynced_at_end: list[int] = []
+    run_queued_trials(storage, study, objective, (), "w0",
+                      lambda *_: unsynced_at_end.append(path.stat().st_size - synced_up_to[0]))
+    study.set_user_attr("registered_version", "3")
+    assert unsynced_at_end == [0] * 6 and synced_up_to[0] == path.stat().st_size
+    logs = list(JournalFileBackend(str(path)).read_logs(0))
+    study_writes = sum(1 for log in logs if log["op_code"] in (0, 1, 2, 3, 10))
+    trial_ends = sum(1 for log in logs if log["op_code"] == 6 and TrialState(log["state"]).is_finished())
+    assert trial_ends == 6 and syncs[0] == study_writes + trial_ends < len(logs) / 4
+
+
 def _loses_its_journal(name: str) -> None:
     raise JournalLost("the Optuna journal in PostgreSQL lost log 7 and any after it")
 
