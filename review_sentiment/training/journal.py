@@ -34,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 if TYPE_CHECKING:  # imported by `study.open_storage` for a PostgreSQL URL only: psycopg takes ~70 ms
     from review_sentiment.training.postgres_journal import PostgresJournal
 
+RETRY = "failed_trial"  # the system attribute `RetryFailedTrialCallback` gives a retry: not in the budget
 HEARTBEAT = "heartbeat"  # the trial's system attribute holding its last beat (seconds since the epoch)
 _CHUNK = 4096  # how far back a torn tail is looked for its line's start at a time
 log = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ class FileJournal(JournalFileBackend):
         every append, fsyncing only those `_synced` names: ~1 of a trial's ~15 appends. The others' fsyncs,
         waiting on the disk the tracking store writes to meanwhile, cost ~6 ms of storage a trial. A killed
         process loses nothing either way. A power cut can lose what running trials wrote since the last
-        synced append (they are run again), never a finished trial (synced before its child run is sent) or
-        anything of a study: an fsync makes everything appended before it durable too."""
+        synced append (their budget is run again), never a finished trial (synced before its child run is
+        sent), a retry queued for one, or anything of a study: an fsync makes all appended before it durable."""
         lines = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
         with get_lock_file(self._lock), open(self._file_path, "ab") as file:
             file.write(lines.encode("utf-8"))
@@ -69,7 +70,10 @@ class FileJournal(JournalFileBackend):
 
 def _synced(log: dict[str, Any]) -> bool:
     """Whether an append is synced to the disk: all but what a trial writes while it runs (its claim, its
-    parameters, fold reports and attributes, heartbeats included); its end is."""
+    parameters, fold reports and attributes, heartbeats included); its end is, and so is a retry queued
+    for a trial whose worker died (its failure is synced: the retry must be too, or the trial is lost)."""
+    if log["op_code"] == JournalOperation.CREATE_TRIAL and RETRY in log.get("system_attrs", {}):
+        return True
     if log["op_code"] in (JournalOperation.CREATE_TRIAL, JournalOperation.SET_TRIAL_STATE_VALUES):
         return TrialState(log.get("state", TrialState.RUNNING)).is_finished()
     return log["op_code"] not in _INSIDE_A_TRIAL

@@ -30,14 +30,13 @@ from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from review_sentiment.processes import exclusive_file_lock
-from review_sentiment.training.journal import FileJournal
+from review_sentiment.training.journal import RETRY, FileJournal
 from review_sentiment.training.study import Storage
 
 log = logging.getLogger(__name__)
 TrialDone = Callable[[optuna.Study, FrozenTrial], None]
 WORKER = "worker"  # the user attribute naming the worker that ran a trial
 BUDGET = "trial_budget"  # the study's user attribute: how many trials its workers run together
-RETRY = "failed_trial"  # the system attribute `RetryFailedTrialCallback` gives a retry: not in the budget
 CLAIM_LOCK = 0x5E47  # with the study id, the key of PostgreSQL's advisory lock on a study's claims
 
 

@@ -3,6 +3,7 @@
 test_pinned_* must pass before the optuna pin moves."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
@@ -243,30 +244,56 @@ def test_the_journal_file_holds_the_bytes_optunas_own_backend_writes(tmp_path: P
     assert list(JournalFileBackend(str(tmp_path / "ours.journal")).read_logs(0)) == [*logs[:1], *logs]
 
 
-def test_the_journal_syncs_each_finished_trial_and_study_write_but_not_a_running_trials_writes(
+class _Broken(Exception):
+    pass
+
+
+def _every_ending(trial: optuna.Trial) -> float:
+    """Complete, pruned or failed, by the trial's number; a parameter and a fold report each."""
+    x = trial.suggest_float("x", 0, 1)
+    trial.report(x, 0)
+    if trial.number % 3 == 1:
+        raise optuna.TrialPruned()
+    if trial.number % 3 == 2:
+        raise _Broken("fails its trial")
+    return x
+
+
+def test_the_journal_syncs_each_trial_end_retry_and_study_write_and_nothing_a_running_trial_writes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A power cut may cost what running trials wrote, never a finished trial (its child run is written
-    after it) nor a study's attribute: each such line is on disk when its append returns (an fsync covers
-    every byte before it), and a trial's claim, parameters, fold reports and attributes cost no fsync."""
-    path, synced_up_to, syncs = tmp_path / "s.journal", [0], [0]
+    """A power cut may cost what running trials wrote, never a trial's end (complete, pruned, failed, or
+    failed as stale: its child run is written after it), the retry queued for a dead worker's trial, nor a
+    study's attribute: each such line is fsynced as it is appended (an fsync covers every byte before it),
+    and a trial's claim, parameters, fold reports and attributes, heartbeats included, are not."""
+    path, synced_at = tmp_path / "s.journal", set()
     fsync = os.fsync
 
     def recorded(descriptor: int) -> None:
         fsync(descriptor)
-        synced_up_to[0], syncs[0] = os.fstat(descriptor).st_size, syncs[0] + 1
+        synced_at.add(os.fstat(descriptor).st_size)
 
     monkeypatch.setattr(os, "fsync", recorded)
-    storage, study = study_in(path)
-    set_trial_budget(study, 6)
-    unsynced_at_end: list[int] = []
-    run_queued_trials(storage, study, objective, (), "w0",
-                      lambda *_: unsynced_at_end.append(path.stat().st_size - synced_up_to[0]))
+    storage = storage_at(path, interval=60, grace=2, on_stale=RetryFailedTrialCallback())
+    study = optuna.create_study(storage=storage, study_name="s")
+    set_trial_budget(study, 7)
+    dead = storage.create_new_trial(study._study_id)  # a worker that died running it, its last beat long ago
+    storage.set_trial_system_attr(dead, HEARTBEAT, time.time() - 60)
+    run_queued_trials(storage, study, _every_ending, (_Broken,), "w0", lambda *_: None)
     study.set_user_attr("registered_version", "3")
-    assert unsynced_at_end == [0] * 6 and synced_up_to[0] == path.stat().st_size
-    logs = list(JournalFileBackend(str(path)).read_logs(0))
-    study_writes = sum(1 for log in logs if log["op_code"] in (0, 1, 2, 3, 10))
-    trial_ends = sum(1 for log in logs if log["op_code"] == 6 and TrialState(log["state"]).is_finished())
-    assert trial_ends == 6 and syncs[0] == study_writes + trial_ends < len(logs) / 4
+
+    ends, offset, kinds = set(), 0, set()
+    for line in path.read_bytes().splitlines(keepends=True):
+        offset += len(line)
+        log = json.loads(line)
+        state = TrialState(log.get("state", TrialState.RUNNING))
+        study_write = log["op_code"] in (0, 1, 2, 3, 10)
+        trial_end = log["op_code"] in (4, 6) and state.is_finished()
+        retry = log["op_code"] == 4 and "failed_trial" in log.get("system_attrs", {})
+        kinds |= {state.name} if trial_end else {"retry"} if retry else set()
+        if study_write or trial_end or retry:
+            ends.add(offset)
+    assert kinds == {"COMPLETE", "PRUNED", "FAIL", "retry"}
+    assert synced_at == ends  # every one synced as appended, and nothing else
 
 
 def _loses_its_journal(name: str) -> None:
