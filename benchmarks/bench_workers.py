@@ -15,7 +15,9 @@ runs' end times; the release before logged a trial's run only when it ended).
 - Storage and tracking per trial: one worker run in a child process with a timer on every call it makes
   to Optuna's storage and on the MLflow calls that log a trial's child run, while it runs trials
   (claims included), divided by its trials; the heartbeat thread's calls are counted apart, as beside the
-  trials. Child runs are written by the command's writer process (`trial_writer`), out of the trials' way.
+  trials. Child runs are written by the command's writer process (`trial_writer`), out of the trials' way,
+  except on an SQLite store those of trials ending while a publication is outstanding: the command writes
+  them itself, and they are timed.
 
 The stack (PostgreSQL, MLflow server, Prefect server) is started in a temporary folder and stopped at
 the end.

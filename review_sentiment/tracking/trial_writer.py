@@ -134,7 +134,7 @@ class _ProcessWriter:
         self._unread: list[bytes | _Answer] = []  # answers due that nothing has waited for yet
         self._owner = os.getpid()  # the command; a forked worker only writes
         self._uri: str | None = None  # the store, once named
-        self._local = False  # the store is an SQLite file: the command writes child runs itself during publications
+        self._local = False  # a `sqlite:///` store: the command writes child runs itself during publications
         self._client: mlflow.MlflowClient | None = None  # the command's own, for child runs it writes itself
 
     def open_store(self, tracking_uri: str, publishes: bool = False) -> None:
@@ -156,9 +156,10 @@ class _ProcessWriter:
         """Queue the trial's child run. Blocks only while the writer is far behind (its socket is full). While
         the writer publishes a model into an SQLite store, the command writes its own trials' child runs
         (~18 ms each): the writer is then the slower of the two (measured: ~10 s of its CPU in a ~12 s run,
-        against ~6 s of the command's), and the command would only wait for it at the end. Not on a tracking
-        server: there a child run is ~33 ms, mostly the server's CPU, on the same cores on the stack, and the
-        runs were faster with the writer writing them all (8,500 reviews: 12.83 → 12.38 s, medians of 3)."""
+        against ~6 s of the command's), and the command would only wait for it at the end. Not on any other
+        store (measured on a tracking server: there a child run is ~33 ms, mostly the server's CPU, on the same
+        cores on the stack, and one worker's run was faster with the writer writing them all: 8,500 reviews,
+        12.83 → 12.38 s, medians of 3; a database URL other than `sqlite:///` takes this path too, unmeasured)."""
         if os.getpid() == self._owner and self._local and self.publishing():
             from review_sentiment.tracking.trial_runs import log_trial_run
 
