@@ -68,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     cli.configure()
     args = parse_args(argv)
     # The pipeline (sklearn, MLflow, Optuna: ~3 s of imports) is imported once the flags are read and the
-    # reviews loaded, so that --help, a mistyped flag and an unreadable file answer at once.
-    from review_sentiment.data.reviews import ReviewDataError, load_reviews
+    # reviews loaded, so that --help, a mistyped flag and an unreadable file answer at once. The writer, a
+    # process writing the trials' child runs, starts first: its imports and the store it makes overlap ours.
     from review_sentiment.tracking.trial_writer import trial_writer
-    try:
-        reviews = load_reviews(args.data, args.text_col, args.rating_col)
-        with trial_writer() as writer:  # a process writing the trials' child runs: its imports overlap ours
+    with trial_writer() as writer:
+        from review_sentiment.data.reviews import ReviewDataError, load_reviews
+        try:
+            reviews = load_reviews(args.data, args.text_col, args.rating_col)
             from review_sentiment.tracking.alias_lock import NoAliasLock
             from review_sentiment.training.attempt import RunConflict
             from review_sentiment.training.journal import JournalLost
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_tuning(TuningSettings(**vars(args)), reviews, writer)
             except (RunConflict, NoAliasLock, JournalLost) as err:
                 return cli.user_error(err)
-    except ReviewDataError as err:
-        return cli.user_error(err)
+        except ReviewDataError as err:
+            return cli.user_error(err)
     return 0
 
 

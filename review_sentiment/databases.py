@@ -4,7 +4,7 @@ and how this process's SQLite files commit."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -60,9 +60,11 @@ def storage_file(url: str) -> Path | None:
 
 
 @contextmanager
-def sqlite_without_fsync_per_commit(tracking_uri: str) -> Iterator[None]:
+def sqlite_without_fsync_per_commit(tracking_uri: str, how: Callable[[object, object], None] | None = None,
+                                    ) -> Iterator[None]:
     """While the block runs, the connections SQLAlchemy opens to MLflow's store, when it is the SQLite
-    file `tracking_uri` names, write ahead and sync at checkpoints, not at each commit (`write_ahead`).
+    file `tracking_uri` names, write ahead and sync at checkpoints, not at each commit (`write_ahead`; or
+    as `how` sets them up).
     A tuning run commits thousands of times: one trial's child run took 23–86 ms with an fsync per
     commit (depending on what else writes to the disk) and 18–24 ms without. MLflow makes its engine
     itself, with no hook to reach it: the listener is on SQLAlchemy's Engine class for the block, and
@@ -78,7 +80,7 @@ def sqlite_without_fsync_per_commit(tracking_uri: str) -> Iterator[None]:
 
     def only_the_store(connection: object, record: object) -> None:
         if isinstance(connection, sqlite3.Connection) and _main_file(connection) == store:
-            write_ahead(connection, record)
+            (how or write_ahead)(connection, record)
 
     def remember(connection: sqlalchemy.Connection) -> None:
         if (engine := connection.engine) not in engines:
@@ -113,3 +115,12 @@ def write_ahead(connection: object, _record: object) -> None:
     except sqlite3.OperationalError:  # read-only: it cannot switch the file's journal
         return
     connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def unsynced(connection: object, _record: object) -> None:
+    """No fsync, and the rollback journal in memory: for a file made under a name of its own and synced
+    once whole; one cut short is never used. The file stays in SQLite's default rollback journal (neither
+    setting is kept in it), so that, once closed, every commit is in the file itself."""
+    if isinstance(connection, sqlite3.Connection):
+        connection.execute("PRAGMA journal_mode=MEMORY")
+        connection.execute("PRAGMA synchronous=OFF")

@@ -4,7 +4,7 @@ own, on another core.
 Writing a finished trial as a child run (`trial_runs.log_trial_run`) is ~18 ms of SQLAlchemy work a trial
 on SQLite. On a thread beside the trials it held the interpreter lock they needed: with it out of the
 process, a tuning run of the published pipeline's reviews took 1.1-1.6 s less (of ~9.5 s), measured. The
-writer starts once the reviews are read, before the pipeline's imports, so that its own imports overlap
+writer starts before the reviews are read and the pipeline imported, so that its own imports overlap
 the command's; and where the tracking store will be a new SQLite file it makes it meanwhile, under a
 name of its own, linked into place once the command names that store (a run that fails before leaves none).
 A process that has imported MLflow already (a notebook, the tests) has no imports of its own for the
@@ -373,7 +373,7 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
     importlib.import_module("scipy.special")
     import mlflow
 
-    from review_sentiment.databases import sqlite_file
+    from review_sentiment.databases import sqlite_file, sqlite_without_fsync_per_commit
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its lines on making tables: the command says where
     guessed_uri = mlflow.get_tracking_uri()  # MLflow's choice with the command's environment and folder
@@ -381,8 +381,7 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
     ahead = None if file is None else file.with_name(f".{file.name}.{os.getpid()}.new")  # a name of its own
     try:
         made = file is not None and ahead is not None and _made_ahead(file, ahead, guessed_uri)
-        from review_sentiment.databases import sqlite_without_fsync_per_commit  # after: not on the store's way
-        from review_sentiment.tracking.trial_runs import log_trial_run
+        from review_sentiment.tracking.trial_runs import log_trial_run  # after: not on the store's way
         opened = _received(messages, command)
         if not isinstance(opened, _OpenStore):
             return  # the command failed before tracking anything: it leaves no store behind
@@ -432,17 +431,24 @@ def _published(descriptor: int) -> bytes:
 
 def _made_ahead(file: Path, ahead: Path, guessed_uri: str) -> bool:
     """Where the store the command will most likely name is a new SQLite `file`, make it now, as `ahead`.
-    Made in SQLite's default rollback journal, so that each commit is in the file itself, and with no
-    connection kept open on it: once made, the file is whole, and can be linked into place."""
+    Made with no connection kept open on it and synced once made, not at each of its migrations' commits
+    (`unsynced`: ~0.2 s of ~1 s; a file cut short is never linked): then it is whole, and can be linked
+    into place."""
     import mlflow
+
+    from review_sentiment.databases import sqlite_without_fsync_per_commit, unsynced
 
     if file.exists() or not file.parent.is_dir():
         return False
     pooled = os.environ.get("MLFLOW_SQLALCHEMYSTORE_POOLCLASS")
     os.environ["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"  # MLflow's setting: each connection closed after use
+    query = "".join(guessed_uri.partition("?")[1:])  # the path is decoded by SQLAlchemy: encoded here too
+    uri = f"sqlite:///{urllib.parse.quote(str(ahead))}{query}"
     try:
-        query = "".join(guessed_uri.partition("?")[1:])  # the path is decoded by SQLAlchemy: encoded here too
-        mlflow.MlflowClient(f"sqlite:///{urllib.parse.quote(str(ahead))}{query}").get_experiment("0")
+        with sqlite_without_fsync_per_commit(uri, unsynced):
+            mlflow.MlflowClient(uri).get_experiment("0")
+        with ahead.open("rb") as made:
+            os.fsync(made.fileno())
     except Exception:  # noqa: BLE001  a guess: what fails here fails again, with its message, for the command
         return False
     finally:

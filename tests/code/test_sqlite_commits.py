@@ -1,5 +1,6 @@
 """The tuning run's SQLite setting (WAL, no fsync per commit) reaches only MLflow's store file, only
-while the block runs, and leaves connections that cannot change the file alone."""
+while the block runs, and leaves connections that cannot change the file alone. The writer's setting for
+the store it makes ahead (`unsynced`) leaves a file in SQLite's default journal, whole once closed."""
 from __future__ import annotations
 
 import sqlite3
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy
 
-from review_sentiment.databases import sqlite_without_fsync_per_commit
+from review_sentiment.databases import sqlite_without_fsync_per_commit, unsynced
 
 
 def journal_mode(engine: sqlalchemy.Engine) -> str:
@@ -51,3 +52,18 @@ def test_the_stores_connections_are_closed_as_the_block_ends_and_open_again_when
         assert db.execute("SELECT x FROM t").fetchall() == [(1,)]
     with engine.connect() as connection:  # the engine outlives the block (MLflow caches its store)
         assert connection.exec_driver_sql("SELECT x FROM t").scalar() == 1
+
+
+def test_a_file_made_unsynced_keeps_the_default_journal_and_every_commit_once_closed(tmp_path: Path) -> None:
+    made = tmp_path / "made.db"
+    with sqlite_without_fsync_per_commit(f"sqlite:///{made}", unsynced):
+        engine = sqlalchemy.create_engine(f"sqlite:///{made}", poolclass=sqlalchemy.NullPool)
+        with engine.begin() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "memory"
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 0  # OFF
+            connection.exec_driver_sql("CREATE TABLE t (x)")
+            connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+    assert [p.name for p in tmp_path.iterdir()] == ["made.db"]  # no journal or WAL beside it
+    with closing(sqlite3.connect(made)) as db:  # a new connection: neither setting was kept in the file
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        assert db.execute("SELECT x FROM t").fetchall() == [(1,)]
