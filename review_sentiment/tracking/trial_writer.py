@@ -14,7 +14,8 @@ The command and the workers it forks send it messages on one Unix `SOCK_SEQPACKE
 one whole message, so processes need no lock to share it, and one killed mid-send cannot leave half a
 message. Only the command reads the writer's answers (its stdout): "ready" once the store exists,
 "flushed" once every message sent before a flush is written. Ctrl-C stops the command, not the writer:
-it writes what it was sent, then ends when told. Once the command is gone (kill -9) it ends at once.
+it writes what it was sent, then ends when told. Once the command is gone (kill -9) it ends after the step
+it is in (at most its imports, ~1.5 s, or a publication).
 A write that fails ends the writer (its traceback on stderr): the trials it did not write are gaps, which
 the command fills itself once every family's trials are done (`log_missing_trial_runs`), failing there if
 the store does. Either writer, a failed write costs gaps, never the trials.
@@ -380,7 +381,8 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
     file = sqlite_file(guessed_uri)
     ahead = None if file is None else file.with_name(f".{file.name}.{os.getpid()}.new")  # a name of its own
     try:
-        made = file is not None and ahead is not None and _made_ahead(file, ahead, guessed_uri)
+        made = (file is not None and ahead is not None and os.getppid() == command  # not for a command gone
+                and _made_ahead(file, ahead, guessed_uri))
         from review_sentiment.tracking.trial_runs import log_trial_run  # after: not on the store's way
         opened = _received(messages, command)
         if not isinstance(opened, _OpenStore):
@@ -440,6 +442,7 @@ def _made_ahead(file: Path, ahead: Path, guessed_uri: str) -> bool:
 
     if file.exists() or not file.parent.is_dir():
         return False
+    _remove(ahead)  # one a writer of the same pid left, killed (pids repeat, in containers): maybe cut short
     pooled = os.environ.get("MLFLOW_SQLALCHEMYSTORE_POOLCLASS")
     os.environ["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"  # MLflow's setting: each connection closed after use
     query = "".join(guessed_uri.partition("?")[1:])  # the path is decoded by SQLAlchemy: encoded here too
@@ -492,7 +495,13 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda number, _: sys.exit(128 + number))  # the command's terminate: cleans up
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # whatever a library prints cannot garble the answers
-    # the messages are of this module's classes, not __main__'s: serve from the module they unpickle to
-    module = importlib.import_module("review_sentiment.tracking.trial_writer")
-    module.serve(socket.socket(fileno=sys.stdin.fileno()), answers, command=int(sys.argv[1]))
-    os._exit(0)  # all written and committed: not the ~0.5 s of tearing its modules down, which the command awaits
+    try:
+        # the messages are of this module's classes, not __main__'s: serve from the module they unpickle to
+        module = importlib.import_module("review_sentiment.tracking.trial_writer")
+        module.serve(socket.socket(fileno=sys.stdin.fileno()), answers, command=int(sys.argv[1]))
+        status = 0
+    except SystemExit as terminated:  # `serve` has cleaned up
+        status = terminated.code if isinstance(terminated.code, int) else 1
+    sys.stderr.flush()
+    os._exit(status)  # all written and committed, or cleaned up: not the ~0.5 s of tearing its modules down, which
+    # the command awaits

@@ -1,11 +1,14 @@
 """Child runs are written by a writer process: every one sent, by the command and by a forked worker at once,
 is in the store once flushed; a writer killed with kill -9 costs gaps the command fills, never the run; a
-store the writer made ahead is put in place only for a command that got as far as naming it."""
+store the writer made ahead is put in place only for a command that got as far as naming it, and is made
+afresh."""
 from __future__ import annotations
 
 import multiprocessing
 import os
 import signal
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import mlflow
@@ -18,7 +21,7 @@ from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.tracking.model_logging import compact_for_saving
 from review_sentiment.tracking.publication import Publication
 from review_sentiment.tracking.trial_runs import log_missing_trial_runs
-from review_sentiment.tracking.trial_writer import TrialWriter, writer_process, writer_thread
+from review_sentiment.tracking.trial_writer import TrialWriter, _made_ahead, writer_process, writer_thread
 from tests.helpers import STRONG, Store, the_split, wait_for
 
 
@@ -99,6 +102,21 @@ def test_a_command_that_fails_before_naming_its_store_leaves_none(tmp_path: Path
         wait_for(lambda: list(tmp_path.glob(".mlflow.db.*.new")), 60, "the writer making the store ahead")
         raise ValueError("bad reviews")  # e.g. the data: found before anything is tracked
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_made_ahead_is_made_afresh_where_a_killed_writer_of_the_same_pid_left_its_file(
+        tmp_path: Path) -> None:
+    """Pids repeat (in containers, from run to run): a file under the same name, maybe cut short mid-migration
+    (made without a rollback journal on disk), is never carried on from."""
+    store, ahead = tmp_path / "mlflow.db", tmp_path / ".mlflow.db.7.new"
+    with closing(sqlite3.connect(ahead)) as db, db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")  # a migration's first steps, then
+        db.execute("INSERT INTO alembic_version VALUES ('451aebb31d03')")  # killed: its tables never made
+    assert _made_ahead(store, ahead, f"sqlite:///{store}")
+    assert not store.exists()  # the store's own name is the command's to link
+    client = mlflow.MlflowClient(f"sqlite:///{ahead}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert client.create_experiment("tuning")  # every table is there
 
 
 @pytest.mark.e2e  # a writer process, importing MLflow, skops and matplotlib
