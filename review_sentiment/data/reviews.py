@@ -5,6 +5,7 @@ Ratings 1–2 are negative (0), 3–5 positive (1). Rows with no text or rating 
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 from collections.abc import Iterable
@@ -205,6 +206,25 @@ def _require_columns(path: Path, table: pd.DataFrame, columns: list[str], flags:
         )
 
 
+def _first_undecodable(path: Path) -> str:
+    """Where the file first stops being UTF-8. pandas' error gives the offset within the piece it was
+    decoding, not the file's: the file is decoded again, a MiB at a time, to find it."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    read = lines = 0  # bytes read before the piece, and the newlines in them
+    with path.open("rb") as file:
+        while True:
+            piece = file.read(1 << 20)
+            pending = decoder.getstate()[0]  # a character's first bytes, from the piece before
+            try:
+                decoder.decode(piece, final=not piece)
+            except UnicodeDecodeError as err:
+                line = lines + (pending + piece).count(b"\n", 0, err.start) + 1
+                return f"line {line}, byte {read - len(pending) + err.start} of the file: {err.reason}"
+            if not piece:
+                return "not found again: the file changed"
+            read, lines = read + len(piece), lines + piece.count(b"\n")
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise ReviewDataError(f"{path}: file not found")
@@ -215,8 +235,8 @@ def _read_table(path: Path) -> pd.DataFrame:
         table = pd.read_csv(path, sep=sep, encoding="utf-8", skip_blank_lines=False)  # rows keep their numbers
     except PermissionError:
         raise ReviewDataError(f"{path}: permission denied") from None
-    except UnicodeDecodeError as err:
-        raise ReviewDataError(f"{path}: not a UTF-8 text CSV ({err.reason} at byte {err.start})") from None
+    except UnicodeDecodeError:
+        raise ReviewDataError(f"{path}: not a UTF-8 text CSV ({_first_undecodable(path)})") from None
     except pd.errors.EmptyDataError:
         raise ReviewDataError(f"{path}: file is empty") from None
     except (pd.errors.ParserError, csv.Error) as err:

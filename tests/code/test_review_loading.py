@@ -68,6 +68,9 @@ BAD_INPUTS = {
     "empty file": (lambda d: write(d / "e.csv", ""), [], r"e\.csv: file is empty"),
     "binary": (lambda d: (d / "b.csv").write_bytes(b"\x89PNG\x00\xff\xfe\x00" * 50) and d / "b.csv", [],
                r"not a UTF-8 text CSV"),
+    "not UTF-8 on line 3": (lambda d: (d / "u.csv").write_bytes(b"Review text,Ratings\ngood phone,5\nbad \xff,1\n")
+                            and d / "u.csv", [], r"u\.csv: not a UTF-8 text CSV \(line 3, byte 37 of the file: "
+                            r"invalid start byte\)"),
     "ragged csv": (lambda d: write(d / "x.csv", "Review text,Ratings\ngood,5\nbad,1,3,4\n"), [],
                    r"not a readable CSV"),
     "missing column": (lambda d: reviews_csv(d / "c.csv", 50, 50, header="Review,Ratings"), [],
