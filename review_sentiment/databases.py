@@ -59,9 +59,21 @@ def storage_file(url: str) -> Path | None:
     return Path(url).resolve() if is_journal(url) else sqlite_file(url)
 
 
+def write_ahead(connection: object, _record: object) -> None:
+    """WAL without an fsync per commit: a killed process loses nothing committed; a power cut can lose
+    the last commits, never the file. Read-only connections (and aiosqlite's, PostgreSQL's) are left alone."""
+    if not isinstance(connection, sqlite3.Connection):
+        return
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:  # read-only: it cannot switch the file's journal
+        return
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
 @contextmanager
-def sqlite_without_fsync_per_commit(tracking_uri: str, how: Callable[[object, object], None] | None = None,
-                                    ) -> Iterator[None]:
+def sqlite_without_fsync_per_commit(tracking_uri: str,
+                                    how: Callable[[object, object], None] = write_ahead) -> Iterator[None]:
     """While the block runs, the connections SQLAlchemy opens to MLflow's store, when it is the SQLite
     file `tracking_uri` names, write ahead and sync at checkpoints, not at each commit (`write_ahead`; or
     as `how` sets them up).
@@ -80,7 +92,7 @@ def sqlite_without_fsync_per_commit(tracking_uri: str, how: Callable[[object, ob
 
     def only_the_store(connection: object, record: object) -> None:
         if isinstance(connection, sqlite3.Connection) and _main_file(connection) == store:
-            (how or write_ahead)(connection, record)
+            how(connection, record)
 
     def remember(connection: sqlalchemy.Connection) -> None:
         if (engine := connection.engine) not in engines:
@@ -103,18 +115,6 @@ def _main_file(connection: sqlite3.Connection) -> Path | None:
     """The file of the connection's main database (None in memory)."""
     name = connection.execute("PRAGMA database_list").fetchone()[2]
     return Path(name).resolve() if name else None
-
-
-def write_ahead(connection: object, _record: object) -> None:
-    """WAL without an fsync per commit: a killed process loses nothing committed; a power cut can lose
-    the last commits, never the file. Read-only connections (and aiosqlite's, PostgreSQL's) are left alone."""
-    if not isinstance(connection, sqlite3.Connection):
-        return
-    try:
-        connection.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.OperationalError:  # read-only: it cannot switch the file's journal
-        return
-    connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def unsynced(connection: object, _record: object) -> None:
