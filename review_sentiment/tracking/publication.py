@@ -20,6 +20,7 @@ import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 from sklearn.pipeline import Pipeline
 
+from review_sentiment.processes import collector_paused
 from review_sentiment.tracking.model_logging import log_sentiment_model, model_size_bytes
 from review_sentiment.tracking.registry import register
 from review_sentiment.tracking.reports import confusion_figure, reliability_figure
@@ -72,18 +73,19 @@ class RunTakenBack(RuntimeError):
 def import_ahead() -> None:
     """What the first `publish` of a process imports and scans (~2 s), done ahead by a process that will
     publish and is idle now (the writer, while the first family's trials run)."""
-    import matplotlib
+    with collector_paused():
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    import mlflow.sklearn  # noqa: F401
-    import skops.io  # noqa: F401
-    from mlflow.utils import requirements_utils
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        import mlflow.sklearn  # noqa: F401
+        import skops.io  # noqa: F401
+        from mlflow.utils import requirements_utils
 
-    # MLflow 3.17 maps every installed distribution to its modules (~0.5 s) at a model's first requirement
-    # check; a release that no longer has this private function just pays it at the first publish
-    if (scan := getattr(requirements_utils, "_init_modules_to_packages_map", None)) is not None:
-        scan()
+        # MLflow 3.17 maps every installed distribution to its modules (~0.5 s) at a model's first requirement
+        # check; a release that no longer has this private function just pays it at the first publish
+        if (scan := getattr(requirements_utils, "_init_modules_to_packages_map", None)) is not None:
+            scan()
 
 
 def _log_figure(client: mlflow.MlflowClient, run_id: str, figure: Figure, name: str) -> None:
