@@ -371,7 +371,7 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
     """The writer process: write each trial it is sent as a child run, in order, until told to end."""
     import logging
 
-    with collector_paused():  # as the command's imports (`collector_paused`): the store is made ~0.4 s sooner
+    with collector_paused():  # as the command's imports: the store was made ~0.4 s sooner (a timeline, sample)
         # SciPy's special functions before MLflow (~0.05 s more before the store is made). skops 0.16, imported
         # to publish, names each of their ufuncs by scanning sys.modules in import order: with MLflow's ~2,000
         # modules first, that costs 0.5 s more of this process's CPU, beside the trials. The names are the same.
@@ -385,7 +385,7 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
     file = sqlite_file(guessed_uri)
     ahead = None if file is None else file.with_name(f".{file.name}.{os.getpid()}.new")  # a name of its own
     try:
-        with collector_paused():  # MLflow's migrations import and make as much again
+        with collector_paused():  # MLflow's migrations: imports (alembic) and objects by the thousand too
             made = (file is not None and ahead is not None and os.getppid() == command  # not for a command gone
                     and _made_ahead(file, ahead, guessed_uri))
             from review_sentiment.tracking.trial_runs import log_trial_run  # after: not on the store's way
