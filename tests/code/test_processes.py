@@ -4,13 +4,11 @@ from __future__ import annotations
 import gc
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
+from review_sentiment.constants import PROJECT_DIR
 from review_sentiment.processes import collector_paused
-
-PROJECT = Path(__file__).resolve().parents[2]
 
 
 def _tracked(thing: object) -> bool:
@@ -21,7 +19,7 @@ def _tracked(thing: object) -> bool:
 def test_in_a_program_of_ours_what_a_paused_block_made_is_left_out_of_later_collections(
         monkeypatch: pytest.MonkeyPatch) -> None:
     program = types.ModuleType("__main__")
-    program.__file__ = str(PROJECT / "sentiment_mlflow_optuna.py")
+    program.__file__ = str(PROJECT_DIR / "sentiment_mlflow_optuna.py")
     monkeypatch.setitem(sys.modules, "__main__", program)
     try:
         with collector_paused():
