@@ -49,6 +49,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from review_sentiment.constants import PROJECT_DIR  # where `review_sentiment` is imported from
 from review_sentiment.processes import collector_paused
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ READY, FLUSHED = b"ready\n", b"flushed\n"
 PUBLISHED, UNPUBLISHED = b"published ", b"unpublished\n"  # the first followed by the version's number
 _LARGEST = 1 << 18  # bytes: above the socket's send buffer (~208 KB here), which bounds a message (a trial's
 # is ~2 KB; a larger one than the buffer is not sent: a gap, filled later)
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where `review_sentiment` is imported from
 _PARENT_CHECK_SECONDS = 1.0  # how often an idle writer looks whether the command that started it still runs
 
 
@@ -281,7 +281,7 @@ def writer_process() -> Iterator[TrialWriter]:
     with theirs:
         # -P: not the working folder first on its path (a user's mlflow.py there would be imported); the
         # working folder stays the command's (MLflow's default store is relative to it)
-        path = [str(PROJECT_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]  # no
+        path = [str(PROJECT_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]  # no
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}  # empty item: that would be the working folder
         # its answers unbuffered: reading one never takes in more than its line, so `select` tells whether
         # another is waiting (`publishing`)
