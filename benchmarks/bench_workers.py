@@ -13,7 +13,7 @@ runs' end times; the release before logged a trial's run only when it ended).
   moved to core 1 as soon as it exists, the run's writer process on any core: how trials per second
   scale with workers that each have a core.
 - Storage and tracking per trial: one worker run in a child process with a timer on every call it makes
-  to Optuna's storage and on the MLflow calls that log a trial's child run, while it runs trials
+  to Optuna's storage and on what writes a trial's child run (`trial_runs.write_trial_runs`), while it runs trials
   (claims included), divided by its trials; the heartbeat thread's calls are counted apart, as beside the
   trials. Child runs are written by the command's writer process (`trial_writer`), out of the trials' way,
   except on an SQLite store those of trials ending while a publication is outstanding: the command writes
@@ -139,13 +139,14 @@ def storage_ms_per_trial(reviews: Path, env: dict[str, str]) -> tuple[float, flo
 
 def profile(argv: list[str]) -> None:
     """In this child process: the tuning script with a timer on each call to Optuna's storage (the cache
-    studies use, and the storage the claims use) and on the MLflow calls that log a trial's child run,
-    made while trials run (`run_queued_trials`; its heartbeat thread counts as beside the trials); only the
-    outermost call of a nest is timed. Prints JSON last."""
+    studies use, and the storage the claims use) and on what writes a trial's child run (MLflow's calls,
+    or the rows inserted on an SQL store: `trial_runs.write_trial_runs`), made while trials run
+    (`run_queued_trials`; its heartbeat thread counts as beside the trials); only the outermost call of a
+    nest is timed. Prints JSON last."""
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages._cached_storage import _CachedStorage
 
-    from review_sentiment.tracking import trial_writer
+    from review_sentiment.tracking import trial_runs, trial_writer
     from review_sentiment.training import tuning_run
     from review_sentiment.training.journal import HeartbeatJournal
     spent: collections.defaultdict[str, float] = collections.defaultdict(float)
@@ -171,6 +172,8 @@ def profile(argv: list[str]) -> None:
             setattr(storage, name, timed(f"optuna {name}", getattr(storage, name)))
     for name in ("create_run", "log_batch", "set_terminated"):
         setattr(mlflow.MlflowClient, name, timed(f"mlflow {name}", getattr(mlflow.MlflowClient, name)))
+    # on an SQL store, child runs are inserted without those calls
+    trial_runs.write_trial_runs = timed("child runs", trial_runs.write_trial_runs)  # type: ignore[assignment]
     run_trials, ran = tuning_run.run_queued_trials, [0]
 
     def counted(*args: Any, **kwargs: Any) -> int:

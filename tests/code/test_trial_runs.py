@@ -1,9 +1,11 @@
 """Child runs are written by a writer process: every one sent, by the command and by a forked worker at once,
 is in the store once flushed; a writer killed with kill -9 costs gaps the command fills, never the run; a
 store the writer made ahead is put in place only for a command that got as far as naming it, and is made
-afresh."""
+afresh. On an SQL store a child run is inserted as the rows MLflow's own calls leave: tests named
+test_pinned_* must pass before the mlflow pin moves."""
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -15,12 +17,16 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
-from optuna.trial import FrozenTrial
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
+from sqlalchemy import MetaData
 
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.tracking.model_logging import compact_for_saving
 from review_sentiment.tracking.publication import Publication
-from review_sentiment.tracking.trial_runs import log_missing_trial_runs
+from review_sentiment.tracking.trial_runs import METRIC, _inserted, child_run, log_missing_trial_runs, write_trial_runs
 from review_sentiment.tracking.trial_writer import TrialWriter, _made_ahead, writer_process, writer_thread
 from tests.helpers import STRONG, Store, the_split, wait_for
 
@@ -30,6 +36,67 @@ def finished_trials(count: int) -> list[FrozenTrial]:
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda trial: trial.suggest_float("C", 0.01, 10.0, log=True), n_trials=count)
     return study.trials
+
+
+def every_kind_of_trial() -> list[FrozenTrial]:
+    """Complete, pruned (its partial metric), failed (no value), and values SQL cannot hold as they are."""
+    study = optuna.create_study(direction="maximize")
+    distributions = {"C": FloatDistribution(0.01, 10.0, log=True)}
+    for state, value in ((TrialState.COMPLETE, 0.81), (TrialState.PRUNED, 0.52), (TrialState.FAIL, None),
+                         (TrialState.COMPLETE, float("inf")), (TrialState.PRUNED, float("nan"))):
+        study.add_trial(create_trial(state=state, value=value, params={"C": 0.5}, distributions=distributions,
+                                     user_attrs={"worker": "w1", "failed": "x" * 600}))
+    return study.trials
+
+
+def rows_of(uri: str, run_id: str) -> set[tuple[str, tuple[str, ...]]]:
+    """Every row in the store that names the run, in any table, the run's id written as RUN."""
+    engine = mlflow.MlflowClient(uri)._tracking_client.store.engine
+    tables = MetaData()
+    tables.reflect(engine)
+    with engine.connect() as connection:
+        return {(table.name, tuple(str(value).replace(run_id, "RUN") for value in row))
+                for table in tables.sorted_tables for row in connection.execute(table.select())
+                if any(run_id in str(value) for value in row)}
+
+
+def test_pinned_a_child_run_inserted_in_one_transaction_is_the_rows_mlflows_own_calls_write(tmp_path: Path) -> None:
+    same_rows_either_way(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def same_rows_either_way(uri: str) -> None:
+    """Each kind of trial written by MLflow's calls and by `_inserted` leaves the same rows in every table (but
+    the run's id), reads back the same, and is found by the same metric filter; a batch is all or nothing."""
+    client = mlflow.MlflowClient(uri)
+    store = client._tracking_client.store
+    experiment_id = client.create_experiment("tuning")
+    parent = client.create_run(experiment_id).info.run_id
+    for trial in every_kind_of_trial():
+        run = child_run(experiment_id, parent, trial, "MAXIMIZE")
+        logged = client.create_run(experiment_id, start_time=run.start_time, tags=run.tags).info.run_id
+        client.log_batch(logged, metrics=run.metrics, params=run.params)
+        client.set_terminated(logged, run.status, end_time=run.end_time)
+        _inserted(store, [run])
+        [inserted] = [r.info.run_id for r in client.search_runs([experiment_id], f"tags.number = '{trial.number}'")
+                      if r.info.run_id != logged]
+        assert rows_of(uri, inserted) == rows_of(uri, logged), trial.state
+        theirs, ours = client.get_run(logged), client.get_run(inserted)
+        assert repr((ours.data.to_dictionary(), ours.info.status, ours.info.run_name)) == \
+            repr((theirs.data.to_dictionary(), theirs.info.status, theirs.info.run_name))  # repr: nan is nan
+        for key in ours.data.metrics:
+            assert [m.to_proto() for m in client.get_metric_history(inserted, key)] == \
+                [m.to_proto() for m in client.get_metric_history(logged, key)]
+    found = client.search_runs([experiment_id], "metrics.cv_f1_macro > 0.8")
+    assert sorted(r.data.tags["number"] for r in found) == ["0", "0", "3", "3"]  # inf: kept as the largest float
+
+    good = child_run(experiment_id, parent, every_kind_of_trial()[0], "MAXIMIZE")
+    bad = dataclasses.replace(good, metrics=[Metric(METRIC, "not a number", 0, 0)])  # type: ignore[arg-type]
+    with pytest.raises(MlflowException, match="Invalid value \"not a number\""):
+        write_trial_runs(client, [good, bad])
+    assert len(client.search_runs([experiment_id])) == 2 * len(every_kind_of_trial()) + 1  # not even the good one
+    client.delete_experiment(experiment_id)  # a deleted experiment takes no child run, as MLflow's calls refuse
+    with pytest.raises(MlflowException, match="must be in the 'active' state"):
+        write_trial_runs(client, [good])
 
 
 def children(client: mlflow.MlflowClient, experiment_id: str, parent: str) -> dict[str, str]:

@@ -18,8 +18,10 @@ import psutil
 import psycopg
 
 from review_sentiment.constants import RETRAIN_EXPERIMENT, RETRAIN_FLOW
+from review_sentiment.databases import sqlalchemy_url
 from review_sentiment.orchestration.commands import DEPLOYMENT, POOL_SUFFIX
 from review_sentiment.orchestration.stack import STATE, StackState
+from tests.code.test_trial_runs import same_rows_either_way
 from tests.e2e.conftest import new_database, stack_env
 from tests.e2e.served import Load, Service
 from tests.helpers import PROJECT_DIR, SAMPLE, Store, free_port, wait_for
@@ -152,3 +154,8 @@ def test_a_prefect_worker_on_a_work_pool_runs_the_scheduled_retrain(stack: Stack
     tracking = mlflow.MlflowClient(stack.environment()["MLFLOW_TRACKING_URI"])
     retrains = tracking.search_runs([tracking.get_experiment_by_name(RETRAIN_EXPERIMENT).experiment_id])
     assert "FINISHED" in {run.info.status for run in retrains}
+
+
+def test_pinned_a_child_run_inserted_into_postgresql_is_the_rows_mlflows_own_calls_write(stack: StackState) -> None:
+    """As on SQLite (tests/code/test_trial_runs.py), on a PostgreSQL tracking store: its column types are strict."""
+    same_rows_either_way(sqlalchemy_url(new_database(stack, "mlflow_rows")))
