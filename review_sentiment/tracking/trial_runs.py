@@ -92,7 +92,9 @@ def write_trial_runs(client: mlflow.MlflowClient, runs: Sequence[ChildRun]) -> N
 
 def _inserted(store: SqlAlchemyStore, runs: Sequence[ChildRun]) -> None:
     """The rows MLflow 3.17's `SqlAlchemyStore.create_run`, `log_batch` and `set_terminated` leave for each
-    run, with their checks (an active experiment, valid params and metrics), in one transaction."""
+    run, with their checks (an active experiment, valid params and metrics), in one transaction. (Where a
+    process has an active logged model, `MlflowClient.log_batch` also links each metric to it: a trial's
+    child run is not that model's, and is linked to none.)"""
     from mlflow.entities import LifecycleStage, SourceType
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
     from mlflow.utils.uri import append_to_uri_path
@@ -145,6 +147,7 @@ def log_missing_trial_runs(client: mlflow.MlflowClient, experiment_id: str, pare
         if all(settled(t) for t in missing):
             for child in cut_short:
                 client.delete_run(child.info.run_id)
-            write_trial_runs(client, [child_run(experiment_id, parent_run_id, t, direction) for t in missing])
+            for trial in missing:  # one by one: one that cannot be written costs only itself and those after
+                log_trial_run(client, experiment_id, parent_run_id, trial, direction)
             return len(missing)
         time.sleep(0.5)

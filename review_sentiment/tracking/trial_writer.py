@@ -497,18 +497,23 @@ def _in_batches(messages: socket.socket, command: int) -> Iterator[list[_TrialRu
     waiting together in one list: written in one transaction on an SQL store (`write_trial_runs`), which
     costs a child run half as much CPU in fours as alone."""
     following: object | None = None  # read while gathering a batch, and not of it
-    while not isinstance(message := following or _received(messages, command), (_End, type(None))):
+    while True:
+        message = following if following is not None else _received(messages, command)
         following = None
         if isinstance(message, _TrialRun):
             batch = [message]
             while len(batch) < _BATCH and select.select([messages], [], [], 0)[0]:
-                if not isinstance(following := _received(messages, command), _TrialRun):
+                if (following := _received(messages, command)) is None:
+                    return  # the command is gone: the batch is gaps its rerun fills
+                if not isinstance(following, _TrialRun):
                     break
                 batch.append(following)
                 following = None
             yield batch
         elif isinstance(message, (_Publish, _Flush)):
             yield message
+        elif isinstance(message, _End) or message is None:
+            return
 
 
 def _answer(answers: BinaryIO, line: bytes) -> None:

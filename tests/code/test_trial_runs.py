@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import pickle
 import signal
+import socket
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -17,7 +19,7 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
@@ -27,7 +29,16 @@ from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.tracking.model_logging import compact_for_saving
 from review_sentiment.tracking.publication import Publication
 from review_sentiment.tracking.trial_runs import METRIC, _inserted, child_run, log_missing_trial_runs, write_trial_runs
-from review_sentiment.tracking.trial_writer import TrialWriter, _made_ahead, writer_process, writer_thread
+from review_sentiment.tracking.trial_writer import (
+    TrialWriter,
+    _End,
+    _Flush,
+    _in_batches,
+    _made_ahead,
+    _TrialRun,
+    writer_process,
+    writer_thread,
+)
 from tests.helpers import STRONG, Store, the_split, wait_for
 
 
@@ -65,38 +76,70 @@ def test_pinned_a_child_run_inserted_in_one_transaction_is_the_rows_mlflows_own_
 
 
 def same_rows_either_way(uri: str) -> None:
-    """Each kind of trial written by MLflow's calls and by `_inserted` leaves the same rows in every table (but
-    the run's id), reads back the same, and is found by the same metric filter; a batch is all or nothing."""
+    """Each kind of trial, in two experiments, written by MLflow's calls one by one and by `_inserted` in one
+    batch, leaves the same rows in every table (but the run's id), reads back the same, and is found by the
+    same metric filter; a batch that fails, in its checks or in the database, writes none of its runs."""
     client = mlflow.MlflowClient(uri)
     store = client._tracking_client.store
-    experiment_id = client.create_experiment("tuning")
-    parent = client.create_run(experiment_id).info.run_id
-    for trial in every_kind_of_trial():
-        run = child_run(experiment_id, parent, trial, "MAXIMIZE")
-        logged = client.create_run(experiment_id, start_time=run.start_time, tags=run.tags).info.run_id
-        client.log_batch(logged, metrics=run.metrics, params=run.params)
-        client.set_terminated(logged, run.status, end_time=run.end_time)
-        _inserted(store, [run])
-        [inserted] = [r.info.run_id for r in client.search_runs([experiment_id], f"tags.number = '{trial.number}'")
-                      if r.info.run_id != logged]
-        assert rows_of(uri, inserted) == rows_of(uri, logged), trial.state
-        theirs, ours = client.get_run(logged), client.get_run(inserted)
+    runs = []
+    for name in ("tuning", "other"):
+        experiment_id = client.create_experiment(name)
+        parent = client.create_run(experiment_id).info.run_id
+        runs += [child_run(experiment_id, parent, trial, "MAXIMIZE") for trial in every_kind_of_trial()]
+    logged = {}
+    for run in runs:
+        logged[run.experiment_id, run.tags["number"]] = run_id = client.create_run(
+            run.experiment_id, start_time=run.start_time, tags=run.tags).info.run_id
+        client.log_batch(run_id, metrics=run.metrics, params=run.params)
+        client.set_terminated(run_id, run.status, end_time=run.end_time)
+    _inserted(store, runs)
+    for (experiment_id, number), theirs_id in logged.items():
+        [ours_id] = [r.info.run_id for r in client.search_runs([experiment_id], f"tags.number = '{number}'")
+                     if r.info.run_id != theirs_id]
+        assert rows_of(uri, ours_id) == rows_of(uri, theirs_id), number
+        theirs, ours = client.get_run(theirs_id), client.get_run(ours_id)
         assert repr((ours.data.to_dictionary(), ours.info.status, ours.info.run_name)) == \
             repr((theirs.data.to_dictionary(), theirs.info.status, theirs.info.run_name))  # repr: nan is nan
         for key in ours.data.metrics:
-            assert [m.to_proto() for m in client.get_metric_history(inserted, key)] == \
-                [m.to_proto() for m in client.get_metric_history(logged, key)]
-    found = client.search_runs([experiment_id], "metrics.cv_f1_macro > 0.8")
+            assert [m.to_proto() for m in client.get_metric_history(ours_id, key)] == \
+                [m.to_proto() for m in client.get_metric_history(theirs_id, key)]
+    found = client.search_runs([runs[0].experiment_id], "metrics.cv_f1_macro > 0.8")
     assert sorted(r.data.tags["number"] for r in found) == ["0", "0", "3", "3"]  # inf: kept as the largest float
 
-    good = child_run(experiment_id, parent, every_kind_of_trial()[0], "MAXIMIZE")
-    bad = dataclasses.replace(good, metrics=[Metric(METRIC, "not a number", 0, 0)])  # type: ignore[arg-type]
+    before = len(client.search_runs([runs[0].experiment_id]))
+    good = runs[0]
+    invalid = dataclasses.replace(good, metrics=[Metric(METRIC, "not a number", 0, 0)])  # type: ignore[arg-type]
     with pytest.raises(MlflowException, match="Invalid value \"not a number\""):
-        write_trial_runs(client, [good, bad])
-    assert len(client.search_runs([experiment_id])) == 2 * len(every_kind_of_trial()) + 1  # not even the good one
-    client.delete_experiment(experiment_id)  # a deleted experiment takes no child run, as MLflow's calls refuse
+        write_trial_runs(client, [good, invalid])
+    refused = dataclasses.replace(good, params=[*good.params, Param(good.params[0].key, "another value")])
+    with pytest.raises(MlflowException, match="UNIQUE|unique"):  # refused by the database itself
+        write_trial_runs(client, [good, refused])
+    assert len(client.search_runs([good.experiment_id])) == before  # not even the good one, either time
+    client.delete_experiment(good.experiment_id)  # a deleted experiment takes no child run, as MLflow's calls refuse
     with pytest.raises(MlflowException, match="must be in the 'active' state"):
         write_trial_runs(client, [good])
+
+
+def test_the_writer_takes_child_runs_waiting_together_as_one_batch_in_order_and_none_once_the_command_is_gone() -> None:
+    """Trials' messages waiting back to back come as one batch, a flush between them ends it (so a flush is
+    answered once everything before it is written), and nothing comes after the end; where the command is
+    gone (its end of the socket closed) while a batch is gathered, the batch is left as gaps, not written."""
+    trials = finished_trials(4)
+    sent = [_TrialRun("1", "p", trials[0], "MAXIMIZE"), _TrialRun("1", "p", trials[1], "MAXIMIZE"), _Flush(),
+            _TrialRun("1", "p", trials[2], "MAXIMIZE"), _End(), _TrialRun("1", "p", trials[3], "MAXIMIZE")]
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        for message in sent:
+            ours.send(pickle.dumps(message))
+        got = list(_in_batches(theirs, os.getppid()))
+    numbers = [[m.trial.number for m in item] if isinstance(item, list) else item for item in got]
+    assert numbers == [[0, 1], _Flush(), [2]]
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with theirs:
+        with ours:
+            ours.send(pickle.dumps(sent[0]))
+            ours.send(pickle.dumps(sent[1]))
+        assert list(_in_batches(theirs, os.getppid())) == []
 
 
 def children(client: mlflow.MlflowClient, experiment_id: str, parent: str) -> dict[str, str]:
