@@ -123,7 +123,8 @@ def same_rows_either_way(uri: str) -> None:
 def test_the_writer_takes_child_runs_waiting_together_as_one_batch_in_order_and_none_once_the_command_is_gone() -> None:
     """Trials' messages waiting back to back come as one batch, a flush between them ends it (so a flush is
     answered once everything before it is written), and nothing comes after the end; where the command is
-    gone (its end of the socket closed) while a batch is gathered, the batch is left as gaps, not written."""
+    gone (its end of the socket closed) while a batch is gathered, the batch is left as gaps, not written,
+    and no end comes (what is left to publish is not published)."""
     trials = finished_trials(4)
     sent = [_TrialRun("1", "p", trials[0], "MAXIMIZE"), _TrialRun("1", "p", trials[1], "MAXIMIZE"), _Flush(),
             _TrialRun("1", "p", trials[2], "MAXIMIZE"), _End(), _TrialRun("1", "p", trials[3], "MAXIMIZE")]
@@ -133,7 +134,7 @@ def test_the_writer_takes_child_runs_waiting_together_as_one_batch_in_order_and_
             ours.send(pickle.dumps(message))
         got = list(_in_batches(theirs, os.getppid()))
     numbers = [[m.trial.number for m in item] if isinstance(item, list) else item for item in got]
-    assert numbers == [[0, 1], _Flush(), [2]]
+    assert numbers == [[0, 1], _Flush(), [2], _End()]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with theirs:
         with ours:
