@@ -106,7 +106,7 @@ def sqlite_without_fsync_per_commit(tracking_uri: str,
     finally:
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "connect", only_the_store)
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "engine_connect", remember)
-        for engine, of_the_store in engines.items():
+        for engine, of_the_store in list(engines.items()):  # a thread may still be connecting (the writer's)
             if of_the_store:  # the last connection closed writes the WAL back into the file and removes the
                 engine.dispose()  # -wal and -shm files: now, not whenever the process tears down (if ever)
 

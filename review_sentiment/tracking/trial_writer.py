@@ -74,7 +74,7 @@ _PARENT_CHECK_SECONDS = 1.0  # how often an idle writer looks whether the comman
 @dataclass(frozen=True)
 class _OpenStore:
     tracking_uri: str
-    publishes: bool  # models will be published: import what that needs while idle
+    publishes: bool  # models will be published: import what that needs first, beside the child runs
 
 
 @dataclass(frozen=True)
@@ -410,7 +410,7 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
             client = mlflow.MlflowClient(opened.tracking_uri)
             mlflow.set_tracking_uri(opened.tracking_uri)  # publications: model logging takes no client
             _answer(answers, READY)
-            publisher, ended = _Publisher(answers, ahead=opened.publishes), False
+            publisher, ended = _Publisher(answers, command, ahead=opened.publishes), False
             try:
                 for message in _in_batches(messages, command):
                     if isinstance(message, list):
@@ -437,9 +437,10 @@ class _Publisher:
     first publication, handed over at 6.1 s, answered at 8.8 s; the run's trials ended at 7.6 s). Its first
     job, where the command publishes, is importing what publishing needs (`import_ahead`, ~2 s)."""
 
-    def __init__(self, answers: BinaryIO, ahead: bool) -> None:
+    def __init__(self, answers: BinaryIO, command: int, ahead: bool) -> None:
         self._jobs: queue.Queue[int | None] = queue.Queue()  # publications' file descriptors; None: the last
-        self._dropping = False  # the command is gone: what it sent and this did not publish yet is left
+        self._command = command
+        self._dropping = False  # what was put and not published yet is left (the command publishes it, or is gone)
         self._thread = threading.Thread(target=self._run, args=(answers, ahead), name="publications", daemon=True)
         self._thread.start()
 
@@ -451,7 +452,8 @@ class _Publisher:
         self._jobs.join()
 
     def close(self, publish_rest: bool) -> None:
-        """Publish what was put (or, where the command is gone, only finish the one under way), then stop."""
+        """Publish what was put (or else only finish the one under way: the command is gone, or a child run's
+        write failed and ends the writer), then stop."""
         self._dropping = not publish_rest
         self._jobs.put(None)
         self._thread.join()
@@ -460,10 +462,13 @@ class _Publisher:
         if ahead:
             from review_sentiment.tracking.publication import import_ahead
 
-            import_ahead()
-        while (descriptor := self._jobs.get()) is not None:
             try:
-                if self._dropping:
+                import_ahead()
+            except Exception:  # noqa: BLE001  a publication then imports what it needs (and answers if it fails)
+                traceback.print_exc()
+        while (descriptor := self._jobs.get()) is not None:
+            try:  # the command gone (kill -9) starts no publication: the writer may be waiting in `done`
+                if self._dropping or os.getppid() != self._command:
                     os.close(descriptor)
                 else:
                     _answer(answers, _published(descriptor))

@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import optuna
+import psutil
 import pytest
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
@@ -262,3 +263,41 @@ def test_a_model_handed_to_the_writer_is_published_while_the_command_writes_its_
     assert run.data.metrics["model_size_bytes"] > 0
     [model] = client.search_logged_models([experiment_id])
     assert model.source_run_id == parent and model.model_id in published.source
+
+
+def publish_three_flush_and_die(uri: str, writer_pid: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
+    """A command that hands its writer three models, asks for a flush (as a failing run does), and is killed
+    once the first is published: the writer is then waiting to answer the flush."""
+    split = the_split()
+    pipeline = compact_for_saving(build_pipeline("LogisticRegression", STRONG, 0).fit(split.X_train, split.y_train))
+    predicted = pipeline.predict(split.X_test)
+    with writer_process() as writer:
+        writer.open_store(uri, publishes=True)  # a new store: returns once the writer is ready
+        writer_pid.put(writer._process.pid)
+        client = mlflow.MlflowClient(uri)
+        experiment_id = client.create_experiment("tuning")
+        first, *_ = [writer.publish(Publication(
+            client.create_run(experiment_id).info.run_id, family, "LogisticRegression", pipeline, ["great"],
+            np.asarray(split.y_test), predicted, pipeline.predict_proba(split.X_test)[:, 1], "sigmoid",
+            {"family": family})) for family in ("LogisticRegression", "NaiveBayes", "LinearSVM")]
+        writer._send(_Flush())
+        assert first() is not None
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.e2e  # a writer process, importing MLflow, skops and matplotlib
+def test_a_command_killed_while_its_writer_flushes_publications_gets_only_the_one_under_way_published(
+        untouched_store: Store) -> None:
+    """The writer publishes on a thread while it waits to answer a flush; once the command is gone (kill -9)
+    that thread finishes the publication under way and starts no other (a rerun would register it too)."""
+    uri = untouched_store.uri
+    writer_pid: multiprocessing.SimpleQueue[int] = multiprocessing.get_context("fork").SimpleQueue()
+    command = multiprocessing.get_context("fork").Process(target=publish_three_flush_and_die, args=(uri, writer_pid))
+    command.start()
+    command.join(120)
+    assert command.exitcode == -signal.SIGKILL
+    writer = psutil.Process(writer_pid.get())
+    wait_for(lambda: not writer.is_running() or writer.status() == psutil.STATUS_ZOMBIE, 60, "the writer to end")
+    published = sorted(v.name for v in mlflow.MlflowClient(uri).search_model_versions(""))
+    # the first, answered; the second if it had started as the command died; never the third
+    assert published in (["LogisticRegression"], ["LogisticRegression", "NaiveBayes"])
