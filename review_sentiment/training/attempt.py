@@ -10,8 +10,10 @@ On success the studies are marked finished, so the same command again starts a n
 """
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from types import TracebackType
 
 import mlflow
@@ -58,10 +60,13 @@ class Attempt:
         beside this process until the block ends. Refuses (RunConflict) a second start of a command
         still running here. Also closes this experiment's orphaned runs and decides versions a killed
         command left undecided (except this attempt's own, decided by the run)."""
+        before_workers = datetime.datetime.now()  # a forked worker claims as soon as a resumed study exists
         with local_workers(helpers, workers - 1):
             experiment_id = mlflow.set_experiment(experiment).experiment_id
-            opened = open_attempt(self.storage, key, models, trials, seed, shared=workers > 1,
-                                  new_parent_run=lambda family, study: new_parent_run(experiment_id, family, study))
+            made = open_attempt(self.storage, key, models, trials, seed, shared=workers > 1,
+                                new_parent_run=lambda family, study: new_parent_run(experiment_id, family, study))
+            opened = [replace(it, finished_before=it.finished_trials(before_workers)) if it.resumed else it
+                      for it in made]
             _refuse_if_running(opened)
             self.taken = opened
             self._take_over(opened)

@@ -9,6 +9,7 @@ An attempt ends when the champion decision is made: rerunning a finished command
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import re
@@ -29,13 +30,16 @@ class FamilyStudy:
     study: optuna.Study
     parent_run_id: str
     resumed: bool
+    finished_before: int = 0  # resumed: the trials that had run to an end before this command's workers started
 
     @property
     def version(self) -> str | None:
         return self.study.user_attrs.get(VERSION)
 
-    def finished_trials(self) -> int:
-        return len(finished_by_workers(self.study))
+    def finished_trials(self, before: datetime.datetime) -> int:
+        """Trials that ran to an end before `before` (a naive local time, as Optuna's)."""
+        return sum(trial.datetime_complete is not None and trial.datetime_complete < before
+                   for trial in finished_by_workers(self.study))
 
 
 def command_key(**decisive: object) -> str:

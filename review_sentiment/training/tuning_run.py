@@ -280,7 +280,7 @@ def tune_and_register(
         print(f"\n{family}: study complete and registered as v{family_study.version} before the restart")
         registered = _registered_result(family, settings.registered_model, family_study.version, study.best_value)
         return lambda: registered
-    resumed = f", resuming: {family_study.finished_trials()} finished before" if family_study.resumed else ""
+    resumed = f", resuming: {family_study.finished_before} finished before" if family_study.resumed else ""
     print(f"\n{family}: {settings.trials} trials, {settings.folds}-fold CV{resumed}")
     best = BestTrialDecisions()
     _run_trials(family_study, prepared, settings, storage, me, writer, until_complete=True, best=best,
