@@ -23,11 +23,11 @@ the store does. Either writer, a failed write costs gaps, never the trials.
 
 The command also has it publish each family's model (`publication.publish`: figures, model, version) while
 the next family's trials run, on a thread of its own beside the child runs (`_Publisher`). The publication
-goes through a nameless file whose descriptor travels with the
-message (a model is larger than a message; nothing is left behind whoever is killed);
-the writer answers "published N", or "unpublished" where it failed (its traceback on stderr). Where the
-answer is "unpublished" or never comes, the command looks for the version by the model's fingerprint
-(the writer may have registered it before it stopped) and else publishes the model itself.
+goes through a nameless file whose descriptor travels with the message (a model is larger than a message;
+nothing is left behind whoever is killed); the writer answers "published N", or "unpublished" where it
+failed (its traceback on stderr). Where the answer is "unpublished" or never comes, the command looks for the
+version by the model's fingerprint (the writer may have registered it before it stopped) and else publishes
+the model itself.
 """
 from __future__ import annotations
 
