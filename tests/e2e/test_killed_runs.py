@@ -51,9 +51,13 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
         assert close_orphaned_runs(TUNING_EXPERIMENT) == []  # its process is alive: not an orphan
         assert sentiment_mlflow_optuna.main(["--trials", "40", "--folds", "3"]) == 2  # started twice: refused
     finally:
+        writer = psutil.Process(tuning.pid).children() if tuning.poll() is None else []  # it outlives the command
         tuning.kill()  # SIGKILL: no cleanup of any kind
         tuning.wait()
-    assert not any(temporary.iterdir())  # a model handed to the writer is in a nameless file: none is left
+    # it ends after the publication it may be in (the model it was handed, in a nameless file; its own
+    # temporary files, cleaned up as it finishes): then none is left
+    assert not psutil.wait_procs(writer, timeout=60)[1]
+    assert not any(temporary.iterdir())
     left = runs()
     parents = left[left["tags.mlflow.parentRunId"].isna()].set_index("tags.mlflow.runName")
     # what a kill leaves behind: the runs of the family being tuned and of the one after it (made up front)
