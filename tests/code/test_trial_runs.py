@@ -40,7 +40,7 @@ from review_sentiment.tracking.trial_writer import (
     writer_process,
     writer_thread,
 )
-from tests.helpers import STRONG, Store, the_split, wait_for
+from tests.helpers import STRONG, Store, ended, the_split, wait_for
 
 
 def finished_trials(count: int) -> list[FrozenTrial]:
@@ -297,7 +297,7 @@ def test_a_command_killed_while_its_writer_flushes_publications_gets_only_the_on
     command.join(120)
     assert command.exitcode == -signal.SIGKILL
     writer = psutil.Process(writer_pid.get())
-    wait_for(lambda: not writer.is_running() or writer.status() == psutil.STATUS_ZOMBIE, 60, "the writer to end")
+    wait_for(lambda: ended(writer), 60, "the writer to end")
     published = sorted(v.name for v in mlflow.MlflowClient(uri).search_model_versions(""))
     # the first, answered; the second if it had started as the command died; never the third
     assert published in (["LogisticRegression"], ["LogisticRegression", "NaiveBayes"])

@@ -20,7 +20,7 @@ from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
 from review_sentiment.tracking.orphans import close_orphaned_runs
 from review_sentiment.tracking.records import Decision
 from review_sentiment.tracking.registry import current_champion
-from tests.helpers import FAST, PROJECT_DIR, Store, run_script, wait_for
+from tests.helpers import FAST, PROJECT_DIR, Store, ended, run_script, wait_for
 
 
 def runs() -> pd.DataFrame:
@@ -56,7 +56,7 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
         tuning.wait()
     # it ends after the publication it may be in (the model it was handed, in a nameless file; its own
     # temporary files, cleaned up as it finishes): then none is left
-    assert not psutil.wait_procs(writer, timeout=60)[1]
+    wait_for(lambda: all(ended(process) for process in writer), 60, "the writer to end")
     assert not any(temporary.iterdir())
     left = runs()
     parents = left[left["tags.mlflow.parentRunId"].isna()].set_index("tags.mlflow.runName")
