@@ -29,7 +29,14 @@ from sqlalchemy import MetaData
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.tracking.model_logging import compact_for_saving
 from review_sentiment.tracking.publication import Publication
-from review_sentiment.tracking.trial_runs import METRIC, _inserted, child_run, log_missing_trial_runs, write_trial_runs
+from review_sentiment.tracking.trial_runs import (
+    METRIC,
+    _inserted,
+    _logged,
+    child_run,
+    log_missing_trial_runs,
+    write_trial_runs,
+)
 from review_sentiment.tracking.trial_writer import (
     TrialWriter,
     _End,
@@ -87,12 +94,7 @@ def same_rows_either_way(uri: str) -> None:
         experiment_id = client.create_experiment(name)
         parent = client.create_run(experiment_id).info.run_id
         runs += [child_run(experiment_id, parent, trial, "MAXIMIZE") for trial in every_kind_of_trial()]
-    logged = {}
-    for run in runs:
-        logged[run.experiment_id, run.tags["number"]] = run_id = client.create_run(
-            run.experiment_id, start_time=run.start_time, tags=run.tags).info.run_id
-        client.log_batch(run_id, metrics=run.metrics, params=run.params)
-        client.set_terminated(run_id, run.status, end_time=run.end_time)
+    logged = {(run.experiment_id, run.tags["number"]): _logged(client, run) for run in runs}
     _inserted(store, runs)
     for (experiment_id, number), theirs_id in logged.items():
         [ours_id] = [r.info.run_id for r in client.search_runs([experiment_id], f"tags.number = '{number}'")
