@@ -567,9 +567,10 @@ def _in_batches(messages: socket.socket, command: int) -> Iterator[list[_TrialRu
             yield batch
         elif isinstance(message, (_Publish, _Flush)):
             yield message
-        elif isinstance(message, _End) or message is None:
-            if message is not None:
-                yield message
+        elif isinstance(message, _End):
+            yield message
+            return
+        elif message is None:
             return
 
 

@@ -6,6 +6,7 @@ test_pinned_* must pass before the mlflow pin moves."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing
 import os
 import pickle
@@ -24,8 +25,10 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
+from sklearn.pipeline import Pipeline
 from sqlalchemy import MetaData
 
+from review_sentiment.data.reviews import Split
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.tracking.model_logging import compact_for_saving
 from review_sentiment.tracking.publication import Publication
@@ -233,6 +236,22 @@ def test_a_store_made_ahead_is_made_afresh_where_a_killed_writer_of_the_same_pid
     assert client.create_experiment("tuning")  # every table is there
 
 
+@functools.cache
+def fitted() -> tuple[Split, Pipeline]:
+    """The sample's split, and a model fitted on it (once per test process)."""
+    split = the_split()
+    return split, compact_for_saving(build_pipeline("LogisticRegression", STRONG, 0).fit(split.X_train,
+                                                                                          split.y_train))
+
+
+def publication(run_id: str, name: str, family: str) -> Publication:
+    """A fitted model handed to the writer as the tuning run hands one: into `run_id`, registered as `name`."""
+    split, pipeline = fitted()
+    return Publication(run_id, name, "LogisticRegression", pipeline, ["great"], np.asarray(split.y_test),
+                       pipeline.predict(split.X_test), pipeline.predict_proba(split.X_test)[:, 1], "sigmoid",
+                       {"family": family})
+
+
 @pytest.mark.e2e  # a writer process, importing MLflow, skops and matplotlib
 def test_a_model_handed_to_the_writer_is_published_while_the_command_writes_its_own_child_runs(
         store: Store) -> None:
@@ -240,17 +259,12 @@ def test_a_model_handed_to_the_writer_is_published_while_the_command_writes_its_
     meanwhile the command's trials' child runs are written by the command; both are in once flushed.
     (Its registry is the store's too: an earlier test's `mlflow.set_registry_uri` must not leak into it.)"""
     uri = store.uri
-    split = the_split()
-    pipeline = compact_for_saving(build_pipeline("LogisticRegression", STRONG, 0).fit(split.X_train, split.y_train))
     with writer_process() as writer:
         writer.open_store(uri, publishes=True)
         client = mlflow.MlflowClient(uri)
         experiment_id = client.create_experiment("tuning")
         parent = client.create_run(experiment_id).info.run_id
-        predicted = pipeline.predict(split.X_test)
-        version = writer.publish(Publication(
-            parent, "m", "LogisticRegression", pipeline, ["great"], np.asarray(split.y_test), predicted,
-            pipeline.predict_proba(split.X_test)[:, 1], "sigmoid", {"family": "LogisticRegression"}))
+        version = writer.publish(publication(parent, "m", "LogisticRegression"))
         assert writer.publishing()  # it imports what publishing needs first (~2 s)
         write_all(writer, experiment_id, parent, finished_trials(3))
         published = version()
@@ -270,18 +284,13 @@ def test_a_model_handed_to_the_writer_is_published_while_the_command_writes_its_
 def publish_three_flush_and_die(uri: str, writer_pid: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
     """A command that hands its writer three models, asks for a flush (as a failing run does), and is killed
     once the first is published: the writer is then waiting to answer the flush."""
-    split = the_split()
-    pipeline = compact_for_saving(build_pipeline("LogisticRegression", STRONG, 0).fit(split.X_train, split.y_train))
-    predicted = pipeline.predict(split.X_test)
     with writer_process() as writer:
         writer.open_store(uri, publishes=True)  # a new store: returns once the writer is ready
         writer_pid.put(writer._process.pid)
         client = mlflow.MlflowClient(uri)
         experiment_id = client.create_experiment("tuning")
-        first, *_ = [writer.publish(Publication(
-            client.create_run(experiment_id).info.run_id, family, "LogisticRegression", pipeline, ["great"],
-            np.asarray(split.y_test), predicted, pipeline.predict_proba(split.X_test)[:, 1], "sigmoid",
-            {"family": family})) for family in ("LogisticRegression", "NaiveBayes", "LinearSVM")]
+        first, *_ = [writer.publish(publication(client.create_run(experiment_id).info.run_id, family, family))
+                     for family in ("LogisticRegression", "NaiveBayes", "LinearSVM")]
         writer._send(_Flush())
         assert first() is not None
         os.kill(os.getpid(), signal.SIGKILL)
