@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     # process writing the trials' child runs, starts first: its imports and the store it makes overlap ours.
     from review_sentiment.processes import collector_paused
     from review_sentiment.tracking.trial_writer import trial_writer
-    with trial_writer() as writer:
+    with trial_writer(publishes=not args.join) as writer:
         with collector_paused():  # the load and the imports make few cycles to collect: ~0.5 s sooner
             from review_sentiment.data.reviews import ReviewDataError, load_reviews
             try:

@@ -74,7 +74,6 @@ _PARENT_CHECK_SECONDS = 1.0  # how often an idle writer looks whether the comman
 @dataclass(frozen=True)
 class _OpenStore:
     tracking_uri: str
-    publishes: bool  # models will be published: import what that needs first, beside the child runs
 
 
 @dataclass(frozen=True)
@@ -103,10 +102,9 @@ class _End:
 class TrialWriter(Protocol):
     """Where a tuning command and the workers it forks send their finished trials' child runs."""
 
-    def open_store(self, tracking_uri: str, publishes: bool = False) -> None:
+    def open_store(self, tracking_uri: str) -> None:
         """The store to write them to, named by the command once, as it is about to use it (never by a forked
-        worker): the command then opens (or makes) it, unless the writer made it ahead. `publishes`: the
-        command will have models published."""
+        worker): the command then opens (or makes) it, unless the writer made it ahead."""
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
         """Queue the trial's child run: the trials go on (a failed write leaves a gap, filled later)."""
@@ -125,9 +123,10 @@ class TrialWriter(Protocol):
 
 
 @contextlib.contextmanager
-def trial_writer() -> Iterator[TrialWriter]:
-    """A writer process (`writer_process`), or a thread where MLflow is imported already (`writer_thread`)."""
-    with writer_thread() if "mlflow" in sys.modules else writer_process() as writer:
+def trial_writer(publishes: bool = False) -> Iterator[TrialWriter]:
+    """A writer process (`writer_process`), or a thread where MLflow is imported already (`writer_thread`).
+    `publishes`: the command will have models published (the writer process imports what that needs first)."""
+    with writer_thread() if "mlflow" in sys.modules else writer_process(publishes) as writer:
         yield writer
 
 
@@ -145,7 +144,7 @@ class _ProcessWriter:
         self._local = False  # a `sqlite:///` store: the command writes child runs itself during publications
         self._client: mlflow.MlflowClient | None = None  # the command's own, for child runs it writes itself
 
-    def open_store(self, tracking_uri: str, publishes: bool = False) -> None:
+    def open_store(self, tracking_uri: str) -> None:
         """The writer's store from now on. Where it is an SQLite file not made yet, returns once the writer
         has made it (the command would else make it too); otherwise at once, the writer maybe still starting."""
         from review_sentiment.databases import sqlite_file
@@ -153,7 +152,7 @@ class _ProcessWriter:
         assert os.getpid() == self._owner and not self._opened, "the command names the store, once"
         new = (file := sqlite_file(tracking_uri)) is not None and not file.exists()
         self._opened, self._uri, self._local = True, tracking_uri, file is not None
-        self._send(_OpenStore(tracking_uri, publishes))
+        self._send(_OpenStore(tracking_uri))
         self._unread.append(READY)
         if new:
             # what the command needs to open it (~0.7 s of imports), while the writer makes it
@@ -282,7 +281,7 @@ class _Answer:
 
 
 @contextlib.contextmanager
-def writer_process() -> Iterator[TrialWriter]:
+def writer_process(publishes: bool = False) -> Iterator[TrialWriter]:
     """A writer process until the block ends; then it writes what it was sent, and ends."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with theirs:
@@ -292,8 +291,8 @@ def writer_process() -> Iterator[TrialWriter]:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}  # empty item: that would be the working folder
         # its answers unbuffered: reading one never takes in more than its line, so `select` tells whether
         # another is waiting (`publishing`)
-        process = subprocess.Popen([sys.executable, "-P", "-m", __name__, str(os.getpid())], stdin=theirs.fileno(),
-                                   stdout=subprocess.PIPE, env=env, bufsize=0)
+        process = subprocess.Popen([sys.executable, "-P", "-m", __name__, str(os.getpid()), str(int(publishes))],
+                                   stdin=theirs.fileno(), stdout=subprocess.PIPE, env=env, bufsize=0)
     writer = _ProcessWriter(process, ours)
     try:
         yield writer
@@ -314,7 +313,7 @@ class _ThreadWriter:
         self._last: Future[object] | None = None
         self._gone = False
 
-    def open_store(self, tracking_uri: str, publishes: bool = False) -> None:
+    def open_store(self, tracking_uri: str) -> None:
         self._uri = tracking_uri
 
     def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
@@ -374,8 +373,9 @@ def writer_thread() -> Iterator[TrialWriter]:
         writer.close()
 
 
-def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
-    """The writer process: write each trial it is sent as a child run, in order, until told to end."""
+def serve(messages: socket.socket, answers: BinaryIO, command: int, publishes: bool) -> None:
+    """The writer process: write each trial it is sent as a child run, in order, until told to end.
+    `publishes`: import what publishing needs as soon as the store is made (`_Publisher`)."""
     import logging
 
     with collector_paused():  # as the command's imports: the store was made ~0.4 s sooner (a timeline, sample)
@@ -397,6 +397,10 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
                     and _made_ahead(file, ahead, guessed_uri))
             # after: not on the store's way
             from review_sentiment.tracking.trial_runs import child_run, write_trial_runs
+        # its imports while the command still reads, cleans and counts, rather than beside the first trials:
+        # with two workers, those have no core to spare (a daemon: a command failing before it names the
+        # store leaves the writer nothing to wait for)
+        publisher = _Publisher(answers, command, ahead=publishes)
         opened = _received(messages, command)
         if not isinstance(opened, _OpenStore):
             return  # the command failed before tracking anything: it leaves no store behind
@@ -410,7 +414,7 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
             client = mlflow.MlflowClient(opened.tracking_uri)
             mlflow.set_tracking_uri(opened.tracking_uri)  # publications: model logging takes no client
             _answer(answers, READY)
-            publisher, ended = _Publisher(answers, command, ahead=opened.publishes), False
+            ended = False
             try:
                 for message in _in_batches(messages, command):
                     if isinstance(message, list):
@@ -589,7 +593,8 @@ if __name__ == "__main__":
     try:
         # the messages are of this module's classes, not __main__'s: serve from the module they unpickle to
         module = importlib.import_module("review_sentiment.tracking.trial_writer")
-        module.serve(socket.socket(fileno=sys.stdin.fileno()), answers, command=int(sys.argv[1]))
+        module.serve(socket.socket(fileno=sys.stdin.fileno()), answers, command=int(sys.argv[1]),
+                     publishes=sys.argv[2] == "1")
         status = 0
     except SystemExit as terminated:  # `serve` has cleaned up
         status = terminated.code if isinstance(terminated.code, int) else 1

@@ -259,8 +259,8 @@ def test_a_model_handed_to_the_writer_is_published_while_the_command_writes_its_
     meanwhile the command's trials' child runs are written by the command; both are in once flushed.
     (Its registry is the store's too: an earlier test's `mlflow.set_registry_uri` must not leak into it.)"""
     uri = store.uri
-    with writer_process() as writer:
-        writer.open_store(uri, publishes=True)
+    with writer_process(publishes=True) as writer:
+        writer.open_store(uri)
         client = mlflow.MlflowClient(uri)
         experiment_id = client.create_experiment("tuning")
         parent = client.create_run(experiment_id).info.run_id
@@ -284,8 +284,8 @@ def test_a_model_handed_to_the_writer_is_published_while_the_command_writes_its_
 def publish_three_flush_and_die(uri: str, writer_pid: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
     """A command that hands its writer three models, asks for a flush (as a failing run does), and is killed
     once the first is published: the writer is then waiting to answer the flush."""
-    with writer_process() as writer:
-        writer.open_store(uri, publishes=True)  # a new store: returns once the writer is ready
+    with writer_process(publishes=True) as writer:
+        writer.open_store(uri)  # a new store: returns once the writer is ready
         writer_pid.put(writer._process.pid)
         client = mlflow.MlflowClient(uri)
         experiment_id = client.create_experiment("tuning")
