@@ -72,7 +72,7 @@ class RunTakenBack(RuntimeError):
 
 def import_ahead() -> None:
     """What the first `publish` of a process imports and scans (~2 s), done ahead by a process that will
-    publish and is idle now (the writer, while the first family's trials run)."""
+    publish and is idle now (the writer, once it has made the store, while the command prepares the reviews)."""
     with collector_paused():
         import matplotlib
 

@@ -375,7 +375,7 @@ def writer_thread() -> Iterator[TrialWriter]:
 
 def serve(messages: socket.socket, answers: BinaryIO, command: int, publishes: bool) -> None:
     """The writer process: write each trial it is sent as a child run, in order, until told to end.
-    `publishes`: import what publishing needs as soon as the store is made (`_Publisher`)."""
+    `publishes`: import what publishing needs (`_Publisher`) before waiting for the command to name its store."""
     import logging
 
     with collector_paused():  # as the command's imports: the store was made ~0.4 s sooner (a timeline, sample)

@@ -212,12 +212,20 @@ def test_on_a_thread_a_forked_workers_last_child_run_is_written_too(tmp_path: Pa
 
 
 @pytest.mark.e2e  # a second writer process, waited for until it has made a store (~3 s)
-def test_a_command_that_fails_before_naming_its_store_leaves_none(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("publishes", [False, True])
+def test_a_command_that_fails_before_naming_its_store_leaves_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  publishes: bool) -> None:
+    """Where the command will publish, it fails once the writer is importing for publishing (matplotlib
+    loaded, on a thread of its own): the writer ends all the same, leaving nothing."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with pytest.raises(ValueError, match="bad reviews"), writer_process():
+    with pytest.raises(ValueError, match="bad reviews"), writer_process(publishes) as writer:
         wait_for(lambda: list(tmp_path.glob(".mlflow.db.*.new")), 60, "the writer making the store ahead")
+        if publishes:
+            process = psutil.Process(writer._process.pid)
+            wait_for(lambda: any("matplotlib" in m.path for m in process.memory_maps()), 60,
+                     "the writer importing for publishing")
         raise ValueError("bad reviews")  # e.g. the data: found before anything is tracked
+    assert writer._process.returncode is not None
     assert list(tmp_path.iterdir()) == []
 
 

@@ -34,7 +34,7 @@ def test_a_refused_join_leaves_no_store_and_no_writer_behind(tmp_path: Path) -> 
     assert command.returncode == 2, stdout[-2000:] + stderr[-2000:]
     assert stderr.startswith("error: no unfinished tuning run") and stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []  # no store, nor the one made ahead, nor an empty journal
-    assert not [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[-2:] == [
+    assert not [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[-3:-1] == [
         "review_sentiment.tracking.trial_writer", str(command.pid)]]  # the writer ended with it
 
 
