@@ -115,21 +115,24 @@ def tracking(stack: StackState, monkeypatch: pytest.MonkeyPatch) -> StackState:
 
 def test_two_workers_in_separate_folders_sharing_only_urls_finish_one_study(
         tracking: StackState, reviews: Path, tmp_path: Path) -> None:
+    """The budget leaves the joining worker, which starts once the study exists and takes ~4 s to import and
+    prepare, trials to claim: 40 trials (~4 s) were once all run by the first command before it joined."""
     env = stack_env(tracking)
-    command = args(reviews, "two-folders", "--models", "LogisticRegression", "--trials", "40", "--folds", "5")
+    trials = 120
+    command = args(reviews, "two-folders", "--models", "LogisticRegression", "--trials", str(trials), "--folds", "5")
     first = Tuning.start(tmp_path / "a", env, *command)
-    wait_for(lambda: first.process.poll() is not None or "LogisticRegression: 40 trials" in first.output, 120,
+    wait_for(lambda: first.process.poll() is not None or f"LogisticRegression: {trials} trials" in first.output, 120,
              "the study to be created")
     second = Tuning.start(tmp_path / "b", env, *command, "--join", "--worker-name", "remote")
     registering = first.finish()
     joined = second.finish()
     assert "is the first champion" in registering and "Waiting up to" not in registering  # MLflow's, every time
 
-    [study] = assert_complete("two-folders", tracking, trials=40).values()
-    assert len(study.trials) == 40  # no trial beyond the budget, none lost
+    [study] = assert_complete("two-folders", tracking, trials=trials).values()
+    assert len(study.trials) == trials  # no trial beyond the budget, none lost
     _, children = family_runs("two-folders")
     ran_by = children["tags.worker"].value_counts().to_dict()
-    assert set(ran_by) == {"w0", "remote"} and sum(ran_by.values()) == 40, ran_by
+    assert set(ran_by) == {"w0", "remote"} and sum(ran_by.values()) == trials, ran_by
     assert f"remote: ran {ran_by['remote']} LogisticRegression trials" in joined, joined
     assert len(second.trial_lines()) == ran_by["remote"] and all("[remote Log" in line for line in second.trial_lines())
     assert not list((tmp_path / "a").iterdir()) and not list((tmp_path / "b").iterdir())  # all state is on the stack
