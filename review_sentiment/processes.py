@@ -47,6 +47,15 @@ def running(pid: int, started: float) -> psutil.Process | None:
     return None
 
 
+def ended(process: psutil.Process) -> bool:
+    """Gone (its pid free or another's), or a zombie until its parent (init, for an orphan) reaps it:
+    either way it runs no more."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def start_detached(command: list[str], env: dict[str, str], log: Path) -> psutil.Process:
     """A server process in a session of its own (Ctrl-C in the terminal does not reach it; stopping its
     group stops its children), its output appended to `log`."""
@@ -59,7 +68,7 @@ def wait_http(url: str, process: psutil.Process, name: str, log: Path, timeout: 
     """Return once GET `url` answers 200; RuntimeError naming the log if the process dies or stalls."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+        if ended(process):
             raise RuntimeError(f"{name} exited; see {log}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:

@@ -19,7 +19,6 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 from mlflow.entities.model_registry import ModelVersion
 
@@ -75,14 +74,6 @@ def run_script(args: list[str]) -> str:
         code = sentiment_mlflow_optuna.main(args)
     assert code == 0, out.getvalue()
     return out.getvalue()
-
-
-def ended(process: psutil.Process) -> bool:
-    """Gone, or a zombie until its parent (init, for an orphan) reaps it: either way it runs no more."""
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> None:

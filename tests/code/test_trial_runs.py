@@ -30,6 +30,7 @@ from sqlalchemy import MetaData
 
 from review_sentiment.data.reviews import Split
 from review_sentiment.modeling.families import build_pipeline
+from review_sentiment.processes import ended
 from review_sentiment.tracking.model_logging import compact_for_saving
 from review_sentiment.tracking.publication import Publication
 from review_sentiment.tracking.trial_runs import (
@@ -50,7 +51,7 @@ from review_sentiment.tracking.trial_writer import (
     writer_process,
     writer_thread,
 )
-from tests.helpers import STRONG, Store, ended, the_split, wait_for
+from tests.helpers import STRONG, Store, the_split, wait_for
 
 
 def finished_trials(count: int) -> list[FrozenTrial]:

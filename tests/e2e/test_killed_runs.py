@@ -17,10 +17,11 @@ import pytest
 
 import sentiment_mlflow_optuna
 from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
+from review_sentiment.processes import ended
 from review_sentiment.tracking.orphans import close_orphaned_runs
 from review_sentiment.tracking.records import Decision
 from review_sentiment.tracking.registry import current_champion
-from tests.helpers import FAST, PROJECT_DIR, Store, ended, run_script, wait_for
+from tests.helpers import FAST, PROJECT_DIR, Store, run_script, wait_for
 
 
 def runs() -> pd.DataFrame:

@@ -21,6 +21,7 @@ from review_sentiment.constants import RETRAIN_EXPERIMENT, RETRAIN_FLOW
 from review_sentiment.databases import sqlalchemy_url
 from review_sentiment.orchestration.commands import DEPLOYMENT, POOL_SUFFIX
 from review_sentiment.orchestration.stack import STATE, StackState
+from review_sentiment.processes import ended
 from tests.code.test_trial_runs import same_rows_either_way
 from tests.e2e.conftest import new_database, stack_env
 from tests.e2e.served import Load, Service
@@ -62,7 +63,7 @@ def test_stack_up_use_down_up_keeps_the_data_and_leaves_nothing_running() -> Non
         postmaster = int((folder / "postgres" / "postmaster.pid").read_text().split()[0])
 
         assert stack_command(folder, "down").startswith("Stopped: mlflow, prefect, postgres.")
-        assert not any(process.is_running() and process.status() != psutil.STATUS_ZOMBIE for process in members)
+        assert all(ended(process) for process in members)
         assert not psutil.pid_exists(postmaster) or psutil.Process(postmaster).status() == psutil.STATUS_ZOMBIE
         assert not any(listening(port) for port in ports.values())
         assert [line.split()[1] for line in stack_command(folder, "status").splitlines()] == ["stopped"] * 3
