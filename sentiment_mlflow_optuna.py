@@ -15,6 +15,7 @@ rerunning a command that was killed resumes it; rerunning a finished one tunes a
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 from pathlib import Path
 
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                 reviews = load_reviews(args.data, args.text_col, args.rating_col)
             except ReviewDataError as err:
                 return cli.user_error(err)
+            # SciPy's special functions before MLflow and sklearn: skops, imported by the publisher this command
+            # forks, names each of them by scanning the modules loaded before it, in import order
+            importlib.import_module("scipy.special")
             from review_sentiment.tracking.alias_lock import NoAliasLock
             from review_sentiment.training.attempt import RunConflict
             from review_sentiment.training.journal import JournalLost

@@ -47,6 +47,7 @@ import psutil
 from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.orchestration.stack import DEFAULT_PORTS, down, up
+from review_sentiment.tracking.forked_publisher import NAME as PUBLISHER
 from review_sentiment.tracking.trial_runs import log_trial_run
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -97,25 +98,28 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
 
 
 def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
-    """Move each worker the run forks (a child with the run's own command line) to its own core, 1, 2, …,
-    and let the run's writer process (`trial_writer`) go on any core this benchmark may use: it is not a
-    worker, and kept on the run's core 0 it takes its publications out of the one worker's trials (two
-    workers then seemed to scale 2.9×). Gives up after `PIN_SECONDS` (nobody reads the run's output
-    meanwhile)."""
+    """Move each worker the run forks (named w1, w2, … in ps) to its own core, 1, 2, …, and let the run's
+    writer process (`trial_writer`) and its publisher (`forked_publisher`) go on any core this benchmark may
+    use: they are not workers, and kept on the run's core 0 they take their work out of the one worker's
+    trials (two workers then seemed to scale 2.9×). Gives up after `PIN_SECONDS` (nobody reads the run's
+    output meanwhile)."""
+    everywhere = sorted(os.sched_getaffinity(0))
     pinned: set[int] = set()
-    writer_freed = False
+    freed: set[str] = set()
     parent = psutil.Process(run.pid)
     run_command = parent.cmdline()
     deadline = time.monotonic() + PIN_SECONDS
-    while run.poll() is None and (len(pinned) < workers or not writer_freed) and time.monotonic() < deadline:
+    while run.poll() is None and (len(pinned) < workers or len(freed) < 2) and time.monotonic() < deadline:
         for child in parent.children():
             try:
-                command = child.cmdline()
-                if "review_sentiment.tracking.trial_writer" in command:  # first: forked, it briefly has the
-                    if not writer_freed:  # run's own command line
-                        child.cpu_affinity(sorted(os.sched_getaffinity(0)))
-                        writer_freed = True
-                elif child.pid not in pinned and len(pinned) < workers and command == run_command:
+                # the writer first: forked, it briefly has the run's own command line; a forked child names
+                # itself at once (until then it is "python")
+                kind = "writer" if "review_sentiment.tracking.trial_writer" in child.cmdline() else child.name()
+                if kind in ("writer", PUBLISHER) and kind not in freed:
+                    child.cpu_affinity(everywhere)
+                    freed.add(kind)
+                elif (kind.startswith("w") and child.pid not in pinned and len(pinned) < workers
+                      and child.cmdline() == run_command):
                     child.cpu_affinity([len(pinned) + 1])
                     pinned.add(child.pid)
             except psutil.NoSuchProcess:

@@ -98,6 +98,13 @@ def stop_group(process: psutil.Process, sig: signal.Signals = signal.SIGTERM, ti
         psutil.wait_procs(alive, timeout=5)
 
 
+def name_this_process(name: str) -> None:
+    """Name a forked process in ps and top (Linux's /proc/PID/comm; nothing elsewhere): forked, it shows
+    the command line of the process it was forked from."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/comm").write_text(name[:15])  # the kernel keeps 15 bytes
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """Python's cycle collector paused while the block runs; in a program of ours, everything alive at its

@@ -1,5 +1,4 @@
-"""The child runs of a tuning command's trials, and its models' publications, written by a process of their
-own, on another core.
+"""The child runs of a tuning command's trials, written by a process of its own, on another core.
 
 Writing a finished trial as a child run (`trial_runs`) was ~18 ms of SQLAlchemy work a trial on SQLite
 through MLflow's calls. On a thread beside the trials it held the interpreter lock they needed: with it out
@@ -9,47 +8,38 @@ writer starts before the reviews are read and the pipeline imported, so that its
 the command's; and where the tracking store will be a new SQLite file it makes it meanwhile, under a
 name of its own, linked into place once the command names that store (a run that fails before leaves none).
 A process that has imported MLflow already (a notebook, the tests) has no imports of its own for the
-writer's (~2.7 s of CPU) to hide behind: it writes them on a thread, as before (`trial_writer`).
+writer's (~2 s of CPU) to hide behind: it writes them on a thread, as before, and publishes its models
+itself (`trial_writer`).
 
 The command and the workers it forks send it messages on one Unix `SOCK_SEQPACKET` socket: each send is
 one whole message, so processes need no lock to share it, and one killed mid-send cannot leave half a
 message. Only the command reads the writer's answers (its stdout): "ready" once the store exists,
-"flushed" once every message sent before a flush is written (and published). Ctrl-C stops the command, not
-the writer: it writes what it was sent, then ends when told. Once the command is gone (kill -9) it ends
-after the steps it is in (at most its imports, ~1.5 s, or a publication), writing nothing more.
+"flushed" once every message sent before a flush is written. Ctrl-C stops the command, not the writer: it
+writes what it was sent, then ends when told. Once the command is gone (kill -9) it ends after the step it
+is in (at most its imports, ~1.5 s), writing nothing more.
 A write that fails ends the writer (its traceback on stderr): the trials it did not write are gaps, which
 the command fills itself once every family's trials are done (`log_missing_trial_runs`), failing there if
 the store does. Either writer, a failed write costs gaps, never the trials.
 
-The command also has it publish each family's model (`publication.publish`: figures, model, version) while
-the next family's trials run, on a thread of its own beside the child runs (`_Publisher`). The publication
-goes through a nameless file whose descriptor travels with the message (a model is larger than a message;
-nothing is left behind whoever is killed); the writer answers "published N", or "unpublished" where it
-failed (its traceback on stderr). Where the answer is "unpublished" or never comes, the command looks for the
-version by the model's fingerprint (the writer may have registered it before it stopped) and else publishes
-the model itself.
+The command's models are published beside the next family's trials by another process, forked from the
+command once it names its store (`forked_publisher`); the writer's handle is the command's way to it.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import importlib
 import os
 import pickle
-import queue
 import select
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import threading
-import traceback
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -61,10 +51,10 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from optuna.trial import FrozenTrial
 
+    from review_sentiment.tracking.forked_publisher import ForkedPublisher
     from review_sentiment.tracking.publication import Publication
 
 READY, FLUSHED = b"ready\n", b"flushed\n"
-PUBLISHED, UNPUBLISHED = b"published ", b"unpublished\n"  # the first followed by the version's number
 _LARGEST = 1 << 18  # bytes: above the socket's send buffer (~208 KB here), which bounds a message (a trial's
 # is ~2 KB; a larger one than the buffer is not sent: a gap, filled later)
 _BATCH = 64  # child runs written in one transaction at most
@@ -74,11 +64,6 @@ _PARENT_CHECK_SECONDS = 1.0  # how often an idle writer looks whether the comman
 @dataclass(frozen=True)
 class _OpenStore:
     tracking_uri: str
-
-
-@dataclass(frozen=True)
-class _Publish:
-    file: int = -1  # the writer's descriptor of the nameless file holding the pickled `Publication`
 
 
 @dataclass(frozen=True)
@@ -111,11 +96,12 @@ class TrialWriter(Protocol):
 
     def flush(self) -> None:
         """Returns once every child run this process and its (finished) workers sent is written, or the
-        writing has stopped (the rest are gaps). Only the command's own process calls it."""
+        writing has stopped (the rest are gaps), and every model handed over is answered. Only the command's
+        own process calls it."""
 
     def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
         """Have the model published (only the command's own process): gives what returns its version once
-        published, or None where the writer did not publish it."""
+        published, or None where it was not (the command then publishes it itself)."""
 
     def publishing(self) -> bool:
         """Whether a model handed over is not published yet (its answer not come): a command that has
@@ -125,33 +111,33 @@ class TrialWriter(Protocol):
 @contextlib.contextmanager
 def trial_writer(publishes: bool = False) -> Iterator[TrialWriter]:
     """A writer process (`writer_process`), or a thread where MLflow is imported already (`writer_thread`).
-    `publishes`: the command will have models published (the writer process imports what that needs first)."""
+    `publishes`: the command will have models published (by a process it forks once it names its store)."""
     with writer_thread() if "mlflow" in sys.modules else writer_process(publishes) as writer:
         yield writer
 
 
 class _ProcessWriter:
-    """The command's handle on its writer process; workers it forks use it too (`write` only)."""
+    """The command's handle on its writer process and its publisher; workers it forks use it too (`write` only)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], messages: socket.socket) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], messages: socket.socket, publishes: bool) -> None:
         assert process.stdout is not None
         self._process, self._messages, self._answers = process, messages, process.stdout
         self._gone = False  # the writer ended (a failed write): nothing more is sent or awaited
         self._opened = False  # the command named its store: from then on, the writer writes all it is sent
-        self._unread: list[bytes | _Answer] = []  # answers due that nothing has waited for yet
+        self._unread: list[bytes] = []  # answers due that nothing has waited for yet
         self._owner = os.getpid()  # the command; a forked worker only writes
-        self._uri: str | None = None  # the store, once named
-        self._local = False  # a `sqlite:///` store: the command writes child runs itself during publications
-        self._client: mlflow.MlflowClient | None = None  # the command's own, for child runs it writes itself
+        self._publishes = publishes
+        self._publisher: ForkedPublisher | None = None  # forked once the store is named
 
     def open_store(self, tracking_uri: str) -> None:
         """The writer's store from now on. Where it is an SQLite file not made yet, returns once the writer
-        has made it (the command would else make it too); otherwise at once, the writer maybe still starting."""
+        has made it (the command would else make it too); otherwise at once, the writer maybe still starting.
+        Then forks the publisher, where the command publishes: it has what the command imported so far."""
         from review_sentiment.databases import sqlite_file
 
         assert os.getpid() == self._owner and not self._opened, "the command names the store, once"
         new = (file := sqlite_file(tracking_uri)) is not None and not file.exists()
-        self._opened, self._uri, self._local = True, tracking_uri, file is not None
+        self._opened = True
         self._send(_OpenStore(tracking_uri))
         self._unread.append(READY)
         if new:
@@ -159,112 +145,61 @@ class _ProcessWriter:
             with collector_paused():
                 importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
             self._await()
+        if self._publishes:
+            from review_sentiment.tracking.forked_publisher import ForkedPublisher
+
+            self._publisher = ForkedPublisher()
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
-        """Queue the trial's child run. Blocks only while the writer is far behind (its socket is full). While
-        the writer publishes a model into an SQLite store, the command writes its own trials' child runs
-        (now ~4 ms each, `trial_runs`): the writer is then the slower of the two (measured, at ~18 ms a child
-        run: ~10 s of its CPU in a ~12 s run, against ~6 s of the command's), and the command would only wait
-        for it at the end. (Still so with the writer publishing on a thread beside its child runs: the real
-        file 5.68 s against 5.87 s with the writer writing them all, medians of 6 paired.) Not on any other
-        store (measured on a tracking server: there a child run is ~33 ms, mostly the server's CPU, on the same
-        cores on the stack, and one worker's run was faster with the writer writing them all: 8,500 reviews,
-        12.83 → 12.38 s, medians of 3; a database URL other than `sqlite:///` takes this path too, unmeasured)."""
-        if os.getpid() == self._owner and self._local and self.publishing():
-            from review_sentiment.tracking.trial_runs import log_trial_run
-
-            if self._client is None:
-                import mlflow
-
-                self._client = mlflow.MlflowClient(self._uri)
-            try:
-                log_trial_run(self._client, experiment_id, parent_run_id, trial, direction)
-            except Exception as err:  # noqa: BLE001  a gap (maybe a child run cut short): the run fills it
-                print(f"trial {trial.number + 1}'s child run was not written ({err!r}): the run writes it once its "
-                      f"trials are done", file=sys.stderr, flush=True)
-            return
+        """Queue the trial's child run. Blocks only while the writer is far behind (its socket is full)."""
         self._send(_TrialRun(experiment_id, parent_run_id, trial, direction))
 
     def publishing(self) -> bool:
-        """Whether a publication sent is still unanswered (the answers arrived meanwhile are read)."""
-        while any(isinstance(due, _Answer) for due in self._unread) and not self._gone and select.select(
-                [self._answers], [], [], 0)[0]:
-            self._read_answer()
-        return any(isinstance(due, _Answer) for due in self._unread)
+        return self._publisher is not None and self._publisher.publishing()
 
     def flush(self) -> None:
-        """Returns once everything sent before (by this process and its workers) is written, or the writer ended."""
+        """Returns once everything sent before (by this process and its workers) is written, or the writer ended,
+        and every model handed over is published, or the publisher ended."""
         assert os.getpid() == self._owner, "only the command reads the writer's answers"
         self._send(_Flush())
         self._unread.append(FLUSHED)
         self._await()
+        if self._publisher is not None:
+            self._publisher.drain()
 
     def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
-        assert os.getpid() == self._owner and self._opened, "the command publishes, once the store is named"
-        answer = _Answer()
-        try:
-            with tempfile.TemporaryFile() as file:  # nameless: nothing is left behind, whoever is killed
-                pickle.dump(publication, file, protocol=pickle.HIGHEST_PROTOCOL)
-                file.flush()
-                self._unread.append(answer)  # an interrupt before it is sent leaves it due: `_read_answer` skips it
-                sent = self._send(_Publish(), file.fileno())  # the writer gets its own descriptor of the file
-        except Exception:  # noqa: BLE001  no room for it, say: the command publishes it itself
-            sent = False
-        if not sent:
-            if answer in self._unread:
-                self._unread.remove(answer)
-            return lambda: None
+        assert os.getpid() == self._owner and self._publisher is not None, "the command publishes, its store named"
+        return self._publisher.publish(publication)
 
-        @functools.cache
-        def version() -> ModelVersion | None:
-            self._await(answer)
-            if answer.line is None or not answer.line.startswith(PUBLISHED):
-                return None
-            import mlflow
-
-            return mlflow.MlflowClient(self._uri).get_model_version(publication.name,
-                                                                     answer.line[len(PUBLISHED):].decode())
-
-        return version
-
-    def _send(self, message: object, descriptor: int | None = None) -> bool:
-        """Whether the message (with a file descriptor, if one is given) was sent."""
+    def _send(self, message: object) -> bool:
+        """Whether the message was sent."""
         if self._gone:
             return False
         if len(data := pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)) > _LARGEST:
             return False  # more than the writer reads at once: a gap, which the command fills
         try:
-            socket.send_fds(self._messages, [data], [] if descriptor is None else [descriptor])
+            self._messages.send(data)
         except OSError as err:  # it ended (or the message is too large): the trial is a gap the command fills
             self._gone = err.errno != errno.EMSGSIZE
             return False
         return True
 
-    def _await(self, until: _Answer | None = None) -> None:
-        """Read the answers due, all of them or up to `until` (they come in order; one is taken off once read
-        whole, so that an interrupted read leaves it due)."""
-        while self._unread and not self._gone and (until is None or until in self._unread):
-            self._read_answer()
-
-    def _read_answer(self) -> None:
-        """Read the next answer and take off what it answers. Answers come in the order their questions were
-        sent; a publication's answer is due before it is sent, so one interrupted before it was sent is never
-        answered: taken off unanswered once a later answer comes."""
-        answer = self._answers.readline()
-        if answer == b"":  # the writer ended
-            self._gone = True
-        elif (answer == UNPUBLISHED or answer.startswith(PUBLISHED)) and isinstance(due := self._unread[0], _Answer):
-            due.line = answer.strip()
-            self._unread.pop(0)
-        else:
-            while self._unread and isinstance(self._unread[0], _Answer):  # interrupted before it was sent
+    def _await(self) -> None:
+        """Read the answers due (they come in order; one is taken off once read whole, so that an interrupted
+        read leaves it due)."""
+        while self._unread and not self._gone:
+            answer = self._answers.readline()
+            if answer == b"":  # the writer ended
+                self._gone = True
+            elif answer != self._unread[0]:
+                raise RuntimeError(f"the child-run writer answered {answer!r}, not {self._unread[0]!r}")
+            else:
                 self._unread.pop(0)
-            if not self._unread or answer != self._unread[0]:
-                raise RuntimeError(f"the child-run writer answered {answer!r}, not {self._unread[:1]!r}")
-            self._unread.pop(0)
 
     def _end(self) -> None:
         if os.getpid() == self._owner:  # not a forked worker's copy of the handle
+            if self._publisher is not None:
+                self._publisher.close()
             if self._opened and not self._gone:
                 self._send(_End())
             if not self._opened or self._gone:  # failed before naming its store (e.g. a refused --join), or
@@ -274,26 +209,19 @@ class _ProcessWriter:
             self._answers.close()
 
 
-class _Answer:
-    """A publication's answer, once read."""
-
-    line: bytes | None = None
-
-
 @contextlib.contextmanager
 def writer_process(publishes: bool = False) -> Iterator[TrialWriter]:
-    """A writer process until the block ends; then it writes what it was sent, and ends."""
+    """A writer process until the block ends; then it writes what it was sent, and ends. `publishes`: a
+    publisher is forked too, once the store is named (`forked_publisher`)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with theirs:
         # -P: not the working folder first on its path (a user's mlflow.py there would be imported); the
         # working folder stays the command's (MLflow's default store is relative to it)
         path = [str(PROJECT_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]  # no
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}  # empty item: that would be the working folder
-        # its answers unbuffered: reading one never takes in more than its line, so `select` tells whether
-        # another is waiting (`publishing`)
-        process = subprocess.Popen([sys.executable, "-P", "-m", __name__, str(os.getpid()), str(int(publishes))],
+        process = subprocess.Popen([sys.executable, "-P", "-m", __name__, str(os.getpid())],
                                    stdin=theirs.fileno(), stdout=subprocess.PIPE, env=env, bufsize=0)
-    writer = _ProcessWriter(process, ours)
+    writer = _ProcessWriter(process, ours, publishes)
     try:
         yield writer
     finally:
@@ -373,16 +301,11 @@ def writer_thread() -> Iterator[TrialWriter]:
         writer.close()
 
 
-def serve(messages: socket.socket, answers: BinaryIO, command: int, publishes: bool) -> None:
-    """The writer process: write each trial it is sent as a child run, in order, until told to end.
-    `publishes`: import what publishing needs (`_Publisher`) before waiting for the command to name its store."""
+def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
+    """The writer process: write each trial it is sent as a child run, in order, until told to end."""
     import logging
 
     with collector_paused():  # as the command's imports: the store was made ~0.4 s sooner (a timeline, sample)
-        # SciPy's special functions before MLflow (~0.05 s more before the store is made). skops 0.16, imported
-        # to publish, names each of their ufuncs by scanning sys.modules in import order: with MLflow's ~2,000
-        # modules first, that costs 0.5 s more of this process's CPU, beside the trials. The names are the same.
-        importlib.import_module("scipy.special")
         import mlflow
 
         from review_sentiment.databases import sqlite_file, sqlite_without_fsync_per_commit
@@ -397,10 +320,6 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int, publishes: b
                     and _made_ahead(file, ahead, guessed_uri))
             # after: not on the store's way
             from review_sentiment.tracking.trial_runs import child_run, write_trial_runs
-        # its imports while the command still reads, cleans and counts, rather than beside the first trials:
-        # with two workers, those have no core to spare (a daemon: a command failing before it names the
-        # store leaves the writer nothing to wait for)
-        publisher = _Publisher(answers, command, ahead=publishes)
         opened = _received(messages, command)
         if not isinstance(opened, _OpenStore):
             return  # the command failed before tracking anything: it leaves no store behind
@@ -412,91 +331,15 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int, publishes: b
         _remove(ahead)
         with sqlite_without_fsync_per_commit(opened.tracking_uri):
             client = mlflow.MlflowClient(opened.tracking_uri)
-            mlflow.set_tracking_uri(opened.tracking_uri)  # publications: model logging takes no client
             _answer(answers, READY)
-            ended = False
-            try:
-                for message in _in_batches(messages, command):
-                    if isinstance(message, list):
-                        write_trial_runs(client, [child_run(m.experiment_id, m.parent_run_id, m.trial,
-                                                            m.direction) for m in message])
-                    elif isinstance(message, _Publish):
-                        publisher.put(message.file)
-                    elif isinstance(message, _Flush):
-                        publisher.done()  # its answers come before this one, as they were asked before
-                        _answer(answers, FLUSHED)
-                    else:
-                        ended = True  # told to end (not gone): what was sent is published
-            finally:
-                publisher.close(publish_rest=ended)
+            for message in _in_batches(messages, command):
+                if isinstance(message, list):
+                    write_trial_runs(client, [child_run(m.experiment_id, m.parent_run_id, m.trial, m.direction)
+                                              for m in message])
+                elif isinstance(message, _Flush):
+                    _answer(answers, FLUSHED)
     finally:  # also when ended by a signal while making it
         _remove(ahead)
-
-
-class _Publisher:
-    """The writer's publications, on a thread of their own, one after another in the order sent, each
-    answered once done, while the writer's main thread writes the trials' child runs: on a tracking server a
-    publication is ~1 s of calls and a child run ~29 ms, mostly waiting for the server, and with two
-    workers' trials the writer doing them one after the other was what the run waited for at its end (its
-    first publication, handed over at 6.1 s, answered at 8.8 s; the run's trials ended at 7.6 s). Its first
-    job, where the command publishes, is importing what publishing needs (`import_ahead`, ~2 s)."""
-
-    def __init__(self, answers: BinaryIO, command: int, ahead: bool) -> None:
-        self._jobs: queue.Queue[int | None] = queue.Queue()  # publications' file descriptors; None: the last
-        self._command = command
-        self._dropping = False  # what was put and not published yet is left (the command publishes it, or is gone)
-        self._thread = threading.Thread(target=self._run, args=(answers, ahead), name="publications", daemon=True)
-        self._thread.start()
-
-    def put(self, descriptor: int) -> None:
-        self._jobs.put(descriptor)
-
-    def done(self) -> None:
-        """Returns once every publication put before is answered."""
-        self._jobs.join()
-
-    def close(self, publish_rest: bool) -> None:
-        """Publish what was put (or else only finish the one under way: the command is gone, or a child run's
-        write failed and ends the writer), then stop."""
-        self._dropping = not publish_rest
-        self._jobs.put(None)
-        self._thread.join()
-
-    def _run(self, answers: BinaryIO, ahead: bool) -> None:
-        if ahead:
-            from review_sentiment.tracking.publication import import_ahead
-
-            try:
-                import_ahead()
-            except Exception:  # noqa: BLE001  a publication then imports what it needs (and answers if it fails)
-                traceback.print_exc()
-        while (descriptor := self._jobs.get()) is not None:
-            try:  # the command gone (kill -9) starts no publication: the writer may be waiting in `done`
-                if self._dropping or os.getppid() != self._command:
-                    os.close(descriptor)
-                else:
-                    _answer(answers, _published(descriptor))
-            finally:
-                self._jobs.task_done()
-        self._jobs.task_done()
-
-
-def _published(descriptor: int) -> bytes:
-    """The answer to a publication: its version's number, or that it failed (the command then publishes it)."""
-    import mlflow
-
-    from review_sentiment.tracking.publication import publish
-
-    try:
-        with os.fdopen(descriptor, "rb") as file:
-            file.seek(0)  # the command's writing left the shared offset at the end
-            publication = pickle.load(file)  # noqa: S301  written by the command that started this process
-        # the logged model goes into the active experiment, which is the run's only where a run is active
-        mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(publication.run_id).info.experiment_id)
-        return PUBLISHED + f"{publish(publication).version}\n".encode()
-    except Exception:  # noqa: BLE001  the command publishes it itself, failing there if the store still fails
-        traceback.print_exc()
-        return UNPUBLISHED
 
 
 def _made_ahead(file: Path, ahead: Path, guessed_uri: str) -> bool:
@@ -543,16 +386,13 @@ def _received(messages: socket.socket, command: int) -> object | None:
     command has closed the runs the killed one left."""
     while os.getppid() == command:
         if select.select([messages], [], [], _PARENT_CHECK_SECONDS)[0]:
-            data, descriptors, _, _ = socket.recv_fds(messages, _LARGEST, 1)
-            if not data:
-                return None
-            message = pickle.loads(data)
-            return replace(message, file=descriptors[0]) if isinstance(message, _Publish) else message
+            data = messages.recv(_LARGEST)
+            return pickle.loads(data) if data else None  # noqa: S301  sent by the command that started this process
     return None
 
 
-def _in_batches(messages: socket.socket, command: int) -> Iterator[list[_TrialRun] | _Publish | _Flush | _End]:
-    """The messages in order, the last the command's `_End` (none if the command is gone), the trials' child
+def _in_batches(messages: socket.socket, command: int) -> Iterator[list[_TrialRun] | _Flush]:
+    """The messages in order until the command's `_End` (or until the command is gone), the trials' child
     runs that are waiting together in one list: written in one transaction on an SQL store
     (`write_trial_runs`), which costs a child run half as much CPU in fours as alone."""
     following: object | None = None  # read while gathering a batch, and not of it
@@ -569,12 +409,9 @@ def _in_batches(messages: socket.socket, command: int) -> Iterator[list[_TrialRu
                 batch.append(following)
                 following = None
             yield batch
-        elif isinstance(message, (_Publish, _Flush)):
+        elif isinstance(message, _Flush):
             yield message
-        elif isinstance(message, _End):
-            yield message
-            return
-        elif message is None:
+        else:  # told to end, or the command is gone
             return
 
 
@@ -593,8 +430,7 @@ if __name__ == "__main__":
     try:
         # the messages are of this module's classes, not __main__'s: serve from the module they unpickle to
         module = importlib.import_module("review_sentiment.tracking.trial_writer")
-        module.serve(socket.socket(fileno=sys.stdin.fileno()), answers, command=int(sys.argv[1]),
-                     publishes=sys.argv[2] == "1")
+        module.serve(socket.socket(fileno=sys.stdin.fileno()), answers, command=int(sys.argv[1]))
         status = 0
     except SystemExit as terminated:  # `serve` has cleaned up
         status = terminated.code if isinstance(terminated.code, int) else 1

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from review_sentiment.processes import name_this_process
 from review_sentiment.training.journal import JournalLost
 
 
@@ -48,6 +49,7 @@ def parent_alive() -> bool:
 def _quietly(work: Callable[[str], None], name: str) -> None:
     """Ctrl-C reaches every worker of the terminal's process group: the run reports it, not each worker.
     A journal that lost logs (a crashed PostgreSQL) is a line, as the run reports it, not a traceback."""
+    name_this_process(name)
     try:
         work(name)
     except KeyboardInterrupt:

@@ -130,8 +130,7 @@ def same_rows_either_way(uri: str) -> None:
 def test_the_writer_takes_child_runs_waiting_together_as_one_batch_in_order_and_none_once_the_command_is_gone() -> None:
     """Trials' messages waiting back to back come as one batch, a flush between them ends it (so a flush is
     answered once everything before it is written), and nothing comes after the end; where the command is
-    gone (its end of the socket closed) while a batch is gathered, the batch is left as gaps, not written,
-    and no end comes (what is left to publish is not published)."""
+    gone (its end of the socket closed) while a batch is gathered, the batch is left as gaps, not written."""
     trials = finished_trials(4)
     sent = [_TrialRun("1", "p", trials[0], "MAXIMIZE"), _TrialRun("1", "p", trials[1], "MAXIMIZE"), _Flush(),
             _TrialRun("1", "p", trials[2], "MAXIMIZE"), _End(), _TrialRun("1", "p", trials[3], "MAXIMIZE")]
@@ -141,7 +140,7 @@ def test_the_writer_takes_child_runs_waiting_together_as_one_batch_in_order_and_
             ours.send(pickle.dumps(message))
         got = list(_in_batches(theirs, os.getppid()))
     numbers = [[m.trial.number for m in item] if isinstance(item, list) else item for item in got]
-    assert numbers == [[0, 1], _Flush(), [2], _End()]
+    assert numbers == [[0, 1], _Flush(), [2]]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with theirs:
         with ours:
@@ -213,20 +212,15 @@ def test_on_a_thread_a_forked_workers_last_child_run_is_written_too(tmp_path: Pa
 
 
 @pytest.mark.e2e  # a second writer process, waited for until it has made a store (~3 s)
-@pytest.mark.parametrize("publishes", [False, True])
-def test_a_command_that_fails_before_naming_its_store_leaves_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                  publishes: bool) -> None:
-    """Where the command will publish, it fails once the writer is importing for publishing (matplotlib
-    loaded, on a thread of its own): the writer ends all the same, leaving nothing."""
+def test_a_command_that_fails_before_naming_its_store_leaves_none(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command that would publish fails before naming its store: the writer ends, leaving nothing, and
+    no publisher was forked."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with pytest.raises(ValueError, match="bad reviews"), writer_process(publishes) as writer:
+    with pytest.raises(ValueError, match="bad reviews"), writer_process(publishes=True) as writer:
         wait_for(lambda: list(tmp_path.glob(".mlflow.db.*.new")), 60, "the writer making the store ahead")
-        if publishes:
-            process = psutil.Process(writer._process.pid)
-            wait_for(lambda: any("matplotlib" in m.path for m in process.memory_maps()), 60,
-                     "the writer importing for publishing")
         raise ValueError("bad reviews")  # e.g. the data: found before anything is tracked
-    assert writer._process.returncode is not None
+    assert writer._process.returncode is not None and writer._publisher is None
     assert list(tmp_path.iterdir()) == []
 
 
@@ -261,20 +255,24 @@ def publication(run_id: str, name: str, family: str) -> Publication:
                        {"family": family})
 
 
-@pytest.mark.e2e  # a writer process, importing MLflow, skops and matplotlib
-def test_a_model_handed_to_the_writer_is_published_while_the_command_writes_its_own_child_runs(
+@pytest.mark.e2e  # a writer process importing MLflow, and a publisher importing skops and matplotlib
+def test_a_model_handed_over_is_published_by_a_forked_process_while_the_writer_writes_child_runs(
         store: Store) -> None:
-    """The writer publishes into the run it is given (and its experiment), leaving the run's status alone;
-    meanwhile the command's trials' child runs are written by the command; both are in once flushed.
-    (Its registry is the store's too: an earlier test's `mlflow.set_registry_uri` must not leak into it.)"""
+    """The publisher (forked once the store is named, and named so in ps) publishes into the run it is
+    given (and its experiment), leaving the run's status alone; meanwhile the trials' child runs are
+    written; both are in once flushed. (Its registry is the store's too: an earlier test's
+    `mlflow.set_registry_uri` must not leak into it.)"""
     uri = store.uri
     with writer_process(publishes=True) as writer:
         writer.open_store(uri)
+        assert writer._publisher is not None
+        publisher = psutil.Process(writer._publisher._process.pid)
+        wait_for(lambda: publisher.name() == "publisher", 10, "the publisher to name itself")
         client = mlflow.MlflowClient(uri)
         experiment_id = client.create_experiment("tuning")
         parent = client.create_run(experiment_id).info.run_id
         version = writer.publish(publication(parent, "m", "LogisticRegression"))
-        assert writer.publishing()  # it imports what publishing needs first (~2 s)
+        assert writer.publishing()  # it imports what publishing needs first (~0.7 s)
         write_all(writer, experiment_id, parent, finished_trials(3))
         published = version()
         assert published is not None
@@ -282,6 +280,7 @@ def test_a_model_handed_to_the_writer_is_published_while_the_command_writes_its_
         assert not writer.publishing()
         writer.flush()
         assert children(client, experiment_id, parent) == {str(n): "FINISHED" for n in range(3)}
+    assert ended(publisher)
     run = client.get_run(parent)
     assert run.info.status == "RUNNING"  # as its maker left it: named, not started again
     assert {"confusion_matrix.png", "reliability_diagram.png"} <= {a.path for a in client.list_artifacts(parent)}
@@ -290,34 +289,33 @@ def test_a_model_handed_to_the_writer_is_published_while_the_command_writes_its_
     assert model.source_run_id == parent and model.model_id in published.source
 
 
-def publish_three_flush_and_die(uri: str, writer_pid: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
-    """A command that hands its writer three models, asks for a flush (as a failing run does), and is killed
-    once the first is published: the writer is then waiting to answer the flush."""
+def publish_three_and_die(uri: str, publisher_pid: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
+    """A command that hands its publisher three models and is killed once the first is published."""
     with writer_process(publishes=True) as writer:
         writer.open_store(uri)  # a new store: returns once the writer is ready
-        writer_pid.put(writer._process.pid)
+        assert writer._publisher is not None
+        publisher_pid.put(writer._publisher._process.pid)
         client = mlflow.MlflowClient(uri)
         experiment_id = client.create_experiment("tuning")
         first, *_ = [writer.publish(publication(client.create_run(experiment_id).info.run_id, family, family))
                      for family in ("LogisticRegression", "NaiveBayes", "LinearSVM")]
-        writer._send(_Flush())
         assert first() is not None
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-@pytest.mark.e2e  # a writer process, importing MLflow, skops and matplotlib
-def test_a_command_killed_while_its_writer_flushes_publications_gets_only_the_one_under_way_published(
+@pytest.mark.e2e  # a writer process importing MLflow, and a publisher importing skops and matplotlib
+def test_a_command_killed_with_models_handed_over_gets_only_the_one_under_way_published(
         untouched_store: Store) -> None:
-    """The writer publishes on a thread while it waits to answer a flush; once the command is gone (kill -9)
-    that thread finishes the publication under way and starts no other (a rerun would register it too)."""
+    """Once the command is gone (kill -9), its publisher finishes the publication under way and starts no
+    other (a rerun would register it too), then ends."""
     uri = untouched_store.uri
-    writer_pid: multiprocessing.SimpleQueue[int] = multiprocessing.get_context("fork").SimpleQueue()
-    command = multiprocessing.get_context("fork").Process(target=publish_three_flush_and_die, args=(uri, writer_pid))
+    publisher_pid: multiprocessing.SimpleQueue[int] = multiprocessing.get_context("fork").SimpleQueue()
+    command = multiprocessing.get_context("fork").Process(target=publish_three_and_die, args=(uri, publisher_pid))
     command.start()
     command.join(120)
     assert command.exitcode == -signal.SIGKILL
-    writer = psutil.Process(writer_pid.get())
-    wait_for(lambda: ended(writer), 60, "the writer to end")
+    publisher = psutil.Process(publisher_pid.get())
+    wait_for(lambda: ended(publisher), 60, "the publisher to end")
     published = sorted(v.name for v in mlflow.MlflowClient(uri).search_model_versions(""))
     # the first, answered; the second if it had started as the command died; never the third
     assert published in (["LogisticRegression"], ["LogisticRegression", "NaiveBayes"])

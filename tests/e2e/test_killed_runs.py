@@ -18,6 +18,7 @@ import pytest
 import sentiment_mlflow_optuna
 from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
 from review_sentiment.processes import ended
+from review_sentiment.tracking.forked_publisher import NAME as PUBLISHER
 from review_sentiment.tracking.orphans import close_orphaned_runs
 from review_sentiment.tracking.records import Decision
 from review_sentiment.tracking.registry import current_champion
@@ -35,7 +36,7 @@ def trials_after(header: str, lines: list[str]) -> int:
 
 
 def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> None:
-    temporary = store.path / "tmp"  # where the command hands its writer a model to publish
+    temporary = store.path / "tmp"  # where the command's processes make their temporary files
     temporary.mkdir()
     tuning = subprocess.Popen(
         [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), "--trials", "40", "--folds", "3"],
@@ -52,12 +53,12 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
         assert close_orphaned_runs(TUNING_EXPERIMENT) == []  # its process is alive: not an orphan
         assert sentiment_mlflow_optuna.main(["--trials", "40", "--folds", "3"]) == 2  # started twice: refused
     finally:
-        writer = psutil.Process(tuning.pid).children() if tuning.poll() is None else []  # it outlives the command
+        writer = psutil.Process(tuning.pid).children() if tuning.poll() is None else []  # they outlive the command
         tuning.kill()  # SIGKILL: no cleanup of any kind
         tuning.wait()
-    # it ends after the publication it may be in (the model it was handed, in a nameless file; its own
-    # temporary files, cleaned up as it finishes): then none is left
-    wait_for(lambda: all(ended(process) for process in writer), 60, "the writer to end")
+    # they end after the publication the publisher may be in (the model it was handed, in a nameless file;
+    # its own temporary files, cleaned up as it finishes): then none is left
+    wait_for(lambda: all(ended(process) for process in writer), 60, "the writer and the publisher to end")
     assert not any(temporary.iterdir())
     left = runs()
     parents = left[left["tags.mlflow.parentRunId"].isna()].set_index("tags.mlflow.runName")
@@ -159,10 +160,10 @@ def test_a_tuning_run_killed_right_after_registering_gets_its_decision_from_the_
 
 @pytest.mark.parametrize("marker", ["its model is published beside", "Created version '1'"],
                          ids=["before it publishes", "right after it registers"])
-def test_a_writer_killed_with_a_model_to_publish_costs_the_run_nothing(store: Store, marker: str) -> None:
-    """SIGKILL the command's writer process the moment it is handed the first model, or right after it has
-    registered it: the command publishes what the writer did not, finds what it registered (no version twice)
-    and writes the child runs it left."""
+def test_a_publisher_killed_with_a_model_to_publish_costs_the_run_nothing(store: Store, marker: str) -> None:
+    """SIGKILL the command's publisher process the moment it is handed the first model, or right after it has
+    registered it: the command publishes what the publisher did not and finds what it registered (no version
+    twice); the child runs are all written."""
     command = [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), *FAST,
                "--models", "LogisticRegression", "NaiveBayes"]
     tuning = subprocess.Popen(command, cwd=store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri),
@@ -172,9 +173,9 @@ def test_a_writer_killed_with_a_model_to_publish_costs_the_run_nothing(store: St
     for line in tuning.stdout:
         printed.append(line)
         if marker in line:
-            writer, = (p for p in psutil.Process(tuning.pid).children() if "trial_writer" in " ".join(p.cmdline()))
-            writer.kill()
-            writer.wait(10)
+            publisher, = (p for p in psutil.Process(tuning.pid).children() if p.name() == PUBLISHER)
+            publisher.kill()
+            publisher.wait(10)
             break
     printed.append(tuning.stdout.read())
     assert tuning.wait(120) == 0 and marker in "".join(printed), "".join(printed)

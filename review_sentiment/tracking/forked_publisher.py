@@ -1,0 +1,156 @@
+"""A tuning command's models published (`publication.publish`: figures, model, version) by a process forked
+from the command, one after another in the order handed over, while the next family's trials run.
+
+Forked once the command has imported the pipeline and named its store, it has sklearn, MLflow and the
+cleaning imported already. The writer process that published before (`trial_writer`, started ahead of the
+command's imports so that its own overlap them) imported them a second time: ~2 s of CPU, much of it beside
+the first trials, where two workers had no core to spare. What only publishing needs (matplotlib, skops:
+`import_ahead`, ~0.7 s) it imports while the first family's trials run.
+
+A model goes over in a nameless file, whose descriptor travels with a message on a Unix socket (a model is
+larger than a message; nothing is left behind whoever is killed). Each answer is the version's number, or
+None where publishing failed (its traceback on stderr); where it is None or never comes (the publisher
+killed), the command looks for the version by the model's fingerprint and else publishes the model itself
+(`release.release_by`). Once the command is gone (kill -9) the publisher starts no publication and ends
+after the one under way. Ctrl-C reaches the terminal's whole process group: the publisher ignores it and
+publishes what it was handed, which the failed command waits for before taking back what it wrote.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import multiprocessing
+import os
+import pickle
+import select
+import signal
+import socket
+import tempfile
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from review_sentiment.processes import name_this_process
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from review_sentiment.tracking.publication import Publication
+
+NAME = "publisher"  # its name in ps and top
+_PUBLISH, _END, _FAILED = b"publish", b"end", b"-"
+_PARENT_CHECK_SECONDS = 1.0  # how often an idle publisher looks whether the command that forked it still runs
+
+
+class ForkedPublisher:
+    """The command's handle on its publisher process (forked when this is made)."""
+
+    def __init__(self) -> None:
+        self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fork = multiprocessing.get_context("fork")
+        self._process = fork.Process(target=_serve, args=(theirs, self._socket, os.getpid()), name=NAME)
+        self._process.start()
+        theirs.close()  # then the publisher's end is its only one: its death is an end of file here
+        self._sent = 0
+        self._numbers: list[str | None] = []  # the answers so far, in the order the models were handed over
+        self._gone = False  # it ended (killed): no answer comes any more
+
+    def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
+        """Hand the model over: gives what returns its version once published, or None where it was not."""
+        try:
+            with tempfile.TemporaryFile() as file:  # nameless: nothing is left behind, whoever is killed
+                pickle.dump(publication, file, protocol=pickle.HIGHEST_PROTOCOL)
+                file.flush()
+                socket.send_fds(self._socket, [_PUBLISH], [file.fileno()])  # the publisher gets its own descriptor
+        except Exception:  # noqa: BLE001  no room for it, say, or the publisher is gone: the command publishes it
+            return lambda: None
+        index, self._sent = self._sent, self._sent + 1
+
+        @functools.cache
+        def version() -> ModelVersion | None:
+            while len(self._numbers) <= index and self._read():
+                pass
+            if index >= len(self._numbers) or (number := self._numbers[index]) is None:
+                return None
+            import mlflow
+
+            return mlflow.MlflowClient().get_model_version(publication.name, number)
+
+        return version
+
+    def publishing(self) -> bool:
+        """Whether a model handed over is not answered yet (the answers arrived meanwhile are read)."""
+        while len(self._numbers) < self._sent and not self._gone and select.select([self._socket], [], [], 0)[0]:
+            self._read()
+        return len(self._numbers) < self._sent and not self._gone
+
+    def drain(self) -> None:
+        """Returns once every model handed over is answered, or the publisher is gone."""
+        while len(self._numbers) < self._sent and self._read():
+            pass
+
+    def close(self) -> None:
+        """Publish what was handed over, then end."""
+        with contextlib.suppress(OSError):  # gone
+            self._socket.send(_END)
+        self._process.join()
+        self._socket.close()
+
+    def _read(self) -> bool:
+        """Read the next answer; False once the publisher is gone."""
+        if not self._gone:
+            try:
+                answer = self._socket.recv(64)
+            except ConnectionResetError:  # killed with a message of ours unread
+                answer = b""
+            if answer:
+                self._numbers.append(None if answer == _FAILED else answer.decode())
+                return True
+            self._gone = True
+        return False
+
+
+def _serve(jobs: socket.socket, commands_end: socket.socket, command: int) -> None:
+    """The publisher: import what publishing needs, then publish each model handed over, in order."""
+    commands_end.close()  # forked, it has the command's end too
+    gc.freeze()  # what it was forked with is never collected here: the collector would write to (and so copy)
+    # every page of the command's objects it walks, the reviews among them
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal: it ends once the command has
+    name_this_process(NAME)
+    from review_sentiment.tracking.publication import import_ahead
+
+    try:
+        import_ahead()
+    except Exception:  # noqa: BLE001  a publication then imports what it needs (and answers if it fails)
+        traceback.print_exc()
+    while os.getppid() == command:
+        if not select.select([jobs], [], [], _PARENT_CHECK_SECONDS)[0]:
+            continue
+        message, descriptors, _, _ = socket.recv_fds(jobs, 64, 1)
+        if message != _PUBLISH or os.getppid() != command:  # told to end, or the command is gone
+            return
+        answer = _published(descriptors[0])
+        try:
+            jobs.send(_FAILED if answer is None else answer.encode())
+        except OSError:  # the command is gone: nobody reads
+            return
+
+
+def _published(descriptor: int) -> str | None:
+    """The published version's number; None where publishing failed (the command then publishes it)."""
+    import mlflow
+
+    from review_sentiment.tracking.publication import publish
+
+    try:
+        with os.fdopen(descriptor, "rb") as file:
+            file.seek(0)  # the command's writing left the shared offset at the end
+            publication: Publication = pickle.load(file)  # noqa: S301  written by the command that forked this process
+        # the logged model goes into the active experiment, which is the run's only where a run is active
+        mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(publication.run_id).info.experiment_id)
+        return str(publish(publication).version)
+    except Exception:  # noqa: BLE001  the command publishes it itself, failing there if the store still fails
+        traceback.print_exc()
+        return None
