@@ -15,9 +15,8 @@ runs' end times; the release before logged a trial's run only when it ended).
 - Storage and tracking per trial: one worker run in a child process with a timer on every call it makes
   to Optuna's storage and on what writes a trial's child run (`trial_runs.write_trial_runs`), while it runs trials
   (claims included), divided by its trials; the heartbeat thread's calls are counted apart, as beside the
-  trials. Child runs are written by the command's writer process (`trial_writer`), out of the trials' way,
-  except on an SQLite store those of trials ending while a publication is outstanding: the command writes
-  them itself, and they are timed.
+  trials. Child runs are written by the command's writer process (`trial_writer`), out of the trials' way:
+  what is timed of them is what writes one on the trials' path, if anything does.
 
 The stack (PostgreSQL, MLflow server, Prefect server) is started in a temporary folder and stopped at
 the end.

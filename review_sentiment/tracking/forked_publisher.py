@@ -26,6 +26,7 @@ import pickle
 import select
 import signal
 import socket
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -86,9 +87,17 @@ class ForkedPublisher:
         return len(self._numbers) < self._sent and not self._gone
 
     def drain(self) -> None:
-        """Returns once every model handed over is answered, or the publisher is gone."""
-        while len(self._numbers) < self._sent and self._read():
-            pass
+        """Returns once every model handed over is answered, or the publisher is gone. Interrupted (a second
+        Ctrl-C while a failed run waits for it), it stops the publisher first: a version registered after the
+        run has taken back what it wrote would outlive it."""
+        try:
+            while len(self._numbers) < self._sent and self._read():
+                pass
+        except BaseException:
+            self._process.kill()
+            self._process.join()
+            self._gone = True
+            raise
 
     def close(self) -> None:
         """Publish what was handed over, then end."""
@@ -118,24 +127,32 @@ def _serve(jobs: socket.socket, commands_end: socket.socket, command: int) -> No
     # every page of the command's objects it walks, the reviews among them
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal: it ends once the command has
+    # stopped with the command's whole process group: a publication under way cleans up its temporary files
+    signal.signal(signal.SIGTERM, lambda number, _: sys.exit(128 + number))
     name_this_process(NAME)
+    import mlflow
+
+    from review_sentiment.databases import sqlite_without_fsync_per_commit
     from review_sentiment.tracking.publication import import_ahead
 
     try:
         import_ahead()
     except Exception:  # noqa: BLE001  a publication then imports what it needs (and answers if it fails)
         traceback.print_exc()
-    while os.getppid() == command:
-        if not select.select([jobs], [], [], _PARENT_CHECK_SECONDS)[0]:
-            continue
-        message, descriptors, _, _ = socket.recv_fds(jobs, 64, 1)
-        if message != _PUBLISH or os.getppid() != command:  # told to end, or the command is gone
-            return
-        answer = _published(descriptors[0])
-        try:
-            jobs.send(_FAILED if answer is None else answer.encode())
-        except OSError:  # the command is gone: nobody reads
-            return
+    # its connections to an SQLite store are closed as it ends: the last process to close one removes the
+    # store's -wal and -shm files
+    with sqlite_without_fsync_per_commit(mlflow.get_tracking_uri()):
+        while os.getppid() == command:
+            if not select.select([jobs], [], [], _PARENT_CHECK_SECONDS)[0]:
+                continue
+            message, descriptors, _, _ = socket.recv_fds(jobs, 64, 1)
+            if message != _PUBLISH or os.getppid() != command:  # told to end, or the command is gone
+                return
+            answer = _published(descriptors[0])
+            try:
+                jobs.send(_FAILED if answer is None else answer.encode())
+            except OSError:  # the command is gone: nobody reads
+                return
 
 
 def _published(descriptor: int) -> str | None:

@@ -10,6 +10,9 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import mlflow
+
+from review_sentiment.databases import sqlite_without_fsync_per_commit
 from review_sentiment.processes import name_this_process
 from review_sentiment.training.journal import JournalLost
 
@@ -48,10 +51,13 @@ def parent_alive() -> bool:
 
 def _quietly(work: Callable[[str], None], name: str) -> None:
     """Ctrl-C reaches every worker of the terminal's process group: the run reports it, not each worker.
-    A journal that lost logs (a crashed PostgreSQL) is a line, as the run reports it, not a traceback."""
+    A journal that lost logs (a crashed PostgreSQL) is a line, as the run reports it, not a traceback.
+    Its connections to an SQLite store are closed as it ends: the last process to close one removes the
+    store's -wal and -shm files."""
     name_this_process(name)
     try:
-        work(name)
+        with sqlite_without_fsync_per_commit(mlflow.get_tracking_uri()):
+            work(name)
     except KeyboardInterrupt:
         sys.exit(130)
     except JournalLost as err:

@@ -95,6 +95,27 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
     assert len(children) == 40
 
 
+def test_a_command_killed_with_two_workers_leaves_its_store_closed(store: Store) -> None:
+    """SIGKILL the command alone mid-run: its worker, writer and publisher end on their own, each closing its
+    connections to the SQLite store, so that the last to close one leaves the store whole in its one file
+    (no -wal or -shm file beside it)."""
+    command = [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), *FAST, "--workers", "2"]
+    tuning = subprocess.Popen(command, cwd=store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert tuning.stdout is not None
+    printed, left = [], []
+    for line in tuning.stdout:
+        printed.append(line)
+        if " NaiveBayes]" in line:  # a trial of the second family: the first family's model handed over
+            left = psutil.Process(tuning.pid).children()
+            tuning.kill()
+            break
+    tuning.wait()
+    assert {p.name() for p in left} >= {"w1", PUBLISHER}, "".join(printed)
+    wait_for(lambda: all(ended(process) for process in left), 60, "the worker, the writer and the publisher to end")
+    assert sorted(f.name for f in store.path.iterdir() if f.name.startswith("mlflow.db")) == ["mlflow.db"]
+
+
 def killed_right_after(marker: str, command: list[str], env: dict[str, str], cwd: Path) -> str:
     """Run `command` and SIGKILL it (its process group: a temporary Prefect server dies with it) the moment
     it prints `marker`; what it printed."""
