@@ -46,7 +46,7 @@ import psutil
 from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.orchestration.stack import DEFAULT_PORTS, down, up
-from review_sentiment.tracking.forked_publisher import NAME as PUBLISHER
+from review_sentiment.tracking.publisher import NAME as PUBLISHER
 from review_sentiment.tracking.trial_runs import log_trial_run
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
 
 def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
     """Move each worker the run forks (named w1, w2, … in ps) to its own core, 1, 2, …, and let the run's
-    writer process (`trial_writer`) and its publisher (`forked_publisher`) go on any core this benchmark may
+    writer process (`trial_writer`) and its publisher (`publisher`) go on any core this benchmark may
     use: they are not workers, and kept on the run's core 0 they take their work out of the one worker's
     trials (two workers then seemed to scale 2.9×). Gives up after `PIN_SECONDS` (nobody reads the run's
     output meanwhile)."""

@@ -22,7 +22,7 @@ the command fills itself once every family's trials are done (`log_missing_trial
 the store does. Either writer, a failed write costs gaps, never the trials.
 
 The command's models are published beside the next family's trials by another process, forked from the
-command once it names its store (`forked_publisher`); the writer's handle is the command's way to it.
+command once it names its store (`publisher`); the writer's handle is the command's way to it.
 """
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from optuna.trial import FrozenTrial
 
-    from review_sentiment.tracking.forked_publisher import ForkedPublisher
     from review_sentiment.tracking.publication import Publication
+    from review_sentiment.tracking.publisher import PublisherProcess
 
 READY, FLUSHED = b"ready\n", b"flushed\n"
 _LARGEST = 1 << 18  # bytes: above the socket's send buffer (~208 KB here), which bounds a message (a trial's
@@ -87,9 +87,10 @@ class _End:
 class TrialWriter(Protocol):
     """Where a tuning command and the workers it forks send their finished trials' child runs."""
 
-    def open_store(self, tracking_uri: str) -> None:
+    def open_store(self, tracking_uri: str, reviews: int = 0) -> None:
         """The store to write them to, named by the command once, as it is about to use it (never by a forked
-        worker): the command then opens (or makes) it, unless the writer made it ahead."""
+        worker): the command then opens (or makes) it, unless the writer made it ahead. `reviews`: how many
+        the command holds (its publisher is forked up to `publisher.FORK_AT_MOST_REVIEWS`)."""
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
         """Queue the trial's child run: the trials go on (a failed write leaves a gap, filled later)."""
@@ -127,12 +128,12 @@ class _ProcessWriter:
         self._unread: list[bytes] = []  # answers due that nothing has waited for yet
         self._owner = os.getpid()  # the command; a forked worker only writes
         self._publishes = publishes
-        self._publisher: ForkedPublisher | None = None  # forked once the store is named
+        self._publisher: PublisherProcess | None = None  # forked once the store is named
 
-    def open_store(self, tracking_uri: str) -> None:
+    def open_store(self, tracking_uri: str, reviews: int = 0) -> None:
         """The writer's store from now on. Where it is an SQLite file not made yet, returns once the writer
         has made it (the command would else make it too); otherwise at once, the writer maybe still starting.
-        Then forks the publisher, where the command publishes: it has what the command imported so far."""
+        Then starts the publisher, where the command publishes (`publisher`)."""
         from review_sentiment.databases import sqlite_file
 
         assert os.getpid() == self._owner and not self._opened, "the command names the store, once"
@@ -146,9 +147,9 @@ class _ProcessWriter:
                 importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
             self._await()
         if self._publishes:
-            from review_sentiment.tracking.forked_publisher import ForkedPublisher
+            from review_sentiment.tracking.publisher import FORK_AT_MOST_REVIEWS, PublisherProcess
 
-            self._publisher = ForkedPublisher()
+            self._publisher = PublisherProcess(tracking_uri, forked=reviews <= FORK_AT_MOST_REVIEWS)
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
         """Queue the trial's child run. Blocks only while the writer is far behind (its socket is full)."""
@@ -212,7 +213,7 @@ class _ProcessWriter:
 @contextlib.contextmanager
 def writer_process(publishes: bool = False) -> Iterator[TrialWriter]:
     """A writer process until the block ends; then it writes what it was sent, and ends. `publishes`: a
-    publisher is forked too, once the store is named (`forked_publisher`)."""
+    publisher is forked too, once the store is named (`publisher`)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with theirs:
         # -P: not the working folder first on its path (a user's mlflow.py there would be imported); the
@@ -241,7 +242,7 @@ class _ThreadWriter:
         self._last: Future[object] | None = None
         self._gone = False
 
-    def open_store(self, tracking_uri: str) -> None:
+    def open_store(self, tracking_uri: str, reviews: int = 0) -> None:
         self._uri = tracking_uri
 
     def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:

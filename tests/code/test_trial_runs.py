@@ -34,6 +34,7 @@ from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.processes import ended
 from review_sentiment.tracking.model_logging import compact_for_saving
 from review_sentiment.tracking.publication import Publication
+from review_sentiment.tracking.publisher import FORK_AT_MOST_REVIEWS
 from review_sentiment.tracking.trial_runs import (
     METRIC,
     _inserted,
@@ -257,18 +258,19 @@ def publication(run_id: str, name: str, family: str) -> Publication:
 
 
 @pytest.mark.e2e  # a writer process importing MLflow, and a publisher importing skops and matplotlib
-def test_a_model_handed_over_is_published_by_a_forked_process_while_the_writer_writes_child_runs(
-        store: Store) -> None:
-    """The publisher (forked once the store is named, and named so in ps) publishes into the run it is
-    given (and its experiment), leaving the run's status alone; meanwhile the trials' child runs are
-    written; both are in once flushed. (Its registry is the store's too: an earlier test's
-    `mlflow.set_registry_uri` must not leak into it.)"""
+@pytest.mark.parametrize("reviews", [FORK_AT_MOST_REVIEWS, FORK_AT_MOST_REVIEWS + 1], ids=["forked", "afresh"])
+def test_a_model_handed_over_is_published_by_the_publisher_while_the_writer_writes_child_runs(
+        store: Store, reviews: int) -> None:
+    """The publisher (started once the store is named: forked from the command, or afresh where it holds
+    more reviews; named so in ps) publishes into the run it is given (and its experiment), leaving the run's
+    status alone; meanwhile the trials' child runs are written; both are in once flushed. (Its registry is
+    the store's too: an earlier test's `mlflow.set_registry_uri` must not leak into it.)"""
     uri = store.uri
     with writer_process(publishes=True) as writer:
-        writer.open_store(uri)
+        writer.open_store(uri, reviews)
         assert writer._publisher is not None
         publisher = psutil.Process(writer._publisher._process.pid)
-        wait_for(lambda: publisher.name() == "publisher", 10, "the publisher to name itself")
+        wait_for(lambda: publisher.name() == "publisher", 30, "the publisher to name itself")
         client = mlflow.MlflowClient(uri)
         experiment_id = client.create_experiment("tuning")
         parent = client.create_run(experiment_id).info.run_id

@@ -18,8 +18,8 @@ import pytest
 import sentiment_mlflow_optuna
 from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
 from review_sentiment.processes import ended
-from review_sentiment.tracking.forked_publisher import NAME as PUBLISHER
 from review_sentiment.tracking.orphans import close_orphaned_runs
+from review_sentiment.tracking.publisher import NAME as PUBLISHER
 from review_sentiment.tracking.records import Decision
 from review_sentiment.tracking.registry import current_champion
 from tests.helpers import FAST, PROJECT_DIR, Store, run_script, wait_for

@@ -1,11 +1,14 @@
-"""A tuning command's models published (`publication.publish`: figures, model, version) by a process forked
-from the command, one after another in the order handed over, while the next family's trials run.
+"""A tuning command's models published (`publication.publish`: figures, model, version) by a process of
+their own, one after another in the order handed over, while the next family's trials run.
 
-Forked once the command has imported the pipeline and named its store, it has sklearn, MLflow and the
-cleaning imported already. The writer process that published before (`trial_writer`, started ahead of the
-command's imports so that its own overlap them) imported them a second time: ~2 s of CPU, much of it beside
-the first trials, where two workers had no core to spare. What only publishing needs (matplotlib, skops:
-`import_ahead`, ~0.7 s) it imports while the first family's trials run.
+Forked from the command once it has imported the pipeline and named its store, the publisher has sklearn,
+MLflow and the cleaning imported already. The writer process that published before (`trial_writer`,
+started ahead of the command's imports so that its own overlap them) imported them a second time: ~2 s of
+CPU, much of it beside the first trials, where two workers had no core to spare. What only publishing
+needs (matplotlib, skops: `import_ahead`, ~1 s) it imports while the first family's trials run. Above
+`FORK_AT_MOST_REVIEWS` the publisher is a fresh process instead (it imports everything, seconds in a run of
+minutes): forked, it kept every page of the command's reviews it shared alive while the command, touching
+its strings' reference counts, copied them (1M reviews: 3.39 GiB peak against 2.58).
 
 A model goes over in a nameless file, whose descriptor travels with a message on a Unix socket (a model is
 larger than a message; nothing is left behind whoever is killed). Each answer is the version's number, or
@@ -40,17 +43,19 @@ if TYPE_CHECKING:
     from review_sentiment.tracking.publication import Publication
 
 NAME = "publisher"  # its name in ps and top
+FORK_AT_MOST_REVIEWS = 100_000  # usable reviews the command holds: 100,000 cost a forked publisher 0.07 GiB
 _PUBLISH, _END, _FAILED = b"publish", b"end", b"-"
-_PARENT_CHECK_SECONDS = 1.0  # how often an idle publisher looks whether the command that forked it still runs
+_PARENT_CHECK_SECONDS = 1.0  # how often an idle publisher looks whether the command that started it still runs
 
 
-class ForkedPublisher:
-    """The command's handle on its publisher process (forked when this is made)."""
+class PublisherProcess:
+    """The command's handle on its publisher process (started when this is made: forked, or afresh)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracking_uri: str, forked: bool) -> None:
         self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        fork = multiprocessing.get_context("fork")
-        self._process = fork.Process(target=_serve, args=(theirs, self._socket, os.getpid()), name=NAME)
+        started = multiprocessing.get_context("fork") if forked else multiprocessing.get_context("spawn")
+        self._process = started.Process(target=_serve, args=(theirs, self._socket, os.getpid(), tracking_uri),
+                                        name=NAME)
         self._process.start()
         theirs.close()  # then the publisher's end is its only one: its death is an end of file here
         self._sent = 0
@@ -120,7 +125,7 @@ class ForkedPublisher:
         return False
 
 
-def _serve(jobs: socket.socket, commands_end: socket.socket, command: int) -> None:
+def _serve(jobs: socket.socket, commands_end: socket.socket, command: int, tracking_uri: str) -> None:
     """The publisher: import what publishing needs, then publish each model handed over, in order."""
     commands_end.close()  # forked, it has the command's end too
     gc.freeze()  # what it was forked with is never collected here: the collector would write to (and so copy)
@@ -134,6 +139,8 @@ def _serve(jobs: socket.socket, commands_end: socket.socket, command: int) -> No
 
     from review_sentiment.databases import sqlite_without_fsync_per_commit
     from review_sentiment.tracking.publication import import_ahead
+
+    mlflow.set_tracking_uri(tracking_uri)  # the command's, however it chose it
 
     try:
         import_ahead()
