@@ -3,11 +3,12 @@
 After the fit this is the slowest part of a release: ~0.5 s a model (drawing and saving the figures,
 skops writing the model and MLflow loading it back to check it), and ~2 s once a process (importing
 skops, which imports all of sklearn, and matplotlib; MLflow's scan of every installed package to check
-the pinned requirements). It needs nothing the next family's trials need, so the tuning command has its
-writer process publish (`trial_writer`) while those trials run: on the published pipeline's reviews
-(2 cores, fresh store) the run went from 12.2 s to 10.6-11.2 s (medians, paired with the commit
-before), 10.3 s against the published loop's 20.7 s in `benchmarks/bench_full_run.py`. Everywhere
-else, and whenever the writer could not, the process that fitted the model publishes it (`publish`).
+the pinned requirements). It needs nothing the next family's trials need, so the tuning command has a
+process of its own publish while those trials run (`publisher`; the writer process did before): on the
+published pipeline's reviews (2 cores, fresh store) the run went from 12.2 s to 10.6-11.2 s (medians,
+paired with the commit before), 10.3 s against the published loop's 20.7 s in `benchmarks/bench_full_run.py`.
+Everywhere else, and whenever the publisher could not, the process that fitted the model publishes it
+(`publish`).
 """
 from __future__ import annotations
 
@@ -71,8 +72,8 @@ class RunTakenBack(RuntimeError):
 
 
 def import_ahead() -> None:
-    """What the first `publish` of a process imports and scans (~2 s), done ahead by a process that will
-    publish and is idle now (the writer, once it has made the store, while the command prepares the reviews)."""
+    """What the first `publish` of a process imports and scans (~1 s beyond sklearn and MLflow), done ahead
+    by the publisher process (`publisher`) while it has nothing to publish yet."""
     with collector_paused():
         import matplotlib
 

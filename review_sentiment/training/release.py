@@ -226,7 +226,7 @@ def release_by(publisher: Publisher, name: str, family: str, params: dict[str, A
 
     @functools.cache  # the version is looked up, or published here, once
     def released() -> Released:
-        if (version := published()) is None:  # the publisher (a writer process) stopped, maybe once it registered it
+        if (version := published()) is None:  # the publisher process stopped, maybe once it registered it
             version = next(iter(registered_from(to_publish.run_id, name, fingerprint=value)), None)
             print(f"{family}: the model was not published beside the trials: "
                   f"{'registered before they stopped' if version else 'published here'}", flush=True)

@@ -82,8 +82,8 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
     # The killed command itself, run again, resumes its studies (in optuna.journal beside mlflow.db) and
     # finishes the same parent runs: only the trials it had not finished run now.
     resumed = run_script(["--trials", "40", "--folds", "3"])
-    # the first family's version: recorded before the kill (once the writer had published it), found as the
-    # writer registered it, or published now (after the other command's v1)
+    # the first family's version: recorded before the kill (once the publisher had published it), found as the
+    # publisher registered it, or published now (after the other command's v1)
     assert re.search(r"LogisticRegression: (study complete and registered as v1 before the restart|best CV F1 \S+, "
                      r"test F1 \S+ -> FlipkartSentimentModel v[12]\b)", resumed), resumed
     finished_before = int(resumed.split("NaiveBayes: 40 trials, 3-fold CV, resuming: ")[1].split()[0])
@@ -154,7 +154,7 @@ def test_a_retrain_killed_right_after_registering_gets_its_decision_and_its_flow
 
 
 def test_a_family_whose_version_was_recorded_is_not_redone_after_a_kill(store: Store) -> None:
-    """Killed (with its writer) once the first family's version is recorded in its study, the command run
+    """Killed (with its writer and publisher) once the first family's version is recorded in its study, the command run
     again goes straight to the families after it."""
     command = FAST + ["--models", "LogisticRegression", "NaiveBayes"]
     tuning = [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), *command]

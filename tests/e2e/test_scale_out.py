@@ -173,7 +173,7 @@ def test_a_killed_tuning_command_resumes_and_runs_only_the_trials_left(
 
     rerun = Tuning.start(tmp_path, env, *command)
     output = rerun.finish()
-    # the first family's version: recorded before the kill, found as the writer registered it, or published now
+    # the first family's version: recorded before the kill, found as the publisher registered it, or published now
     assert re.search(r"LogisticRegression: (study complete and registered as v1 before the restart|best CV F1 \S+, "
                      r"test F1 \S+ -> resumed v1\b)", output), output
     resumed = next(line for line in rerun.lines if line.startswith("NaiveBayes: 12 trials"))
