@@ -17,6 +17,10 @@ killed), the command looks for the version by the model's fingerprint and else p
 (`release.release_by`). Once the command is gone (kill -9) the publisher starts no publication and ends
 after the one under way. Ctrl-C reaches the terminal's whole process group: the publisher ignores it and
 publishes what it was handed, which the failed command waits for before taking back what it wrote.
+
+Each publication stages its files (MLflow's temporary folders) in a folder of its own, which the command
+names: the publisher removes it after each publication, and the command after the publisher ends, so a
+publisher killed mid-publication (kill -9, or a second Ctrl-C) leaves nothing in TMPDIR either.
 """
 from __future__ import annotations
 
@@ -26,13 +30,16 @@ import gc
 import multiprocessing
 import os
 import pickle
+import secrets
 import select
+import shutil
 import signal
 import socket
 import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from review_sentiment.processes import name_this_process
@@ -44,7 +51,8 @@ if TYPE_CHECKING:
 
 NAME = "publisher"  # its name in ps and top
 FORK_AT_MOST_REVIEWS = 100_000  # usable reviews the command holds: 100,000 cost a forked publisher 0.07 GiB
-_PUBLISH, _END, _FAILED = b"publish", b"end", b"-"
+_PUBLISH, _SYNC, _END = b"publish", b"sync", b"end"  # the command's messages
+_FAILED, _SYNCED = b"-", b"synced"  # the publisher's answers, besides a version's number
 _PARENT_CHECK_SECONDS = 1.0  # how often an idle publisher looks whether the command that started it still runs
 
 
@@ -53,11 +61,17 @@ class PublisherProcess:
 
     def __init__(self, tracking_uri: str, forked: bool) -> None:
         self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.staging = Path(tempfile.gettempdir()) / f"{NAME}-{os.getpid()}-{secrets.token_hex(4)}"
         started = multiprocessing.get_context("fork") if forked else multiprocessing.get_context("spawn")
-        self._process = started.Process(target=_serve, args=(theirs, self._socket, os.getpid(), tracking_uri),
-                                        name=NAME)
-        self._process.start()
-        theirs.close()  # then the publisher's end is its only one: its death is an end of file here
+        self._process = started.Process(target=_serve, name=NAME,
+                                        args=(theirs, self._socket, os.getpid(), tracking_uri, self.staging))
+        # Ctrl-C before it ignores it (its first ~10-90 ms) would print its traceback: blocked until then
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # one that came meanwhile is the command's now
+            theirs.close()  # then the publisher's end is its only one: its death is an end of file here
         self._sent = 0
         self._numbers: list[str | None] = []  # the answers so far, in the order the models were handed over
         self._gone = False  # it ended (killed): no answer comes any more
@@ -71,11 +85,11 @@ class PublisherProcess:
                 socket.send_fds(self._socket, [_PUBLISH], [file.fileno()])  # the publisher gets its own descriptor
         except Exception:  # noqa: BLE001  no room for it, say, or the publisher is gone: the command publishes it
             return lambda: None
-        index, self._sent = self._sent, self._sent + 1
+        index, self._sent = self._sent, self._sent + 1  # (one sent but not counted, interrupted, `drain` awaits)
 
         @functools.cache
         def version() -> ModelVersion | None:
-            while len(self._numbers) <= index and self._read():
+            while len(self._numbers) <= index and self._read() is not None:
                 pass
             if index >= len(self._numbers) or (number := self._numbers[index]) is None:
                 return None
@@ -92,15 +106,22 @@ class PublisherProcess:
         return len(self._numbers) < self._sent and not self._gone
 
     def drain(self) -> None:
-        """Returns once every model handed over is answered, or the publisher is gone. Interrupted (a second
-        Ctrl-C while a failed run waits for it), it stops the publisher first: a version registered after the
-        run has taken back what it wrote would outlive it."""
+        """Returns once every model sent is answered, or the publisher is gone: it answers in order, so once
+        it answers a message sent after them (whatever the command counted: an interrupt can come between
+        sending a model and counting it). Interrupted (a second Ctrl-C while a failed run waits for it), it
+        stops the publisher first: a version registered after the run has taken back what it wrote would
+        outlive it."""
         try:
-            while len(self._numbers) < self._sent and self._read():
+            if not self._gone:
+                self._socket.send(_SYNC)
+            while self._read() not in (_SYNCED, None):
                 pass
+        except OSError:  # gone before it could be asked
+            self._gone = True
         except BaseException:
-            self._process.kill()
+            self._process.kill()  # at once: stopped any gentler, it could finish a publication meanwhile
             self._process.join()
+            shutil.rmtree(self.staging, ignore_errors=True)  # what it was staging
             self._gone = True
             raise
 
@@ -109,28 +130,32 @@ class PublisherProcess:
         with contextlib.suppress(OSError):  # gone
             self._socket.send(_END)
         self._process.join()
+        shutil.rmtree(self.staging, ignore_errors=True)  # left by a publisher killed mid-publication
         self._socket.close()
 
-    def _read(self) -> bool:
-        """Read the next answer; False once the publisher is gone."""
+    def _read(self) -> bytes | None:
+        """Read the next answer (a publication's is kept); None once the publisher is gone."""
         if not self._gone:
             try:
                 answer = self._socket.recv(64)
             except ConnectionResetError:  # killed with a message of ours unread
                 answer = b""
             if answer:
-                self._numbers.append(None if answer == _FAILED else answer.decode())
-                return True
+                if answer != _SYNCED:
+                    self._numbers.append(None if answer == _FAILED else answer.decode())
+                return answer
             self._gone = True
-        return False
+        return None
 
 
-def _serve(jobs: socket.socket, commands_end: socket.socket, command: int, tracking_uri: str) -> None:
+def _serve(jobs: socket.socket, commands_end: socket.socket, command: int, tracking_uri: str,
+           staging: Path) -> None:
     """The publisher: import what publishing needs, then publish each model handed over, in order."""
-    commands_end.close()  # forked, it has the command's end too
-    gc.freeze()  # what it was forked with is never collected here: the collector would write to (and so copy)
-    # every page of the command's objects it walks, the reviews among them
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since its start: one pending is dropped
+    commands_end.close()  # forked, it has the command's end too
+    gc.freeze()  # forked, what it was forked with is never collected here: the collector would write to (and
+    # so copy) every page of the command's objects it walks, the reviews among them
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal: it ends once the command has
     # stopped with the command's whole process group: a publication under way cleans up its temporary files
     signal.signal(signal.SIGTERM, lambda number, _: sys.exit(128 + number))
@@ -153,22 +178,29 @@ def _serve(jobs: socket.socket, commands_end: socket.socket, command: int, track
             if not select.select([jobs], [], [], _PARENT_CHECK_SECONDS)[0]:
                 continue
             message, descriptors, _, _ = socket.recv_fds(jobs, 64, 1)
-            if message != _PUBLISH or os.getppid() != command:  # told to end, or the command is gone
+            if message not in (_PUBLISH, _SYNC) or os.getppid() != command:  # told to end, or the command is gone
                 return
-            answer = _published(descriptors[0])
+            if message == _SYNC:
+                answer = _SYNCED
+            else:
+                answer = _FAILED if (number := _published(descriptors[0], staging)) is None else number.encode()
             try:
-                jobs.send(_FAILED if answer is None else answer.encode())
+                jobs.send(answer)
             except OSError:  # the command is gone: nobody reads
                 return
 
 
-def _published(descriptor: int) -> str | None:
-    """The published version's number; None where publishing failed (the command then publishes it)."""
+def _published(descriptor: int, staging: Path) -> str | None:
+    """The published version's number; None where publishing failed (the command then publishes it).
+    Its temporary files are made in `staging`, removed once it is done."""
     import mlflow
 
     from review_sentiment.tracking.publication import publish
 
+    others = tempfile.tempdir
     try:
+        staging.mkdir(exist_ok=True)
+        tempfile.tempdir = str(staging)
         with os.fdopen(descriptor, "rb") as file:
             file.seek(0)  # the command's writing left the shared offset at the end
             publication: Publication = pickle.load(file)  # noqa: S301  written by the command that forked this process
@@ -178,3 +210,6 @@ def _published(descriptor: int) -> str | None:
     except Exception:  # noqa: BLE001  the command publishes it itself, failing there if the store still fails
         traceback.print_exc()
         return None
+    finally:
+        tempfile.tempdir = others
+        shutil.rmtree(staging, ignore_errors=True)

@@ -23,7 +23,7 @@ def register(model_info: ModelInfo, name: str, tags: Mapping[str, object]) -> Mo
     """The version of `name` holding this logged model: created with its tags the first time, and the
     same one again when a retried step registers it again (one logged model, one version), or when the
     run has a version of the same fingerprint (a rerun of a killed command publishing the model its dead
-    writer was still publishing). Every version records the digest of the cleaning it was trained with,
+    publisher was still publishing). Every version records the digest of the cleaning it was trained with,
     which loading holds it to."""
     fingerprint = str(tags.get("fingerprint") or "")
     for version in registered_from(model_info.run_id, name):

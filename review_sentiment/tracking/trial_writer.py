@@ -21,8 +21,9 @@ A write that fails ends the writer (its traceback on stderr): the trials it did 
 the command fills itself once every family's trials are done (`log_missing_trial_runs`), failing there if
 the store does. Either writer, a failed write costs gaps, never the trials.
 
-The command's models are published beside the next family's trials by another process, forked from the
-command once it names its store (`publisher`); the writer's handle is the command's way to it.
+The command's models are published beside the next family's trials by another process, started once the
+command names its store (`publisher`: forked from it, or afresh for a large file); the writer's handle is
+the command's way to it.
 """
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ class TrialWriter(Protocol):
 @contextlib.contextmanager
 def trial_writer(publishes: bool = False) -> Iterator[TrialWriter]:
     """A writer process (`writer_process`), or a thread where MLflow is imported already (`writer_thread`).
-    `publishes`: the command will have models published (by a process it forks once it names its store)."""
+    `publishes`: the command will have models published (by a process started once it names its store)."""
     with writer_thread() if "mlflow" in sys.modules else writer_process(publishes) as writer:
         yield writer
 
@@ -128,7 +129,7 @@ class _ProcessWriter:
         self._unread: list[bytes] = []  # answers due that nothing has waited for yet
         self._owner = os.getpid()  # the command; a forked worker only writes
         self._publishes = publishes
-        self._publisher: PublisherProcess | None = None  # forked once the store is named
+        self._publisher: PublisherProcess | None = None  # started once the store is named
 
     def open_store(self, tracking_uri: str, reviews: int = 0) -> None:
         """The writer's store from now on. Where it is an SQLite file not made yet, returns once the writer
@@ -149,7 +150,11 @@ class _ProcessWriter:
         if self._publishes:
             from review_sentiment.tracking.publisher import FORK_AT_MOST_REVIEWS, PublisherProcess
 
-            self._publisher = PublisherProcess(tracking_uri, forked=reviews <= FORK_AT_MOST_REVIEWS)
+            try:
+                self._publisher = PublisherProcess(tracking_uri, forked=reviews <= FORK_AT_MOST_REVIEWS)
+            except OSError as err:  # no memory for another process, say: the command publishes its models
+                print(f"could not start the publisher process ({err}): the models are published in turn",
+                      file=sys.stderr, flush=True)
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
         """Queue the trial's child run. Blocks only while the writer is far behind (its socket is full)."""
@@ -169,8 +174,8 @@ class _ProcessWriter:
             self._publisher.drain()
 
     def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
-        assert os.getpid() == self._owner and self._publisher is not None, "the command publishes, its store named"
-        return self._publisher.publish(publication)
+        assert os.getpid() == self._owner and self._opened, "the command publishes, its store named"
+        return (lambda: None) if self._publisher is None else self._publisher.publish(publication)
 
     def _send(self, message: object) -> bool:
         """Whether the message was sent."""

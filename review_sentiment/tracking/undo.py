@@ -46,7 +46,7 @@ def undone_on_failure() -> Iterator[Writes]:
 
 
 def undo(writes: Writes) -> None:
-    """Delete the versions recorded, and any registered from the runs recorded (a writer process may have
+    """Delete the versions recorded, and any registered from the runs recorded (the publisher process may have
     registered one the run had not recorded yet), then the runs."""
     client = mlflow.MlflowClient()
     versions = {(v.name, str(v.version)): v for v in writes.versions}

@@ -273,8 +273,8 @@ def tune_and_register(
     writes: Writes, writer: TrialWriter, after_trial: Callable[[], None] = lambda: None,
 ) -> Callable[[], FamilyResult]:
     """Run trials until the family's study is complete (the other workers' ones included), then, in its
-    parent run: refit, evaluate, log; `writer` publishes the model (figures, model, version) while the
-    command goes on (`after_trial` runs after each of this process's trials). Gives what returns the
+    parent run: refit, evaluate, log; the publisher behind `writer` publishes the model (figures, model,
+    version) while the command goes on (`after_trial` runs after each of this process's trials). Gives what returns the
     family's result once the version exists, and records it (`writes`, the study). The version is tagged
     with the digest of all the reviews, so a retrain on the same data finds it. A family registered
     before a restart is not redone."""
@@ -431,7 +431,7 @@ def _fill_gaps(family_studies: list[FamilyStudy]) -> None:
 @contextlib.contextmanager
 def _written_if_failed(writer: TrialWriter) -> Iterator[None]:
     """A failed run takes back all it wrote: the child runs sent before it failed included, and the models
-    handed to the writer (it writes in order: once flushed, each is published or failed; undo then finds
+    handed to the publisher (it publishes in order: once flushed, each is published or failed; undo then finds
     their versions by their runs)."""
     try:
         yield

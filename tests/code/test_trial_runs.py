@@ -10,9 +10,11 @@ import functools
 import multiprocessing
 import os
 import pickle
+import resource
 import signal
 import socket
 import sqlite3
+import tempfile
 import threading
 from contextlib import closing
 from pathlib import Path
@@ -34,7 +36,7 @@ from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.processes import ended
 from review_sentiment.tracking.model_logging import compact_for_saving
 from review_sentiment.tracking.publication import Publication
-from review_sentiment.tracking.publisher import FORK_AT_MOST_REVIEWS
+from review_sentiment.tracking.publisher import FORK_AT_MOST_REVIEWS  # imported: starting one opens no file
 from review_sentiment.tracking.trial_runs import (
     METRIC,
     _inserted,
@@ -271,6 +273,8 @@ def test_a_model_handed_over_is_published_by_the_publisher_while_the_writer_writ
         assert writer._publisher is not None
         publisher = psutil.Process(writer._publisher._process.pid)
         wait_for(lambda: publisher.name() == "publisher", 30, "the publisher to name itself")
+        # started afresh, it runs multiprocessing's spawn entry point; forked, the command's command line
+        assert ("multiprocessing" in " ".join(publisher.cmdline())) == (reviews > FORK_AT_MOST_REVIEWS)
         client = mlflow.MlflowClient(uri)
         experiment_id = client.create_experiment("tuning")
         parent = client.create_run(experiment_id).info.run_id
@@ -306,19 +310,27 @@ def publish_three_and_die(uri: str, publisher_pid: multiprocessing.SimpleQueue) 
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def interrupted_while_it_waits(uri: str, publisher_ended: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
+def interrupted_while_it_waits(uri: str, temporary: Path,
+                               publisher_ended: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
     """A failed command waits for its publisher to publish the three models it handed over (as `flush` does
-    before the run takes back what it wrote), and a second Ctrl-C comes meanwhile: whether the publisher had
-    ended by the time the command got its KeyboardInterrupt."""
+    before the run takes back what it wrote), and a second Ctrl-C comes meanwhile, once the first
+    publication stages its files: whether the publisher had ended by the time the command got its
+    KeyboardInterrupt. The command and its processes make their temporary files in `temporary`."""
+    os.environ["TMPDIR"], tempfile.tempdir = str(temporary), str(temporary)
     with writer_process(publishes=True) as writer:
         writer.open_store(uri)
         assert writer._publisher is not None
-        publisher = psutil.Process(writer._publisher._process.pid)
+        publisher, staging = psutil.Process(writer._publisher._process.pid), writer._publisher.staging
         client = mlflow.MlflowClient(uri)
         experiment_id = client.create_experiment("tuning")
         for family in ("LogisticRegression", "NaiveBayes", "LinearSVM"):
             writer.publish(publication(client.create_run(experiment_id).info.run_id, family, family))
-        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # it imports for ~0.7 s first
+
+        def interrupt_once_staging() -> None:
+            wait_for(staging.exists, 60, "the first publication to stage its files", 0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt_once_staging).start()
         try:
             writer.flush()
         except KeyboardInterrupt:
@@ -327,17 +339,61 @@ def interrupted_while_it_waits(uri: str, publisher_ended: multiprocessing.Simple
 
 @pytest.mark.e2e  # a writer process importing MLflow, and a publisher importing skops and matplotlib
 def test_a_second_ctrl_c_while_a_failed_command_waits_for_its_publisher_stops_the_publisher_first(
-        untouched_store: Store) -> None:
+        untouched_store: Store, tmp_path: Path) -> None:
     """Otherwise the publisher would go on registering versions after the run has taken back its runs:
-    versions of deleted runs, left behind (a helper's probe: 2 of 10 double Ctrl-Cs)."""
+    versions of deleted runs, left behind (a helper's probe: 2 of 10 double Ctrl-Cs). Stopped
+    mid-publication, it leaves none of its temporary files (SIGKILL left the model's files in TMPDIR)."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     publisher_ended: multiprocessing.SimpleQueue[bool] = multiprocessing.get_context("fork").SimpleQueue()
     command = multiprocessing.get_context("fork").Process(target=interrupted_while_it_waits,
-                                                          args=(untouched_store.uri, publisher_ended))
+                                                          args=(untouched_store.uri, temporary, publisher_ended))
     command.start()
     command.join(120)
     assert command.exitcode == 0 and not publisher_ended.empty()
     assert publisher_ended.get()
     assert len(mlflow.MlflowClient(untouched_store.uri).search_model_versions("")) <= 1  # not all three
+    assert list(temporary.iterdir()) == []
+
+
+def without_a_publisher(uri: str, seen: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
+    """A command whose publisher cannot be started (no file descriptor left as it names its existing store):
+    whether it has none, whether a model handed over comes back unpublished (the command then publishes
+    it itself), and whether the trials' child runs are still written."""
+    with writer_process(publishes=True) as writer:
+        lowest = os.dup(0)  # the lowest free descriptor: with the limit there, none is left
+        os.close(lowest)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            writer.open_store(uri)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        seen.put(writer._publisher is None)
+        client = mlflow.MlflowClient(uri)
+        experiment_id = client.create_experiment("tuning")
+        parent = client.create_run(experiment_id).info.run_id
+        seen.put(writer.publish(publication(parent, "m", "LogisticRegression"))() is None)
+        write_all(writer, experiment_id, parent, finished_trials(2))
+        writer.flush()
+        seen.put(children(client, experiment_id, parent) == {"0": "FINISHED", "1": "FINISHED"})
+
+
+@pytest.mark.e2e  # a writer process importing MLflow
+def test_a_publisher_that_cannot_be_started_is_one_line_and_the_command_publishes(
+        store: Store, capfd: pytest.CaptureFixture[str]) -> None:
+    """Starting it fails where the machine has no room for another process or descriptor: the run goes
+    on, its models published by the command (`release_by`), not a traceback."""
+    assert store.path.joinpath("mlflow.db").exists()  # opening a new one would import (and so open files)
+    seen: multiprocessing.SimpleQueue[bool] = multiprocessing.get_context("fork").SimpleQueue()
+    command = multiprocessing.get_context("fork").Process(target=without_a_publisher, args=(store.uri, seen))
+    command.start()
+    command.join(120)
+    assert command.exitcode == 0
+    assert [seen.get() for _ in range(3)] == [True, True, True]
+    err = capfd.readouterr().err
+    assert "could not start the publisher process ([Errno 24] Too many open files)" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.e2e  # a writer process importing MLflow, and a publisher importing skops and matplotlib
