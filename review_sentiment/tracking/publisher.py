@@ -39,6 +39,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,19 +63,31 @@ class PublisherProcess:
     def __init__(self, tracking_uri: str, forked: bool) -> None:
         self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.staging = Path(tempfile.gettempdir()) / f"{NAME}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._sent = 0
+        self._numbers: list[str | None] = []  # the answers so far, in the order the models were handed over
+        self._gone = False  # it ended (killed): no answer comes any more
+        self._unsure = False  # a model was being sent when an interrupt came: whether it went is unknown
         started = multiprocessing.get_context("fork") if forked else multiprocessing.get_context("spawn")
+        if not forked:  # spawning starts multiprocessing's resource tracker first, unblocking SIGINT as it does
+            resource_tracker.ensure_running()
         self._process = started.Process(target=_serve, name=NAME,
                                         args=(theirs, self._socket, os.getpid(), tracking_uri, self.staging))
         # Ctrl-C before it ignores it (its first ~10-90 ms) would print its traceback: blocked until then
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             self._process.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # one that came meanwhile is the command's now
-            theirs.close()  # then the publisher's end is its only one: its death is an end of file here
-        self._sent = 0
-        self._numbers: list[str | None] = []  # the answers so far, in the order the models were handed over
-        self._gone = False  # it ended (killed): no answer comes any more
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            theirs.close()
+            self._socket.close()
+            raise
+        theirs.close()  # then the publisher's end is its only one: its death is an end of file here
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a Ctrl-C that came meanwhile is raised here
+        except BaseException:  # and the command would not know of the publisher it started: stopped
+            self.stop()
+            self._socket.close()
+            raise
 
     def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
         """Hand the model over: gives what returns its version once published, or None where it was not."""
@@ -82,10 +95,12 @@ class PublisherProcess:
             with tempfile.TemporaryFile() as file:  # nameless: nothing is left behind, whoever is killed
                 pickle.dump(publication, file, protocol=pickle.HIGHEST_PROTOCOL)
                 file.flush()
+                self._unsure = True  # until it is counted: interrupted meanwhile, `drain` asks
                 socket.send_fds(self._socket, [_PUBLISH], [file.fileno()])  # the publisher gets its own descriptor
         except Exception:  # noqa: BLE001  no room for it, say, or the publisher is gone: the command publishes it
+            self._unsure = False
             return lambda: None
-        index, self._sent = self._sent, self._sent + 1  # (one sent but not counted, interrupted, `drain` awaits)
+        index, self._sent, self._unsure = self._sent, self._sent + 1, False
 
         @functools.cache
         def version() -> ModelVersion | None:
@@ -106,24 +121,24 @@ class PublisherProcess:
         return len(self._numbers) < self._sent and not self._gone
 
     def drain(self) -> None:
-        """Returns once every model sent is answered, or the publisher is gone: it answers in order, so once
-        it answers a message sent after them (whatever the command counted: an interrupt can come between
-        sending a model and counting it). Interrupted (a second Ctrl-C while a failed run waits for it), it
-        stops the publisher first: a version registered after the run has taken back what it wrote would
-        outlive it."""
-        try:
-            if not self._gone:
-                self._socket.send(_SYNC)
-            while self._read() not in (_SYNCED, None):
-                pass
-        except OSError:  # gone before it could be asked
-            self._gone = True
-        except BaseException:
-            self._process.kill()  # at once: stopped any gentler, it could finish a publication meanwhile
-            self._process.join()
-            shutil.rmtree(self.staging, ignore_errors=True)  # what it was staging
-            self._gone = True
-            raise
+        """Returns once every model sent is answered, or the publisher is gone. Where a model was being sent
+        as an interrupt came, it asks: the publisher answers in order, so once it answers that question,
+        every model it got is answered."""
+        if self._gone or not (self._unsure or len(self._numbers) < self._sent):
+            return  # nothing to wait for (its start-up imports included)
+        with contextlib.suppress(OSError):  # gone: the answers it gave before that are still read
+            self._socket.send(_SYNC)
+        while self._read() not in (_SYNCED, None):
+            pass
+
+    def stop(self) -> None:
+        """Kill it at once, and remove what it was staging: a failed run interrupted again while it waits
+        (a second Ctrl-C) takes back what it wrote next, and a version registered after that would outlive
+        it. (Stopped any gentler, it could finish a publication meanwhile.)"""
+        self._process.kill()
+        self._process.join()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self._gone = True
 
     def close(self) -> None:
         """Publish what was handed over, then end."""
@@ -152,7 +167,7 @@ def _serve(jobs: socket.socket, commands_end: socket.socket, command: int, track
            staging: Path) -> None:
     """The publisher: import what publishing needs, then publish each model handed over, in order."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since its start: one pending is dropped
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since it was started: one pending is dropped
     commands_end.close()  # forked, it has the command's end too
     gc.freeze()  # forked, what it was forked with is never collected here: the collector would write to (and
     # so copy) every page of the command's objects it walks, the reviews among them

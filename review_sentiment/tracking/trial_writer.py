@@ -167,11 +167,16 @@ class _ProcessWriter:
         """Returns once everything sent before (by this process and its workers) is written, or the writer ended,
         and every model handed over is published, or the publisher ended."""
         assert os.getpid() == self._owner, "only the command reads the writer's answers"
-        self._send(_Flush())
-        self._unread.append(FLUSHED)
-        self._await()
-        if self._publisher is not None:
-            self._publisher.drain()
+        try:
+            self._send(_Flush())
+            self._unread.append(FLUSHED)
+            self._await()
+            if self._publisher is not None:
+                self._publisher.drain()
+        except BaseException:  # a second Ctrl-C, say: the run takes back what it wrote next, so the publisher
+            if self._publisher is not None:  # must not register anything after that
+                self._publisher.stop()
+            raise
 
     def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:
         assert os.getpid() == self._owner and self._opened, "the command publishes, its store named"

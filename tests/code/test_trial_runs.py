@@ -11,9 +11,12 @@ import multiprocessing
 import os
 import pickle
 import resource
+import select
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 from contextlib import closing
@@ -31,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from sklearn.pipeline import Pipeline
 from sqlalchemy import MetaData
 
+from review_sentiment.constants import PROJECT_DIR
 from review_sentiment.data.reviews import Split
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.processes import ended
@@ -310,12 +314,13 @@ def publish_three_and_die(uri: str, publisher_pid: multiprocessing.SimpleQueue) 
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def interrupted_while_it_waits(uri: str, temporary: Path,
+def interrupted_while_it_waits(uri: str, temporary: Path, writer_behind: bool,
                                publisher_ended: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
     """A failed command waits for its publisher to publish the three models it handed over (as `flush` does
     before the run takes back what it wrote), and a second Ctrl-C comes meanwhile, once the first
     publication stages its files: whether the publisher had ended by the time the command got its
-    KeyboardInterrupt. The command and its processes make their temporary files in `temporary`."""
+    KeyboardInterrupt. `writer_behind`: the flush is still waiting for the writer then (stopped, SIGSTOP).
+    The command and its processes make their temporary files in `temporary`."""
     os.environ["TMPDIR"], tempfile.tempdir = str(temporary), str(temporary)
     with writer_process(publishes=True) as writer:
         writer.open_store(uri)
@@ -331,29 +336,118 @@ def interrupted_while_it_waits(uri: str, temporary: Path,
             os.kill(os.getpid(), signal.SIGINT)
 
         threading.Thread(target=interrupt_once_staging).start()
+        if writer_behind:
+            os.kill(writer._process.pid, signal.SIGSTOP)
         try:
             writer.flush()
         except KeyboardInterrupt:
             publisher_ended.put(ended(publisher))
+        finally:
+            os.kill(writer._process.pid, signal.SIGCONT)
 
 
 @pytest.mark.e2e  # a writer process importing MLflow, and a publisher importing skops and matplotlib
+@pytest.mark.parametrize("writer_behind", [False, True], ids=["waiting for the publisher", "for the writer"])
 def test_a_second_ctrl_c_while_a_failed_command_waits_for_its_publisher_stops_the_publisher_first(
-        untouched_store: Store, tmp_path: Path) -> None:
+        untouched_store: Store, tmp_path: Path, writer_behind: bool) -> None:
     """Otherwise the publisher would go on registering versions after the run has taken back its runs:
-    versions of deleted runs, left behind (a helper's probe: 2 of 10 double Ctrl-Cs). Stopped
-    mid-publication, it leaves none of its temporary files (SIGKILL left the model's files in TMPDIR)."""
+    versions of deleted runs, left behind (a helper's probe: 2 of 10 double Ctrl-Cs). So too where the
+    flush is still waiting for the writer. Stopped mid-publication, the publisher leaves none of its
+    temporary files (SIGKILL left the model's files in TMPDIR)."""
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     publisher_ended: multiprocessing.SimpleQueue[bool] = multiprocessing.get_context("fork").SimpleQueue()
-    command = multiprocessing.get_context("fork").Process(target=interrupted_while_it_waits,
-                                                          args=(untouched_store.uri, temporary, publisher_ended))
+    command = multiprocessing.get_context("fork").Process(
+        target=interrupted_while_it_waits, args=(untouched_store.uri, temporary, writer_behind, publisher_ended))
     command.start()
     command.join(120)
     assert command.exitcode == 0 and not publisher_ended.empty()
     assert publisher_ended.get()
     assert len(mlflow.MlflowClient(untouched_store.uri).search_model_versions("")) <= 1  # not all three
     assert list(temporary.iterdir()) == []
+
+
+def flushed_with_nothing_handed_over(uri: str, seen: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
+    """A command that flushes before handing its publisher anything, the publisher stopped (SIGSTOP)."""
+    with writer_process(publishes=True) as writer:
+        writer.open_store(uri)
+        assert writer._publisher is not None
+        os.kill(writer._publisher._process.pid, signal.SIGSTOP)
+        try:
+            writer.flush()
+            seen.put(True)
+        finally:
+            os.kill(writer._publisher._process.pid, signal.SIGCONT)
+
+
+@pytest.mark.e2e  # a writer process importing MLflow
+def test_a_flush_with_no_model_handed_over_does_not_wait_for_the_publisher(store: Store) -> None:
+    """Nothing to wait for: not its start-up imports (seconds), as a run that fails early (an early Ctrl-C,
+    every trial of the first family failed) flushes before it takes back what it wrote."""
+    seen: multiprocessing.SimpleQueue[bool] = multiprocessing.get_context("fork").SimpleQueue()
+    command = multiprocessing.get_context("fork").Process(target=flushed_with_nothing_handed_over,
+                                                          args=(store.uri, seen))
+    command.start()
+    command.join(60)
+    if command.exitcode is None:  # waiting for the stopped publisher
+        command.kill()
+        command.join()
+    assert command.exitcode == 0 and seen.get()
+
+
+def answered_then_killed(uri: str, seen: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
+    """A command whose publisher answers a model, then is killed before the command has read the answer:
+    whether the flush still reads it (the version is known, not looked for again)."""
+    with writer_process(publishes=True) as writer:
+        writer.open_store(uri)
+        assert writer._publisher is not None
+        client = mlflow.MlflowClient(uri)
+        version = writer.publish(publication(client.create_run(client.create_experiment("tuning")).info.run_id,
+                                             "m", "LogisticRegression"))
+        answers = writer._publisher._socket
+        wait_for(lambda: select.select([answers], [], [], 0)[0], 60, "the publisher to answer")
+        os.kill(writer._publisher._process.pid, signal.SIGKILL)
+        wait_for(lambda: ended(psutil.Process(writer._publisher._process.pid)), 10, "the publisher to end")
+        writer.flush()
+        published = version()
+        seen.put(published is not None and str(published.version) == "1")
+
+
+@pytest.mark.e2e  # a writer process importing MLflow, and a publisher importing skops and matplotlib
+def test_an_answer_given_before_the_publisher_died_is_read(store: Store) -> None:
+    """Its answers still wait in the socket: the flush reads them, though it can no longer ask it anything."""
+    seen: multiprocessing.SimpleQueue[bool] = multiprocessing.get_context("fork").SimpleQueue()
+    command = multiprocessing.get_context("fork").Process(target=answered_then_killed, args=(store.uri, seen))
+    command.start()
+    command.join(120)
+    assert command.exitcode == 0 and seen.get()
+
+
+@pytest.mark.e2e  # a publisher importing what publishing needs
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "afresh"])
+def test_a_ctrl_c_as_the_publisher_starts_is_the_commands_alone(store: Store, forked: bool) -> None:
+    """Ctrl-C reaches the terminal's whole process group: one that comes while the publisher starts (a
+    fresh process needs ~50 ms before it can ignore it) neither ends it nor prints its traceback. In a
+    fresh interpreter, as the command: spawning starts multiprocessing's resource tracker first."""
+    script = f"""
+import os, signal, sys
+import psutil
+from review_sentiment.tracking.publisher import PublisherProcess
+from tests.helpers import wait_for
+from review_sentiment.processes import ended
+
+if __name__ == "__main__":
+    publisher = PublisherProcess({store.uri!r}, forked={forked})
+    os.kill(publisher._process.pid, signal.SIGINT)
+    process = psutil.Process(publisher._process.pid)
+    wait_for(lambda: ended(process) or process.name() == "publisher", 60, "the publisher to start")
+    print("running" if not ended(process) else "ended", flush=True)
+    publisher.close()
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=str(PROJECT_DIR)))
+    assert (done.returncode, done.stdout.strip()) == (0, "running"), done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def without_a_publisher(uri: str, seen: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
