@@ -184,10 +184,13 @@ def test_a_tuning_run_killed_right_after_registering_gets_its_decision_from_the_
 def test_a_publisher_killed_with_a_model_to_publish_costs_the_run_nothing(store: Store, marker: str) -> None:
     """SIGKILL the command's publisher process the moment it is handed the first model, or right after it has
     registered it: the command publishes what the publisher did not and finds what it registered (no version
-    twice); the child runs are all written."""
+    twice); the child runs are all written. What the publisher was staging is removed (by the command)."""
+    temporary = store.path / "tmp"  # where the command's processes make their temporary files
+    temporary.mkdir()
     command = [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), *FAST,
                "--models", "LogisticRegression", "NaiveBayes"]
-    tuning = subprocess.Popen(command, cwd=store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri),
+    tuning = subprocess.Popen(command, cwd=store.path,
+                              env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri, TMPDIR=str(temporary)),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert tuning.stdout is not None
     printed = []
@@ -200,6 +203,7 @@ def test_a_publisher_killed_with_a_model_to_publish_costs_the_run_nothing(store:
             break
     printed.append(tuning.stdout.read())
     assert tuning.wait(120) == 0 and marker in "".join(printed), "".join(printed)
+    assert list(temporary.iterdir()) == []
 
     versions = mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"] and undecided() == [], "".join(printed)
