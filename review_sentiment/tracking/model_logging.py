@@ -65,7 +65,9 @@ def training_reviews(run_id: str) -> np.ndarray | None:
     """The review hashes a run's model trained on; None for runs logged before they were recorded."""
     if not any(f.path == TRAINING_REVIEWS_ARTIFACT for f in mlflow.MlflowClient().list_artifacts(run_id)):
         return None
-    return np.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TRAINING_REVIEWS_ARTIFACT))
+    with tempfile.TemporaryDirectory() as folder:  # MLflow's own would be left in TMPDIR
+        return np.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TRAINING_REVIEWS_ARTIFACT,
+                                                           dst_path=folder))
 
 
 def log_dataset(dataset: PandasDataset, context: str) -> None:

@@ -2,6 +2,9 @@
 trusted feedback where it can judge), by compare-and-set; every decision is recorded on the version."""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -78,6 +81,19 @@ def test_the_comparison_leaves_out_reviews_the_champion_trained_on(store: Store)
     assert (f"{candidate_unseen:.4f} vs {champion_unseen:.4f} on {int(unseen.sum())} protected set reviews"
             in promotion.reason)
     assert decision(candidate).protected.reviews == int(unseen.sum())
+
+
+def test_a_comparison_leaves_nothing_in_tmpdir(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both sides' training records are downloaded to compare them: into folders removed afterwards (MLflow's
+    own, by default, stayed in TMPDIR after every successful run that compared with a champion)."""
+    split = the_split()
+    promote_if_better(MODEL_NAME, registered(split.X_train, split.y_train, WEAK), protected(split))
+    candidate = registered(split.X_train, split.y_train, STRONG)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    promote_if_better(MODEL_NAME, candidate, protected(split))
+    assert list(temporary.iterdir()) == []
 
 
 def test_a_champion_that_trained_on_the_whole_test_split_is_not_replaced_blindly(store: Store) -> None:
