@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
+from review_sentiment.processes import interrupts_held
 from review_sentiment.tracking.registry import registered_from
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ def undone_on_failure() -> Iterator[Writes]:
         yield writes
     except BaseException:
         try:
-            undo(writes)
+            with interrupts_held("taking back what the failed run wrote"):
+                undo(writes)
         except Exception as err:  # noqa: BLE001 — the failure that brought us here is the one to report
             log.error("Could not take back what the failed run wrote (%s): %s", writes, err)
         raise

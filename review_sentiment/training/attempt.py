@@ -19,6 +19,7 @@ from types import TracebackType
 import mlflow
 import optuna
 
+from review_sentiment.processes import interrupts_held
 from review_sentiment.tracking.orphans import adopt, close_orphaned_runs, closed_orphans_line, live_writer
 from review_sentiment.tracking.promotion import decide_pending
 from review_sentiment.tracking.undo import Writes, undone_on_failure
@@ -45,12 +46,13 @@ class Attempt:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> bool | None:
-        if error is not None:
-            for taken in self.taken:  # the runs they point to are being taken back
-                optuna.delete_study(study_name=taken.study.study_name, storage=self.storage)
-        else:
+        if error is None:
             finish_attempt(self.taken)
-        return self._exits.__exit__(kind, error, traceback)
+            return self._exits.__exit__(kind, error, traceback)
+        with interrupts_held("taking back what the failed run wrote"):
+            for taken in self.taken:  # the runs they point to are taken back next
+                optuna.delete_study(study_name=taken.study.study_name, storage=self.storage)
+            return self._exits.__exit__(kind, error, traceback)
 
     @contextmanager
     def studies(self, key: str, models: list[str], trials: int, seed: int, experiment: str,
