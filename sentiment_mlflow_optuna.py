@@ -73,24 +73,27 @@ def main(argv: list[str] | None = None) -> int:
     # process writing the trials' child runs, starts first: its imports and the store it makes overlap ours.
     from review_sentiment.processes import collector_paused
     from review_sentiment.tracking.trial_writer import trial_writer
-    with trial_writer(publishes=not args.join) as writer:
-        with collector_paused():  # the load and the imports make few cycles to collect: ~0.5 s sooner
-            from review_sentiment.data.reviews import ReviewDataError, load_reviews
+    try:
+        with trial_writer(publishes=not args.join) as writer:
+            with collector_paused():  # the load and the imports make few cycles to collect: ~0.5 s sooner
+                from review_sentiment.data.reviews import ReviewDataError, load_reviews
+                try:
+                    reviews = load_reviews(args.data, args.text_col, args.rating_col)
+                except ReviewDataError as err:
+                    return cli.user_error(err)
+                # SciPy's special functions before MLflow and sklearn: skops, imported by the publisher this command
+                # forks, names each of them by scanning the modules loaded before it, in import order
+                importlib.import_module("scipy.special")
+                from review_sentiment.tracking.alias_lock import NoAliasLock
+                from review_sentiment.training.attempt import RunConflict
+                from review_sentiment.training.journal import JournalLost
+                from review_sentiment.training.tuning_run import TuningSettings, run_tuning
             try:
-                reviews = load_reviews(args.data, args.text_col, args.rating_col)
-            except ReviewDataError as err:
+                run_tuning(TuningSettings(**vars(args)), reviews, writer)
+            except (ReviewDataError, RunConflict, NoAliasLock, JournalLost) as err:
                 return cli.user_error(err)
-            # SciPy's special functions before MLflow and sklearn: skops, imported by the publisher this command
-            # forks, names each of them by scanning the modules loaded before it, in import order
-            importlib.import_module("scipy.special")
-            from review_sentiment.tracking.alias_lock import NoAliasLock
-            from review_sentiment.training.attempt import RunConflict
-            from review_sentiment.training.journal import JournalLost
-            from review_sentiment.training.tuning_run import TuningSettings, run_tuning
-        try:
-            run_tuning(TuningSettings(**vars(args)), reviews, writer)
-        except (ReviewDataError, RunConflict, NoAliasLock, JournalLost) as err:
-            return cli.user_error(err)
+    except KeyboardInterrupt:  # what it wrote is taken back by then, its processes ended: a line, not a traceback
+        return cli.interrupted()
     return 0
 
 

@@ -13,6 +13,7 @@ from review_sentiment.orchestration.local_prefect import quiet_prefect_env
 
 USER_ERROR = 2  # the exit status of every user mistake, as argparse uses for bad flags
 UNFLUSHED = 120  # the exit status when output could not be written at the end, as Python's own exit gives
+INTERRUPTED = 130  # the exit status after Ctrl-C, as a shell reports a process SIGINT ended (128 + 2)
 
 
 def configure() -> None:
@@ -39,6 +40,12 @@ def end_now(code: int) -> NoReturn:
 def user_error(err: Exception) -> int:
     print(f"error: {err}", file=sys.stderr)
     return USER_ERROR
+
+
+def interrupted() -> int:
+    """Ctrl-C, once the command has cleaned up after it: the status a shell gives a process it ended."""
+    print("interrupted (Ctrl-C)", file=sys.stderr)
+    return INTERRUPTED
 
 
 def at_least(low: int) -> Callable[[str], int]:

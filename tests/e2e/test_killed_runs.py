@@ -216,3 +216,33 @@ def test_a_publisher_killed_with_a_model_to_publish_costs_the_run_nothing(store:
         assert parent["metrics.model_size_bytes"] > 0, family
         children = runs()[lambda r, run_id=parent.run_id: r["tags.mlflow.parentRunId"] == run_id]
         assert sorted(children["tags.number"].astype(int)) == list(range(6)), family
+
+
+@pytest.mark.parametrize("moment", ["  trial   2", "its model is published beside"],
+                         ids=["during the first trials", "as the first model is handed over"])
+def test_a_ctrl_c_takes_back_the_run_and_says_so_in_a_line(store: Store, tmp_path: Path, moment: str) -> None:
+    """Ctrl-C in a terminal reaches the command's whole process group: the run takes back all it wrote
+    (runs, versions, studies), its processes end, nothing is left in TMPDIR, and it says so in one line
+    with the status a shell gives a process Ctrl-C ended (130), not a traceback."""
+    temporary = store.path / "tmp"
+    temporary.mkdir()
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr:
+        tuning = subprocess.Popen(
+            [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), *FAST], cwd=store.path,
+            env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri, TMPDIR=str(temporary)), stdout=subprocess.PIPE,
+            stderr=stderr, text=True, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal starts it
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(tuning.stdout), daemon=True).start()
+    wait_for(lambda: tuning.poll() is not None or moment in "".join(lines), 120, repr(moment))
+    assert tuning.poll() is None, "".join(lines)
+    group = [psutil.Process(tuning.pid), *psutil.Process(tuning.pid).children()]
+    os.killpg(tuning.pid, signal.SIGINT)
+    assert tuning.wait(120) == 130
+    wait_for(lambda: all(ended(process) for process in group), 30, "the command's processes to end")
+    said = errors.read_text()
+    assert said.splitlines()[-1] == "interrupted (Ctrl-C)" and "Traceback" not in said, said
+    assert runs().empty  # every run it made is in the trash
+    assert mlflow.MlflowClient().search_model_versions("") == []
+    assert list(temporary.iterdir()) == []
