@@ -71,6 +71,10 @@ def write_ahead(connection: object, _record: object) -> None:
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
+# the engines each open `sqlite_without_fsync_per_commit` block has seen, and whether each is of its store
+_OPEN_BLOCKS: list[dict[sqlalchemy.Engine, bool]] = []
+
+
 @contextmanager
 def sqlite_without_fsync_per_commit(tracking_uri: str,
                                     how: Callable[[object, object], None] = write_ahead) -> Iterator[None]:
@@ -101,14 +105,28 @@ def sqlite_without_fsync_per_commit(tracking_uri: str,
 
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", only_the_store)
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "engine_connect", remember)
+    _OPEN_BLOCKS.append(engines)
     try:
         yield
     finally:
+        _OPEN_BLOCKS.remove(engines)
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "connect", only_the_store)
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "engine_connect", remember)
         for engine, of_the_store in list(engines.items()):  # a thread may still be connecting (the writer's)
             if of_the_store:  # the last connection closed writes the WAL back into the file and removes the
                 engine.dispose()  # -wal and -shm files: now, not whenever the process tears down (if ever)
+
+
+def store_reconnected() -> None:
+    """The pooled connections to the SQLite store of every open `sqlite_without_fsync_per_commit` block
+    closed (each engine reconnects when next used). An interrupt (Ctrl-C) that lands while one of them
+    reads leaves its statement unfinished, and so its read of the store open; a write on that connection
+    after another process has committed then fails at once ("database is locked": SQLite cannot move a
+    read begun before that commit on to a write). Taking back a failed run writes: it reconnects first."""
+    for engines in _OPEN_BLOCKS:
+        for engine, of_the_store in list(engines.items()):
+            if of_the_store:
+                engine.dispose()
 
 
 def _main_file(connection: sqlite3.Connection) -> Path | None:

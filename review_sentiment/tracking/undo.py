@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
+from review_sentiment.databases import store_reconnected
 from review_sentiment.processes import interrupts_held
 from review_sentiment.tracking.registry import registered_from
 
@@ -41,6 +42,7 @@ def undone_on_failure() -> Iterator[Writes]:
     except BaseException:
         try:
             with interrupts_held("taking back what the failed run wrote"):
+                store_reconnected()  # a read that Ctrl-C cut short would make its writes fail
                 undo(writes)
         except Exception as err:  # noqa: BLE001 — the failure that brought us here is the one to report
             log.error("Could not take back what the failed run wrote (%s): %s", writes, err)
