@@ -5,14 +5,18 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import sqlite3
+import subprocess
 import sys
 import threading
 import types
 
 import mlflow
 import pytest
+import sqlalchemy
 
 from review_sentiment.constants import PROJECT_DIR
+from review_sentiment.databases import sqlite_without_fsync_per_commit
 from review_sentiment.processes import collector_paused
 from review_sentiment.tracking.undo import undone_on_failure
 from tests.helpers import Store, wait_for
@@ -78,3 +82,36 @@ def test_a_ctrl_c_while_a_failed_run_takes_back_what_it_wrote_does_not_cut_it_sh
     assert {client.get_run(run).info.lifecycle_stage for run in runs} == {"deleted"}
     assert "taking back what the failed run wrote: Ctrl-C waits until that is done" in capfd.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Ctrl-C again
+
+
+def test_a_take_back_after_a_ctrl_c_cut_a_read_of_the_store_short_still_takes_back(store: Store) -> None:
+    """CI found runs left active: Ctrl-C landed between a query's execution and the fetch of its rows, so
+    a pooled connection kept its read of the store open; after the publisher committed, the take-back's
+    write on it failed at once ("database is locked": SQLite cannot move a read begun before another
+    process's commit on to a write; Python's rollback as the pool takes it back does not end that read).
+    Here every connection of the pool is left in that state, another process commits, the run fails."""
+    connections: list[sqlite3.Connection] = []
+
+    def remember(connection: sqlite3.Connection, *_: object) -> None:
+        connections.append(connection)
+
+    sqlalchemy.event.listen(sqlalchemy.pool.Pool, "checkout", remember)
+    try:
+        with sqlite_without_fsync_per_commit(store.uri):  # the store written ahead, as a tuning run writes it
+            client = mlflow.MlflowClient()
+            experiment_id = client.create_experiment("taken back")
+            run = client.create_run(experiment_id).info.run_id
+            for key in "abc":
+                client.set_tag(run, key, "tagged")
+            client.get_run(run)
+            unfinished = [connection.execute("SELECT key FROM tags")  # each back in the pool, its read open
+                          for connection in {id(c): c for c in connections}.values()]
+            assert all(read.fetchone() is not None for read in unfinished)
+            subprocess.run([sys.executable, "-c", f"import mlflow; mlflow.MlflowClient({store.uri!r}).create_run("
+                            f"{experiment_id!r})"], check=True, capture_output=True)
+            with pytest.raises(RuntimeError, match="the run failed"), undone_on_failure() as writes:
+                writes.runs.append(run)
+                raise RuntimeError("the run failed")
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.pool.Pool, "checkout", remember)
+    assert client.get_run(run).info.lifecycle_stage == "deleted"
