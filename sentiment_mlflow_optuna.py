@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_tuning(TuningSettings(**vars(args)), reviews, writer)
             except (ReviewDataError, RunConflict, NoAliasLock, JournalLost) as err:
                 return cli.user_error(err)
-    except KeyboardInterrupt:  # what it wrote is taken back by then, its processes ended: a line, not a traceback
+    except KeyboardInterrupt:  # a failed run has taken back what it wrote by then: a line, not a traceback
         return cli.interrupted()
     return 0
 

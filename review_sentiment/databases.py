@@ -109,7 +109,7 @@ def sqlite_without_fsync_per_commit(tracking_uri: str,
     try:
         yield
     finally:
-        _OPEN_BLOCKS.remove(engines)
+        del _OPEN_BLOCKS[next(i for i, seen in enumerate(_OPEN_BLOCKS) if seen is engines)]  # by identity
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "connect", only_the_store)
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "engine_connect", remember)
         for engine, of_the_store in list(engines.items()):  # a thread may still be connecting (the writer's)

@@ -109,9 +109,9 @@ def name_this_process(name: str) -> None:
 @contextmanager
 def interrupts_held(doing: str) -> Iterator[None]:
     """Ctrl-C does not interrupt the block (in the main thread; elsewhere it cannot be reached): it says
-    so, once, and the block goes on. For taking back what a failed run wrote, which a second Ctrl-C cut
-    half-way (a fault probe: 2-3 of 5 runs left active beside deleted ones, in 3 of 4 double Ctrl-Cs
-    0.05-0.1 s apart). The failure being handled is raised after it anyway. kill -9 still stops it."""
+    so, once, and the block goes on; a third one goes through. For taking back what a failed run wrote,
+    which a second Ctrl-C cut half-way (a fault probe: 2-3 of 5 runs left active beside deleted ones, in
+    3 of 4 double Ctrl-Cs 0.05-0.1 s apart). The failure being handled is raised after it anyway."""
     if threading.current_thread() is not threading.main_thread() or isinstance(signal.getsignal(signal.SIGINT),
                                                                                _Held):
         yield  # not ours to hold, or held already by a block around this one
@@ -120,19 +120,24 @@ def interrupts_held(doing: str) -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGINT, signal.SIG_DFL if before is None else before)  # None: set outside Python
 
 
 class _Held:
-    """SIGINT's handler while `interrupts_held` holds it."""
+    """SIGINT's handler while `interrupts_held` holds it: a third Ctrl-C goes through (the block may wait
+    minutes on an unreachable server: MLflow retries each call)."""
 
     def __init__(self, doing: str) -> None:
-        self.doing, self.came = doing, False
+        self.doing, self.came = doing, 0
 
     def __call__(self, number: int, frame: object) -> None:
-        if not self.came:
-            print(f"{self.doing}: Ctrl-C waits until that is done", file=sys.stderr, flush=True)
-        self.came = True
+        self.came += 1
+        if self.came == 1:
+            with contextlib.suppress(OSError, ValueError):  # a closed stderr must not stop the block
+                print(f"{self.doing}: Ctrl-C waits until that is done (twice more: stop now, leaving it half-done)",
+                      file=sys.stderr, flush=True)
+        elif self.came >= 3:
+            raise KeyboardInterrupt
 
 
 @contextmanager

@@ -39,6 +39,8 @@ def undone_on_failure() -> Iterator[Writes]:
     writes = Writes()
     try:
         yield writes
+    except GeneratorExit:  # closed unfinished (collected after its block was never exited): not a failure
+        raise
     except BaseException:
         try:
             with interrupts_held("taking back what the failed run wrote"):

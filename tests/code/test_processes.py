@@ -17,7 +17,7 @@ import sqlalchemy
 
 from review_sentiment.constants import PROJECT_DIR
 from review_sentiment.databases import sqlite_without_fsync_per_commit
-from review_sentiment.processes import collector_paused
+from review_sentiment.processes import collector_paused, interrupts_held
 from review_sentiment.tracking.undo import undone_on_failure
 from tests.helpers import Store, wait_for
 
@@ -115,3 +115,26 @@ def test_a_take_back_after_a_ctrl_c_cut_a_read_of_the_store_short_still_takes_ba
     finally:
         sqlalchemy.event.remove(sqlalchemy.pool.Pool, "checkout", remember)
     assert client.get_run(run).info.lifecycle_stage == "deleted"
+
+
+def test_a_record_of_writes_collected_unfinished_takes_nothing_back(store: Store) -> None:
+    """A Ctrl-C after the promotion, while the studies were marked finished, left the record's block never
+    exited; collected, it was closed (GeneratorExit), which took back the promoted run (a review found it)."""
+    client = mlflow.MlflowClient()
+    run = client.create_run(client.create_experiment("kept")).info.run_id
+    record = undone_on_failure()
+    record.__enter__().runs.append(run)
+    del record
+    gc.collect()
+    assert client.get_run(run).info.lifecycle_stage == "active"
+
+
+def test_a_third_ctrl_c_goes_through_a_held_block() -> None:
+    """For a take-back that waits on a store that no longer answers (MLflow retries each call for minutes)."""
+    reached = []
+    with pytest.raises(KeyboardInterrupt), interrupts_held("waiting"):
+        for n in range(3):
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs before the next line
+            reached.append(n)
+    assert reached == [0, 1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
