@@ -112,9 +112,9 @@ def sqlite_without_fsync_per_commit(tracking_uri: str,
         del _OPEN_BLOCKS[next(i for i, seen in enumerate(_OPEN_BLOCKS) if seen is engines)]  # by identity
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "connect", only_the_store)
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "engine_connect", remember)
-        for engine, of_the_store in list(engines.items()):  # a thread may still be connecting (the writer's)
-            if of_the_store:  # the last connection closed writes the WAL back into the file and removes the
-                engine.dispose()  # -wal and -shm files: now, not whenever the process tears down (if ever)
+        # the last connection closed writes the WAL back into the file and removes the -wal and -shm files:
+        # now, not whenever the process tears down (if ever)
+        _store_disconnected(engines)
 
 
 def store_reconnected() -> None:
@@ -124,9 +124,14 @@ def store_reconnected() -> None:
     after another process has committed then fails at once ("database is locked": SQLite cannot move a
     read begun before that commit on to a write). Taking back a failed run writes: it reconnects first."""
     for engines in _OPEN_BLOCKS:
-        for engine, of_the_store in list(engines.items()):
-            if of_the_store:
-                engine.dispose()
+        _store_disconnected(engines)
+
+
+def _store_disconnected(engines: dict[sqlalchemy.Engine, bool]) -> None:
+    """The pooled connections of the engines that are the store's closed (a checked-out one is left be)."""
+    for engine, of_the_store in list(engines.items()):  # a thread may still be connecting (the writer's)
+        if of_the_store:
+            engine.dispose()
 
 
 def _main_file(connection: sqlite3.Connection) -> Path | None:

@@ -136,17 +136,20 @@ class PublisherProcess:
         (a second Ctrl-C) takes back what it wrote next, and a version registered after that would outlive
         it. (Stopped any gentler, it could finish a publication meanwhile.)"""
         self._process.kill()
-        self._process.join()
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self._gone = True
+        self._ended()
 
     def close(self) -> None:
         """Publish what was handed over, then end."""
         with contextlib.suppress(OSError):  # gone
             self._socket.send(_END)
-        self._process.join()
-        shutil.rmtree(self.staging, ignore_errors=True)  # left by a publisher killed mid-publication
+        self._ended()
         self._socket.close()
+
+    def _ended(self) -> None:
+        """Wait for it to end, then remove what it left staging (killed mid-publication)."""
+        self._process.join()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self._gone = True
 
     def _read(self) -> bytes | None:
         """Read the next answer (a publication's is kept); None once the publisher is gone."""
@@ -188,7 +191,7 @@ def _serve(jobs: socket.socket, commands_end: socket.socket, command: int, track
         traceback.print_exc()
     # its connections to an SQLite store are closed as it ends: the last process to close one removes the
     # store's -wal and -shm files
-    with sqlite_without_fsync_per_commit(mlflow.get_tracking_uri()):
+    with sqlite_without_fsync_per_commit(tracking_uri):
         while os.getppid() == command:
             if not select.select([jobs], [], [], _PARENT_CHECK_SECONDS)[0]:
                 continue
