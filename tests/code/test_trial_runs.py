@@ -331,8 +331,16 @@ def interrupted_while_it_waits(uri: str, temporary: Path, writer_behind: bool,
         for family in ("LogisticRegression", "NaiveBayes", "LinearSVM"):
             writer.publish(publication(client.create_run(experiment_id).info.run_id, family, family))
 
-        def interrupt_once_staging() -> None:
-            wait_for(staging.exists, 60, "the first publication to stage its files", 0.01)
+        main = threading.get_ident()
+
+        def in_flush() -> bool:
+            frame = sys._current_frames().get(main)
+            while frame is not None and frame.f_code is not type(writer).flush.__code__:
+                frame = frame.f_back
+            return frame is not None
+
+        def interrupt_once_staging() -> None:  # in the flush, not before it (CI: during Thread.start)
+            wait_for(lambda: staging.exists() and in_flush(), 60, "the flush, the first publication staging", 0.01)
             os.kill(os.getpid(), signal.SIGINT)
 
         threading.Thread(target=interrupt_once_staging).start()
