@@ -45,15 +45,16 @@ def set_trial_budget(study: optuna.Study, count: int) -> None:
 
 
 def run_queued_trials(storage: Storage, study: optuna.Study, objective: Callable[[optuna.Trial], float],
-                      failures: tuple[type[Exception], ...], worker: str, on_done: TrialDone) -> int:
-    """Run the study's trials until none is waiting and its budget is spent; return how many this worker
-    ran. Each trial records its `worker`. An exception in `failures` fails its trial and the study goes on;
-    any other leaves the trial to the heartbeat check (it is queued again when a worker runs this study
-    next)."""
+                      failures: tuple[type[Exception], ...], worker: str, on_done: TrialDone,
+                      go_on: Callable[[], bool] = lambda: True) -> int:
+    """Run the study's trials until none is waiting and its budget is spent, or `go_on` says no before a
+    claim; return how many this worker ran. Each trial records its `worker`. An exception in `failures`
+    fails its trial and the study goes on; any other leaves the trial to the heartbeat check (it is queued
+    again when a worker runs this study next)."""
     ran = 0
     study_id = storage.get_study_id_from_name(study.study_name)
     budget = study.user_attrs.get(BUDGET, 0)  # none: a study of an earlier release, its trials all queued
-    while (trial := _claim(storage, study, study_id, budget)) is not None:
+    while go_on() and (trial := _claim(storage, study, study_id, budget)) is not None:
         trial.set_user_attr(WORKER, worker)
         with _heartbeat(storage, trial._trial_id):
             try:

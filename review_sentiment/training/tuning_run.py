@@ -264,8 +264,8 @@ def _join(settings: TuningSettings, prepared: Prepared, name: str, writer: Trial
     print(f"{name} (pid {os.getpid()}) joined the studies of run {key}", flush=True)
     ran = {s.family: _run_trials(s, prepared, settings, storage, me, writer, until_complete=False)
            for s in studies if s.version is None}
-    print(f"{name}: ran " + ", ".join(f"{n} {family}" for family, n in ran.items()) + " trials; nothing left to claim",
-          flush=True)
+    why = "nothing left to claim" if parent_alive() else "the run that started it is gone: claimed no more"
+    print(f"{name}: ran " + ", ".join(f"{n} {family}" for family, n in ran.items()) + f" trials; {why}", flush=True)
 
 
 def tune_and_register(
@@ -403,7 +403,8 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
             _print_progress(study, trial, tag)
             after_trial()
 
-        ran = run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done)
+        # a local worker whose command was killed claims no more: its trials would run for a run that is gone
+        ran = run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done, parent_alive)
         if until_complete and (running := len(unfinished(family_study.study))):
             print(f"  waiting for {running} trial{'s' * (running != 1)} running elsewhere (a trial whose worker died "
                   f"is queued again {GRACE_SECONDS} s after its last heartbeat)", flush=True)
@@ -411,7 +412,7 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
         while until_complete and unfinished(family_study.study):
             time.sleep(wait)
             wait = min(2 * wait, longest)
-            ran += run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done)
+            ran += run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done, parent_alive)
     return ran
 
 

@@ -2,6 +2,7 @@
 next start must mark them KILLED, once their process is really gone, and say so in one line."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import mlflow
 import pandas as pd
 import psutil
 import pytest
+from optuna.storages.journal._storage import JournalOperation
 
 import sentiment_mlflow_optuna
 from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
@@ -95,10 +97,17 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
     assert len(children) == 40
 
 
+def trials_made(journal: Path) -> int:
+    """Trials created in an Optuna journal file (whole lines only: a killed writer may leave a torn one)."""
+    lines = journal.read_text().splitlines(keepends=True)
+    return sum(json.loads(line)["op_code"] == JournalOperation.CREATE_TRIAL for line in lines if line.endswith("\n"))
+
+
 def test_a_command_killed_with_two_workers_leaves_its_store_closed(store: Store) -> None:
     """SIGKILL the command alone mid-run: its worker, writer and publisher end on their own, each closing its
     connections to the SQLite store, so that the last to close one leaves the store whole in its one file
-    (no -wal or -shm file beside it)."""
+    (no -wal or -shm file beside it). The worker finishes at most the trial it is running and claims no
+    more (it went on tuning the rest of the studies for a run that was gone)."""
     command = [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), *FAST, "--workers", "2"]
     tuning = subprocess.Popen(command, cwd=store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -108,11 +117,23 @@ def test_a_command_killed_with_two_workers_leaves_its_store_closed(store: Store)
         printed.append(line)
         if " NaiveBayes]" in line:  # a trial of the second family: the first family's model handed over
             left = psutil.Process(tuning.pid).children()
+            for worker in left:
+                if worker.name() == "w1":
+                    worker.suspend()  # SIGSTOP: what it claimed by the kill is in the journal, counted below
             tuning.kill()
             break
     tuning.wait()
     assert {p.name() for p in left} >= {"w1", PUBLISHER}, "".join(printed)
+    journal = store.path / "optuna.journal"
+    claimed = trials_made(journal)
+    for worker in left:
+        worker.resume()
+    after = list(tuning.stdout)  # the worker prints on the same pipe: read until every process holding it ended
     wait_for(lambda: all(ended(process) for process in left), 60, "the worker, the writer and the publisher to end")
+    # at most the claim it may have been making as it was stopped; it ran the rest of the studies before
+    assert trials_made(journal) <= claimed + 1, "".join(printed + after)
+    assert any("w1: ran" in line and "the run that started it is gone: claimed no more" in line
+               for line in after), "".join(after)
     assert sorted(f.name for f in store.path.iterdir() if f.name.startswith("mlflow.db")) == ["mlflow.db"]
 
 
