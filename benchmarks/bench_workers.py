@@ -12,6 +12,9 @@ runs' end times; the release before logged a trial's run only when it ended).
 - Pinned: `--n-jobs 1` (each worker scores its folds itself), the run on core 0 and its forked worker
   moved to core 1 as soon as it exists, the run's writer process on any core: how trials per second
   scale with workers that each have a core.
+- The ceiling: the trials' compute alone (the same objective, folds and Optuna's sampler and pruner, the
+  studies in memory: no storage, no tracking, no writer or publisher), one copy on core 0, then two
+  copies at once on cores 0 and 1: how far two workers could scale were nothing else beside them.
 - Storage and tracking per trial: one worker run in a child process with a timer on every call it makes
   to Optuna's storage and on what writes a trial's child run (`trial_runs.write_trial_runs`), while it runs trials
   (claims included), divided by its trials; the heartbeat thread's calls are counted apart, as beside the
@@ -199,6 +202,48 @@ def profile(argv: list[str]) -> None:
                       "by_call": {k: v * 1000 / ran[0] for k, v in sorted(spent.items(), key=lambda kv: -kv[1])[:6]}}))
 
 
+def compute_only(argv: list[str]) -> None:
+    """In this child process: the 3 families' trials on the reviews `argv[0]` as the tuning run scores them
+    (`--n-jobs 1`), the studies in memory; prints the trials per second of the trials alone, last."""
+    from review_sentiment.constants import FAMILY_NAMES
+    from review_sentiment.data.reviews import load_reviews
+    from review_sentiment.training.study import fold_scorer, objective, pruner, sampler
+    from review_sentiment.training.tuning_run import TuningSettings, prepare
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = TuningSettings(data=Path(argv[0]), text_col="Review text", rating_col="Ratings",
+                              models=list(FAMILY_NAMES), trials=TRIALS, folds=5, test_size=0.3, seed=42, n_jobs=1,
+                              experiment="", registered_model="")
+    with contextlib.redirect_stdout(sys.stderr):
+        prepared = prepare(settings, load_reviews(settings.data, settings.text_col, settings.rating_col))
+    started = time.perf_counter()
+    with fold_scorer(prepared.folds, 1) as scores_of:
+        for family in settings.models:
+            study = optuna.create_study(direction="maximize", sampler=sampler(settings.seed, shared=False),
+                                        pruner=pruner())
+            study.optimize(objective(family, prepared.folds, scores_of, seed=settings.seed, processes=1),
+                           n_trials=TRIALS)
+    print(TRIALS * len(settings.models) / (time.perf_counter() - started))
+
+
+def compute_ceiling(reviews: Path) -> tuple[float, float]:
+    """(trials/s of one copy of the trials' compute alone on core 0, of two copies on cores 0 and 1 together)."""
+    def started(core: int) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, __file__, "--compute-only", str(reviews)], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+
+    def rate(copy: subprocess.Popen[str]) -> float:
+        out, _ = copy.communicate()
+        if copy.returncode:
+            sys.exit("failed (the trials' compute alone)")
+        return float(out.splitlines()[-1])
+
+    one = rate(started(0))
+    together = [started(0), started(1)]
+    return one, sum(rate(copy) for copy in together)
+
+
 def logging_ms(uri: str, calls: int = 40) -> float:
     """Median ms to log one finished trial as a child run (`log_trial_run`: inserted in one transaction on
     an SQL store, MLflow's three calls on a tracking server)."""
@@ -224,9 +269,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline-commit", default="92b11bd", help="the release before workers (issue 12)")
     parser.add_argument("--profile", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # in the child process
+    parser.add_argument("--compute-only", nargs=1, help=argparse.SUPPRESS)  # in the child process
     args = parser.parse_args()
     if args.profile:
         profile(args.profile)
+        return
+    if args.compute_only:
+        compute_only(args.compute_only)
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -252,12 +301,16 @@ def main() -> None:
                                                                 "--n-jobs", "1", pin_workers=1),
             }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in configurations}
+        ceilings: list[tuple[float, float]] = []
         try:
             for round_ in range(args.rounds):
                 for name, measure in configurations.items():
                     results[name].append(measure())
                     seconds, rate = results[name][-1]
                     print(f"round {round_ + 1}: {name:<32} {seconds:6.1f} s  {rate:5.2f} trials/s", flush=True)
+                ceilings.append(compute_ceiling(reviews))
+                print(f"round {round_ + 1}: the trials' compute alone, 1 copy / 2 copies on 2 cores: "
+                      f"{ceilings[-1][0]:.2f} / {ceilings[-1][1]:.2f} trials/s", flush=True)
             per_trial = {where: storage_ms_per_trial(reviews, env) for where, env in stores.items()}
             log_sqlite = logging_ms(f"sqlite:///{tmp_path / 'logging.db'}")
             log_stack = logging_ms(stack.environment()["MLFLOW_TRACKING_URI"])
@@ -275,6 +328,9 @@ def main() -> None:
         print(f"pinned, 2 workers / 1, {where}: {two / one:.2f}x the trials per second (goal >= {goal}x); with "
               f"defaults, the whole run {best[f'2 workers, {where}'][0] / best[f'1 worker, {where}'][0]:.2f}x as "
               f"long (goal <= 1)")
+    one, two = max(one for one, _ in ceilings), max(two for _, two in ceilings)
+    print(f"the ceiling: the trials' compute alone (no storage, tracking, writer or publisher) scales {two / one:.2f}x "
+          f"from 1 copy on 1 core to 2 on 2 ({one:.2f} / {two:.2f} trials/s, best of {args.rounds})")
     for (where, goal), (ms, beside, by_call) in zip((("journal", 10), ("SQLite", 10), ("stack", 25)),
                                                     per_trial.values(), strict=True):
         print(f"storage + tracking per trial, {where}: {ms:.1f} ms on the trials' path (goal <= {goal}) and "
