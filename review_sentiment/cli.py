@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from review_sentiment.orchestration.local_prefect import quiet_prefect_env
+from review_sentiment.processes import INTERRUPTED
 
 USER_ERROR = 2  # the exit status of every user mistake, as argparse uses for bad flags
 UNFLUSHED = 120  # the exit status when output could not be written at the end, as Python's own exit gives
-INTERRUPTED = 130  # the exit status after Ctrl-C, as a shell reports a process SIGINT ended (128 + 2)
 
 
 def configure() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 
 SAME_START_SECONDS = 1.0
+INTERRUPTED = 130  # the exit status after Ctrl-C, as a shell reports a process SIGINT ended (128 + 2)
 _PACKAGE = Path(__file__).resolve().parent  # review_sentiment/, beside the entry scripts
 
 

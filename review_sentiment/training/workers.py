@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import mlflow
 
 from review_sentiment.databases import sqlite_without_fsync_per_commit
-from review_sentiment.processes import name_this_process
+from review_sentiment.processes import INTERRUPTED, name_this_process
 from review_sentiment.training.journal import JournalLost
 
 
@@ -59,7 +59,7 @@ def _quietly(work: Callable[[str], None], name: str) -> None:
         with sqlite_without_fsync_per_commit(mlflow.get_tracking_uri()):
             work(name)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except JournalLost as err:
         print(f"error: worker {name}: {err}", file=sys.stderr)
         sys.exit(1)
