@@ -11,6 +11,7 @@ On success the studies are marked finished, so the same command again starts a n
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -24,8 +25,10 @@ from review_sentiment.tracking.orphans import adopt, close_orphaned_runs, closed
 from review_sentiment.tracking.promotion import decide_pending
 from review_sentiment.tracking.undo import Writes, undone_on_failure
 from review_sentiment.training.family_studies import FamilyStudy, finish_attempt, open_attempt
-from review_sentiment.training.study import Storage
+from review_sentiment.training.study import Storage, disconnected
 from review_sentiment.training.workers import local_workers
+
+log = logging.getLogger(__name__)
 
 
 class RunConflict(ValueError):
@@ -50,8 +53,13 @@ class Attempt:
             finish_attempt(self.taken)
             return self._exits.__exit__(kind, error, traceback)
         with interrupts_held("taking back what the failed run wrote"):
-            for taken in self.taken:  # the runs they point to are taken back next
-                optuna.delete_study(study_name=taken.study.study_name, storage=self.storage)
+            disconnected(self.storage)
+            try:
+                for taken in self.taken:  # the runs they point to are taken back next, whatever happens here
+                    optuna.delete_study(study_name=taken.study.study_name, storage=self.storage)
+            except Exception as err:  # noqa: BLE001 — the failure that brought us here is the one to report
+                log.error("Could not delete the failed run's studies (%s): %s",
+                          ", ".join(t.study.study_name for t in self.taken), err)
             return self._exits.__exit__(kind, error, traceback)
 
     @contextmanager

@@ -91,8 +91,15 @@ def closed_after(storage: Storage) -> Iterator[Storage]:
     try:
         yield storage
     finally:
-        if isinstance(storage, RDBStorage):
-            storage.engine.dispose()
+        disconnected(storage)
+
+
+def disconnected(storage: Storage) -> None:
+    """An SQL storage's pooled connections closed (it reconnects when next used): also before a failed run
+    deletes its studies, since a read that Ctrl-C cut short would make those writes fail at once, as on
+    the MLflow store (`databases.store_reconnected`)."""
+    if isinstance(storage, RDBStorage):
+        storage.engine.dispose()
 
 
 def sampler(seed: int, shared: bool) -> optuna.samplers.TPESampler:

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import threading
 import types
+from pathlib import Path
 
 import mlflow
+import optuna
 import pytest
 import sqlalchemy
 
@@ -19,6 +21,9 @@ from review_sentiment.constants import PROJECT_DIR
 from review_sentiment.databases import sqlite_without_fsync_per_commit
 from review_sentiment.processes import collector_paused, interrupts_held
 from review_sentiment.tracking.undo import undone_on_failure
+from review_sentiment.training.attempt import Attempt
+from review_sentiment.training.family_studies import FamilyStudy
+from review_sentiment.training.study import open_storage
 from tests.helpers import Store, wait_for
 
 
@@ -114,6 +119,34 @@ def test_a_take_back_after_a_ctrl_c_cut_a_read_of_the_store_short_still_takes_ba
                 raise RuntimeError("the run failed")
     finally:
         sqlalchemy.event.remove(sqlalchemy.pool.Pool, "checkout", remember)
+    assert client.get_run(run).info.lifecycle_stage == "deleted"
+
+
+def test_a_take_back_after_a_ctrl_c_cut_a_read_of_optunas_sqlite_storage_short_deletes_the_studies(
+        store: Store, tmp_path: Path) -> None:
+    """The same cut read on Optuna's SQLite storage (`--storage sqlite:///...`), a worker committing a trial
+    meanwhile: the take-back's study deletion failed ("database is locked"), and that failure skipped
+    taking back the runs too. Both are taken back."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    client = mlflow.MlflowClient()
+    run = client.create_run(client.create_experiment("taken back")).info.run_id
+    ours = optuna.create_study(storage=storage, study_name="ours")
+    other = optuna.create_study(storage=storage, study_name="another command's")
+    ours.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+    unfinished = []
+    with storage.engine.connect() as first, storage.engine.connect() as second:  # the pool's two connections
+        for connection in (first, second):
+            unfinished.append(read := connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+                "SELECT trial_id FROM trials"))
+            assert read.fetchone() is not None
+    subprocess.run([sys.executable, "-c", "import optuna; optuna.load_study(study_name=\"another command's\", "
+                    f"storage={str(storage.url)!r}).enqueue_trial({{}})"], check=True, capture_output=True)
+    attempt = Attempt(storage, "m", unlocked_promotion=False)
+    with pytest.raises(RuntimeError, match="the run failed"), attempt:
+        attempt.taken.append(FamilyStudy("LogisticRegression", ours, run, resumed=False))
+        attempt.writes.runs.append(run)
+        raise RuntimeError("the run failed")
+    assert optuna.get_all_study_names(storage) == [other.study_name]
     assert client.get_run(run).info.lifecycle_stage == "deleted"
 
 
