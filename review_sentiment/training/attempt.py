@@ -31,6 +31,15 @@ from review_sentiment.training.workers import local_workers
 log = logging.getLogger(__name__)
 
 
+def _not_deleted(study_name: str, storage: Storage) -> Exception | None:
+    """Delete the study; the error where that failed (the failure that ended the run is the one raised)."""
+    try:
+        optuna.delete_study(study_name=study_name, storage=storage)
+    except Exception as err:  # noqa: BLE001
+        return err
+    return None
+
+
 class RunConflict(ValueError):
     """`--join` found no unfinished run of these data and flags, or the same run was started twice."""
 
@@ -54,12 +63,14 @@ class Attempt:
             return self._exits.__exit__(kind, error, traceback)
         with interrupts_held("taking back what the failed run wrote"):
             disconnected(self.storage)
-            try:
-                for taken in self.taken:  # the runs they point to are taken back next, whatever happens here
-                    optuna.delete_study(study_name=taken.study.study_name, storage=self.storage)
-            except Exception as err:  # noqa: BLE001 — the failure that brought us here is the one to report
-                log.error("Could not delete the failed run's studies (%s): %s",
-                          ", ".join(t.study.study_name for t in self.taken), err)
+            kept = {name: err for taken in self.taken
+                    if (err := _not_deleted(name := taken.study.study_name, self.storage)) is not None}
+            if kept:  # a kept study would resume into runs taken back: the runs stay too, as a kill leaves both
+                log.error("Could not delete the failed run's studies (%s): its runs and versions are left as a kill "
+                          "leaves them, and running the command again resumes it",
+                          "; ".join(f"{name}: {err}" for name, err in kept.items()))
+                self.writes.runs.clear()
+                self.writes.versions.clear()
             return self._exits.__exit__(kind, error, traceback)
 
     @contextmanager

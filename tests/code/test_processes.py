@@ -16,6 +16,7 @@ import mlflow
 import optuna
 import pytest
 import sqlalchemy
+from optuna.storages import RDBStorage
 
 from review_sentiment.constants import PROJECT_DIR
 from review_sentiment.databases import sqlite_without_fsync_per_commit
@@ -24,7 +25,7 @@ from review_sentiment.tracking.undo import undone_on_failure
 from review_sentiment.training.attempt import Attempt
 from review_sentiment.training.family_studies import FamilyStudy
 from review_sentiment.training.study import open_storage
-from tests.helpers import Store, wait_for
+from tests.helpers import Store, locked, wait_for
 
 
 def _tracked(thing: object) -> bool:
@@ -148,6 +149,27 @@ def test_a_take_back_after_a_ctrl_c_cut_a_read_of_optunas_sqlite_storage_short_d
         raise RuntimeError("the run failed")
     assert optuna.get_all_study_names(storage) == [other.study_name]
     assert client.get_run(run).info.lifecycle_stage == "deleted"
+
+
+def test_a_failed_run_whose_studies_cannot_be_deleted_leaves_its_runs_too(
+        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another process holds the storage's lock past its timeout: the study stays, so its run stays too (a
+    rerun resumes both, as after a kill); taken back alone, the run left a study that resumed into a deleted
+    run (a review found it)."""
+    database = tmp_path / "optuna.db"
+    storage = RDBStorage(f"sqlite:///{database}", engine_kwargs={"connect_args": {"timeout": 0.2}})
+    client = mlflow.MlflowClient()
+    run = client.create_run(client.create_experiment("left")).info.run_id
+    ours = optuna.create_study(storage=storage, study_name="ours")
+    attempt = Attempt(storage, "m", unlocked_promotion=False)
+    with locked(database), pytest.raises(RuntimeError, match="the run failed"), attempt:
+        attempt.taken.append(FamilyStudy("LogisticRegression", ours, run, resumed=False))
+        attempt.writes.runs.append(run)
+        raise RuntimeError("the run failed")
+    assert optuna.get_all_study_names(storage) == ["ours"]
+    assert client.get_run(run).info.lifecycle_stage == "active"
+    assert "Could not delete the failed run's studies (ours: " in caplog.text
+    assert "running the command again resumes it" in caplog.text
 
 
 def test_a_record_of_writes_collected_unfinished_takes_nothing_back(store: Store) -> None:
