@@ -262,9 +262,15 @@ def _join(settings: TuningSettings, prepared: Prepared, name: str, writer: Trial
     if not wait:  # a --join command names its store; a local worker shares the command's writer
         writer.open_store(mlflow.get_tracking_uri())
     print(f"{name} (pid {os.getpid()}) joined the studies of run {key}", flush=True)
-    ran = {s.family: _run_trials(s, prepared, settings, storage, me, writer, until_complete=False)
-           for s in studies if s.version is None}
-    why = "nothing left to claim" if parent_alive() else "the run that started it is gone: claimed no more"
+    # a local worker whose command was killed claims no more: its trials would run for a run that is gone
+    go_on = parent_alive if wait else lambda: True
+    ran: dict[str, int] = {}
+    for study in (s for s in studies if s.version is None):
+        if not go_on():
+            break
+        ran[study.family] = _run_trials(study, prepared, settings, storage, me, writer, until_complete=False,
+                                        go_on=go_on)
+    why = "nothing left to claim" if go_on() else "the run that started it is gone: claimed no more"
     print(f"{name}: ran " + ", ".join(f"{n} {family}" for family, n in ran.items()) + f" trials; {why}", flush=True)
 
 
@@ -386,10 +392,11 @@ def _new_parent_run(experiment_id: str, family: str, study_name: str, prepared: 
 
 def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningSettings, storage: Storage,
                 me: Worker, writer: TrialWriter, *, until_complete: bool,
-                best: BestTrialDecisions | None = None, after_trial: Callable[[], None] = lambda: None) -> int:
+                best: BestTrialDecisions | None = None, after_trial: Callable[[], None] = lambda: None,
+                go_on: Callable[[], bool] = lambda: True) -> int:
     """Run queued trials of the family; `until_complete` also waits for the other workers' running
     trials (and runs the ones queued again because their worker died) until none is left. `best` keeps
-    the out-of-fold decisions of the best trial this process runs."""
+    the out-of-fold decisions of the best trial this process runs; `go_on` is asked before each claim."""
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(family_study.parent_run_id).info.experiment_id
     processes = settings.fold_processes(len(prepared.reviews.label))
@@ -403,8 +410,7 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
             _print_progress(study, trial, tag)
             after_trial()
 
-        # a local worker whose command was killed claims no more: its trials would run for a run that is gone
-        ran = run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done, parent_alive)
+        ran = run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done, go_on)
         if until_complete and (running := len(unfinished(family_study.study))):
             print(f"  waiting for {running} trial{'s' * (running != 1)} running elsewhere (a trial whose worker died "
                   f"is queued again {GRACE_SECONDS} s after its last heartbeat)", flush=True)
@@ -412,7 +418,7 @@ def _run_trials(family_study: FamilyStudy, prepared: Prepared, settings: TuningS
         while until_complete and unfinished(family_study.study):
             time.sleep(wait)
             wait = min(2 * wait, longest)
-            ran += run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done, parent_alive)
+            ran += run_queued_trials(storage, family_study.study, cv_f1, TRIAL_FAILURES, me.name, done, go_on)
     return ran
 
 

@@ -6,6 +6,7 @@ studies have no trial left to claim."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,9 +45,11 @@ def local_workers(work: Callable[[str], None], count: int) -> Iterator[None]:
 
 
 def parent_alive() -> bool:
-    """In a forked worker: whether the tuning run that started it still runs (else: stop waiting)."""
+    """In a forked worker: whether the tuning run that started it still runs (else it claims no more trials).
+    Asked of the process's parent, not of multiprocessing's pipe to it: every process the run forked later
+    (the other workers, fold processes) holds that pipe open, so it looked alive after a kill -9."""
     parent = multiprocessing.parent_process()
-    return parent is None or parent.is_alive()
+    return parent is None or os.getppid() == parent.pid
 
 
 def _quietly(work: Callable[[str], None], name: str) -> None:

@@ -3,14 +3,17 @@
 test_pinned_* must pass before the optuna pin moves."""
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import optuna
+import psutil
 import pytest
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.storages.journal import JournalFileBackend
@@ -25,7 +28,8 @@ from review_sentiment.training.trial_queue import (
     set_trial_budget,
     unfinished,
 )
-from review_sentiment.training.workers import local_workers
+from review_sentiment.training.workers import local_workers, parent_alive
+from tests.helpers import wait_for
 
 
 def objective(trial: optuna.Trial) -> float:
@@ -307,3 +311,33 @@ def test_a_local_worker_whose_journal_lost_logs_says_so_in_one_line(capfd: pytes
     out, err = capfd.readouterr()
     assert err == "error: worker w1: the Optuna journal in PostgreSQL lost log 7 and any after it\n"
     assert "worker w1 exited with status 1" in out
+
+
+def _watches_its_command(folder: Path, name: str) -> None:
+    """A local worker that says when it sees its command gone; w2 then lives on until w1 has said so too."""
+    while parent_alive():
+        time.sleep(0.01)
+    (folder / f"{name}.gone").touch()
+    deadline = time.monotonic() + 30
+    while name == "w2" and not (folder / "w1.gone").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _killed_with_two_workers(folder: Path) -> None:
+    """A command that starts two local workers and is killed."""
+    with local_workers(functools.partial(_watches_its_command, folder), 2):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_each_local_worker_sees_its_command_killed_at_once(tmp_path: Path) -> None:
+    """w1 watched its command through multiprocessing's pipe to it, which every process the command forked
+    later holds open too: killed, the command looked alive to w1 for as long as w2 lived (a review found w1
+    claiming 4 more trials of a `--workers 3` run after the kill)."""
+    command = multiprocessing.get_context("fork").Process(target=_killed_with_two_workers, args=(tmp_path,))
+    command.start()
+    # not `join`: it waits for the end of a pipe that the workers, forked from the command, hold open too
+    wait_for(lambda: psutil.Process(command.pid).status() == psutil.STATUS_ZOMBIE, 30, "the command's kill")
+    wait_for(lambda: {f.name for f in tmp_path.iterdir()} == {"w1.gone", "w2.gone"}, 10,
+             "both workers to see their command gone")
+    command.join(30)
+    assert command.exitcode == -signal.SIGKILL
