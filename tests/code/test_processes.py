@@ -129,6 +129,7 @@ def test_a_take_back_after_a_ctrl_c_cut_a_read_of_optunas_sqlite_storage_short_d
     meanwhile: the take-back's study deletion failed ("database is locked"), and that failure skipped
     taking back the runs too. Both are taken back."""
     storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert isinstance(storage, RDBStorage)
     client = mlflow.MlflowClient()
     run = client.create_run(client.create_experiment("taken back")).info.run_id
     ours = optuna.create_study(storage=storage, study_name="ours")

@@ -334,10 +334,11 @@ def interrupted_while_it_waits(uri: str, temporary: Path, writer_behind: bool,
         main = threading.get_ident()
 
         def in_flush() -> bool:
-            frame = sys._current_frames().get(main)
+            """In a call the flush makes (its first line, before its `try`, calls none in Python)."""
+            frame = top = sys._current_frames().get(main)
             while frame is not None and frame.f_code is not type(writer).flush.__code__:
                 frame = frame.f_back
-            return frame is not None
+            return frame is not None and frame is not top
 
         def interrupt_once_staging() -> None:  # in the flush, not before it (CI: during Thread.start)
             wait_for(lambda: staging.exists() and in_flush(), 60, "the flush, the first publication staging", 0.01)
