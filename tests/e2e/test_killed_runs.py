@@ -107,9 +107,10 @@ def trials_made(journal: Path) -> int:
 def test_a_command_killed_with_workers_leaves_its_store_closed(store: Store, workers: int) -> None:
     """SIGKILL the command alone mid-run: its workers, writer and publisher end on their own, each closing its
     connections to the SQLite store, so that the last to close one leaves the store whole in its one file
-    (no -wal or -shm file beside it). Each worker finishes at most the trial it is running and claims no
-    more (w1 went on tuning the rest of the studies for a run that was gone). That w1 does not wait for w2
-    to end first: `test_each_local_worker_sees_its_command_killed_at_once`."""
+    (no -wal or -shm file beside it). Each worker runs at most one more trial (the one it is running, or
+    one it claims while the killed command is still ending) and claims no more (w1 went on tuning the
+    rest of the studies for a run that was gone). That w1 does not wait for w2 to end first:
+    `test_each_local_worker_sees_its_command_killed_at_once`."""
     command = [sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), *FAST, "--workers", str(workers)]
     tuning = subprocess.Popen(command, cwd=store.path, env=dict(os.environ, MLFLOW_TRACKING_URI=store.uri),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
