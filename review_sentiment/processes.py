@@ -6,22 +6,17 @@ so two readings of one process may differ by a fraction of a second: they match 
 
 Also what the stages share about processes: starting, health-checking and stopping server processes,
 a file lock that processes on one machine take turns on, the cycle collector paused while a process
-imports its libraries, Ctrl-C held while a failed run takes back what it wrote, and a command's own
-folder of temporary files.
+imports its libraries, and Ctrl-C held while a failed run takes back what it wrote.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import gc
-import glob
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -32,7 +27,6 @@ from pathlib import Path
 import psutil
 
 SAME_START_SECONDS = 1.0
-_TEMPORARY = "review-sentiment-"  # a command's folder of temporary files: review-sentiment-HOST-PID-START-*
 INTERRUPTED = 130  # the exit status after Ctrl-C, as a shell reports a process SIGINT ended (128 + 2)
 _PACKAGE = Path(__file__).resolve().parent  # review_sentiment/, beside the entry scripts
 
@@ -53,35 +47,6 @@ def running(pid: int, started: float) -> psutil.Process | None:
     except psutil.AccessDenied:
         return psutil.Process(pid)  # someone else's process by that pid and start: alive, not ours to judge
     return None
-
-
-@contextmanager
-def own_temporary_folder() -> Iterator[Path]:
-    """This command's temporary files, in a folder of its own under TMPDIR, removed as the command ends: the
-    processes it starts inherit it (MLflow's folders of the artifacts it logs, the publisher's, the
-    workers'). One that a command killed with kill -9 left (SIGKILL cleans nothing up: MLflow's folder of an
-    artifact being logged was left in 1 of 11 kills of a fault probe) is removed by the next command started
-    on this host: its name holds the host, pid and start time of the command that made it."""
-    base = Path(tempfile.gettempdir())
-    ours = f"{_TEMPORARY}{socket.gethostname()}-"
-    for left in base.glob(f"{glob.escape(ours)}*"):
-        pid, _, rest = left.name.removeprefix(ours).partition("-")
-        with contextlib.suppress(ValueError):  # not a name this makes
-            if running(int(pid), float(rest.partition("-")[0])) is None:
-                shutil.rmtree(left, ignore_errors=True)  # another user's folder is not ours to remove: left be
-    me, started = this_process()
-    folder = Path(tempfile.mkdtemp(prefix=f"{ours}{me}-{started:.2f}-", dir=base))
-    before = tempfile.tempdir, os.environ.get("TMPDIR")
-    tempfile.tempdir = os.environ["TMPDIR"] = str(folder)
-    try:
-        yield folder
-    finally:
-        tempfile.tempdir = before[0]
-        if before[1] is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = before[1]
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def ended(process: psutil.Process) -> bool:

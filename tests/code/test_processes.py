@@ -5,11 +5,9 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import types
 from pathlib import Path
@@ -22,7 +20,7 @@ from optuna.storages import RDBStorage
 
 from review_sentiment.constants import PROJECT_DIR
 from review_sentiment.databases import sqlite_without_fsync_per_commit
-from review_sentiment.processes import collector_paused, interrupts_held, own_temporary_folder, this_process
+from review_sentiment.processes import collector_paused, interrupts_held
 from review_sentiment.tracking.undo import undone_on_failure
 from review_sentiment.training.attempt import Attempt
 from review_sentiment.training.family_studies import FamilyStudy
@@ -173,37 +171,6 @@ def test_a_failed_run_whose_studies_cannot_be_deleted_leaves_its_runs_too(
     assert client.get_run(run).info.lifecycle_stage == "active"
     assert "Could not delete the failed run's studies (ours: " in caplog.text
     assert "running the command again resumes it" in caplog.text
-
-
-KILLED_WITH_ITS_FOLDER = """
-import os, signal
-from review_sentiment.processes import own_temporary_folder
-with own_temporary_folder() as folder:
-    (folder / "half-written").touch()
-    print(folder, flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def test_a_commands_temporary_files_are_in_its_own_folder_and_the_next_command_removes_what_a_kill_left(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SIGKILL cleans nothing up: a fault probe found MLflow's folder of an artifact being logged left in
-    TMPDIR after 1 of 11 kills. A command's folder is removed as it ends, and one a killed command left is
-    removed by the next command; a running command's, and anything else in TMPDIR, are left be."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    killed = subprocess.run([sys.executable, "-c", KILLED_WITH_ITS_FOLDER], cwd=PROJECT_DIR, capture_output=True,
-                            text=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
-    left = Path(killed.stdout.strip())
-    assert killed.returncode == -signal.SIGKILL and (left / "half-written").exists() and left.parent == tmp_path
-    pid, started = this_process()  # a command still running: this one
-    running = tmp_path / f"review-sentiment-{socket.gethostname()}-{pid}-{started:.2f}-x"
-    running.mkdir()
-    (other := tmp_path / "someone-elses").mkdir()
-    with own_temporary_folder() as ours:
-        assert tempfile.gettempdir() == os.environ["TMPDIR"] == str(ours) and ours.parent == tmp_path
-        assert not left.exists() and running.exists() and other.exists()
-        (ours / "model.pkl").touch()
-    assert not ours.exists() and tempfile.gettempdir() == str(tmp_path)
 
 
 def test_a_record_of_writes_collected_unfinished_takes_nothing_back(store: Store) -> None:
