@@ -65,12 +65,16 @@ class Attempt:
             disconnected(self.storage)
             kept = {name: err for taken in self.taken
                     if (err := _not_deleted(name := taken.study.study_name, self.storage)) is not None}
-            if kept:  # a kept study would resume into runs taken back: the runs stay too, as a kill leaves both
+            said = "; ".join(f"{name}: {err}" for name, err in kept.items())
+            if kept and len(kept) == len(self.taken):  # a rerun resumes them: taken back alone, the runs would be
+                # deleted under them, so the runs stay too, as a kill leaves both
                 log.error("Could not delete the failed run's studies (%s): its runs and versions are left as a kill "
-                          "leaves them, and running the command again resumes it",
-                          "; ".join(f"{name}: {err}" for name, err in kept.items()))
+                          "leaves them, and running the command again resumes it", said)
                 self.writes.runs.clear()
                 self.writes.versions.clear()
+            elif kept:  # only a whole set of studies is resumed: the rest are taken back, and a rerun starts afresh
+                log.error("Could not delete some of the failed run's studies (%s): they are left, and never resumed",
+                          said)
             return self._exits.__exit__(kind, error, traceback)
 
     @contextmanager

@@ -173,6 +173,27 @@ def test_a_failed_run_whose_studies_cannot_be_deleted_leaves_its_runs_too(
     assert "running the command again resumes it" in caplog.text
 
 
+def test_a_failed_run_that_could_delete_only_some_of_its_studies_takes_back_its_runs(
+        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Only a whole set of studies is resumed, so with one of two kept (here: gone already, deleted by
+    another process) the rerun starts afresh: the runs are taken back, not left as a kill leaves them
+    (a review found them left)."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    client = mlflow.MlflowClient()
+    run = client.create_run(client.create_experiment("taken back")).info.run_id
+    studies = [optuna.create_study(storage=storage, study_name=name) for name in ("ours", "gone")]
+    attempt = Attempt(storage, "m", unlocked_promotion=False)
+    with pytest.raises(RuntimeError, match="the run failed"), attempt:
+        attempt.taken += [FamilyStudy(family, study, run, resumed=False)
+                          for family, study in zip(("LogisticRegression", "NaiveBayes"), studies, strict=True)]
+        attempt.writes.runs.append(run)
+        optuna.delete_study(study_name="gone", storage=storage)
+        raise RuntimeError("the run failed")
+    assert optuna.get_all_study_names(storage) == []
+    assert client.get_run(run).info.lifecycle_stage == "deleted"
+    assert "Could not delete some of the failed run's studies (gone: " in caplog.text
+
+
 def test_a_record_of_writes_collected_unfinished_takes_nothing_back(store: Store) -> None:
     """A Ctrl-C after the promotion, while the studies were marked finished, left the record's block never
     exited; collected, it was closed (GeneratorExit), which took back the promoted run (a review found it)."""
