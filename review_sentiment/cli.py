@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from review_sentiment.orchestration.local_prefect import quiet_prefect_env
-from review_sentiment.processes import INTERRUPTED
+from review_sentiment.processes import INTERRUPTED, quiet_cursors_cut_by_ctrl_c
 
 USER_ERROR = 2  # the exit status of every user mistake, as argparse uses for bad flags
 UNFLUSHED = 120  # the exit status when output could not be written at the end, as Python's own exit gives
@@ -20,8 +20,10 @@ def configure() -> None:
     """The process settings an entry script chooses, first thing in its main (importing the package
     sets nothing): MLflow prints no link per run to stdout (a tracking server would link every trial);
     Prefect keeps its state inside the project and sends no telemetry, set before Prefect is first
-    imported, since it reads its settings then. Values already in the environment win."""
+    imported, since it reads its settings then. Values already in the environment win. A Ctrl-C that cuts a
+    database read short is reported in one line, without SQLAlchemy's traceback of the cursor it left."""
     os.environ.update(quiet_prefect_env({"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", **os.environ}))
+    quiet_cursors_cut_by_ctrl_c()
 
 
 def end_now(code: int) -> NoReturn:

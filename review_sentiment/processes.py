@@ -6,13 +6,15 @@ so two readings of one process may differ by a fraction of a second: they match 
 
 Also what the stages share about processes: starting, health-checking and stopping server processes,
 a file lock that processes on one machine take turns on, the cycle collector paused while a process
-imports its libraries, and Ctrl-C held while a failed run takes back what it wrote.
+imports its libraries, and Ctrl-C: held while a failed run takes back what it wrote, and the traceback
+SQLAlchemy logs for a fetch it cut short left out.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import gc
+import logging
 import os
 import signal
 import subprocess
@@ -47,6 +49,26 @@ def running(pid: int, started: float) -> psutil.Process | None:
     except psutil.AccessDenied:
         return psutil.Process(pid)  # someone else's process by that pid and start: alive, not ours to judge
     return None
+
+
+class _CursorCutByCtrlC(logging.Filter):
+    """SQLAlchemy's "Error closing cursor", with its traceback, where Ctrl-C cut a fetch short: SQLAlchemy
+    closes (invalidates) a connection an interrupt cut into, then fails to close its cursor. Nothing is
+    lost there; the command reports the Ctrl-C in its one line (a fault probe saw the traceback in 1 of
+    4 Ctrl-Cs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.msg == "Error closing cursor" and isinstance(getattr(error, "__context__", None),
+                                                                         KeyboardInterrupt))
+
+
+def quiet_cursors_cut_by_ctrl_c() -> None:
+    """Drop that record, on the loggers of SQLAlchemy's pools (its pools log through their class's logger)."""
+    for pool in ("QueuePool", "NullPool", "SingletonThreadPool", "StaticPool"):
+        logger = logging.getLogger(f"sqlalchemy.pool.impl.{pool}")
+        if not any(isinstance(f, _CursorCutByCtrlC) for f in logger.filters):
+            logger.addFilter(_CursorCutByCtrlC())
 
 
 def ended(process: psutil.Process) -> bool:
