@@ -22,6 +22,7 @@ from review_sentiment.processes import interrupts_held
 from review_sentiment.tracking.registry import registered_from
 
 log = logging.getLogger(__name__)
+TAKING_BACK = "taking back what the failed run wrote"  # what a Ctrl-C held meanwhile is told
 
 
 @dataclass
@@ -43,7 +44,7 @@ def undone_on_failure() -> Iterator[Writes]:
         raise
     except BaseException:
         try:
-            with interrupts_held("taking back what the failed run wrote"):
+            with interrupts_held(TAKING_BACK):
                 store_reconnected()  # a read that Ctrl-C cut short would make its writes fail
                 undo(writes)
         except Exception as err:  # noqa: BLE001 — the failure that brought us here is the one to report

@@ -23,7 +23,7 @@ import optuna
 from review_sentiment.processes import interrupts_held
 from review_sentiment.tracking.orphans import adopt, close_orphaned_runs, closed_orphans_line, live_writer
 from review_sentiment.tracking.promotion import decide_pending
-from review_sentiment.tracking.undo import Writes, undone_on_failure
+from review_sentiment.tracking.undo import TAKING_BACK, Writes, undone_on_failure
 from review_sentiment.training.family_studies import FamilyStudy, finish_attempt, open_attempt
 from review_sentiment.training.study import Storage, disconnected
 from review_sentiment.training.workers import local_workers
@@ -61,7 +61,7 @@ class Attempt:
         if error is None:
             finish_attempt(self.taken)
             return self._exits.__exit__(kind, error, traceback)
-        with interrupts_held("taking back what the failed run wrote"):
+        with interrupts_held(TAKING_BACK):
             disconnected(self.storage)
             kept = {name: err for taken in self.taken
                     if (err := _not_deleted(name := taken.study.study_name, self.storage)) is not None}
