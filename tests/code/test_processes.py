@@ -19,13 +19,13 @@ import pytest
 import sqlalchemy
 from optuna.storages import RDBStorage
 
-from review_sentiment.constants import PROJECT_DIR
+from review_sentiment.constants import FAMILY_NAMES, PROJECT_DIR
 from review_sentiment.databases import sqlite_without_fsync_per_commit
 from review_sentiment.processes import collector_paused, interrupts_held, quiet_cursors_cut_by_ctrl_c
 from review_sentiment.tracking.undo import undone_on_failure
 from review_sentiment.training.attempt import Attempt
 from review_sentiment.training.family_studies import FamilyStudy
-from review_sentiment.training.study import open_storage
+from review_sentiment.training.study import Storage, open_storage
 from tests.helpers import Store, locked, wait_for
 
 
@@ -124,6 +124,16 @@ def test_a_take_back_after_a_ctrl_c_cut_a_read_of_the_store_short_still_takes_ba
     assert client.get_run(run).info.lifecycle_stage == "deleted"
 
 
+def failed_attempt(storage: Storage, run: str, studies: list[optuna.Study]) -> None:
+    """An attempt holding `studies` (one a family) that wrote `run` fails."""
+    attempt = Attempt(storage, "m", unlocked_promotion=False)
+    with pytest.raises(RuntimeError, match="the run failed"), attempt:
+        attempt.taken += [FamilyStudy(family, study, run, resumed=False)
+                          for family, study in zip(FAMILY_NAMES, studies, strict=False)]
+        attempt.writes.runs.append(run)
+        raise RuntimeError("the run failed")
+
+
 def test_a_take_back_after_a_ctrl_c_cut_a_read_of_optunas_sqlite_storage_short_deletes_the_studies(
         store: Store, tmp_path: Path) -> None:
     """The same cut read on Optuna's SQLite storage (`--storage sqlite:///...`), a worker committing a trial
@@ -144,11 +154,7 @@ def test_a_take_back_after_a_ctrl_c_cut_a_read_of_optunas_sqlite_storage_short_d
             assert read.fetchone() is not None
     subprocess.run([sys.executable, "-c", "import optuna; optuna.load_study(study_name=\"another command's\", "
                     f"storage={str(storage.url)!r}).enqueue_trial({{}})"], check=True, capture_output=True)
-    attempt = Attempt(storage, "m", unlocked_promotion=False)
-    with pytest.raises(RuntimeError, match="the run failed"), attempt:
-        attempt.taken.append(FamilyStudy("LogisticRegression", ours, run, resumed=False))
-        attempt.writes.runs.append(run)
-        raise RuntimeError("the run failed")
+    failed_attempt(storage, run, [ours])
     assert optuna.get_all_study_names(storage) == [other.study_name]
     assert client.get_run(run).info.lifecycle_stage == "deleted"
 
@@ -163,11 +169,8 @@ def test_a_failed_run_whose_studies_cannot_be_deleted_leaves_its_runs_too(
     client = mlflow.MlflowClient()
     run = client.create_run(client.create_experiment("left")).info.run_id
     ours = optuna.create_study(storage=storage, study_name="ours")
-    attempt = Attempt(storage, "m", unlocked_promotion=False)
-    with locked(database), pytest.raises(RuntimeError, match="the run failed"), attempt:
-        attempt.taken.append(FamilyStudy("LogisticRegression", ours, run, resumed=False))
-        attempt.writes.runs.append(run)
-        raise RuntimeError("the run failed")
+    with locked(database):
+        failed_attempt(storage, run, [ours])
     assert optuna.get_all_study_names(storage) == ["ours"]
     assert client.get_run(run).info.lifecycle_stage == "active"
     assert "Could not delete the failed run's studies (ours: " in caplog.text
@@ -183,13 +186,8 @@ def test_a_failed_run_that_could_delete_only_some_of_its_studies_takes_back_its_
     client = mlflow.MlflowClient()
     run = client.create_run(client.create_experiment("taken back")).info.run_id
     studies = [optuna.create_study(storage=storage, study_name=name) for name in ("ours", "gone")]
-    attempt = Attempt(storage, "m", unlocked_promotion=False)
-    with pytest.raises(RuntimeError, match="the run failed"), attempt:
-        attempt.taken += [FamilyStudy(family, study, run, resumed=False)
-                          for family, study in zip(("LogisticRegression", "NaiveBayes"), studies, strict=True)]
-        attempt.writes.runs.append(run)
-        optuna.delete_study(study_name="gone", storage=storage)
-        raise RuntimeError("the run failed")
+    optuna.delete_study(study_name="gone", storage=storage)
+    failed_attempt(storage, run, studies)
     assert optuna.get_all_study_names(storage) == []
     assert client.get_run(run).info.lifecycle_stage == "deleted"
     assert "Could not delete some of the failed run's studies (gone: " in caplog.text
