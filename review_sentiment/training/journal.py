@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import pickle
+import stat
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +31,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal._base import BaseJournalSnapshot
 from optuna.storages.journal._file import BaseJournalFileLock, get_lock_file
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
@@ -37,17 +42,69 @@ if TYPE_CHECKING:  # imported by `study.open_storage` for a PostgreSQL URL only:
 RETRY = "failed_trial"  # the system attribute `RetryFailedTrialCallback` gives a retry: not in the budget
 HEARTBEAT = "heartbeat"  # the trial's system attribute holding its last beat (seconds since the epoch)
 _CHUNK = 4096  # how far back a torn tail is looked for its line's start at a time
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+_SNAPSHOT_AFTER_LOGS = 2000  # replayed past the snapshot (~20 ms of replay; a run of 3 x 20 trials appends ~1,000)
 log = logging.getLogger(__name__)
 
 
-class FileJournal(JournalFileBackend):
+class FileJournal(JournalFileBackend, BaseJournalSnapshot):
     """A journal file whose writes take turns on an `flock` (the kernel releases it when its holder dies:
-    Optuna's own file locks stay behind a worker killed while writing, stalling the others 30 s), and
-    whose appends inside a running trial are not each synced to the disk."""
+    Optuna's own file locks stay behind a worker killed while writing, stalling the others 30 s), whose
+    appends inside a running trial are not each synced to the disk, and which keeps a snapshot beside it.
+
+    Optuna's JournalStorage rebuilds its studies by replaying every log of the file each time a process
+    opens it: ~11 ms for each earlier run of 3 x 20 trials (10 runs: 112 ms), growing with every run. From
+    a snapshot (`JOURNAL.snapshot`: Optuna's pickled replay state, as its Redis backend keeps one) it
+    restores them in ~0.7 ms a run (10 runs: 6.5 ms) and replays only what was appended after it."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(str(path), lock_obj=_Flock(path))
         self.path = path
+        self.snapshot_path = path.with_name(path.name + ".snapshot")
+        self.restored_logs = 0  # how many of the file's logs the snapshot it opened with holds
+
+    def save_snapshot(self, snapshot: bytes) -> None:
+        """Keep Optuna's replay state of the logs read so far (it saves one right after reading them all):
+        after a header that ties it to this file, to its first line (each line names the process that wrote
+        it) and to where its logs end, replaced at once (a process killed while writing one leaves the old)."""
+        logs = max(self._log_number_offset)  # Optuna 5.1's file backend: each line's offset, once read
+        with self.path.open("rb") as file:
+            first = file.readline()
+        header = {"optuna": optuna.__version__, "logs": logs, "offset": self._log_number_offset[logs],
+                  "first": hashlib.sha256(first).hexdigest()}
+        with tempfile.NamedTemporaryFile("wb", dir=self.path.parent, prefix=f".{self.snapshot_path.name}.",
+                                         delete=False) as out:
+            try:
+                # readable as the journal is, writable by this user alone (`load_snapshot`)
+                os.fchmod(out.fileno(), stat.S_IMODE(os.stat(self.path).st_mode) & ~_OTHERS_WRITE)
+                out.write(json.dumps(header).encode() + b"\n" + snapshot)
+                out.flush()
+                os.fsync(out.fileno())
+                os.replace(out.name, self.snapshot_path)
+            except BaseException:
+                Path(out.name).unlink(missing_ok=True)
+                raise
+
+    def load_snapshot(self) -> bytes | None:
+        """The snapshot kept beside this very file, by this Optuna release; None where there is none (Optuna
+        then replays every log). Reading resumes where its logs end. A pickle runs code as it loads, where
+        the journal's JSON cannot: one that another user could have written is not loaded."""
+        try:
+            with self.snapshot_path.open("rb") as kept:
+                if (mine := os.fstat(kept.fileno())).st_uid != os.getuid() or mine.st_mode & _OTHERS_WRITE:
+                    return None
+                header = json.loads(kept.readline())
+                snapshot = kept.read()
+            with self.path.open("rb") as file:
+                first, size = file.readline(), os.fstat(file.fileno()).st_size
+        except (OSError, ValueError):
+            return None
+        if (header.get("optuna") != optuna.__version__ or size < header.get("offset", size + 1)
+                or header.get("first") != hashlib.sha256(first).hexdigest()):
+            return None  # another release's, or a journal removed and begun anew since
+        self.restored_logs = header["logs"]
+        self._log_number_offset[self.restored_logs] = header["offset"]  # read on from there, not from line 1
+        return snapshot
 
     @staticmethod
     def now() -> float:
@@ -95,6 +152,19 @@ class HeartbeatJournal(JournalStorage, BaseHeartbeat):
         super().__init__(backend)
         self.backend = backend
         self._interval, self._grace, self._on_stale = interval, grace, on_stale
+        if isinstance(backend, FileJournal):
+            replayed = self._replay_result.log_number_read - backend.restored_logs
+            # each save pickles every log's result (~1 µs a log, a tenth of replaying it): not for a few
+            if replayed >= _SNAPSHOT_AFTER_LOGS and replayed * 10 >= self._replay_result.log_number_read:
+                self._snapshot(backend)
+
+    def _snapshot(self, backend: FileJournal) -> None:
+        """Save the replay state for the next process that opens the journal, as Optuna 5.1's
+        `JournalStorage.create_new_study` does every 100th study."""
+        with self._thread_lock:
+            self._sync_with_backend()
+            with contextlib.suppress(OSError):  # a read-only folder, say: the next process replays instead
+                backend.save_snapshot(pickle.dumps(self._replay_result))
 
     def record_heartbeat(self, trial_id: int) -> None:
         with contextlib.suppress(UpdateFinishedTrialError):  # finished since the timer fired: it needs no beat

@@ -17,8 +17,9 @@ import psutil
 import pytest
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
+from review_sentiment.training import journal
 from review_sentiment.training.journal import HEARTBEAT, FileJournal, HeartbeatJournal, JournalLost
 from review_sentiment.training.study import Storage, pruner, sampler
 from review_sentiment.training.trial_queue import (
@@ -261,6 +262,72 @@ def _every_ending(trial: optuna.Trial) -> float:
     if trial.number % 3 == 2:
         raise _Broken("fails its trial")
     return x
+
+
+def _trials_of(storage: optuna.storages.BaseStorage) -> list[tuple[str, list[FrozenTrial]]]:
+    return [(study.study_name, storage.get_all_trials(study._study_id)) for study in storage.get_all_studies()]
+
+
+def _runs_of_trials(storage: Storage, runs: range) -> None:
+    """Studies of three families each, their trials ending every way, as tuning runs leave them."""
+    for run in runs:
+        for family in ("a", "b", "c"):
+            study = optuna.create_study(storage=storage, study_name=f"{run}-{family}", direction="maximize")
+            study.optimize(_every_ending, n_trials=6, catch=(_Broken,))
+
+
+def test_a_journal_opened_from_its_snapshot_holds_what_replaying_every_log_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that replayed enough of the journal keeps a snapshot; the next restores it and replays only
+    the logs appended since, by whichever process: the same studies and trials, to every attribute, as
+    Optuna's own storage replaying the file from its first line."""
+    monkeypatch.setattr(journal, "_SNAPSHOT_AFTER_LOGS", 100)
+    path = tmp_path / "s.journal"
+    _runs_of_trials(storage_at(path), range(3))
+    assert not (tmp_path / "s.journal.snapshot").exists()  # the first process replayed nothing: it wrote them
+    storage_at(path)  # the next replays them all, and keeps a snapshot
+    _runs_of_trials(storage_at(path), range(3, 4))  # restored; more appended after the snapshot
+    reopened = storage_at(path)
+    assert isinstance(reopened, HeartbeatJournal) and isinstance(reopened.backend, FileJournal)
+    assert 0 < reopened.backend.restored_logs < sum(1 for _ in path.open("rb"))
+    assert _trials_of(reopened) == _trials_of(optuna.storages.JournalStorage(JournalFileBackend(str(path))))
+    assert len(_trials_of(reopened)) == 12
+
+
+def test_a_snapshot_left_beside_a_journal_begun_anew_is_not_restored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal removed (and its studies with it), its snapshot left: a new journal is not read as the
+    old one's continuation, even once it is longer than the old one was."""
+    monkeypatch.setattr(journal, "_SNAPSHOT_AFTER_LOGS", 100)
+    path = tmp_path / "s.journal"
+    _runs_of_trials(storage_at(path), range(2))
+    storage_at(path)  # keeps a snapshot
+    path.unlink()
+    _runs_of_trials(storage_at(path), range(5, 8))
+    reopened = storage_at(path)
+    assert isinstance(reopened, HeartbeatJournal) and isinstance(reopened.backend, FileJournal)
+    assert reopened.backend.restored_logs == 0
+    assert [name for name, _ in _trials_of(reopened)] == [f"{run}-{f}" for run in range(5, 8) for f in "abc"]
+
+
+def test_a_snapshot_another_user_could_have_written_is_not_loaded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a pickle runs what it holds: a snapshot others may write (group or world writable, or not
+    the user's own) is not restored, even in a shared folder where the journal itself is group writable."""
+    monkeypatch.setattr(journal, "_SNAPSHOT_AFTER_LOGS", 100)
+    path = tmp_path / "s.journal"
+    _runs_of_trials(storage_at(path), range(2))
+    path.chmod(0o664)
+    storage_at(path)  # keeps a snapshot
+    snapshot = tmp_path / "s.journal.snapshot"
+    assert snapshot.stat().st_mode & 0o777 == 0o644
+    assert FileJournal(path).load_snapshot() is not None
+    snapshot.chmod(0o664)
+    assert FileJournal(path).load_snapshot() is None
+    if os.geteuid() == 0:  # root can give it away: another user's, writable by its owner alone
+        snapshot.chmod(0o644)
+        os.chown(snapshot, 65534, -1)
+        assert FileJournal(path).load_snapshot() is None
 
 
 def test_the_journal_syncs_each_trial_end_retry_and_study_write_and_nothing_a_running_trial_writes(
