@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
 import logging
@@ -43,6 +44,7 @@ RETRY = "failed_trial"  # the system attribute `RetryFailedTrialCallback` gives 
 HEARTBEAT = "heartbeat"  # the trial's system attribute holding its last beat (seconds since the epoch)
 _CHUNK = 4096  # how far back a torn tail is looked for its line's start at a time
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+_SAVING_SECONDS = 60  # a snapshot's temporary file older than this was left by a process killed saving it
 _SNAPSHOT_AFTER_LOGS = 2000  # replayed past the snapshot (~20 ms of replay; a run of 3 x 20 trials appends ~1,000)
 log = logging.getLogger(__name__)
 
@@ -54,24 +56,38 @@ class FileJournal(JournalFileBackend, BaseJournalSnapshot):
 
     Optuna's JournalStorage rebuilds its studies by replaying every log of the file each time a process
     opens it: ~11 ms for each earlier run of 3 x 20 trials (10 runs: 112 ms), growing with every run. From
-    a snapshot (`JOURNAL.snapshot`: Optuna's pickled replay state, as its Redis backend keeps one) it
-    restores them in ~0.7 ms a run (10 runs: 6.5 ms) and replays only what was appended after it."""
+    a snapshot (`JOURNAL.snapshot`: Optuna's pickled replay state, through its snapshot interface, which
+    its Redis backend implements too) it restores them in ~0.7 ms a run (10 runs: 6.5 ms) and replays only
+    what was appended after it. `HeartbeatJournal` saves one where it had many logs to replay."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(str(path), lock_obj=_Flock(path))
         self.path = path
         self.snapshot_path = path.with_name(path.name + ".snapshot")
-        self.restored_logs = 0  # how many of the file's logs the snapshot it opened with holds
 
     def save_snapshot(self, snapshot: bytes) -> None:
-        """Keep Optuna's replay state of the logs read so far (it saves one right after reading them all):
-        after a header that ties it to this file, to its first line (each line names the process that wrote
-        it) and to where its logs end, replaced at once (a process killed while writing one leaves the old)."""
-        logs = max(self._log_number_offset)  # Optuna 5.1's file backend: each line's offset, once read
+        """Optuna 5.1 saves one at every 100th study and every 100th trial it creates: inside the trials
+        (each save pickles every study), where a failed write would fail the trial. Not kept: `keep_snapshot`."""
+
+    def keep_snapshot(self, snapshot: bytes, logs: int) -> None:
+        """Keep Optuna's replay state of the file's first `logs` logs (all this process has read): made
+        durable after them, with a header that ties it to this file (its first line: each names the process
+        that wrote it), to the line its logs end with, and to this time zone (Optuna's replay gives local
+        times); replaced at once (a process killed meanwhile leaves the old one, and a temporary file that a
+        later save removes)."""
+        ends = self._log_number_offset[logs]  # Optuna 5.1's file backend: each line's offset, once read
+        last = self._log_number_offset[logs - 1]
         with self.path.open("rb") as file:
+            os.fsync(file.fileno())  # the logs it holds outlast a power cut whenever it does
             first = file.readline()
-        header = {"optuna": optuna.__version__, "logs": logs, "offset": self._log_number_offset[logs],
-                  "first": hashlib.sha256(first).hexdigest()}
+            file.seek(last)
+            ending = file.read(ends - last)
+        header = {"optuna": optuna.__version__, "zone": _zone(), "logs": logs, "offset": ends,
+                  "first": _digest(first), "last": _digest(ending), "last_bytes": len(ending)}
+        for left in self.path.parent.glob(f".{glob.escape(self.snapshot_path.name)}.*"):
+            with contextlib.suppress(OSError):  # a save under way takes well under a minute
+                if time.time() - left.stat().st_mtime > _SAVING_SECONDS:
+                    left.unlink()
         with tempfile.NamedTemporaryFile("wb", dir=self.path.parent, prefix=f".{self.snapshot_path.name}.",
                                          delete=False) as out:
             try:
@@ -86,24 +102,27 @@ class FileJournal(JournalFileBackend, BaseJournalSnapshot):
                 raise
 
     def load_snapshot(self) -> bytes | None:
-        """The snapshot kept beside this very file, by this Optuna release; None where there is none (Optuna
-        then replays every log). Reading resumes where its logs end. A pickle runs code as it loads, where
-        the journal's JSON cannot: one that another user could have written is not loaded."""
+        """The snapshot kept beside this very file, by this Optuna release in this time zone, whose logs the
+        file still holds; None where there is none such (Optuna then replays every log). Reading resumes where
+        its logs end. A pickle runs code as it loads, where the journal's JSON cannot: one that another user
+        could have written is not loaded."""
         try:
             with self.snapshot_path.open("rb") as kept:
                 if (mine := os.fstat(kept.fileno())).st_uid != os.getuid() or mine.st_mode & _OTHERS_WRITE:
                     return None
                 header = json.loads(kept.readline())
                 snapshot = kept.read()
+            logs, ends, length = int(header["logs"]), int(header["offset"]), int(header["last_bytes"])
             with self.path.open("rb") as file:
-                first, size = file.readline(), os.fstat(file.fileno()).st_size
-        except (OSError, ValueError):
+                first = file.readline()
+                file.seek(max(0, ends - length))
+                ending = file.read(length)
+        except (OSError, ValueError, TypeError, KeyError):
             return None
-        if (header.get("optuna") != optuna.__version__ or size < header.get("offset", size + 1)
-                or header.get("first") != hashlib.sha256(first).hexdigest()):
-            return None  # another release's, or a journal removed and begun anew since
-        self.restored_logs = header["logs"]
-        self._log_number_offset[self.restored_logs] = header["offset"]  # read on from there, not from line 1
+        if (header["optuna"] != optuna.__version__ or header["zone"] != _zone() or header["first"] != _digest(first)
+                or header["last"] != _digest(ending) or not ending.endswith(b"\n") or logs < 1):
+            return None  # another release's or zone's, a journal begun anew, or one that lost its tail
+        self._log_number_offset[logs] = ends  # read on from there, not from line 1
         return snapshot
 
     @staticmethod
@@ -140,6 +159,15 @@ _INSIDE_A_TRIAL = frozenset({JournalOperation.SET_TRIAL_PARAM, JournalOperation.
                              JournalOperation.SET_TRIAL_USER_ATTR, JournalOperation.SET_TRIAL_SYSTEM_ATTR})
 
 
+def _digest(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+def _zone() -> list[object]:
+    """This process's time zone, as `datetime.astimezone` reads it."""
+    return [*time.tzname, time.timezone, time.altzone, time.daylight]
+
+
 class JournalLost(RuntimeError):
     """Logs this process had read are gone from the database (see `postgres_journal.PostgresJournal`)."""
 
@@ -147,24 +175,33 @@ class JournalLost(RuntimeError):
 class HeartbeatJournal(JournalStorage, BaseHeartbeat):
     """Optuna's journal storage on either backend, with heartbeats on the backend's clock."""
 
+    restored_logs = 0  # how many of the journal's logs were restored from its snapshot, not replayed
+
     def __init__(self, backend: FileJournal | PostgresJournal, interval: int, grace: int,
                  on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
         super().__init__(backend)
         self.backend = backend
         self._interval, self._grace, self._on_stale = interval, grace, on_stale
         if isinstance(backend, FileJournal):
-            replayed = self._replay_result.log_number_read - backend.restored_logs
+            replayed = self._replay_result.log_number_read - self.restored_logs
             # each save pickles every log's result (~1 µs a log, a tenth of replaying it): not for a few
             if replayed >= _SNAPSHOT_AFTER_LOGS and replayed * 10 >= self._replay_result.log_number_read:
                 self._snapshot(backend)
 
+    def restore_replay_result(self, snapshot: bytes) -> None:
+        """Optuna's, which raises on a pickle whose classes it no longer has: the journal is then replayed."""
+        try:
+            super().restore_replay_result(snapshot)
+        except Exception:  # noqa: BLE001  a snapshot only saves time
+            log.warning("the journal's snapshot could not be restored: the journal is replayed", exc_info=True)
+        self.restored_logs = self._replay_result.log_number_read
+
     def _snapshot(self, backend: FileJournal) -> None:
-        """Save the replay state for the next process that opens the journal, as Optuna 5.1's
-        `JournalStorage.create_new_study` does every 100th study."""
+        """Save the replay state for the next process that opens the journal (`FileJournal.keep_snapshot`)."""
         with self._thread_lock:
             self._sync_with_backend()
             with contextlib.suppress(OSError):  # a read-only folder, say: the next process replays instead
-                backend.save_snapshot(pickle.dumps(self._replay_result))
+                backend.keep_snapshot(pickle.dumps(self._replay_result), self._replay_result.log_number_read)
 
     def record_heartbeat(self, trial_id: int) -> None:
         with contextlib.suppress(UpdateFinishedTrialError):  # finished since the timer fired: it needs no beat

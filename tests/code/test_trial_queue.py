@@ -16,7 +16,7 @@ import optuna
 import psutil
 import pytest
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.training import journal
@@ -289,7 +289,7 @@ def test_a_journal_opened_from_its_snapshot_holds_what_replaying_every_log_does(
     _runs_of_trials(storage_at(path), range(3, 4))  # restored; more appended after the snapshot
     reopened = storage_at(path)
     assert isinstance(reopened, HeartbeatJournal) and isinstance(reopened.backend, FileJournal)
-    assert 0 < reopened.backend.restored_logs < sum(1 for _ in path.open("rb"))
+    assert 0 < reopened.restored_logs < sum(1 for _ in path.open("rb"))
     assert _trials_of(reopened) == _trials_of(optuna.storages.JournalStorage(JournalFileBackend(str(path))))
     assert len(_trials_of(reopened)) == 12
 
@@ -306,8 +306,67 @@ def test_a_snapshot_left_beside_a_journal_begun_anew_is_not_restored(
     _runs_of_trials(storage_at(path), range(5, 8))
     reopened = storage_at(path)
     assert isinstance(reopened, HeartbeatJournal) and isinstance(reopened.backend, FileJournal)
-    assert reopened.backend.restored_logs == 0
+    assert reopened.restored_logs == 0
     assert [name for name, _ in _trials_of(reopened)] == [f"{run}-{f}" for run in range(5, 8) for f in "abc"]
+
+
+def _replayed_by_optuna(path: Path) -> list[tuple[str, list[FrozenTrial]]]:
+    return _trials_of(optuna.storages.JournalStorage(JournalFileBackend(str(path))))
+
+
+@pytest.mark.parametrize("change", ["tail lost, then regrown", "another time zone", "a pickle Optuna cannot load"])
+def test_a_snapshot_that_no_longer_matches_its_journal_is_not_restored(
+        change: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each way a snapshot can stop describing what replaying its journal gives (a review found the first
+    two silently restored): a power cut costs the journal unsynced logs the snapshot holds, and more are
+    appended after; Optuna's replay gives local times; a pickle of classes Optuna no longer has. The
+    journal is then replayed, to the same studies and trials as Optuna's own storage gives."""
+    monkeypatch.setattr(journal, "_SNAPSHOT_AFTER_LOGS", 100)
+    path = tmp_path / "s.journal"
+    _runs_of_trials(storage_at(path), range(3))
+    storage_at(path)  # keeps a snapshot
+    snapshot = tmp_path / "s.journal.snapshot"
+    assert storage_at(path).restored_logs > 0
+    if change == "tail lost, then regrown":
+        lines = path.read_bytes().splitlines(keepends=True)
+        path.write_bytes(b"".join(lines[:len(lines) * 2 // 3]))
+        appending = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(tmp_path / "optunas")))
+        study = optuna.create_study(storage=optuna.storages.JournalStorage(appending), study_name="after",
+                                    direction="maximize")
+        study.optimize(_every_ending, n_trials=30, catch=(_Broken,))
+        assert path.stat().st_size > len(b"".join(lines))  # longer than it was when the snapshot was kept
+    elif change == "another time zone":
+        monkeypatch.setenv("TZ", "Asia/Tokyo")
+        time.tzset()
+    else:
+        header, _, _ = snapshot.read_bytes().partition(b"\n")
+        snapshot.write_bytes(header + b"\n" + b"cno_such_module\nReplayResult\n.")  # its class gone: raises
+    try:
+        reopened = storage_at(path)
+        assert reopened.restored_logs == 0
+        assert _trials_of(reopened) == _replayed_by_optuna(path)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_optunas_own_saves_inside_the_trials_write_nothing_and_a_killed_saves_file_is_removed_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optuna saves a snapshot at every 100th trial it creates: in a trial's way, where a failed write
+    failed the trial (a review: a run crashed at trial 100 in a folder it could not write to). Only a
+    process that opened the journal saves one. A save's temporary file that a kill left is removed by a
+    later save once it is a minute old; a younger one may be a save under way, and stays."""
+    monkeypatch.setattr(journal, "_SNAPSHOT_AFTER_LOGS", 100)
+    path = tmp_path / "s.journal"
+    study = optuna.create_study(storage=storage_at(path), study_name="s")
+    study.optimize(objective, n_trials=110)
+    assert [f.name for f in tmp_path.iterdir() if "snapshot" in f.name] == []
+    killed, saving = tmp_path / ".s.journal.snapshot.killed", tmp_path / ".s.journal.snapshot.saving"
+    killed.write_bytes(b"half")
+    saving.write_bytes(b"half")
+    os.utime(killed, (time.time() - 120, time.time() - 120))
+    assert storage_at(path).restored_logs == 0  # replays 110 trials' logs, and keeps a snapshot
+    assert sorted(f.name for f in tmp_path.iterdir() if "snapshot" in f.name) == [saving.name, "s.journal.snapshot"]
 
 
 def test_a_snapshot_another_user_could_have_written_is_not_loaded(
