@@ -142,10 +142,13 @@ class _ProcessWriter:
         self._opened = True
         self._send(_OpenStore(tracking_uri))
         self._unread.append(READY)
-        if new:
-            # what the command needs to open it (~0.7 s of imports), while the writer makes it
+        if file is not None:
+            # what the command needs to open it (~0.5-0.7 s of imports, while the writer makes a new one),
+            # with the collector paused as for the command's other imports: an existing store is opened
+            # on the first trial's path with nothing beside it
             with collector_paused():
                 importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
+        if new:
             self._await()
         if self._publishes:
             from review_sentiment.tracking.publisher import FORK_AT_MOST_REVIEWS, PublisherProcess
