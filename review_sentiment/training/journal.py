@@ -117,11 +117,12 @@ class FileJournal(JournalFileBackend, BaseJournalSnapshot):
                 first = file.readline()
                 file.seek(max(0, ends - length))
                 ending = file.read(length)
-        except (OSError, ValueError, TypeError, KeyError):
+            if (header["optuna"] != optuna.__version__ or header["zone"] != _zone() or logs < 1
+                    or header["first"] != _digest(first) or header["last"] != _digest(ending)
+                    or not ending.endswith(b"\n")):
+                return None  # another release's or zone's, a journal begun anew, or one that lost its tail
+        except (OSError, ValueError, TypeError, KeyError):  # not a header this release writes
             return None
-        if (header["optuna"] != optuna.__version__ or header["zone"] != _zone() or header["first"] != _digest(first)
-                or header["last"] != _digest(ending) or not ending.endswith(b"\n") or logs < 1):
-            return None  # another release's or zone's, a journal begun anew, or one that lost its tail
         self._log_number_offset[logs] = ends  # read on from there, not from line 1
         return snapshot
 
