@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from review_sentiment.training.journal import FileJournal
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SCRIPTS = ("sentiment_mlflow_optuna.py", "ml_orchestration_flipkart.py", "serve_api.py", "stack.py")
 
@@ -67,7 +69,6 @@ def earlier_runs(folder: Path, runs: int) -> None:
 
 
 _OPEN = """import sys, time
-from pathlib import Path
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from review_sentiment.training.study import open_storage
 started = time.perf_counter()
@@ -106,7 +107,7 @@ def main() -> int:
         print(f"making {args.history} earlier runs (sample, 3 x 20 trials) ...", flush=True)
         earlier_runs(Path(history), args.history)
         journal = Path(history) / "optuna.journal"
-        journal.with_name(journal.name + ".snapshot").unlink(missing_ok=True)
+        FileJournal(journal).snapshot_path.unlink(missing_ok=True)  # the runs' last may have kept one
         logs = sum(1 for _ in journal.open("rb"))
         replayed = journal_opened(journal, "optuna", args.repeats)
         journal_opened(journal, "ours", 1)  # makes the snapshot

@@ -268,6 +268,16 @@ def _trials_of(storage: optuna.storages.BaseStorage) -> list[tuple[str, list[Fro
     return [(study.study_name, storage.get_all_trials(study._study_id)) for study in storage.get_all_studies()]
 
 
+def _replayed_by_optuna(path: Path) -> list[tuple[str, list[FrozenTrial]]]:
+    return _trials_of(optuna.storages.JournalStorage(JournalFileBackend(str(path))))
+
+
+@pytest.fixture
+def snapshots_after_100_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process keeps a snapshot once it replayed 100 logs (not 2,000): a few runs of trials are enough."""
+    monkeypatch.setattr(journal, "_SNAPSHOT_AFTER_LOGS", 100)
+
+
 def _runs_of_trials(storage: Storage, runs: range) -> None:
     """Studies of three families each, their trials ending every way, as tuning runs leave them."""
     for run in runs:
@@ -276,12 +286,11 @@ def _runs_of_trials(storage: Storage, runs: range) -> None:
             study.optimize(_every_ending, n_trials=6, catch=(_Broken,))
 
 
-def test_a_journal_opened_from_its_snapshot_holds_what_replaying_every_log_does(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("snapshots_after_100_logs")
+def test_a_journal_opened_from_its_snapshot_holds_what_replaying_every_log_does(tmp_path: Path) -> None:
     """A process that replayed enough of the journal keeps a snapshot; the next restores it and replays only
     the logs appended since, by whichever process: the same studies and trials, to every attribute, as
     Optuna's own storage replaying the file from its first line."""
-    monkeypatch.setattr(journal, "_SNAPSHOT_AFTER_LOGS", 100)
     path = tmp_path / "s.journal"
     _runs_of_trials(storage_at(path), range(3))
     assert not (tmp_path / "s.journal.snapshot").exists()  # the first process replayed nothing: it wrote them
@@ -290,15 +299,14 @@ def test_a_journal_opened_from_its_snapshot_holds_what_replaying_every_log_does(
     reopened = storage_at(path)
     assert isinstance(reopened, HeartbeatJournal) and isinstance(reopened.backend, FileJournal)
     assert 0 < reopened.restored_logs < sum(1 for _ in path.open("rb"))
-    assert _trials_of(reopened) == _trials_of(optuna.storages.JournalStorage(JournalFileBackend(str(path))))
+    assert _trials_of(reopened) == _replayed_by_optuna(path)
     assert len(_trials_of(reopened)) == 12
 
 
-def test_a_snapshot_left_beside_a_journal_begun_anew_is_not_restored(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("snapshots_after_100_logs")
+def test_a_snapshot_left_beside_a_journal_begun_anew_is_not_restored(tmp_path: Path) -> None:
     """The journal removed (and its studies with it), its snapshot left: a new journal is not read as the
     old one's continuation, even once it is longer than the old one was."""
-    monkeypatch.setattr(journal, "_SNAPSHOT_AFTER_LOGS", 100)
     path = tmp_path / "s.journal"
     _runs_of_trials(storage_at(path), range(2))
     storage_at(path)  # keeps a snapshot
@@ -310,19 +318,15 @@ def test_a_snapshot_left_beside_a_journal_begun_anew_is_not_restored(
     assert [name for name, _ in _trials_of(reopened)] == [f"{run}-{f}" for run in range(5, 8) for f in "abc"]
 
 
-def _replayed_by_optuna(path: Path) -> list[tuple[str, list[FrozenTrial]]]:
-    return _trials_of(optuna.storages.JournalStorage(JournalFileBackend(str(path))))
-
-
 @pytest.mark.parametrize("change", ["tail lost, then regrown", "another time zone", "a pickle Optuna cannot load",
                                     "a header of another format"])
+@pytest.mark.usefixtures("snapshots_after_100_logs")
 def test_a_snapshot_that_no_longer_matches_its_journal_is_not_restored(
         change: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each way a snapshot can stop describing what replaying its journal gives (a review found the first
     two silently restored): a power cut costs the journal unsynced logs the snapshot holds, and more are
     appended after; Optuna's replay gives local times; a pickle of classes Optuna no longer has. The
     journal is then replayed, to the same studies and trials as Optuna's own storage gives."""
-    monkeypatch.setattr(journal, "_SNAPSHOT_AFTER_LOGS", 100)
     path = tmp_path / "s.journal"
     _runs_of_trials(storage_at(path), range(3))
     storage_at(path)  # keeps a snapshot
@@ -355,13 +359,13 @@ def test_a_snapshot_that_no_longer_matches_its_journal_is_not_restored(
         time.tzset()
 
 
+@pytest.mark.usefixtures("snapshots_after_100_logs")
 def test_optunas_own_saves_inside_the_trials_write_nothing_and_a_killed_saves_file_is_removed_later(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path) -> None:
     """Optuna saves a snapshot at every 100th trial it creates: in a trial's way, where a failed write
     failed the trial (a review: a run crashed at trial 100 in a folder it could not write to). Only a
     process that opened the journal saves one. A save's temporary file that a kill left is removed by a
     later save once it is a minute old; a younger one may be a save under way, and stays."""
-    monkeypatch.setattr(journal, "_SNAPSHOT_AFTER_LOGS", 100)
     path = tmp_path / "s.journal"
     study = optuna.create_study(storage=storage_at(path), study_name="s")
     study.optimize(objective, n_trials=110)
@@ -374,11 +378,10 @@ def test_optunas_own_saves_inside_the_trials_write_nothing_and_a_killed_saves_fi
     assert sorted(f.name for f in tmp_path.iterdir() if "snapshot" in f.name) == [saving.name, "s.journal.snapshot"]
 
 
-def test_a_snapshot_another_user_could_have_written_is_not_loaded(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("snapshots_after_100_logs")
+def test_a_snapshot_another_user_could_have_written_is_not_loaded(tmp_path: Path) -> None:
     """Loading a pickle runs what it holds: a snapshot others may write (group or world writable, or not
     the user's own) is not restored, even in a shared folder where the journal itself is group writable."""
-    monkeypatch.setattr(journal, "_SNAPSHOT_AFTER_LOGS", 100)
     path = tmp_path / "s.journal"
     _runs_of_trials(storage_at(path), range(2))
     path.chmod(0o664)
