@@ -118,7 +118,7 @@ class TrialWriter(Protocol):
 @contextlib.contextmanager
 def trial_writer(publishes: bool = False) -> Iterator[TrialWriter]:
     """A writer process (`writer_process`), or a thread where MLflow is imported already (`writer_thread`).
-    `publishes`: the command will have models published (by a process started once it names its store)."""
+    `publishes`: the command will have models published (by a process it starts, `start_publisher`)."""
     with writer_thread() if "mlflow" in sys.modules else writer_process(publishes) as writer:
         yield writer
 
@@ -134,7 +134,7 @@ class _ProcessWriter:
         self._unread: list[bytes] = []  # answers due that nothing has waited for yet
         self._owner = os.getpid()  # the command; a forked worker only writes
         self._publishes = publishes
-        self._publisher: PublisherProcess | None = None  # started once the store is named
+        self._publisher: PublisherProcess | None = None  # started by `start_publisher`
 
     def open_store(self, tracking_uri: str) -> None:
         """The writer's store from now on. Where it is an SQLite file not made yet, returns once the writer
@@ -233,8 +233,8 @@ class _ProcessWriter:
 
 @contextlib.contextmanager
 def writer_process(publishes: bool = False) -> Iterator[TrialWriter]:
-    """A writer process until the block ends; then it writes what it was sent, and ends. `publishes`: a
-    publisher is forked too, once the store is named (`publisher`)."""
+    """A writer process until the block ends; then it writes what it was sent, and ends. `publishes`:
+    `start_publisher` starts a publisher (`publisher`)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with theirs:
         # -P: not the working folder first on its path (a user's mlflow.py there would be imported); the
