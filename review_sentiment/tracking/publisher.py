@@ -142,7 +142,7 @@ class PublisherProcess:
     def close(self) -> None:
         """Publish what was handed over, then end; handed nothing (the command failed before its first
         model, say on its reviews), it is stopped at once rather than awaited through its imports."""
-        if self._sent:
+        if self._sent or self._unsure:
             with contextlib.suppress(OSError):  # gone
                 self._socket.send(_END)
             self._ended()
