@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     # The pipeline (sklearn, MLflow, Optuna: ~3 s of imports) is imported once the flags are read and the
     # reviews loaded, so that --help, a mistyped flag and an unreadable file answer at once. The writer, a
     # process writing the trials' child runs, starts first: its imports and the store it makes overlap ours.
-    from review_sentiment.processes import collector_paused
+    from review_sentiment.processes import collector_paused, own_temporary_folder
     from review_sentiment.tracking.trial_writer import trial_writer
     try:
-        with trial_writer(publishes=not args.join) as writer:
+        with own_temporary_folder(), trial_writer(publishes=not args.join) as writer:
             with collector_paused():  # the load and the imports make few cycles to collect: ~0.5 s sooner
                 from review_sentiment.data.reviews import ReviewDataError, load_reviews
                 try:

@@ -6,8 +6,8 @@ so two readings of one process may differ by a fraction of a second: they match 
 
 Also what the stages share about processes: starting, health-checking and stopping server processes,
 a file lock that processes on one machine take turns on, the cycle collector paused while a process
-imports its libraries, and Ctrl-C: held while a failed run takes back what it wrote, and the traceback
-SQLAlchemy logs for a fetch it cut short left out.
+imports its libraries, Ctrl-C: held while a failed run takes back what it wrote, and the traceback
+SQLAlchemy logs for a fetch it cut short left out; and a command's own folder of temporary files.
 """
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import fcntl
 import gc
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -29,6 +31,8 @@ from pathlib import Path
 import psutil
 
 SAME_START_SECONDS = 1.0
+TEMPORARY_PREFIX = "review-sentiment-"  # a command's folder of temporary files: TMPDIR/review-sentiment-*
+_IN_USE = ".in-use"  # in that folder: a shared flock on it while its command, or a process it started, runs
 INTERRUPTED = 130  # the exit status after Ctrl-C, as a shell reports a process SIGINT ended (128 + 2)
 _PACKAGE = Path(__file__).resolve().parent  # review_sentiment/, beside the entry scripts
 
@@ -207,3 +211,58 @@ def exclusive_file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def own_temporary_folder() -> Iterator[Path]:
+    """The command's temporary files (MLflow's folders of the artifacts it logs, say) in a folder of its own
+    under TMPDIR, removed as it ends; the next command removes one a kill -9 left (SIGKILL cleans nothing
+    up: a fault probe found MLflow's folder of an artifact being logged left in 1 of 11 kills).
+    Whether a folder is still in use is told by a shared `flock` on its `.in-use` file, which the kernel
+    drops once no process holds it: the command holds it, the processes it forks inherit it (a publisher
+    or worker outliving a kill keeps the folder), and one it starts afresh takes it (`hold_temporary_folder`).
+    No pid, host or clock is read, so a reused pid, a stepped clock or another machine sharing TMPDIR
+    cannot make a folder in use look abandoned. The folder is made under a hidden name, locked, then
+    renamed into place: a sweep never sees it unlocked. Processes it starts afresh (the writer, fold
+    processes) keep TMPDIR: only `tempfile.tempdir` changes."""
+    base = Path(tempfile.gettempdir())
+    _remove_abandoned(base)
+    made = Path(tempfile.mkdtemp(prefix=f".{TEMPORARY_PREFIX}", dir=base))
+    in_use = os.open(made / _IN_USE, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o600)  # exec'd programs drop it
+    try:
+        fcntl.flock(in_use, fcntl.LOCK_SH)
+        folder = made.rename(base / made.name.removeprefix("."))
+        tempfile.tempdir = str(folder)
+        try:
+            yield folder
+        finally:
+            tempfile.tempdir = str(base)
+            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        shutil.rmtree(made, ignore_errors=True)  # not renamed (interrupted): still hidden
+        os.close(in_use)
+
+
+def hold_temporary_folder(folder: Path) -> None:
+    """Keep the command's temporary folder in use while this process runs (one the command started afresh,
+    which inherits no descriptor of it): a shared `flock` the kernel drops as this process ends. No-op where
+    `folder` is not such a folder, or is gone already (its command was killed meanwhile)."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(os.open(folder / _IN_USE, os.O_RDONLY | os.O_CLOEXEC), fcntl.LOCK_SH)  # kept open: held
+
+
+def _remove_abandoned(base: Path) -> None:
+    """Remove this user's temporary folders in `base` that no process holds (`own_temporary_folder`)."""
+    for folder in base.glob(f"{TEMPORARY_PREFIX}*"):
+        try:
+            in_use = os.open(folder / _IN_USE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:  # not such a folder (nor a link to one), or removed meanwhile
+            continue
+        try:
+            if os.fstat(in_use).st_uid == os.getuid() and not folder.is_symlink():
+                fcntl.flock(in_use, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while any process holds it
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # in use
+        finally:
+            os.close(in_use)

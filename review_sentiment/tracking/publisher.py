@@ -44,7 +44,7 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from review_sentiment.processes import name_this_process
+from review_sentiment.processes import hold_temporary_folder, name_this_process
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -176,6 +176,7 @@ def _serve(jobs: socket.socket, commands_end: socket.socket, command: int, track
     """The publisher: import what publishing needs, then publish each model handed over, in order."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since it was started: one pending is dropped
+    hold_temporary_folder(staging.parent)  # started afresh, it inherited no hold on the command's folder
     commands_end.close()  # forked, it has the command's end too
     gc.freeze()  # forked, what it was forked with is never collected here: the collector would write to (and
     # so copy) every page of the command's objects it walks, the reviews among them

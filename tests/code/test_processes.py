@@ -1,5 +1,5 @@
-"""What the stages share about processes: the collector paused while a process imports its libraries, and
-Ctrl-C held while a failed run takes back what it wrote."""
+"""What the stages share about processes: the collector paused while a process imports its libraries,
+Ctrl-C held while a failed run takes back what it wrote, and a command's own folder of temporary files."""
 from __future__ import annotations
 
 import gc
@@ -9,19 +9,27 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import types
 from pathlib import Path
 
 import mlflow
 import optuna
+import psutil
 import pytest
 import sqlalchemy
 from optuna.storages import RDBStorage
 
 from review_sentiment.constants import FAMILY_NAMES, PROJECT_DIR
 from review_sentiment.databases import sqlite_without_fsync_per_commit
-from review_sentiment.processes import collector_paused, interrupts_held, quiet_cursors_cut_by_ctrl_c
+from review_sentiment.processes import (
+    collector_paused,
+    ended,
+    interrupts_held,
+    own_temporary_folder,
+    quiet_cursors_cut_by_ctrl_c,
+)
 from review_sentiment.tracking.undo import undone_on_failure
 from review_sentiment.training.attempt import Attempt
 from review_sentiment.training.family_studies import FamilyStudy
@@ -236,3 +244,57 @@ def test_a_third_ctrl_c_goes_through_a_held_block() -> None:
             reached.append(n)
     assert reached == [0, 1]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# A command killed with its temporary folder: it prints the folder, starts a process that keeps running
+# (forked: it inherits the hold; afresh: it takes it), and is killed (SIGKILL) once that process says so.
+KILLED_WITH_ITS_FOLDER = """
+import os, signal, subprocess, sys
+from pathlib import Path
+from review_sentiment.processes import own_temporary_folder
+with own_temporary_folder() as folder:
+    (folder / "half-written").touch()
+    print(folder, flush=True)
+    if sys.argv[1] == "forked" and os.fork() == 0:
+        print(os.getpid(), flush=True)
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(nowhere, 1)  # the test reads our output to its end
+        os.dup2(nowhere, 2)
+        signal.pause()
+    if sys.argv[1] == "afresh":
+        helper = subprocess.Popen([sys.executable, "-c", "import signal, sys; from pathlib import Path; "
+                                   "from review_sentiment.processes import hold_temporary_folder; "
+                                   "hold_temporary_folder(Path(sys.argv[1])); print(flush=True); signal.pause()",
+                                   str(folder)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        helper.stdout.readline()
+        print(helper.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("left_running", ["none", "forked", "afresh"])
+def test_a_folder_a_killed_command_left_is_removed_by_the_next_once_no_process_of_it_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, left_running: str) -> None:
+    """SIGKILL cleans nothing up: a fault probe found MLflow's folder of an artifact being logged left in
+    TMPDIR after 1 of 11 kills. The next command removes it, but not while a process the killed one
+    started still runs (a publisher finishing its publication), forked or started afresh; nor anything
+    else in TMPDIR. Inside the block the command's temporary files go to its folder, removed as it ends."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    killed = subprocess.run([sys.executable, "-c", KILLED_WITH_ITS_FOLDER, left_running], cwd=PROJECT_DIR,
+                            capture_output=True, text=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    left, *still_running = killed.stdout.split()
+    assert killed.returncode == -signal.SIGKILL and (Path(left) / "half-written").exists()
+    (other := tmp_path / "someone-elses").mkdir()
+    (lookalike := tmp_path / "review-sentiment-not-made-here").mkdir()  # no hold file: not ours to judge
+    if still_running:
+        with own_temporary_folder() as ours:
+            assert Path(left).exists()  # in use: kept
+        process = psutil.Process(int(still_running[0]))
+        process.kill()
+        wait_for(lambda: ended(process), 10, "it to end")
+    with own_temporary_folder() as ours:
+        assert tempfile.gettempdir() == str(ours) and ours.parent == tmp_path
+        assert not Path(left).exists() and other.exists() and lookalike.exists()
+        (ours / "model.pkl").touch()
+    assert not ours.exists() and tempfile.gettempdir() == str(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["review-sentiment-not-made-here", "someone-elses"]

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from optuna.storages.journal._storage import JournalOperation
 
 import sentiment_mlflow_optuna
 from review_sentiment.constants import MODEL_NAME, TUNING_EXPERIMENT
-from review_sentiment.processes import ended
+from review_sentiment.processes import TEMPORARY_PREFIX, ended
 from review_sentiment.tracking.orphans import close_orphaned_runs
 from review_sentiment.tracking.publisher import NAME as PUBLISHER
 from review_sentiment.tracking.records import Decision
@@ -37,7 +38,7 @@ def trials_after(header: str, lines: list[str]) -> int:
     return sum(line.startswith("  trial") for line in lines[started[-1]:]) if started else 0
 
 
-def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> None:
+def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     temporary = store.path / "tmp"  # where the command's processes make their temporary files
     temporary.mkdir()
     tuning = subprocess.Popen(
@@ -61,7 +62,9 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
     # they end after the publication the publisher may be in (the model it was handed, in a nameless file;
     # its own temporary files, cleaned up as it finishes): then none is left
     wait_for(lambda: all(ended(process) for process in writer), 60, "the writer and the publisher to end")
-    assert not any(temporary.iterdir())
+    # the command's own folder of temporary files, with what it held when killed: the next start removes it
+    assert [f.name.startswith(TEMPORARY_PREFIX) for f in temporary.iterdir()] == [True]
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # the next commands, run here, start there too
     left = runs()
     parents = left[left["tags.mlflow.parentRunId"].isna()].set_index("tags.mlflow.runName")
     # what a kill leaves behind: the runs of the family being tuned and of the one after it (made up front)
@@ -80,6 +83,7 @@ def test_a_run_killed_mid_study_is_closed_by_the_next_start(store: Store) -> Non
     assert set(after.loc[parents.run_id[["NaiveBayes", "LinearSVM"]], "status"]) == {"KILLED"}
     assert "RUNNING" not in set(after.status)
     assert "Marked KILLED" not in run_script(FAST + ["--models", "LogisticRegression"])  # nothing left to close
+    assert not any(temporary.iterdir())
 
     # The killed command itself, run again, resumes its studies (in optuna.journal beside mlflow.db) and
     # finishes the same parent runs: only the trials it had not finished run now.
