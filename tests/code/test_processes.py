@@ -283,15 +283,18 @@ def test_a_folder_a_killed_command_left_is_removed_by_the_next_once_no_process_o
     killed = subprocess.run([sys.executable, "-c", KILLED_WITH_ITS_FOLDER, left_running], cwd=PROJECT_DIR,
                             capture_output=True, text=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
     left, *still_running = killed.stdout.split()
-    assert killed.returncode == -signal.SIGKILL and (Path(left) / "half-written").exists()
-    (other := tmp_path / "someone-elses").mkdir()
-    (lookalike := tmp_path / "review-sentiment-not-made-here").mkdir()  # no hold file: not ours to judge
-    if still_running:
-        with own_temporary_folder() as ours:
-            assert Path(left).exists()  # in use: kept
-        process = psutil.Process(int(still_running[0]))
-        process.kill()
-        wait_for(lambda: ended(process), 10, "it to end")
+    processes = [psutil.Process(int(pid)) for pid in still_running]
+    try:
+        assert killed.returncode == -signal.SIGKILL and (Path(left) / "half-written").exists()
+        (other := tmp_path / "someone-elses").mkdir()
+        (lookalike := tmp_path / "review-sentiment-not-made-here").mkdir()  # no hold file: not ours to judge
+        if processes:
+            with own_temporary_folder() as ours:
+                assert Path(left).exists()  # in use: kept
+    finally:
+        for process in processes:
+            process.kill()
+            wait_for(lambda process=process: ended(process), 10, "it to end")
     with own_temporary_folder() as ours:
         assert tempfile.gettempdir() == str(ours) and ours.parent == tmp_path
         assert not Path(left).exists() and other.exists() and lookalike.exists()
