@@ -1,12 +1,11 @@
 """A tuning command's models published (`publication.publish`: figures, model, version) by a process of
 their own, one after another in the order handed over, while the next family's trials run.
 
-Forked from the command once it has imported the pipeline, as it begins to prepare the reviews, the
-publisher has sklearn, MLflow, its SQL store and the cleaning imported already. The writer process that
-published before (`trial_writer`, started ahead of the command's imports so that its own overlap them)
-imported them a second time: ~2 s of CPU, much of it beside the first trials, where two workers had no core
-to spare. What only publishing needs (matplotlib, skops: `import_ahead`, ~1 s) it imports while the command
-prepares the reviews (on one core), and the first trials if that takes less time. Above
+Forked from the command once it has imported the pipeline and named its store, the publisher has sklearn,
+MLflow and the cleaning imported already. The writer process that published before (`trial_writer`,
+started ahead of the command's imports so that its own overlap them) imported them a second time: ~2 s of
+CPU, much of it beside the first trials, where two workers had no core to spare. What only publishing
+needs (matplotlib, skops: `import_ahead`, ~1 s) it imports while the first family's trials run. Above
 `FORK_AT_MOST_REVIEWS` the publisher is a fresh process instead (it imports everything, seconds in a run of
 minutes): forked, it kept every page of the command's reviews it shared alive while the command, touching
 its strings' reference counts, copied them (1M reviews: 3.39 GiB peak against 2.58).
@@ -140,14 +139,10 @@ class PublisherProcess:
         self._ended()
 
     def close(self) -> None:
-        """Publish what was handed over, then end; handed nothing (the command failed before its first
-        model, say on its reviews), it is stopped at once rather than awaited through its imports."""
-        if self._sent or self._unsure:
-            with contextlib.suppress(OSError):  # gone
-                self._socket.send(_END)
-            self._ended()
-        else:
-            self.stop()
+        """Publish what was handed over, then end."""
+        with contextlib.suppress(OSError):  # gone
+            self._socket.send(_END)
+        self._ended()
         self._socket.close()
 
     def _ended(self) -> None:

@@ -21,9 +21,9 @@ A write that fails ends the writer (its traceback on stderr): the trials it did 
 the command fills itself once every family's trials are done (`log_missing_trial_runs`), failing there if
 the store does. Either writer, a failed write costs gaps, never the trials.
 
-The command's models are published beside the next family's trials by another process, started as the
-command begins to prepare the reviews (`publisher`: forked from it, or afresh for a large file); the
-writer's handle is the command's way to it.
+The command's models are published beside the next family's trials by another process, started once the
+command names its store (`publisher`: forked from it, or afresh for a large file); the writer's handle is
+the command's way to it.
 """
 from __future__ import annotations
 
@@ -88,15 +88,10 @@ class _End:
 class TrialWriter(Protocol):
     """Where a tuning command and the workers it forks send their finished trials' child runs."""
 
-    def start_publisher(self, tracking_uri: str, reviews: int) -> None:
-        """Start the process that will publish the command's models into `tracking_uri`, if it has one (the
-        command, once, before it prepares the reviews: the publisher's imports, ~1 s, then run beside that
-        rather than beside the first trials). It touches the store only once handed a model. `reviews`: how
-        many the command holds (the publisher is forked up to `publisher.FORK_AT_MOST_REVIEWS`)."""
-
-    def open_store(self, tracking_uri: str) -> None:
+    def open_store(self, tracking_uri: str, reviews: int = 0) -> None:
         """The store to write them to, named by the command once, as it is about to use it (never by a forked
-        worker): the command then opens (or makes) it, unless the writer made it ahead."""
+        worker): the command then opens (or makes) it, unless the writer made it ahead. `reviews`: how many
+        the command holds (its publisher is forked up to `publisher.FORK_AT_MOST_REVIEWS`)."""
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
         """Queue the trial's child run: the trials go on (a failed write leaves a gap, filled later)."""
@@ -118,7 +113,7 @@ class TrialWriter(Protocol):
 @contextlib.contextmanager
 def trial_writer(publishes: bool = False) -> Iterator[TrialWriter]:
     """A writer process (`writer_process`), or a thread where MLflow is imported already (`writer_thread`).
-    `publishes`: the command will have models published (by a process it starts, `start_publisher`)."""
+    `publishes`: the command will have models published (by a process started once it names its store)."""
     with writer_thread() if "mlflow" in sys.modules else writer_process(publishes) as writer:
         yield writer
 
@@ -134,11 +129,12 @@ class _ProcessWriter:
         self._unread: list[bytes] = []  # answers due that nothing has waited for yet
         self._owner = os.getpid()  # the command; a forked worker only writes
         self._publishes = publishes
-        self._publisher: PublisherProcess | None = None  # started by `start_publisher`
+        self._publisher: PublisherProcess | None = None  # started once the store is named
 
-    def open_store(self, tracking_uri: str) -> None:
+    def open_store(self, tracking_uri: str, reviews: int = 0) -> None:
         """The writer's store from now on. Where it is an SQLite file not made yet, returns once the writer
-        has made it (the command would else make it too); otherwise at once, the writer maybe still starting."""
+        has made it (the command would else make it too); otherwise at once, the writer maybe still starting.
+        Then starts the publisher, where the command publishes (`publisher`)."""
         from review_sentiment.databases import sqlite_file
 
         assert os.getpid() == self._owner and not self._opened, "the command names the store, once"
@@ -146,26 +142,22 @@ class _ProcessWriter:
         self._opened = True
         self._send(_OpenStore(tracking_uri))
         self._unread.append(READY)
-        if new:
-            self._await()
-
-    def start_publisher(self, tracking_uri: str, reviews: int) -> None:
-        """Forked after the command imports what it needs to open an SQLite store (~0.6 s, with the collector
-        paused as for its other imports), so that the publisher need not import it again."""
-        from review_sentiment.databases import sqlite_file
-        from review_sentiment.tracking.publisher import FORK_AT_MOST_REVIEWS, PublisherProcess
-
-        assert os.getpid() == self._owner and self._publisher is None, "the command starts it, once"
-        if sqlite_file(tracking_uri) is not None:
+        if file is not None:
+            # what the command needs to open it (~0.5-0.7 s of imports, while the writer makes a new one),
+            # with the collector paused as for the command's other imports: an existing store is opened
+            # on the first trial's path with nothing beside it
             with collector_paused():
                 importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
-        if not self._publishes:
-            return
-        try:
-            self._publisher = PublisherProcess(tracking_uri, forked=reviews <= FORK_AT_MOST_REVIEWS)
-        except OSError as err:  # no memory for another process, say: the command publishes its models
-            print(f"could not start the publisher process ({err}): the models are published in turn",
-                  file=sys.stderr, flush=True)
+        if new:
+            self._await()
+        if self._publishes:
+            from review_sentiment.tracking.publisher import FORK_AT_MOST_REVIEWS, PublisherProcess
+
+            try:
+                self._publisher = PublisherProcess(tracking_uri, forked=reviews <= FORK_AT_MOST_REVIEWS)
+            except OSError as err:  # no memory for another process, say: the command publishes its models
+                print(f"could not start the publisher process ({err}): the models are published in turn",
+                      file=sys.stderr, flush=True)
 
     def write(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
         """Queue the trial's child run. Blocks only while the writer is far behind (its socket is full)."""
@@ -233,8 +225,8 @@ class _ProcessWriter:
 
 @contextlib.contextmanager
 def writer_process(publishes: bool = False) -> Iterator[TrialWriter]:
-    """A writer process until the block ends; then it writes what it was sent, and ends. `publishes`:
-    `start_publisher` starts a publisher (`publisher`)."""
+    """A writer process until the block ends; then it writes what it was sent, and ends. `publishes`: a
+    publisher is forked too, once the store is named (`publisher`)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with theirs:
         # -P: not the working folder first on its path (a user's mlflow.py there would be imported); the
@@ -263,10 +255,7 @@ class _ThreadWriter:
         self._last: Future[object] | None = None
         self._gone = False
 
-    def start_publisher(self, tracking_uri: str, reviews: int) -> None:
-        """None: this process publishes its models itself (`publish`)."""
-
-    def open_store(self, tracking_uri: str) -> None:
+    def open_store(self, tracking_uri: str, reviews: int = 0) -> None:
         self._uri = tracking_uri
 
     def publish(self, publication: Publication) -> Callable[[], ModelVersion | None]:

@@ -174,8 +174,6 @@ def run_tuning(settings: TuningSettings, reviews: Reviews, writer: TrialWriter) 
 
 def _run_tuning(settings: TuningSettings, reviews: Reviews, writer: TrialWriter) -> None:
     started = time.perf_counter()
-    if not settings.join:  # its imports overlap the preparing, on the core the trials will want
-        writer.start_publisher(mlflow.get_tracking_uri(), len(reviews.label))
     prepared = prepare(settings, reviews)  # clean → split → count each CV fold once
     settings = dataclasses.replace(settings, folds=len(prepared.folds.labels))
     if settings.join:
@@ -184,7 +182,7 @@ def _run_tuning(settings: TuningSettings, reviews: Reviews, writer: TrialWriter)
     require_alias_lock(settings.unlocked_promotion)  # refused now, before hours of tuning, not after
     storage = _storage(settings, say=True)  # before the workers fork: two processes creating its tables collide
     print(f"MLflow: experiment {settings.experiment!r} at {without_password(mlflow.get_tracking_uri())}")
-    writer.open_store(mlflow.get_tracking_uri())  # a new SQLite store: made meanwhile
+    writer.open_store(mlflow.get_tracking_uri(), len(prepared.reviews.label))  # a new SQLite store: made meanwhile
     pending: list[Callable[[], FamilyResult]] = []  # each family's result, once its model is published
     with closed_after(storage), Attempt(storage, settings.registered_model, settings.unlocked_promotion) as attempt:
         with _written_if_failed(writer), attempt.studies(

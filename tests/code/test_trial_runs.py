@@ -222,18 +222,13 @@ def test_on_a_thread_a_forked_workers_last_child_run_is_written_too(store: Store
 @pytest.mark.e2e  # a second writer process, waited for until it has made a store (~3 s)
 def test_a_command_that_fails_before_naming_its_store_leaves_none(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """A command that would publish starts its publisher, then fails before naming its store (on its
-    reviews, say): the writer ends, leaving nothing, and the publisher, handed nothing, is stopped rather
-    than awaited through its imports (~1 s), leaving no staging folder."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    """A command that would publish fails before naming its store: the writer ends, leaving nothing, and
+    no publisher was forked."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(ValueError, match="bad reviews"), writer_process(publishes=True) as writer:
-        writer.start_publisher(uri, 0)
         wait_for(lambda: list(tmp_path.glob(".mlflow.db.*.new")), 60, "the writer making the store ahead")
         raise ValueError("bad reviews")  # e.g. the data: found before anything is tracked
-    assert writer._process.returncode is not None
-    assert writer._publisher is not None and writer._publisher._process.exitcode == -signal.SIGKILL
-    assert not writer._publisher.staging.exists()
+    assert writer._process.returncode is not None and writer._publisher is None
     assert list(tmp_path.iterdir()) == []
 
 
@@ -272,14 +267,13 @@ def publication(run_id: str, name: str, family: str) -> Publication:
 @pytest.mark.parametrize("reviews", [FORK_AT_MOST_REVIEWS, FORK_AT_MOST_REVIEWS + 1], ids=["forked", "afresh"])
 def test_a_model_handed_over_is_published_by_the_publisher_while_the_writer_writes_child_runs(
         store: Store, reviews: int) -> None:
-    """The publisher (started before the store is named: forked from the command, or afresh where it holds
+    """The publisher (started once the store is named: forked from the command, or afresh where it holds
     more reviews; named so in ps) publishes into the run it is given (and its experiment), leaving the run's
     status alone; meanwhile the trials' child runs are written; both are in once flushed. (Its registry is
     the store's too: an earlier test's `mlflow.set_registry_uri` must not leak into it.)"""
     uri = store.uri
     with writer_process(publishes=True) as writer:
-        writer.start_publisher(uri, reviews)
-        writer.open_store(uri)
+        writer.open_store(uri, reviews)
         assert writer._publisher is not None
         publisher = psutil.Process(writer._publisher._process.pid)
         wait_for(lambda: publisher.name() == "publisher", 30, "the publisher to name itself")
@@ -309,7 +303,6 @@ def test_a_model_handed_over_is_published_by_the_publisher_while_the_writer_writ
 def publish_three_and_die(uri: str, publisher_pid: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
     """A command that hands its publisher three models and is killed once the first is published."""
     with writer_process(publishes=True) as writer:
-        writer.start_publisher(uri, 0)
         writer.open_store(uri)  # a new store: returns once the writer is ready
         assert writer._publisher is not None
         publisher_pid.put(writer._publisher._process.pid)
@@ -330,7 +323,6 @@ def interrupted_while_it_waits(uri: str, temporary: Path, writer_behind: bool,
     The command and its processes make their temporary files in `temporary`."""
     os.environ["TMPDIR"], tempfile.tempdir = str(temporary), str(temporary)
     with writer_process(publishes=True) as writer:
-        writer.start_publisher(uri, 0)
         writer.open_store(uri)
         assert writer._publisher is not None
         publisher, staging = psutil.Process(writer._publisher._process.pid), writer._publisher.staging
@@ -387,7 +379,6 @@ def test_a_second_ctrl_c_while_a_failed_command_waits_for_its_publisher_stops_th
 def flushed_with_nothing_handed_over(uri: str, seen: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
     """A command that flushes before handing its publisher anything, the publisher stopped (SIGSTOP)."""
     with writer_process(publishes=True) as writer:
-        writer.start_publisher(uri, 0)
         writer.open_store(uri)
         assert writer._publisher is not None
         os.kill(writer._publisher._process.pid, signal.SIGSTOP)
@@ -417,7 +408,6 @@ def answered_then_killed(uri: str, seen: multiprocessing.SimpleQueue) -> None:  
     """A command whose publisher answers a model, then is killed before the command has read the answer:
     whether the flush still reads it (the version is known, not looked for again)."""
     with writer_process(publishes=True) as writer:
-        writer.start_publisher(uri, 0)
         writer.open_store(uri)
         assert writer._publisher is not None
         client = mlflow.MlflowClient(uri)
@@ -479,7 +469,6 @@ def without_a_publisher(uri: str, seen: multiprocessing.SimpleQueue) -> None:  #
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
         try:
-            writer.start_publisher(uri, 0)
             writer.open_store(uri)
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
