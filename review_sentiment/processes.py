@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -216,15 +217,16 @@ def exclusive_file_lock(path: Path) -> Iterator[None]:
 @contextmanager
 def own_temporary_folder() -> Iterator[Path]:
     """The command's temporary files (MLflow's folders of the artifacts it logs, say) in a folder of its own
-    under TMPDIR, removed as it ends; the next command removes one a kill -9 left (SIGKILL cleans nothing
-    up: a fault probe found MLflow's folder of an artifact being logged left in 1 of 11 kills).
+    under TMPDIR, removed as it ends; a later command removes one a kill -9 left (SIGKILL cleans nothing
+    up: a fault probe found MLflow's folder of an artifact being logged left in 1 of 11 kills), as it
+    starts and as it ends, once no process of the killed command still runs.
     Whether a folder is still in use is told by a shared `flock` on its `.in-use` file, which the kernel
-    drops once no process holds it: the command holds it, the processes it forks inherit it (a publisher
-    or worker outliving a kill keeps the folder), and one it starts afresh takes it (`hold_temporary_folder`).
-    No pid, host or clock is read, so a reused pid, a stepped clock or another machine sharing TMPDIR
-    cannot make a folder in use look abandoned. The folder is made under a hidden name, locked, then
-    renamed into place: a sweep never sees it unlocked. Processes it starts afresh (the writer, fold
-    processes) keep TMPDIR: only `tempfile.tempdir` changes."""
+    drops once no process holds it: the command holds it, the processes it forks inherit it (a publisher,
+    worker or fold process outliving a kill keeps the folder), and one it starts afresh takes it
+    (`hold_temporary_folder`). No pid, host or clock is read, so a reused pid, a stepped clock or another
+    machine sharing TMPDIR cannot make a folder in use look abandoned. The folder is made under a hidden
+    name, locked, then renamed into place: a sweep never sees it unlocked. Processes it starts afresh (the
+    writer) keep TMPDIR: only `tempfile.tempdir` changes."""
     base = Path(tempfile.gettempdir())
     _remove_abandoned(base)
     made = Path(tempfile.mkdtemp(prefix=f".{TEMPORARY_PREFIX}", dir=base))
@@ -241,6 +243,7 @@ def own_temporary_folder() -> Iterator[Path]:
     finally:
         shutil.rmtree(made, ignore_errors=True)  # not renamed (interrupted): still hidden
         os.close(in_use)
+        _remove_abandoned(base)  # a killed command's processes may have outlived this one's start
 
 
 def hold_temporary_folder(folder: Path) -> None:
@@ -252,17 +255,37 @@ def hold_temporary_folder(folder: Path) -> None:
 
 
 def _remove_abandoned(base: Path) -> None:
-    """Remove this user's temporary folders in `base` that no process holds (`own_temporary_folder`)."""
-    for folder in base.glob(f"{TEMPORARY_PREFIX}*"):
+    """Remove this user's temporary folders in `base` that no process holds (`own_temporary_folder`); and
+    hidden ones a minute old, whose command was killed before it renamed them."""
+    hidden_before = time.time() - 60
+    for folder in [*base.glob(f"{TEMPORARY_PREFIX}*"), *base.glob(f".{TEMPORARY_PREFIX}*")]:
         try:
-            in_use = os.open(folder / _IN_USE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:  # not such a folder (nor a link to one), or removed meanwhile
+            made = os.lstat(folder)
+            if (not stat.S_ISDIR(made.st_mode) or made.st_uid != os.getuid()
+                    or (folder.name.startswith(".") and made.st_mtime > hidden_before)):
+                continue  # not a folder of this user's (a link, say), or maybe still being made
+            # non-blocking: opening a FIFO someone put there would wait for a writer
+            in_use = os.open(folder / _IN_USE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # not such a folder, or removed meanwhile
             continue
         try:
-            if os.fstat(in_use).st_uid == os.getuid() and not folder.is_symlink():
+            held = os.fstat(in_use)
+            if stat.S_ISREG(held.st_mode) and held.st_uid == os.getuid():
                 fcntl.flock(in_use, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while any process holds it
-                shutil.rmtree(folder, ignore_errors=True)
+                _remove_hold_file_last(folder)
         except OSError:
             pass  # in use
         finally:
             os.close(in_use)
+
+
+def _remove_hold_file_last(folder: Path) -> None:
+    """Remove the folder, its `.in-use` file last: killed meanwhile, a sweep still recognises what is left."""
+    for item in folder.iterdir():
+        if item.name != _IN_USE:
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+    (folder / _IN_USE).unlink(missing_ok=True)
+    folder.rmdir()

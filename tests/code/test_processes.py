@@ -246,29 +246,22 @@ def test_a_third_ctrl_c_goes_through_a_held_block() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-# A command killed with its temporary folder: it prints the folder, starts a process that keeps running
-# (forked: it inherits the hold; afresh: it takes it), and is killed (SIGKILL) once that process says so.
-KILLED_WITH_ITS_FOLDER = """
-import os, signal, subprocess, sys
-from pathlib import Path
+# A command with its temporary folder: it prints the folder and, where asked, starts its publisher (forked:
+# it inherits the hold; afresh: it takes it) and prints its pid once it runs; then it waits to be killed.
+WITH_ITS_FOLDER = """
+import signal, sys, time
+import psutil
 from review_sentiment.processes import own_temporary_folder
+from review_sentiment.tracking.publisher import NAME, PublisherProcess
 with own_temporary_folder() as folder:
     (folder / "half-written").touch()
     print(folder, flush=True)
-    if sys.argv[1] == "forked" and os.fork() == 0:
-        print(os.getpid(), flush=True)
-        nowhere = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(nowhere, 1)  # the test reads our output to its end
-        os.dup2(nowhere, 2)
-        signal.pause()
-    if sys.argv[1] == "afresh":
-        helper = subprocess.Popen([sys.executable, "-c", "import signal, sys; from pathlib import Path; "
-                                   "from review_sentiment.processes import hold_temporary_folder; "
-                                   "hold_temporary_folder(Path(sys.argv[1])); print(flush=True); signal.pause()",
-                                   str(folder)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        helper.stdout.readline()
-        print(helper.pid, flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
+    if sys.argv[1] != "none":
+        publisher = psutil.Process(PublisherProcess(sys.argv[2], forked=sys.argv[1] == "forked")._process.pid)
+        while publisher.name() != NAME:  # named once it holds the folder
+            time.sleep(0.01)
+        print(publisher.pid, flush=True)
+    signal.pause()
 """
 
 
@@ -276,28 +269,37 @@ with own_temporary_folder() as folder:
 def test_a_folder_a_killed_command_left_is_removed_by_the_next_once_no_process_of_it_runs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, left_running: str) -> None:
     """SIGKILL cleans nothing up: a fault probe found MLflow's folder of an artifact being logged left in
-    TMPDIR after 1 of 11 kills. The next command removes it, but not while a process the killed one
-    started still runs (a publisher finishing its publication), forked or started afresh; nor anything
-    else in TMPDIR. Inside the block the command's temporary files go to its folder, removed as it ends."""
+    TMPDIR after 1 of 11 kills. The next command removes it, but not while the killed one's publisher still
+    runs (finishing a publication there), forked or started afresh; nor anything else in TMPDIR, a FIFO
+    where the hold file would be included (opened blocking, it hung every command). Inside the block the
+    command's temporary files go to its folder, removed as it ends."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    killed = subprocess.run([sys.executable, "-c", KILLED_WITH_ITS_FOLDER, left_running], cwd=PROJECT_DIR,
-                            capture_output=True, text=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
-    left, *still_running = killed.stdout.split()
-    processes = [psutil.Process(int(pid)) for pid in still_running]
+    command = subprocess.Popen([sys.executable, "-c", WITH_ITS_FOLDER, left_running, f"sqlite:///{tmp_path}/m.db"],
+                               cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True,
+                               env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert command.stdout is not None
+    left = Path(command.stdout.readline().strip())
+    processes = [psutil.Process(int(command.stdout.readline()))] if left_running != "none" else []
     try:
-        assert killed.returncode == -signal.SIGKILL and (Path(left) / "half-written").exists()
+        for process in processes:
+            process.suspend()  # as if mid-publication, for as long as the test needs
+        command.kill()
+        assert command.wait() == -signal.SIGKILL and (left / "half-written").exists()
         (other := tmp_path / "someone-elses").mkdir()
         (lookalike := tmp_path / "review-sentiment-not-made-here").mkdir()  # no hold file: not ours to judge
+        (fifo := tmp_path / "review-sentiment-fifo").mkdir()
+        os.mkfifo(fifo / ".in-use")
         if processes:
-            with own_temporary_folder() as ours:
-                assert Path(left).exists()  # in use: kept
+            with own_temporary_folder():
+                assert left.exists()  # in use: kept
     finally:
         for process in processes:
             process.kill()
             wait_for(lambda process=process: ended(process), 10, "it to end")
     with own_temporary_folder() as ours:
         assert tempfile.gettempdir() == str(ours) and ours.parent == tmp_path
-        assert not Path(left).exists() and other.exists() and lookalike.exists()
+        assert not left.exists() and other.exists() and lookalike.exists()
         (ours / "model.pkl").touch()
     assert not ours.exists() and tempfile.gettempdir() == str(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["review-sentiment-not-made-here", "someone-elses"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "review-sentiment-fifo", "review-sentiment-not-made-here", "someone-elses"]
