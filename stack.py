@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             print_environment(args.dir)
     except StackError as err:
         return cli.user_error(err)
+    except KeyboardInterrupt:  # what `up` had started runs on: `down` stops it
+        return cli.interrupted()
     return 0
 
 

@@ -16,6 +16,7 @@ import httpx
 import mlflow
 import psutil
 import psycopg
+import pytest
 
 from review_sentiment.constants import RETRAIN_EXPERIMENT, RETRAIN_FLOW
 from review_sentiment.databases import sqlalchemy_url
@@ -79,6 +80,40 @@ def test_stack_up_use_down_up_keeps_the_data_and_leaves_nothing_running() -> Non
     finally:
         stack_command(folder, "down")
     assert not any(listening(port) for port in ports.values())
+
+
+@pytest.mark.parametrize("stopped_by", ["ctrl-c", "kill -9"])
+def test_a_first_up_stopped_while_postgresql_makes_its_cluster_leaves_a_folder_the_next_up_starts_from(
+        stopped_by: str) -> None:
+    """Ctrl-C (to the terminal's whole group) or kill -9 while initdb runs: the next `up` starts the stack
+    anyway, and `down` leaves nothing running. Before, the cluster's folder was made where it stays, so
+    the next `up` met it empty (a traceback on every `up` after) or half-made (a fault probe: 4 of 6)."""
+    folder = Path(tempfile.mkdtemp(prefix="stack-cut-"))
+    folder.chmod(0o755)
+    ports = {"--postgres-port": free_port(), "--mlflow-port": free_port(), "--prefect-port": free_port()}
+    flags = [str(x) for pair in ports.items() for x in pair]
+    first = psutil.Popen([sys.executable, str(PROJECT_DIR / "stack.py"), "up", "--dir", folder.name, *flags],
+                         cwd=folder.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)  # a group of its own, as a terminal gives a command
+
+    def initdb_runs() -> bool:
+        return any(child.name() == "initdb" for child in first.children(recursive=True))
+
+    try:
+        wait_for(initdb_runs, 60, "initdb to run", 0.01)
+        if stopped_by == "ctrl-c":
+            os.killpg(first.pid, signal.SIGINT)
+        else:
+            first.kill()
+        _, said = first.communicate(timeout=60)
+        if stopped_by == "ctrl-c":
+            assert first.returncode == 130 and said.splitlines() == ["interrupted (Ctrl-C)"], said
+        stack_command(folder, "up", *flags)
+        assert [line.split()[1] for line in stack_command(folder, "status").splitlines()] == ["running"] * 3
+    finally:
+        stack_command(folder, "down")
+    assert not any(listening(port) for port in ports.values())
+    assert not list(folder.glob("postgres.making-*"))
 
 
 def test_two_replicas_share_one_postgres_log_and_every_answer_is_there_once(
