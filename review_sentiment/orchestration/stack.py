@@ -10,6 +10,7 @@ its commands run as that user. The databases are reached over TCP with a passwor
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -277,7 +278,8 @@ def _init_cluster(pg: Path, folder: Path, state: StackState) -> None:
     meanwhile (Ctrl-C, kill) leaves no `postgres` folder, empty or half-made, to block every later `up`
     (a fault probe: 4 of 6 interrupted first `up`s did). What such an `up` left is removed here."""
     data, logs = folder / "postgres", folder / "logs"
-    for left in folder.glob(f"{_MAKING}*"):  # an initdb still running there fails once it is gone
+    for left in folder.glob(f"{_MAKING}*"):
+        _stop_initdb_in(left)
         shutil.rmtree(left, ignore_errors=True)
     making = folder / f"{_MAKING}{secrets.token_hex(4)}"  # a name of its own: a killed `up`'s initdb may still run
     making.mkdir(mode=0o700)
@@ -302,6 +304,16 @@ def _init_cluster(pg: Path, folder: Path, state: StackState) -> None:
         raise
     finally:
         password_file.unlink()
+
+
+def _stop_initdb_in(making: Path) -> None:
+    """Kill an initdb a killed `up` left making a cluster in `making` (it outlives `up`): removed under it,
+    the folder could get a new file between the removal's last listing and its end, and stay."""
+    found = [p for p in psutil.process_iter(["cmdline"]) if str(making) in (p.info["cmdline"] or [])]
+    for process in found:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(found, timeout=10)
 
 
 def _create_databases(state: StackState) -> None:
