@@ -1,8 +1,11 @@
-"""Which process is which, across restarts: a pid together with the process's start time, so a pid
+"""Which process is which, across restarts: a pid together with the process's start mark, so a pid
 the system reused is not taken for the process that held it before.
 
-psutil derives a start time from the boot time, which moves a little when the wall clock is stepped,
-so two readings of one process may differ by a fraction of a second: they match within a second.
+The mark is the start in seconds since boot, the kernel's own count, with the boot's id: psutil's start
+time adds the boot time, which moves with the wall clock, so a clock stepped by more than a second (an
+NTP step, a VM resumed) made a live process look gone (a fault probe: `stack.py down` then forgot both
+servers and left them running; a live run could be marked KILLED). Marks made before are start times
+since the epoch: they are still compared that way.
 
 Also what the stages share about processes: starting, health-checking and stopping server processes,
 a file lock that processes on one machine take turns on, the cycle collector paused while a process
@@ -31,29 +34,47 @@ from pathlib import Path
 
 import psutil
 
-SAME_START_SECONDS = 1.0
+SAME_START_SECONDS = 1.0  # two readings of one start may differ by a fraction of a second
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Linux: a new id at each boot
 TEMPORARY_PREFIX = "review-sentiment-"  # a command's folder of temporary files: TMPDIR/review-sentiment-*
 _IN_USE = ".in-use"  # in that folder: a shared flock on it while its command, or a process it started, runs
 INTERRUPTED = 130  # the exit status after Ctrl-C, as a shell reports a process SIGINT ended (128 + 2)
 _PACKAGE = Path(__file__).resolve().parent  # review_sentiment/, beside the entry scripts
 
 
-def this_process() -> tuple[int, float]:
+def this_process() -> tuple[int, str]:
     me = psutil.Process()
-    return me.pid, me.create_time()
+    return me.pid, start_mark(me)
 
 
-def running(pid: int, started: float) -> psutil.Process | None:
-    """The process with this pid and start time if it still runs (a zombie does not); else None."""
+def start_mark(process: psutil.Process) -> str:
+    """`SECONDS@BOOT_ID`: when the process started, in seconds since boot, and which boot (the count
+    starts again at each). Where the system names no boot (not Linux), its start time since the epoch."""
+    if not _BOOT_ID.exists():
+        return f"{process.create_time():.3f}"
+    return f"{process.create_time() - psutil.boot_time():.3f}@{_BOOT_ID.read_text().strip()}"
+
+
+def running(pid: int, started: str | float) -> psutil.Process | None:
+    """The process with this pid and start mark (`start_mark`, or a start time since the epoch: a mark made
+    before) if it still runs (a zombie does not); else None."""
     try:
         process = psutil.Process(pid)
-        if process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - started) < SAME_START_SECONDS:
+        if process.status() != psutil.STATUS_ZOMBIE and _same_start(process, str(started)):
             return process
     except psutil.NoSuchProcess:
         return None
     except psutil.AccessDenied:
         return psutil.Process(pid)  # someone else's process by that pid and start: alive, not ours to judge
     return None
+
+
+def _same_start(process: psutil.Process, started: str) -> bool:
+    seconds, _, boot = started.partition("@")
+    if not boot:
+        return abs(process.create_time() - float(seconds)) < SAME_START_SECONDS
+    mark, _, its_boot = start_mark(process).partition("@")
+    return its_boot == boot and abs(float(mark) - float(seconds)) < SAME_START_SECONDS
 
 
 class _CursorCutByCtrlC(logging.Filter):

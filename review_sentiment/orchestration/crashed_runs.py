@@ -30,7 +30,7 @@ def record_process() -> None:
     run_id = flow_run.get_id()
     assert run_id is not None  # called inside a flow run
     with get_client(sync_client=True) as client:
-        client.update_flow_run(UUID(run_id), infrastructure_pid=f"{socket.gethostname()}:{pid}:{started:.3f}")
+        client.update_flow_run(UUID(run_id), infrastructure_pid=f"{socket.gethostname()}:{pid}:{started}")
 
 
 def mark_crashed_runs() -> list[str]:
@@ -46,7 +46,7 @@ def mark_crashed_runs() -> list[str]:
             pid, _, started = process.partition(":")
             if str(run.id) == me or host != socket.gethostname() or not started:
                 continue
-            if running(int(pid), float(started)) is None:
+            if running(int(pid), started) is None:
                 client.set_flow_run_state(run.id, Crashed(message=f"its process {pid} on {host} is gone"), force=True)
                 lines.append(f"Marked Crashed flow run {run.name} ({run.id}): its process {pid} is gone")
     return lines

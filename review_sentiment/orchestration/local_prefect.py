@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from review_sentiment.constants import PROJECT_DIR
-from review_sentiment.processes import running, start_detached, stop_group, this_process, wait_http
+from review_sentiment.processes import running, start_detached, start_mark, stop_group, this_process, wait_http
 
 DEFAULT_PREFECT_HOME = PROJECT_DIR / ".prefect"
 STATE_FILE = "server.json"  # in PREFECT_HOME: which process serves it, since when, at which URL
@@ -68,7 +68,7 @@ class LocalServer:
 
     def own(self) -> None:
         """Record this server as this process's, for the next start to find if we are killed."""
-        state = {"server": [self.process.pid, self.process.create_time()], "owner": list(this_process()),
+        state = {"server": [self.process.pid, start_mark(self.process)], "owner": list(this_process()),
                  "url": self.url}
         (self.home / STATE_FILE).write_text(json.dumps(state))
 

@@ -29,7 +29,7 @@ import psutil
 
 from review_sentiment.constants import LOCK_URL_ENV
 from review_sentiment.databases import sqlalchemy_url
-from review_sentiment.processes import running, start_detached, stop_group, wait_http
+from review_sentiment.processes import running, start_detached, start_mark, stop_group, wait_http
 
 POSTGRES_BINS = [Path("/usr/lib/postgresql/15/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
 DATABASES = ("mlflow", "optuna", "prefect", "predictions")
@@ -66,8 +66,8 @@ class StackState:
     mlflow_port: int
     prefect_port: int
     password: str
-    mlflow: list[float] | None = None  # [pid, start time] of the server process, while it runs
-    prefect: list[float] | None = None
+    mlflow: list[int | str] | None = None  # [pid, start mark] of the server process, while it runs
+    prefect: list[int | str] | None = None
 
     @property
     def address(self) -> str:
@@ -118,7 +118,7 @@ def up(folder: Path, host: str | None = None, ports: dict[str, int] | None = Non
              "--workers", "1", *_allowed_hosts(state)],
             env | {"MLFLOW_BACKEND_STORE_URI": sqlalchemy_url(state.postgres_url("mlflow"))},  # not in `ps`
             folder / "logs" / "mlflow.log")
-        state.mlflow = [mlflow.pid, mlflow.create_time()]
+        state.mlflow = [mlflow.pid, start_mark(mlflow)]
         _save(folder, state)
     if _server(state.prefect) is None:
         prefect_env = env | {
@@ -128,7 +128,7 @@ def up(folder: Path, host: str | None = None, ports: dict[str, int] | None = Non
             "PREFECT_UI_API_URL": state.environment()["PREFECT_API_URL"]}
         prefect = start_detached([sys.executable, "-m", "prefect", "server", "start", "--host", state.host,
                                   "--port", str(state.prefect_port)], prefect_env, folder / "logs" / "prefect.log")
-        state.prefect = [prefect.pid, prefect.create_time()]
+        state.prefect = [prefect.pid, start_mark(prefect)]
         _save(folder, state)
     env_urls = state.environment()
     for name, process, url in (("MLflow server", _server(state.mlflow), f"{env_urls['MLFLOW_TRACKING_URI']}/health"),
@@ -225,7 +225,7 @@ def _word(up: bool) -> str:
     return "running" if up else "stopped"
 
 
-def _server(recorded: list[float] | None) -> psutil.Process | None:
+def _server(recorded: list[int | str] | None) -> psutil.Process | None:
     return running(int(recorded[0]), recorded[1]) if recorded else None
 
 

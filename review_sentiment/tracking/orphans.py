@@ -21,7 +21,7 @@ HOST, PID, STARTED = "process.host", "process.pid", "process.started"
 def process_tags() -> dict[str, str]:
     """Tags naming the process that writes a run, for `close_orphaned_runs` to check later."""
     pid, started = this_process()
-    return {HOST: socket.gethostname(), PID: str(pid), STARTED: f"{started:.3f}"}
+    return {HOST: socket.gethostname(), PID: str(pid), STARTED: started}
 
 
 def live_writer(run_id: str) -> int | None:
@@ -86,6 +86,6 @@ def closed_orphans_line(orphans: list[Orphan]) -> str | None:
 
 def _alive(tags: dict[str, str]) -> bool:
     try:
-        return running(int(tags[PID]), float(tags[STARTED])) is not None
+        return running(int(tags[PID]), tags[STARTED]) is not None
     except (KeyError, ValueError):
         return False

@@ -1,5 +1,6 @@
-"""What the stages share about processes: the collector paused while a process imports its libraries,
-Ctrl-C held while a failed run takes back what it wrote, and a command's own folder of temporary files."""
+"""What the stages share about processes: which process is which across a stepped clock, the collector
+paused while a process imports its libraries, Ctrl-C held while a failed run takes back what it wrote, and
+a command's own folder of temporary files."""
 from __future__ import annotations
 
 import gc
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import threading
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -29,12 +31,50 @@ from review_sentiment.processes import (
     interrupts_held,
     own_temporary_folder,
     quiet_cursors_cut_by_ctrl_c,
+    running,
+    start_mark,
 )
 from review_sentiment.tracking.undo import undone_on_failure
 from review_sentiment.training.attempt import Attempt
 from review_sentiment.training.family_studies import FamilyStudy
 from review_sentiment.training.study import Storage, open_storage
 from tests.helpers import Store, locked, wait_for
+
+
+@pytest.fixture
+def child() -> Iterator[psutil.Process]:
+    """A real process of its own, for a record to name."""
+    process = psutil.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_a_process_is_still_known_by_its_start_mark_once_the_wall_clock_is_stepped(
+        child: psutil.Process, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault probe shifted a recorded start by 2 s, as a stepped clock does to psutil's start time (the
+    boot time it adds moves with the clock): `stack.py down` then forgot both servers, left running. The
+    clock itself is not stepped here (it is the whole machine's): the boot time psutil reads is, by 5 s."""
+    recorded, before = start_mark(child), child.create_time()
+    real = psutil._psplatform.boot_time  # type: ignore[attr-defined]
+    monkeypatch.setattr(psutil._psplatform, "boot_time", lambda: real() + 5)  # what /proc/stat says after a step
+    assert abs(psutil.Process(child.pid).create_time() - before - 5) < 0.01  # the step moved psutil's start time
+    assert running(child.pid, recorded) is not None
+    assert running(child.pid, before) is None  # a start since the epoch (a mark made before) no longer matches
+
+
+def test_a_start_mark_of_another_boot_or_start_is_not_the_process_and_one_made_before_still_is(
+        child: psutil.Process) -> None:
+    """After a reboot the count since boot starts again: the boot's id tells a pid that runs again at the
+    same second apart. A record made before start marks (a start since the epoch, as a number in
+    stack.json or text in a tag) still names the process."""
+    seconds, _, boot = start_mark(child).partition("@")
+    assert boot  # Linux names its boot
+    assert running(child.pid, f"{seconds}@{boot}") is not None
+    assert running(child.pid, f"{seconds}@another-boot") is None
+    assert running(child.pid, f"{float(seconds) + 2:.3f}@{boot}") is None
+    assert running(child.pid, child.create_time()) is not None
+    assert running(child.pid, f"{child.create_time():.3f}") is not None
 
 
 def _tracked(thing: object) -> bool:
