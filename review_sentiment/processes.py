@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import gc
 import logging
 import os
@@ -50,9 +51,22 @@ def this_process() -> tuple[int, str]:
 def start_mark(process: psutil.Process) -> str:
     """`SECONDS@BOOT_ID`: when the process started, in seconds since boot, and which boot (the count
     starts again at each). Where the system names no boot (not Linux), its start time since the epoch."""
-    if not _BOOT_ID.exists():
+    if (boot := _boot_id()) is None:
         return f"{process.create_time():.3f}"
-    return f"{process.create_time() - psutil.boot_time():.3f}@{_BOOT_ID.read_text().strip()}"
+    try:  # read afresh: a psutil object keeps the start time it read first, which a step since has moved
+        started = psutil.Process(process.pid).create_time()
+    except psutil.NoSuchProcess:  # gone already: nothing will find it running
+        started = process.create_time()
+    return f"{started - psutil.boot_time():.3f}@{boot}"
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    """Linux's id of this boot (a new one at each); None where the system names none."""
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return None
 
 
 def running(pid: int, started: str | float) -> psutil.Process | None:

@@ -1,6 +1,6 @@
 """Flow runs left RUNNING by a killed process: a `kill -9` of `--once` (or of a check) leaves its flow run
 RUNNING on the Prefect server for good. Each of our flow runs records which process runs it (host, pid
-and the process's start time, in the run's `infrastructure_pid`); the next flow of ours to start marks
+and the process's start mark, in the run's `infrastructure_pid`); the next flow of ours to start marks
 Crashed the RUNNING ones whose process on this host is gone. Runs from other hosts are left alone.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Runs left RUNNING by a killed process: MLflow has no run heartbeat, so a `kill -9` during tuning
 leaves the run RUNNING for good. Each run of ours records which process writes it (host, pid and that
-process's start time: see `processes`); the next start marks the runs whose
+process's start mark: see `processes`); the next start marks the runs whose
 process is gone KILLED, with their child runs. Runs written from other hosts are left alone: their
 process cannot be checked from here.
 """

@@ -60,6 +60,7 @@ def test_a_process_is_still_known_by_its_start_mark_once_the_wall_clock_is_stepp
     monkeypatch.setattr(psutil._psplatform, "boot_time", lambda: real() + 5)  # what /proc/stat says after a step
     assert abs(psutil.Process(child.pid).create_time() - before - 5) < 0.01  # the step moved psutil's start time
     assert running(child.pid, recorded) is not None
+    assert start_mark(child) == recorded  # marked again through an object that read its start before the step
     assert running(child.pid, before) is None  # a start since the epoch (a mark made before) no longer matches
 
 
