@@ -150,12 +150,33 @@ def stop_group(process: psutil.Process, sig: signal.Signals = signal.SIGTERM, ti
         members = [process, *process.children(recursive=True)]
     except psutil.NoSuchProcess:
         return
+    stop_members(process.pid, members, sig, timeout)
+
+
+def leaderless_group(leader: int) -> list[psutil.Process]:
+    """What is left of the process group `leader` led, once it is gone (killed, its children run on). The
+    group's id is the leader's pid, which the system gives no new process while the group has members:
+    found with no process by that pid (or only the leader's zombie), they are that group's."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        if psutil.Process(leader).status() != psutil.STATUS_ZOMBIE:  # a zombie: the leader, dead, not reaped yet
+            return []  # the leader, or another process by its pid: not a group left without its leader
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):  # gone meanwhile
+            if os.getpgid(process.pid) == leader and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+    return members
+
+
+def stop_members(group: int, members: list[psutil.Process], sig: signal.Signals, timeout: float = 15.0) -> None:
+    """`sig` to the process group `group`, SIGKILL after `timeout` seconds; then wait for `members`, its
+    processes (a group whose leader is gone: `leaderless_group`)."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
+        os.killpg(group, sig)
     _, alive = psutil.wait_procs(members, timeout=timeout)
     if alive:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(group, signal.SIGKILL)
         for member in alive:
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.kill()

@@ -29,7 +29,15 @@ import psutil
 
 from review_sentiment.constants import LOCK_URL_ENV
 from review_sentiment.databases import sqlalchemy_url
-from review_sentiment.processes import running, start_detached, start_mark, stop_group, wait_http
+from review_sentiment.processes import (
+    leaderless_group,
+    running,
+    start_detached,
+    start_mark,
+    stop_group,
+    stop_members,
+    wait_http,
+)
 
 POSTGRES_BINS = [Path("/usr/lib/postgresql/15/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
 DATABASES = ("mlflow", "optuna", "prefect", "predictions")
@@ -147,9 +155,15 @@ def down(folder: Path) -> list[str]:
         return []
     stopped = []
     for name in ("mlflow", "prefect"):
-        if (process := _server(getattr(state, name))) is not None:
-            # Prefect's server shuts down cleanly on SIGINT; SIGTERM ends it on the spot
-            stop_group(process, signal.SIGINT if name == "prefect" else signal.SIGTERM)
+        recorded = getattr(state, name)
+        sig = signal.SIGINT if name == "prefect" else signal.SIGTERM  # Prefect's server shuts down cleanly on
+        # SIGINT; SIGTERM ends it on the spot
+        if (process := _server(recorded)) is not None:
+            stop_group(process, sig)
+            stopped.append(name)
+        elif recorded and (left := leaderless_group(int(recorded[0]))):
+            # its leader killed on its own, the MLflow server's uvicorn went on holding the port (a fault probe)
+            stop_members(int(recorded[0]), left, sig)
             stopped.append(name)
         setattr(state, name, None)
     _save(folder, state)

@@ -116,6 +116,27 @@ def test_a_first_up_stopped_while_postgresql_makes_its_cluster_leaves_a_folder_t
     assert not list(folder.glob("postgres.making-*"))
 
 
+def test_down_stops_the_mlflow_servers_worker_left_running_once_its_leader_was_killed() -> None:
+    """kill -9 of the MLflow server's own process leaves its uvicorn worker holding the port (a fault
+    probe: `down` then said nothing of it, and the next `up` failed, the port in use)."""
+    folder = Path(tempfile.mkdtemp(prefix="stack-leader-"))
+    folder.chmod(0o755)
+    ports = {"--postgres-port": free_port(), "--mlflow-port": free_port(), "--prefect-port": free_port()}
+    try:
+        stack_command(folder, "up", *[str(x) for pair in ports.items() for x in pair])
+        leader = psutil.Process(int(json.loads((folder / STATE).read_text())["mlflow"][0]))
+        workers = leader.children(recursive=True)
+        assert workers  # uvicorn, in the leader's process group
+        leader.kill()
+        wait_for(lambda: ended(leader), 30, "the MLflow server's leader to end")
+        assert not any(ended(worker) for worker in workers) and listening(ports["--mlflow-port"])
+        assert stack_command(folder, "down").startswith("Stopped: mlflow, prefect, postgres.")
+        assert all(ended(worker) for worker in workers)
+    finally:
+        stack_command(folder, "down")
+    assert not any(listening(port) for port in ports.values())
+
+
 def test_two_replicas_share_one_postgres_log_and_every_answer_is_there_once(
         own_store: Store, stack: StackState, tmp_path: Path) -> None:
     log = new_database(stack, "predictions")
