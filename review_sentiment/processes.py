@@ -53,11 +53,16 @@ def start_mark(process: psutil.Process) -> str:
     starts again at each). Where the system names no boot (not Linux), its start time since the epoch."""
     if (boot := _boot_id()) is None:
         return f"{process.create_time():.3f}"
-    try:  # read afresh: a psutil object keeps the start time it read first, which a step since has moved
-        started = psutil.Process(process.pid).create_time()
-    except psutil.NoSuchProcess:  # gone already: nothing will find it running
-        started = process.create_time()
-    return f"{started - psutil.boot_time():.3f}@{boot}"
+    # read afresh: a psutil object keeps the start time it read first, which a step since has moved (gone
+    # already, it keeps its own: nothing will find it running)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process = psutil.Process(process.pid)
+    return f"{_since_boot(process):.3f}@{boot}"
+
+
+def _since_boot(process: psutil.Process) -> float:
+    """Its start in seconds since boot: psutil's start time less the boot time it added, read together."""
+    return process.create_time() - psutil.boot_time()
 
 
 @functools.cache
@@ -84,11 +89,11 @@ def running(pid: int, started: str | float) -> psutil.Process | None:
 
 
 def _same_start(process: psutil.Process, started: str) -> bool:
+    """`process` (just read: its start is not stale) started as the mark says."""
     seconds, _, boot = started.partition("@")
     if not boot:
         return abs(process.create_time() - float(seconds)) < SAME_START_SECONDS
-    mark, _, its_boot = start_mark(process).partition("@")
-    return its_boot == boot and abs(float(mark) - float(seconds)) < SAME_START_SECONDS
+    return _boot_id() == boot and abs(_since_boot(process) - float(seconds)) < SAME_START_SECONDS
 
 
 class _CursorCutByCtrlC(logging.Filter):
