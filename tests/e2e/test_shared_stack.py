@@ -37,16 +37,21 @@ def stack_command(folder: Path, *args: str) -> str:
     return done.stdout
 
 
+def stack_folder(prefix: str) -> tuple[Path, dict[str, int], list[str]]:
+    """A fresh folder for `stack.py` (open to the postgres user), free ports, and the flags that give them."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    ports = {"--postgres-port": free_port(), "--mlflow-port": free_port(), "--prefect-port": free_port()}
+    return folder, ports, [str(x) for pair in ports.items() for x in pair]
+
+
 def listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_stack_up_use_down_up_keeps_the_data_and_leaves_nothing_running() -> None:
-    folder = Path(tempfile.mkdtemp(prefix="stack-cli-"))
-    folder.chmod(0o755)
-    ports = {"--postgres-port": free_port(), "--mlflow-port": free_port(), "--prefect-port": free_port()}
-    flags = [str(x) for pair in ports.items() for x in pair]
+    folder, ports, flags = stack_folder("stack-cli-")
     try:
         printed = stack_command(folder, "up", *flags)
         exports = dict(line.removeprefix("export ").split("=", 1) for line in printed.splitlines()
@@ -88,10 +93,7 @@ def test_a_first_up_stopped_while_postgresql_makes_its_cluster_leaves_a_folder_t
     """Ctrl-C (to the terminal's whole group) or kill -9 while initdb runs: the next `up` starts the stack
     anyway, and `down` leaves nothing running. Before, the cluster's folder was made where it stays, so
     the next `up` met it empty (a traceback on every `up` after) or half-made (a fault probe: 4 of 6)."""
-    folder = Path(tempfile.mkdtemp(prefix="stack-cut-"))
-    folder.chmod(0o755)
-    ports = {"--postgres-port": free_port(), "--mlflow-port": free_port(), "--prefect-port": free_port()}
-    flags = [str(x) for pair in ports.items() for x in pair]
+    folder, ports, flags = stack_folder("stack-cut-")
     first = psutil.Popen([sys.executable, str(PROJECT_DIR / "stack.py"), "up", "--dir", folder.name, *flags],
                          cwd=folder.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)  # a group of its own, as a terminal gives a command
@@ -119,11 +121,9 @@ def test_a_first_up_stopped_while_postgresql_makes_its_cluster_leaves_a_folder_t
 def test_down_stops_the_mlflow_servers_worker_left_running_once_its_leader_was_killed() -> None:
     """kill -9 of the MLflow server's own process leaves its uvicorn worker holding the port (a fault
     probe: `down` then said nothing of it, and the next `up` failed, the port in use)."""
-    folder = Path(tempfile.mkdtemp(prefix="stack-leader-"))
-    folder.chmod(0o755)
-    ports = {"--postgres-port": free_port(), "--mlflow-port": free_port(), "--prefect-port": free_port()}
+    folder, ports, flags = stack_folder("stack-leader-")
     try:
-        stack_command(folder, "up", *[str(x) for pair in ports.items() for x in pair])
+        stack_command(folder, "up", *flags)
         leader = psutil.Process(int(json.loads((folder / STATE).read_text())["mlflow"][0]))
         workers = leader.children(recursive=True)
         assert workers  # uvicorn, in the leader's process group
