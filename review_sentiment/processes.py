@@ -10,7 +10,8 @@ since the epoch: they are still compared that way.
 Also what the stages share about processes: starting, health-checking and stopping server processes,
 a file lock that processes on one machine take turns on, the cycle collector paused while a process
 imports its libraries, Ctrl-C: held while a failed run takes back what it wrote, and the traceback
-SQLAlchemy logs for a fetch it cut short left out; and a command's own folder of temporary files.
+SQLAlchemy logs for a fetch it cut short left out; a command's own folder of temporary files; and pools
+of processes forked with what they work on.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import fcntl
 import functools
 import gc
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -30,8 +32,10 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -41,6 +45,7 @@ TEMPORARY_PREFIX = "review-sentiment-"  # a command's folder of temporary files:
 _IN_USE = ".in-use"  # in that folder: a shared flock on it while its command, or a process it started, runs
 INTERRUPTED = 130  # the exit status after Ctrl-C, as a shell reports a process SIGINT ended (128 + 2)
 _PACKAGE = Path(__file__).resolve().parent  # review_sentiment/, beside the entry scripts
+_kept: list[Any] = []  # in a process of a `forked_pool`: what it was forked with
 
 
 def this_process() -> tuple[int, str]:
@@ -350,3 +355,37 @@ def _remove_hold_file_last(folder: Path) -> None:
                 item.unlink(missing_ok=True)
     (folder / _IN_USE).unlink(missing_ok=True)
     folder.rmdir()
+
+
+def forked_pool(processes: int, keep: object) -> ProcessPoolExecutor:
+    """A pool of `processes` processes forked now with `keep` (read with `kept()`: shared copy-on-write,
+    never pickled). Each ignores Ctrl-C (the parent's to handle: it ends the pool), never runs the cycle
+    collector over what it was forked with (which would write to, so copy, every page of the parent's
+    objects it walks), and exits once the parent is gone: an executor's process outlives a parent killed
+    with SIGKILL, waiting for work forever. An executor rather than `multiprocessing.Pool`: a killed Pool
+    process leaves its task waiting forever; the executor reports it (BrokenProcessPool)."""
+    pool = ProcessPoolExecutor(processes, multiprocessing.get_context("fork"), _keep, (keep, os.getpid()))
+    list(pool.map(_ready, range(processes)))  # forked now, not later inside the parent's work
+    return pool
+
+
+def kept() -> Any:
+    """In a process of a `forked_pool`: what it was forked with."""
+    return _kept[0]
+
+
+def _keep(keep: object, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.freeze()
+    _kept.append(keep)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
+
+
+def _ready(_: int) -> None:
+    """Nothing: makes the executor fork its processes when it is created."""

@@ -30,10 +30,9 @@ from review_sentiment.modeling.calibration import ARTIFACT as CALIBRATION_ARTIFA
 from review_sentiment.modeling.calibration import calibration_folds, fit_calibration, fold_count
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.modeling.fold_counts import (
-    NGRAM_SIZES,
     CountedFolds,
     FoldCounts,
-    count_fold_sizes,
+    count_whole,
     fit_tfidf,
     left_no_words,
 )
@@ -97,10 +96,10 @@ class TrainingData:
 
     @functools.cached_property
     def counts(self) -> dict[int, FoldCounts]:
-        """One count of the cleaned training texts, and of the held-out ones over their vocabulary, per
-        n-gram size: every family's refit derives its TF-IDF from it (`fold_counts.fit_tfidf`). Raises
-        sklearn's ValueError when the training texts hold no word."""
-        return count_fold_sizes(self.clean_train, self.clean(self.split.X_test), NGRAM_SIZES, keep_terms=True)
+        """`fold_counts.count_whole` of the training and held-out reviews, made with the folds' where it was."""
+        if self.folds is not None and self.folds.whole is not None:
+            return self.folds.whole
+        return count_whole(self.clean_train, self.clean(self.split.X_test))
 
     @property
     def protected(self) -> Evidence:

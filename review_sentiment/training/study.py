@@ -2,14 +2,8 @@
 storage that every worker of a tuning run shares (and a rerun resumes from)."""
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
-import threading
-import time
 import warnings
 from collections.abc import Callable, Container, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +28,7 @@ from review_sentiment.modeling.families import FAMILIES, Params
 from review_sentiment.modeling.fold_counts import CountedFolds, left_no_words, tfidf_features
 from review_sentiment.modeling.linear import decision_values
 from review_sentiment.modeling.metrics import macro_f1
+from review_sentiment.processes import forked_pool, kept
 from review_sentiment.training.journal import FileJournal, HeartbeatJournal
 
 Objective = Callable[[optuna.Trial], float]
@@ -183,19 +178,12 @@ TRIAL_FAILURES = (EmptyVocabulary, FoldProcessDied)  # fail their trial; the stu
 def fold_scorer(folds: CountedFolds, processes: int) -> Iterator[FoldScores]:
     """Scores a trial's folds `processes` at a time. The processes are forked once, after counting,
     so they share the counts (copy-on-write): a trial sends them its parameters and gets F1s back.
-    (joblib shipped each trial its data again: slower than one process on 2 cores, measured.) A
-    process pool executor rather than `multiprocessing.Pool`: a killed Pool worker leaves its task
-    waiting forever; the executor reports it (BrokenProcessPool)."""
+    (joblib shipped each trial its data again: slower than one process on 2 cores, measured.)"""
     if processes <= 1:
         yield lambda family, params, seed, numbers: [_fold_score(folds, family, params, seed, i) for i in numbers]
         return
 
-    def started() -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(processes, multiprocessing.get_context("fork"), _keep_folds, (folds, os.getpid()))
-        list(pool.map(_ready, range(processes)))
-        return pool
-
-    pool = started()
+    pool = forked_pool(processes, folds)
 
     def scores(family: str, params: Params, seed: int, numbers: list[int]) -> list[FoldScore]:
         nonlocal pool
@@ -203,7 +191,7 @@ def fold_scorer(folds: CountedFolds, processes: int) -> Iterator[FoldScores]:
             return list(pool.map(_kept_fold_score, *zip(*[(family, params, seed, i) for i in numbers], strict=True)))
         except BrokenProcessPool:
             pool.shutdown(wait=False, cancel_futures=True)
-            pool = started()
+            pool = forked_pool(processes, folds)
             raise FoldProcessDied("a process scoring its folds died (killed, or out of memory)") from None
 
     try:
@@ -265,29 +253,8 @@ def _fold_score(folds: CountedFolds, family: str, params: Params, seed: int, fol
     return FoldScore(float(macro_f1(y_valid, model.predict(X_valid))), decision_values(model, X_valid))
 
 
-_kept: list[CountedFolds] = []  # in a fold process: the counts it was forked with
-
-
-def _keep_folds(folds: CountedFolds, parent: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it ends the pool
-    _kept.append(folds)
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
-
-
-def _exit_with(parent: int) -> None:
-    """An executor's process outlives a parent killed with SIGKILL, waiting for work forever: leave
-    once this process has been handed to another parent."""
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(1)
-
-
-def _ready(_: int) -> None:
-    """Nothing: makes the executor fork its processes when it is created, not later inside a trial."""
-
-
 def _kept_fold_score(family: str, params: Params, seed: int, fold: int) -> FoldScore:
-    return _fold_score(_kept[0], family, params, seed, fold)
+    return _fold_score(kept(), family, params, seed, fold)
 
 
 def _rounds(items: list, size: int) -> list[list]:

@@ -229,7 +229,12 @@ def prepare(settings: TuningSettings, reviews: Reviews) -> Prepared:
     clean_train = [cleaned[text] for text in split.X_train]
     require_words(clean_train, str(reviews.path))
     _quiet_optuna()
-    return Prepared(reviews, split, counted(clean_train, split.y_train, folds=folds, seed=settings.seed),
+    # counted in as many processes as score the folds (one for a small file: milliseconds); with the refit's
+    # count, but by a worker that joins (it refits nothing)
+    processes = dataclasses.replace(settings, folds=folds).fold_processes(len(reviews.label))
+    held_out = None if settings.join else [cleaned[text] for text in split.X_test]
+    return Prepared(reviews, split, counted(clean_train, split.y_train, folds=folds, seed=settings.seed,
+                                            processes=processes, held_out=held_out),
                     data_digest(reviews.frame), cleaned,
                     Lineage.of(reviews.path, settings.text_col, settings.rating_col, settings.test_size, settings.seed))
 

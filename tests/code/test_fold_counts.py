@@ -21,7 +21,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from review_sentiment.constants import PROJECT_DIR
-from review_sentiment.data.reviews import load_reviews
+from review_sentiment.data.reviews import ReviewDataError, load_reviews
 from review_sentiment.modeling import fold_counts
 from review_sentiment.modeling.calibration import out_of_fold_decisions
 from review_sentiment.modeling.families import FAMILIES, build_pipeline
@@ -29,6 +29,7 @@ from review_sentiment.modeling.fold_counts import (
     NGRAM_SIZES,
     FoldCounts,
     count_fold_sizes,
+    count_whole,
     counted,
     fit_tfidf,
     kept_columns,
@@ -144,6 +145,54 @@ def test_pinned_limits_that_keep_nothing_fail_as_the_vectorizer_fails() -> None:
         kept_columns(counts, 3, 0.5, None)
 
 
+def assert_same_counts(made: FoldCounts, expected: FoldCounts) -> None:
+    for matrix in ("train", "valid"):
+        a, b = getattr(made, matrix), getattr(expected, matrix)
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert all(np.array_equal(getattr(a, part), getattr(b, part)) for part in ("data", "indices", "indptr"))
+    for array in ("doc_freq", "term_freq", "columns", "terms"):
+        a, b = getattr(made, array), getattr(expected, array)
+        assert (a is None and b is None) or np.array_equal(a, b)
+
+
+def test_counts_made_in_processes_are_the_ones_made_here(sample: tuple[np.ndarray, ...]) -> None:
+    """Bit for bit, in the same order: each fold's, and the refit's count of every training text with the
+    held-out texts over their vocabulary (made beside the folds', where a fold's process is free for it)."""
+    _, texts, labels = sample
+    train, held_out = texts[:600].tolist(), texts[600:].tolist()
+    here = counted(train, labels[:600], folds=3, seed=7)
+    there = counted(train, labels[:600], folds=3, seed=7, processes=2, held_out=held_out)
+    assert here.whole is None and there.whole is not None
+    for n_max in NGRAM_SIZES:
+        for fold in range(3):
+            assert_same_counts(there.counts[n_max][fold], here.counts[n_max][fold])
+        assert_same_counts(there.whole[n_max], count_whole(train, held_out)[n_max])
+        assert there.whole[n_max].terms.tolist() == CountVectorizer(ngram_range=(1, n_max)).fit(
+            train).get_feature_names_out().tolist()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_fold_whose_training_reviews_have_no_word_is_the_datas_fault(processes: int) -> None:
+    texts, labels = ["good"] + [""] * 11, np.array([1, 0] * 6)  # the fold holding "good" out trains on no word
+    with pytest.raises(ReviewDataError, match="a 4-fold split leaves a fold whose training reviews have no word"):
+        counted(texts, labels, folds=4, seed=0, processes=processes, held_out=["good"])
+
+
+@pytest.mark.parametrize(("n_jobs", "join", "whole"), [(1, False, True), (2, False, True), (2, True, False)])
+def test_the_refit_uses_the_count_made_with_the_folds(n_jobs: int, join: bool, whole: bool) -> None:
+    """A run that refits makes the refit's count with the folds' (in a fold's process where it has them),
+    and its refit takes that count; a worker that joins another's run refits nothing and makes none."""
+    settings = TuningSettings(SAMPLE, "Review text", "Ratings", ["NaiveBayes"], 2, 3, 0.3, 1, n_jobs, "e", "m",
+                              join=join)
+    prepared = tuning_run.prepare(settings, load_reviews(SAMPLE))
+    assert (prepared.folds.whole is not None) == whole
+    if whole:
+        assert prepared.training.counts is prepared.folds.whole
+        expected = count_whole(prepared.training.clean_train, prepared.clean(prepared.split.X_test))
+        for n_max in NGRAM_SIZES:
+            assert_same_counts(prepared.training.counts[n_max], expected[n_max])
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_a_trials_cv_f1_is_cross_val_score_of_the_logged_pipeline(sample: tuple[np.ndarray, ...],
                                                                   family: str) -> None:
@@ -236,6 +285,33 @@ def test_fold_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -> No
     run.wait()
     wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                              for pid in children), timeout=10, what="the fold processes to leave")
+
+
+@pytest.mark.e2e  # as above, while the folds are being counted
+def test_counting_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -> None:
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing, threading, time
+        import numpy as np
+        from review_sentiment.modeling.fold_counts import counted
+        words = np.array([f"w{i}" for i in range(5000)])
+        texts = [" ".join(row) for row in np.random.default_rng(0).choice(words, (300_000, 12))]
+        def say_children():
+            while len(children := multiprocessing.active_children()) < 2:
+                time.sleep(0.01)
+            print(*[p.pid for p in children], flush=True)
+        threading.Thread(target=say_children, daemon=True).start()
+        counted(texts, np.array([0, 1] * 150_000), folds=3, seed=0, processes=2, held_out=texts[:1000])
+        print("counted", flush=True)
+    """))
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=PROJECT_DIR)
+    children = [int(pid) for pid in run.stdout.readline().split()]
+    assert len(children) == 2
+    run.kill()
+    run.wait()
+    assert "counted" not in run.stdout.read()  # killed while counting
+    wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                             for pid in children), timeout=10, what="the counting processes to leave")
 
 
 @pytest.mark.parametrize(("given", "threshold", "expected"),
