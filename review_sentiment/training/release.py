@@ -101,6 +101,12 @@ class TrainingData:
             return self.folds.whole
         return count_whole(self.clean_train, self.clean(self.split.X_test))
 
+    @functools.cached_property
+    def traffic(self) -> list[str]:
+        """The rows of the lineage's file that stand for its models' traffic (`traffic_like`): once per run."""
+        usable = self.reviews.usable_text
+        return usable.iloc[traffic_like(usable, self.lineage.held_out, self.lineage.seed)].tolist()
+
     @property
     def protected(self) -> Evidence:
         return Evidence.of(PROTECTED, self.split.X_test, self.split.y_test)
@@ -209,9 +215,7 @@ def release_by(publisher: Publisher, name: str, family: str, params: dict[str, A
     log_dataset(data.held_out_dataset, "evaluation")
     mlflow.log_text(report_text(split.y_test, test_pred), "classification_report.txt")
     mlflow.log_dict(top_terms(pipeline), "top_terms.json")
-    usable = data.reviews.usable_text
-    traffic = usable.iloc[traffic_like(usable, data.lineage.held_out, data.lineage.seed)].tolist()
-    log_training_records(pipeline, data.reviews, split, traffic, seed, data.clean)
+    log_training_records(pipeline, data.reviews, split, data.traffic, seed, data.clean)
     active = mlflow.active_run()
     assert active is not None  # release runs inside its caller's run
     record = VersionRecord(family=family, source=source, lineage=data.lineage,
