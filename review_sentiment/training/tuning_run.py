@@ -229,10 +229,10 @@ def prepare(settings: TuningSettings, reviews: Reviews) -> Prepared:
     clean_train = [cleaned[text] for text in split.X_train]
     require_words(clean_train, str(reviews.path))
     _quiet_optuna()
-    # counted in as many processes as score the folds (one for a small file: milliseconds); with the refit's
-    # count, but by a worker that joins (it refits nothing)
+    # counted in as many processes as score the folds (one for a small file: milliseconds); where that is more
+    # than one, with the refit's count in the slot they leave free (but by a worker that joins: it refits nothing)
     processes = dataclasses.replace(settings, folds=folds).fold_processes(len(reviews.label))
-    held_out = None if settings.join else [cleaned[text] for text in split.X_test]
+    held_out = [cleaned[text] for text in split.X_test] if processes > 1 and not settings.join else None
     return Prepared(reviews, split, counted(clean_train, split.y_train, folds=folds, seed=settings.seed,
                                             processes=processes, held_out=held_out),
                     data_digest(reviews.frame), cleaned,

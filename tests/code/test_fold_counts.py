@@ -178,19 +178,18 @@ def test_a_fold_whose_training_reviews_have_no_word_is_the_datas_fault(processes
         counted(texts, labels, folds=4, seed=0, processes=processes, held_out=["good"])
 
 
-@pytest.mark.parametrize(("n_jobs", "join", "whole"), [(1, False, True), (2, False, True), (2, True, False)])
+@pytest.mark.parametrize(("n_jobs", "join", "whole"), [(1, False, False), (2, False, True), (2, True, False)])
 def test_the_refit_uses_the_count_made_with_the_folds(n_jobs: int, join: bool, whole: bool) -> None:
-    """A run that refits makes the refit's count with the folds' (in a fold's process where it has them),
-    and its refit takes that count; a worker that joins another's run refits nothing and makes none."""
+    """A run that counts its folds in processes makes the refit's count with them, and its refit takes that
+    count; counted here, or by a worker that joins another's run (it refits nothing), the refit makes it."""
     settings = TuningSettings(SAMPLE, "Review text", "Ratings", ["NaiveBayes"], 2, 3, 0.3, 1, n_jobs, "e", "m",
                               join=join)
     prepared = tuning_run.prepare(settings, load_reviews(SAMPLE))
     assert (prepared.folds.whole is not None) == whole
-    if whole:
-        assert prepared.training.counts is prepared.folds.whole
-        expected = count_whole(prepared.training.clean_train, prepared.clean(prepared.split.X_test))
-        for n_max in NGRAM_SIZES:
-            assert_same_counts(prepared.training.counts[n_max], expected[n_max])
+    assert (prepared.training.counts is prepared.folds.whole) == whole
+    expected = count_whole(prepared.training.clean_train, prepared.clean(prepared.split.X_test))
+    for n_max in NGRAM_SIZES:
+        assert_same_counts(prepared.training.counts[n_max], expected[n_max])
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
