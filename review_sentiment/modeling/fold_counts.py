@@ -20,6 +20,7 @@ it already made (both pinned by tests/code/test_fold_counts.py's test_pinned_*).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
@@ -117,6 +118,9 @@ def counted(clean_train: Sequence[str], y_train: np.ndarray, *, folds: int, seed
             pool = forked_pool(min(processes, len(jobs)), texts)
             try:
                 made = list(pool.map(_count_kept, jobs))
+            except BrokenProcessPool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise CountingProcessDied("a process counting the CV folds died (killed, or out of memory)") from None
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)  # a count still under way is not waited for
                 raise
@@ -134,6 +138,10 @@ def counted(clean_train: Sequence[str], y_train: np.ndarray, *, folds: int, seed
 
 
 _WHOLE = -1  # the job of `counted` that makes the refit's count
+
+
+class CountingProcessDied(RuntimeError):
+    """A process of `counted` ended before its count was in (the kernel's out-of-memory killer, say)."""
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from review_sentiment.modeling.families import require_words
 from review_sentiment.modeling.fold_counts import (
     LARGE_FILE_REVIEWS,
     CountedFolds,
+    CountingProcessDied,
     counted,
     cv_folds,
     fold_processes_by_default,
@@ -233,9 +234,13 @@ def prepare(settings: TuningSettings, reviews: Reviews) -> Prepared:
     # than one, with the refit's count in the slot they leave free (but by a worker that joins: it refits nothing)
     processes = dataclasses.replace(settings, folds=folds).fold_processes(len(reviews.label))
     held_out = [cleaned[text] for text in split.X_test] if processes > 1 and not settings.join else None
-    return Prepared(reviews, split, counted(clean_train, split.y_train, folds=folds, seed=settings.seed,
-                                            processes=processes, held_out=held_out),
-                    data_digest(reviews.frame), cleaned,
+    try:
+        folds_counted = counted(clean_train, split.y_train, folds=folds, seed=settings.seed, processes=processes,
+                                held_out=held_out)
+    except CountingProcessDied as died:  # one count at a time may fit in memory where two at once did not
+        print(f"{died}: counting them here, one at a time", flush=True)
+        folds_counted = counted(clean_train, split.y_train, folds=folds, seed=settings.seed)
+    return Prepared(reviews, split, folds_counted, data_digest(reviews.frame), cleaned,
                     Lineage.of(reviews.path, settings.text_col, settings.rating_col, settings.test_size, settings.seed))
 
 

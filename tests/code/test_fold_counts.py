@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -284,6 +285,36 @@ def test_fold_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -> No
     run.wait()
     wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                              for pid in children), timeout=10, what="the fold processes to leave")
+
+
+def test_a_counting_process_killed_leaves_the_run_to_count_here_one_at_a_time(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Killed with SIGKILL (as the kernel's out-of-memory killer kills), a counting process fails the counting
+    in processes; the run says so in one line and counts here, one count at a time: the same counts."""
+    count, parent = fold_counts._count, os.getpid()
+
+    def slow_in_a_process(texts: object, job: int) -> dict[int, FoldCounts]:
+        if os.getpid() != parent:
+            time.sleep(30)  # killed meanwhile
+        return count(texts, job)
+
+    def kill_one() -> None:
+        wait_for(lambda: len(multiprocessing.active_children()) >= 2, timeout=20, what="the counting processes")
+        os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+
+    monkeypatch.setattr(fold_counts, "_count", slow_in_a_process)
+    threading.Thread(target=kill_one, daemon=True).start()
+    settings = TuningSettings(SAMPLE, "Review text", "Ratings", ["NaiveBayes"], 2, 3, 0.3, 1, 2, "e", "m")
+    started = time.monotonic()
+    prepared = tuning_run.prepare(settings, load_reviews(SAMPLE))
+    assert time.monotonic() - started < 25  # not once the other process's count is in
+    assert ("a process counting the CV folds died (killed, or out of memory): counting them here, one at a time"
+            in capsys.readouterr().out.splitlines())
+    expected = counted(prepared.training.clean_train, prepared.split.y_train, folds=3, seed=1)
+    for n_max in NGRAM_SIZES:
+        for fold in range(3):
+            assert_same_counts(prepared.folds.counts[n_max][fold], expected.counts[n_max][fold])
+    assert prepared.folds.whole is None  # the refit makes its own
 
 
 @pytest.mark.e2e  # as above, while the folds are being counted
