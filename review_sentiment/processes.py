@@ -32,12 +32,14 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 SAME_START_SECONDS = 1.0  # two readings of one start may differ by a fraction of a second
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Linux: a new id at each boot
@@ -358,14 +360,21 @@ def _remove_hold_file_last(folder: Path) -> None:
 
 
 def forked_pool(processes: int, keep: object) -> ProcessPoolExecutor:
-    """A pool of `processes` processes forked now with `keep` (read with `kept()`: shared copy-on-write,
-    never pickled). Each ignores Ctrl-C (the parent's to handle: it ends the pool), never runs the cycle
-    collector over what it was forked with (which would write to, so copy, every page of the parent's
-    objects it walks), and exits once the parent is gone: an executor's process outlives a parent killed
-    with SIGKILL, waiting for work forever. An executor rather than `multiprocessing.Pool`: a killed Pool
-    process leaves its task waiting forever; the executor reports it (BrokenProcessPool)."""
+    """A pool of `processes` processes forked now with `keep` (read with `kept()`: never pickled, shared
+    copy-on-write; a page a process writes to is copied, a Python object's reference count included).
+    Each ignores Ctrl-C (the parent's to handle: it ends the pool), never runs the cycle collector over
+    what it was forked with (which would write to every page of the parent's objects it walks), and exits
+    once the parent is gone: an executor's process outlives a parent killed with SIGKILL, waiting for work
+    forever. An executor rather than `multiprocessing.Pool`: a killed Pool process leaves its task waiting
+    forever; the executor reports it (BrokenProcessPool, also from here where one dies as they start)."""
+    from concurrent.futures import ProcessPoolExecutor  # here: every command imports this module
+
     pool = ProcessPoolExecutor(processes, multiprocessing.get_context("fork"), _keep, (keep, os.getpid()))
-    list(pool.map(_ready, range(processes)))  # forked now, not later inside the parent's work
+    try:
+        list(pool.map(_ready, range(processes)))  # forked now, not later inside the parent's work
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
     return pool
 
 

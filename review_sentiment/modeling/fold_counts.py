@@ -112,19 +112,7 @@ def counted(clean_train: Sequence[str], y_train: np.ndarray, *, folds: int, seed
     texts = _Texts(np.asarray(clean_train, dtype=object), splits, held_out)
     jobs = [*range(folds), *([_WHOLE] if held_out is not None else [])]
     try:
-        if processes <= 1:
-            made = [_count(texts, job) for job in jobs]
-        else:
-            pool = forked_pool(min(processes, len(jobs)), texts)
-            try:
-                made = list(pool.map(_count_kept, jobs))
-            except BrokenProcessPool:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise CountingProcessDied("a process counting the CV folds died (killed, or out of memory)") from None
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)  # a count still under way is not waited for
-                raise
-            pool.shutdown()
+        made = [_count(texts, job) for job in jobs] if processes <= 1 else _counted_in_processes(texts, jobs, processes)
     except ValueError as err:
         if left_no_words(err):
             raise ReviewDataError(f"a {folds}-fold split leaves a fold whose training reviews have no word after "
@@ -151,6 +139,21 @@ class _Texts:
     train: np.ndarray
     splits: list[tuple[np.ndarray, np.ndarray]]
     held_out: Sequence[str] | None
+
+
+def _counted_in_processes(texts: _Texts, jobs: list[int], processes: int) -> list[dict[int, FoldCounts]]:
+    pool = None
+    try:
+        pool = forked_pool(min(processes, len(jobs)), texts)
+        made = list(pool.map(_count_kept, jobs))
+    except BaseException as err:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)  # a count still under way is not waited for
+        if isinstance(err, BrokenProcessPool):
+            raise CountingProcessDied("a process counting the CV folds died (killed, or out of memory)") from None
+        raise
+    pool.shutdown()
+    return made
 
 
 def _count(texts: _Texts, job: int) -> dict[int, FoldCounts]:

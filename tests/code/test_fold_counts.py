@@ -4,6 +4,7 @@ named test_pinned_* must pass before the scikit-learn pin moves (`kept_columns` 
 `CountVectorizer._limit_features`)."""
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -22,7 +23,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from review_sentiment.constants import PROJECT_DIR
-from review_sentiment.data.reviews import ReviewDataError, load_reviews
+from review_sentiment.data.reviews import ReviewDataError, Split, load_reviews
 from review_sentiment.modeling import fold_counts
 from review_sentiment.modeling.calibration import out_of_fold_decisions
 from review_sentiment.modeling.families import FAMILIES, build_pipeline
@@ -49,6 +50,14 @@ def sample() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     reviews = load_reviews(SAMPLE, "Review text", "Ratings")
     raw = reviews.text.to_numpy(dtype=object)
     return raw, np.asarray(clean_texts(raw), dtype=object), reviews.label.to_numpy()
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, or one gone meanwhile, does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def count_fold(train: list[str], valid: list[str], n_max: int) -> FoldCounts:
@@ -151,9 +160,10 @@ def assert_same_counts(made: FoldCounts, expected: FoldCounts) -> None:
         a, b = getattr(made, matrix), getattr(expected, matrix)
         assert a.shape == b.shape and a.dtype == b.dtype
         assert all(np.array_equal(getattr(a, part), getattr(b, part)) for part in ("data", "indices", "indptr"))
+        assert all(getattr(a, part).dtype == getattr(b, part).dtype for part in ("data", "indices", "indptr"))
     for array in ("doc_freq", "term_freq", "columns", "terms"):
         a, b = getattr(made, array), getattr(expected, array)
-        assert (a is None and b is None) or np.array_equal(a, b)
+        assert (a is None and b is None) or (np.array_equal(a, b) and a.dtype == b.dtype)
 
 
 def test_counts_made_in_processes_are_the_ones_made_here(sample: tuple[np.ndarray, ...]) -> None:
@@ -188,6 +198,10 @@ def test_the_refit_uses_the_count_made_with_the_folds(n_jobs: int, join: bool, w
     prepared = tuning_run.prepare(settings, load_reviews(SAMPLE))
     assert (prepared.folds.whole is not None) == whole
     assert (prepared.training.counts is prepared.folds.whole) == whole
+    fewer = prepared.split  # training data of other rows than the folds were counted from makes its own count
+    other = dataclasses.replace(prepared.training, split=Split(fewer.X_train[1:], fewer.X_test, fewer.y_train[1:],
+                                                               fewer.y_test))
+    assert other.counts is not prepared.folds.whole and other.counts[2].train.shape[0] == len(fewer.y_train) - 1
     expected = count_whole(prepared.training.clean_train, prepared.clean(prepared.split.X_test))
     for n_max in NGRAM_SIZES:
         assert_same_counts(prepared.training.counts[n_max], expected[n_max])
@@ -283,24 +297,25 @@ def test_fold_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -> No
     assert len(children) == 2
     run.kill()
     run.wait()
-    wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                             for pid in children), timeout=10, what="the fold processes to leave")
+    wait_for(lambda: not any(alive(pid) for pid in children), timeout=10, what="the fold processes to leave")
 
 
 def test_a_counting_process_killed_leaves_the_run_to_count_here_one_at_a_time(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Killed with SIGKILL (as the kernel's out-of-memory killer kills), a counting process fails the counting
     in processes; the run says so in one line and counts here, one count at a time: the same counts."""
-    count, parent = fold_counts._count, os.getpid()
+    count, parent, counting = fold_counts._count, os.getpid(), tmp_path / "counting"
 
     def slow_in_a_process(texts: object, job: int) -> dict[int, FoldCounts]:
         if os.getpid() != parent:
+            with open(counting, "a") as said:  # noqa: PTH123
+                said.write(f"{os.getpid()}\n")
             time.sleep(30)  # killed meanwhile
         return count(texts, job)
 
     def kill_one() -> None:
-        wait_for(lambda: len(multiprocessing.active_children()) >= 2, timeout=20, what="the counting processes")
-        os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+        wait_for(counting.exists, timeout=20, what="a process to start counting")
+        os.kill(int(counting.read_text().split()[0]), signal.SIGKILL)
 
     monkeypatch.setattr(fold_counts, "_count", slow_in_a_process)
     threading.Thread(target=kill_one, daemon=True).start()
@@ -321,27 +336,27 @@ def test_a_counting_process_killed_leaves_the_run_to_count_here_one_at_a_time(
 def test_counting_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -> None:
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent("""
-        import multiprocessing, threading, time
+        import os
         import numpy as np
-        from review_sentiment.modeling.fold_counts import counted
+        from review_sentiment.modeling import fold_counts
+        count = fold_counts._count
+        def announced(texts, job):
+            print("counting", os.getpid(), flush=True)
+            return count(texts, job)
+        fold_counts._count = announced
         words = np.array([f"w{i}" for i in range(5000)])
-        texts = [" ".join(row) for row in np.random.default_rng(0).choice(words, (300_000, 12))]
-        def say_children():
-            while len(children := multiprocessing.active_children()) < 2:
-                time.sleep(0.01)
-            print(*[p.pid for p in children], flush=True)
-        threading.Thread(target=say_children, daemon=True).start()
-        counted(texts, np.array([0, 1] * 150_000), folds=3, seed=0, processes=2, held_out=texts[:1000])
+        texts = [" ".join(row) for row in np.random.default_rng(0).choice(words, (100_000, 12))]
+        fold_counts.counted(texts, np.array([0, 1] * 50_000), folds=3, seed=0, processes=2, held_out=texts[:1000])
         print("counted", flush=True)
     """))
     run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=PROJECT_DIR)
-    children = [int(pid) for pid in run.stdout.readline().split()]
-    assert len(children) == 2
+    children: set[int] = set()
+    while len(children) < 2:  # both processes are counting
+        children.add(int(run.stdout.readline().split()[1]))
     run.kill()
     run.wait()
     assert "counted" not in run.stdout.read()  # killed while counting
-    wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                             for pid in children), timeout=10, what="the counting processes to leave")
+    wait_for(lambda: not any(alive(pid) for pid in children), timeout=10, what="the counting processes to leave")
 
 
 @pytest.mark.parametrize(("given", "threshold", "expected"),
