@@ -37,6 +37,7 @@ from review_sentiment.modeling.fold_counts import (
     kept_columns,
     tfidf_features,
 )
+from review_sentiment.processes import ended
 from review_sentiment.training import tuning_run
 from review_sentiment.training.study import BestTrialDecisions, FoldProcessDied, fold_scorer, objective
 from review_sentiment.training.tuning_run import TuningSettings
@@ -50,14 +51,6 @@ def sample() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     reviews = load_reviews(SAMPLE, "Review text", "Ratings")
     raw = reviews.text.to_numpy(dtype=object)
     return raw, np.asarray(clean_texts(raw), dtype=object), reviews.label.to_numpy()
-
-
-def alive(pid: int) -> bool:
-    """Whether the process runs (a zombie, or one gone meanwhile, does not)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def count_fold(train: list[str], valid: list[str], n_max: int) -> FoldCounts:
@@ -293,11 +286,11 @@ def test_fold_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -> No
             time.sleep(60)
     """))
     run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=PROJECT_DIR)
-    children = [int(pid) for pid in run.stdout.readline().split()]
+    children = [psutil.Process(int(pid)) for pid in run.stdout.readline().split()]
     assert len(children) == 2
     run.kill()
     run.wait()
-    wait_for(lambda: not any(alive(pid) for pid in children), timeout=10, what="the fold processes to leave")
+    wait_for(lambda: all(ended(child) for child in children), timeout=10, what="the fold processes to leave")
 
 
 def test_a_counting_process_killed_leaves_the_run_to_count_here_one_at_a_time(
@@ -350,13 +343,14 @@ def test_counting_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -
         print("counted", flush=True)
     """))
     run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=PROJECT_DIR)
-    children: set[int] = set()
-    while len(children) < 2:  # both processes are counting
-        children.add(int(run.stdout.readline().split()[1]))
+    counting: set[int] = set()
+    while len(counting) < 2:  # both processes are counting
+        counting.add(int(run.stdout.readline().split()[1]))
+    children = [psutil.Process(pid) for pid in counting]
     run.kill()
     run.wait()
     assert "counted" not in run.stdout.read()  # killed while counting
-    wait_for(lambda: not any(alive(pid) for pid in children), timeout=10, what="the counting processes to leave")
+    wait_for(lambda: all(ended(child) for child in children), timeout=10, what="the counting processes to leave")
 
 
 @pytest.mark.parametrize(("given", "threshold", "expected"),
