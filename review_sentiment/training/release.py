@@ -99,9 +99,10 @@ class TrainingData:
         """`fold_counts.count_whole` of the training and held-out reviews, made with the folds' where it was
         (the folds of these training reviews: checked by their numbers of rows)."""
         whole = None if self.folds is None else self.folds.whole
-        if whole is not None and whole[max(whole)].train.shape[0] == len(self.split.y_train) and \
-                whole[max(whole)].valid.shape[0] == len(self.split.y_test):
-            return whole
+        if whole is not None:
+            largest = whole[max(whole)]  # every size's matrices are this one's
+            if (largest.train.shape[0], largest.valid.shape[0]) == (len(self.split.y_train), len(self.split.y_test)):
+                return whole
         return count_whole(self.clean_train, self.clean(self.split.X_test))
 
     @functools.cached_property
