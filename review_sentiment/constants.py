@@ -36,5 +36,6 @@ BEST_PARAMS_ARTIFACT = "best_params.json"  # the tuning run writes it, the sched
 DEFAULT_PREDICTION_LOG = Path("predictions.db")  # in the working folder: the service writes it, reports read it
 PREDICTION_LOG_ENV = "REVIEW_SENTIMENT_PREDICTION_LOG"  # overrides it: a PostgreSQL URL that replicas share
 LOCK_URL_ENV = "REVIEW_SENTIMENT_LOCK_URL"  # the PostgreSQL database alias moves lock on, beside a tracking server
+TRACKING_DB_ENV = "REVIEW_SENTIMENT_TRACKING_DB"  # a tracking server's own database: child runs go straight in
 API_KEY_ENV = "REVIEW_SENTIMENT_API_KEY"  # the service's API key, where a flag does not give it
 ANONYMOUS = "anonymous"  # who gave a fed-back label, when the service had no API key to tell

@@ -27,7 +27,7 @@ from typing import TypedDict
 
 import psutil
 
-from review_sentiment.constants import LOCK_URL_ENV
+from review_sentiment.constants import LOCK_URL_ENV, TRACKING_DB_ENV
 from review_sentiment.databases import sqlalchemy_url
 from review_sentiment.processes import (
     leaderless_group,
@@ -93,6 +93,7 @@ class StackState:
             "OPTUNA_STORAGE": self.postgres_url("optuna"),
             "REVIEW_SENTIMENT_PREDICTION_LOG": self.postgres_url("predictions"),
             LOCK_URL_ENV: self.postgres_url("mlflow"),  # alias moves lock on the registry's own database
+            TRACKING_DB_ENV: self.postgres_url("mlflow"),  # the server's own: child runs are inserted there
         }
 
 

@@ -48,12 +48,12 @@ from review_sentiment.constants import PROJECT_DIR  # where `review_sentiment` i
 from review_sentiment.processes import collector_paused
 
 if TYPE_CHECKING:
-    import mlflow
     from mlflow.entities.model_registry import ModelVersion
     from optuna.trial import FrozenTrial
 
     from review_sentiment.tracking.publication import Publication
     from review_sentiment.tracking.publisher import PublisherProcess
+    from review_sentiment.tracking.trial_runs import ChildRunStore
 
 READY, FLUSHED = b"ready\n", b"flushed\n"
 _LARGEST = 1 << 18  # bytes: above the socket's send buffer (~208 KB here), which bounds a message (a trial's
@@ -249,7 +249,7 @@ class _ThreadWriter:
 
     def __init__(self) -> None:
         self._uri: str | None = None
-        self._client: tuple[int, mlflow.MlflowClient] | None = None  # made in the process (pid) that uses it
+        self._store: tuple[int, ChildRunStore] | None = None  # made in the process (pid) that uses it
         self._owner = os.getpid()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="child-runs")
         self._last: Future[object] | None = None
@@ -285,14 +285,12 @@ class _ThreadWriter:
         self._thread.shutdown()
 
     def _log(self, experiment_id: str, parent_run_id: str, trial: FrozenTrial, direction: str) -> None:
-        import mlflow
-
-        from review_sentiment.tracking.trial_runs import log_trial_run
+        from review_sentiment.tracking.trial_runs import ChildRunStore, child_run
 
         assert self._uri is not None, "trials are written once the store is named"
-        if self._client is None or self._client[0] != os.getpid():
-            self._client = os.getpid(), mlflow.MlflowClient(self._uri)
-        log_trial_run(self._client[1], experiment_id, parent_run_id, trial, direction)
+        if self._store is None or self._store[0] != os.getpid():
+            self._store = os.getpid(), ChildRunStore(self._uri)
+        self._store[1].write([child_run(experiment_id, parent_run_id, trial, direction)])
 
     def _written(self, write: Callable[..., object], *args: object) -> None:
         """Run `write`; if it fails, say so once and write no more (the rest are gaps)."""
@@ -333,7 +331,10 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
             made = (file is not None and ahead is not None and os.getppid() == command  # not for a command gone
                     and _made_ahead(file, ahead, guessed_uri))
             # after: not on the store's way
-            from review_sentiment.tracking.trial_runs import child_run, write_trial_runs
+            from review_sentiment.tracking.trial_runs import ChildRunStore, child_run
+
+            # a tracking server's own database, where child runs go straight in: made while the command prepares
+            early = ChildRunStore(guessed_uri) if guessed_uri.startswith(("http://", "https://")) else None
         opened = _received(messages, command)
         if not isinstance(opened, _OpenStore):
             return  # the command failed before tracking anything: it leaves no store behind
@@ -344,12 +345,12 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
                 os.link(ahead, file)
         _remove(ahead)
         with sqlite_without_fsync_per_commit(opened.tracking_uri):
-            client = mlflow.MlflowClient(opened.tracking_uri)
+            store = early if early is not None and early.tracking_uri == opened.tracking_uri else \
+                ChildRunStore(opened.tracking_uri)
             _answer(answers, READY)
             for message in _in_batches(messages, command):
                 if isinstance(message, list):
-                    write_trial_runs(client, [child_run(m.experiment_id, m.parent_run_id, m.trial, m.direction)
-                                              for m in message])
+                    store.write([child_run(m.experiment_id, m.parent_run_id, m.trial, m.direction) for m in message])
                 elif isinstance(message, _Flush):
                     _answer(answers, FLUSHED)
     finally:  # also when ended by a signal while making it

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,12 +19,13 @@ import psutil
 import psycopg
 import pytest
 
-from review_sentiment.constants import RETRAIN_EXPERIMENT, RETRAIN_FLOW
+from review_sentiment.constants import RETRAIN_EXPERIMENT, RETRAIN_FLOW, TRACKING_DB_ENV
 from review_sentiment.databases import sqlalchemy_url
 from review_sentiment.orchestration.commands import DEPLOYMENT, POOL_SUFFIX
 from review_sentiment.orchestration.stack import STATE, StackState
 from review_sentiment.processes import ended
-from tests.code.test_trial_runs import same_rows_either_way
+from review_sentiment.tracking.trial_runs import ChildRunStore, child_run
+from tests.code.test_trial_runs import every_kind_of_trial, same_rows_either_way
 from tests.e2e.conftest import new_database, stack_env
 from tests.e2e.served import Load, Service
 from tests.helpers import PROJECT_DIR, SAMPLE, Store, free_port, wait_for
@@ -216,3 +218,39 @@ def test_a_prefect_worker_on_a_work_pool_runs_the_scheduled_retrain(stack: Stack
 def test_pinned_a_child_run_inserted_into_postgresql_is_the_rows_mlflows_own_calls_write(stack: StackState) -> None:
     """As on SQLite (tests/code/test_trial_runs.py), on a PostgreSQL tracking store: its column types are strict."""
     same_rows_either_way(sqlalchemy_url(new_database(stack, "mlflow_rows")))
+
+
+def test_child_runs_go_straight_into_the_servers_own_database_and_never_into_another(
+        stack: StackState, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """With REVIEW_SENTIMENT_TRACKING_DB naming the server's database (`stack.py env`), a writer's child runs
+    are inserted there, not sent through the server (its access log has no `runs/create` for them); a database
+    that is not the server's (another MLflow database, one without MLflow's tables, one not there) is never
+    written to: the child runs go through the server, and the writer says so in one line, once."""
+    server_log = Path(os.readlink(f"/proc/{stack.mlflow[0]}/fd/1"))  # the server's output: its access log
+    client = mlflow.MlflowClient(stack.environment()["MLFLOW_TRACKING_URI"])
+    other_mlflow = new_database(stack, "other_mlflow")
+    mlflow.MlflowClient(sqlalchemy_url(other_mlflow)).search_experiments()  # MLflow's tables, made
+    no_tables = new_database(stack, "no_tables")
+    for database, said in ((stack.environment()[TRACKING_DB_ENV], None),
+                           (other_mlflow, "does not hold run"), (no_tables, "has no MLflow tables"),
+                           (f"postgresql://nobody:secret@127.0.0.1:{free_port()}/mlflow", "cannot be used")):
+        monkeypatch.setenv(TRACKING_DB_ENV, database)
+        experiment = client.create_experiment(f"straight_{uuid.uuid4().hex[:8]}")
+        parent = client.create_run(experiment).info.run_id
+        runs = [child_run(experiment, parent, trial, "MAXIMIZE") for trial in every_kind_of_trial()]
+        created, searched = (server_log.read_text().count(path) for path in ("/runs/create", "/runs/search"))
+        store = ChildRunStore(client.tracking_uri)
+        store.write(runs[:2])
+        store.write(runs[2:])
+        written = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+        wait_for(lambda n=searched: server_log.read_text().count("/runs/search") > n, 10, "the search in the log")
+        assert server_log.read_text().count("/runs/create") - created == (0 if said is None else 5), database
+        assert sorted(r.data.tags["number"] for r in written) == ["0", "1", "2", "3", "4"], database
+        assert {r.info.status for r in written} == {"FINISHED", "FAILED"}
+        lines = [line for line in capfd.readouterr().err.splitlines() if TRACKING_DB_ENV in line]
+        assert len(lines) == (0 if said is None else 1) and (said is None or said in lines[0]), lines
+        assert "secret" not in "".join(lines)
+    with psycopg.connect(other_mlflow) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    with psycopg.connect(no_tables) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
