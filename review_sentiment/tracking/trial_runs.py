@@ -43,7 +43,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFL
 from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.constants import TRACKING_DB_ENV
-from review_sentiment.databases import sqlalchemy_url, without_password
+from review_sentiment.databases import is_postgres, sqlalchemy_url, without_password
 
 if TYPE_CHECKING:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -140,7 +140,9 @@ def _server_database(url: str) -> tuple[mlflow.MlflowClient | None, str]:
 
     named = f"{TRACKING_DB_ENV} ({without_password(url)})"
     try:
-        engine = sqlalchemy.create_engine(sqlalchemy_url(url), poolclass=sqlalchemy.NullPool)
+        # a connect timeout: a host that drops packets would else hold the writer (and the trials sent) for minutes
+        engine = sqlalchemy.create_engine(sqlalchemy_url(url), poolclass=sqlalchemy.NullPool,
+                                          connect_args={"connect_timeout": 5} if is_postgres(url) else {})
         try:
             tables = sqlalchemy.inspect(engine).has_table("runs")
         finally:

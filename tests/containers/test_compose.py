@@ -61,6 +61,7 @@ def served(compose: Compose) -> None:
         tuned = compose("--profile", "tune", "run", "--rm", "tune", "--data", "/data/reviews.csv", "--workers", "2",
                         "--trials", "6", timeout=1200)
         assert "Champion: models:/FlipkartSentimentModel@champion" in tuned.stdout, tuned.stdout[-2000:]
+        assert "child runs go through the MLflow server" not in tuned.stderr, tuned.stderr  # into its database
     wait_for(lambda: call("/health")[0] == 200, 120, "the api to serve the champion")
     print(f"up → served in {time.monotonic() - started:.0f} s")
     state = podman(compose.env, "inspect", compose.container("scheduler"), "--format", "{{.State.Status}}").stdout
