@@ -39,11 +39,12 @@ from typing import TYPE_CHECKING
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_USER
 from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.constants import TRACKING_DB_ENV
-from review_sentiment.databases import is_postgres, sqlalchemy_url, without_password
+from review_sentiment.databases import is_postgres, sqlalchemy_url, sqlite_file
 
 if TYPE_CHECKING:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -100,10 +101,11 @@ def write_trial_runs(client: mlflow.MlflowClient, runs: Sequence[ChildRun]) -> N
 class ChildRunStore:
     """Where a writer writes child runs: the tracking store; beside a tracking server whose own database
     `REVIEW_SENTIMENT_TRACKING_DB` names, straight into that database, one transaction a batch, as on an SQL
-    store. Only where that database has MLflow's tables (MLflow's store would make them), and holds each
-    child run's parent run in the same experiment (looked up once a parent): else the child runs go through
-    the server, with one line said. The database's store is made as this is (~0.7 s of imports and
-    connecting): a writer makes it before the first trial."""
+    store. Only where that database is at the installed MLflow's schema, whole, with its default experiment
+    (MLflow's store would else make, migrate or add them: it is never changed but for child runs), and holds
+    each child run's parent run in the same experiment (looked up once a parent). Else, and from a failed
+    write on, the child runs go through the server, with one line said. The database's store is made as
+    this is (~0.7 s of imports and connecting): a writer makes it before the first trial."""
 
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
@@ -114,45 +116,72 @@ class ChildRunStore:
         self._parents: dict[str, bool] = {}  # parent run id: whether the database holds it
 
     def write(self, runs: Sequence[ChildRun]) -> None:
-        held = all([self._holds(run) for run in runs])  # a list: each new parent looked up
+        try:
+            held = self._database is not None and all([self._holds(run) for run in runs])  # each parent looked up
+        except MlflowException as err:  # the database failed, not the lookup: nothing was written there
+            held = self._lost(err)
+        if held and self._database is not None:
+            try:
+                write_trial_runs(self._database, runs)
+            except Exception as err:  # noqa: BLE001  maybe committed before it failed: not sent again here, the
+                self._lost(err)  # run fills whatever is missing once its trials are done (`log_missing_trial_runs`)
+            return
         if self._why_not:  # said at the first write: a command that fails before writing any is not told
             print(f"child runs go through the MLflow server: {self._why_not}", file=sys.stderr, flush=True)
             self._why_not = None
-        write_trial_runs(self._database if held and self._database is not None else self.client, runs)
+        write_trial_runs(self.client, runs)
 
     def _holds(self, run: ChildRun) -> bool:
-        if self._database is None:
-            return False
+        assert self._database is not None
         parent = run.tags[MLFLOW_PARENT_RUN_ID]
         if parent not in self._parents:
             try:
                 self._parents[parent] = self._database.get_run(parent).info.experiment_id == run.experiment_id
-            except MlflowException:  # not there: another MLflow database than the server's
-                self._parents[parent] = False
+            except MlflowException as err:
+                if err.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                    raise
+                self._parents[parent] = False  # another MLflow database than the server's
             if not self._parents[parent] and self._why_not == "":
                 self._why_not = f"{TRACKING_DB_ENV} does not hold run {parent}: is it the server's own database?"
         return self._parents[parent]
 
+    def _lost(self, err: Exception) -> bool:
+        """Write through the server from now on (saying why, once): False."""
+        self._database = None
+        self._why_not = None
+        print(f"child runs go through the MLflow server from now on: writing into {TRACKING_DB_ENV} failed "
+              f"({type(err).__name__}: {(str(err).splitlines() or [''])[0]})", file=sys.stderr, flush=True)
+        return False
+
 
 def _server_database(url: str) -> tuple[mlflow.MlflowClient | None, str]:
-    """A client of the database at `url`, its store made, where it has MLflow's tables; else why not."""
+    """A client of the database at `url`, its store made, where MLflow's store would change nothing in it
+    (its tables all there, at this MLflow's schema, the default experiment in it); else why not. The URL is
+    not repeated in what is said: a password in it could be written in ways no parser masks."""
     import sqlalchemy
+    from mlflow.store.db.utils import _all_tables_exist, _get_latest_schema_revision, _get_schema_version
 
-    named = f"{TRACKING_DB_ENV} ({without_password(url)})"
+    if (file := sqlite_file(url)) is not None and not file.exists():
+        return None, f"{TRACKING_DB_ENV} names a file that does not exist"
     try:
         # a connect timeout: a host that drops packets would else hold the writer (and the trials sent) for minutes
         engine = sqlalchemy.create_engine(sqlalchemy_url(url), poolclass=sqlalchemy.NullPool,
                                           connect_args={"connect_timeout": 5} if is_postgres(url) else {})
         try:
-            tables = sqlalchemy.inspect(engine).has_table("runs")
+            if not sqlalchemy.inspect(engine).has_table("runs"):
+                return None, f"{TRACKING_DB_ENV} has no MLflow tables"
+            if not _all_tables_exist(engine) or _get_schema_version(engine) != _get_latest_schema_revision():
+                return None, f"{TRACKING_DB_ENV} is not at the installed MLflow's schema (mlflow=={mlflow.__version__})"
+            with engine.connect() as connection:
+                if connection.execute(sqlalchemy.text("SELECT 1 FROM experiments WHERE experiment_id = 0")).first() \
+                        is None:
+                    return None, f"{TRACKING_DB_ENV} has no default experiment: a tracking server's database has"
         finally:
             engine.dispose()
-        if not tables:
-            return None, f"{named} has no MLflow tables"
         client = mlflow.MlflowClient(sqlalchemy_url(url))
         client._tracking_client.store  # noqa: B018  made now, not on the first trial's way
-    except Exception as err:  # noqa: BLE001  no URL, unreachable, refused, an older schema: the server is used
-        return None, f"{named} cannot be used ({type(err).__name__}: {(str(err).splitlines() or [''])[0]})"
+    except Exception as err:  # noqa: BLE001  no URL, unreachable, refused: the server is written to
+        return None, f"{TRACKING_DB_ENV} cannot be used ({type(err).__name__}: {(str(err).splitlines() or [''])[0]})"
     return client, ""
 
 

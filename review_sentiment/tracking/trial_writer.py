@@ -323,6 +323,8 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
         from review_sentiment.databases import sqlite_file, sqlite_without_fsync_per_commit
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its lines on making tables: the command says where
+    # a database error's traceback, which MLflow logs before raising it: a failed write here is one line (`trial_runs`)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     guessed_uri = mlflow.get_tracking_uri()  # MLflow's choice with the command's environment and folder
     file = sqlite_file(guessed_uri)
     ahead = None if file is None else file.with_name(f".{file.name}.{os.getpid()}.new")  # a name of its own

@@ -2,6 +2,7 @@
 writing one PostgreSQL prediction log; the scheduled retrain run by a `prefect worker` from a work pool."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,13 +19,14 @@ import mlflow
 import psutil
 import psycopg
 import pytest
+from mlflow.entities import Metric
 
 from review_sentiment.constants import RETRAIN_EXPERIMENT, RETRAIN_FLOW, TRACKING_DB_ENV
 from review_sentiment.databases import sqlalchemy_url
 from review_sentiment.orchestration.commands import DEPLOYMENT, POOL_SUFFIX
 from review_sentiment.orchestration.stack import STATE, StackState
 from review_sentiment.processes import ended
-from review_sentiment.tracking.trial_runs import ChildRunStore, child_run
+from review_sentiment.tracking.trial_runs import METRIC, ChildRunStore, child_run
 from tests.code.test_trial_runs import every_kind_of_trial, same_rows_either_way
 from tests.e2e.conftest import new_database, stack_env
 from tests.e2e.served import Load, Service
@@ -224,33 +226,76 @@ def test_child_runs_go_straight_into_the_servers_own_database_and_never_into_ano
         stack: StackState, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     """With REVIEW_SENTIMENT_TRACKING_DB naming the server's database (`stack.py env`), a writer's child runs
     are inserted there, not sent through the server (its access log has no `runs/create` for them); a database
-    that is not the server's (another MLflow database, one without MLflow's tables, one not there) is never
-    written to: the child runs go through the server, and the writer says so in one line, once."""
+    that is not the server's (another MLflow database, one at an older MLflow's schema, one without MLflow's
+    tables, one not there) is never written to, nor migrated: the child runs go through the server, and the
+    writer says so in one line, once."""
     server_log = Path(os.readlink(f"/proc/{stack.mlflow[0]}/fd/1"))  # the server's output: its access log
     client = mlflow.MlflowClient(stack.environment()["MLFLOW_TRACKING_URI"])
-    other_mlflow = new_database(stack, "other_mlflow")
-    mlflow.MlflowClient(sqlalchemy_url(other_mlflow)).search_experiments()  # MLflow's tables, made
+    other_mlflow, older = new_database(stack, "other_mlflow"), new_database(stack, "older_mlflow")
+    for url in (other_mlflow, older):
+        mlflow.MlflowClient(sqlalchemy_url(url)).search_experiments()  # MLflow's tables, made
+    with psycopg.connect(older, autocommit=True) as conn:  # as an older MLflow left it: a table fewer, a revision
+        conn.execute("DROP TABLE latest_metrics")  # before (MLflow's store would make the one, migrate from the other)
+        conn.execute("UPDATE alembic_version SET version_num = '89d3d66ed43f'")
     no_tables = new_database(stack, "no_tables")
-    for database, said in ((stack.environment()[TRACKING_DB_ENV], None),
-                           (other_mlflow, "does not hold run"), (no_tables, "has no MLflow tables"),
+    before = {url: schema_of(url) for url in (other_mlflow, older, no_tables)}
+    for database, said in ((stack.environment()[TRACKING_DB_ENV], None), (other_mlflow, "does not hold run"),
+                           (older, "is not at the installed MLflow's schema"), (no_tables, "has no MLflow tables"),
                            (f"postgresql://nobody:secret@127.0.0.1:{free_port()}/mlflow", "cannot be used")):
         monkeypatch.setenv(TRACKING_DB_ENV, database)
         experiment = client.create_experiment(f"straight_{uuid.uuid4().hex[:8]}")
         parent = client.create_run(experiment).info.run_id
         runs = [child_run(experiment, parent, trial, "MAXIMIZE") for trial in every_kind_of_trial()]
-        created, searched = (server_log.read_text().count(path) for path in ("/runs/create", "/runs/search"))
+        created = server_log.read_text().count("/runs/create")
         store = ChildRunStore(client.tracking_uri)
         store.write(runs[:2])
         store.write(runs[2:])
-        written = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
-        wait_for(lambda n=searched: server_log.read_text().count("/runs/search") > n, 10, "the search in the log")
+        assert numbers_written(client, server_log, experiment, parent) == ["0", "1", "2", "3", "4"], database
         assert server_log.read_text().count("/runs/create") - created == (0 if said is None else 5), database
-        assert sorted(r.data.tags["number"] for r in written) == ["0", "1", "2", "3", "4"], database
-        assert {r.info.status for r in written} == {"FINISHED", "FAILED"}
         lines = [line for line in capfd.readouterr().err.splitlines() if TRACKING_DB_ENV in line]
         assert len(lines) == (0 if said is None else 1) and (said is None or said in lines[0]), lines
         assert "secret" not in "".join(lines)
+    assert {url: schema_of(url) for url in before} == before
     with psycopg.connect(other_mlflow) as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
-    with psycopg.connect(no_tables) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+
+
+def test_from_a_failed_write_into_the_servers_database_on_child_runs_go_through_the_server(
+        stack: StackState, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """A batch the database refuses is written nowhere (one transaction; the run fills such gaps once its
+    trials are done: a batch that failed as it committed may be in), and every later child run goes through
+    the server, with one line said."""
+    monkeypatch.setenv(TRACKING_DB_ENV, stack.environment()[TRACKING_DB_ENV])
+    server_log = Path(os.readlink(f"/proc/{stack.mlflow[0]}/fd/1"))
+    client = mlflow.MlflowClient(stack.environment()["MLFLOW_TRACKING_URI"])
+    experiment = client.create_experiment(f"failed_{uuid.uuid4().hex[:8]}")
+    parent = client.create_run(experiment).info.run_id
+    runs = [child_run(experiment, parent, trial, "MAXIMIZE") for trial in every_kind_of_trial()]
+    refused = dataclasses.replace(runs[1], metrics=[Metric(METRIC, "not a number", 0, 0)])  # type: ignore[arg-type]
+    created = server_log.read_text().count("/runs/create")
+    store = ChildRunStore(client.tracking_uri)
+    store.write([runs[0], refused])
+    store.write(runs[2:4])
+    store.write(runs[4:])
+    assert numbers_written(client, server_log, experiment, parent) == ["2", "3", "4"]
+    assert server_log.read_text().count("/runs/create") - created == 3
+    [line] = [line for line in capfd.readouterr().err.splitlines() if TRACKING_DB_ENV in line]
+    assert "from now on" in line and "not a number" in line, line
+
+
+def numbers_written(client: mlflow.MlflowClient, server_log: Path, experiment: str, parent: str) -> list[str]:
+    """The child runs' numbers, once the server has logged the search that found them (its access log is then
+    complete up to it)."""
+    searched = server_log.read_text().count("/runs/search")
+    written = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+    wait_for(lambda: server_log.read_text().count("/runs/search") > searched, 10, "the search in the server's log")
+    return sorted(r.data.tags["number"] for r in written)
+
+
+def schema_of(url: str) -> tuple[set[str], list[tuple[str, ...]]]:
+    """A database's tables and its alembic revision (none where it has no such table)."""
+    with psycopg.connect(url) as conn:
+        tables = {name for (name,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        revision = conn.execute("SELECT version_num FROM alembic_version").fetchall() if "alembic_version" in tables \
+            else []
+    return tables, revision
