@@ -21,7 +21,7 @@ RUN /opt/venv/bin/pip install -r /tmp/requirements.txt && rm /tmp/requirements.t
 # 1 GB venv cost ~35 s per cold build.
 FROM dependencies
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
+    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false MLFLOW_DISABLE_TELEMETRY=true \
     PREFECT_SERVER_ANALYTICS_ENABLED=false GIT_PYTHON_REFRESH=quiet \
     PREFECT_HOME=/home/app/.prefect PREFECT_UI_STATIC_DIRECTORY=/home/app/.prefect/ui \
     REVIEW_SENTIMENT_PREDICTION_LOG=/data/predictions.db

@@ -119,7 +119,8 @@ def up(folder: Path, host: str | None = None, ports: dict[str, int] | None = Non
     _create_databases(state)
     _save(folder, state)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))} | {
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # a client's settings must not leak into the servers
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # a client's settings must not leak into the servers
+        "MLFLOW_DISABLE_TELEMETRY": "true"}  # its UI would fetch MLflow's telemetry config: nothing reaches out
     if _server(state.mlflow) is None:
         mlflow = start_detached(
             [sys.executable, "-m", "mlflow", "server", "--host", state.host, "--port", str(state.mlflow_port),
