@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from review_sentiment.constants import QUIET_MLFLOW_ENV
 from review_sentiment.orchestration.local_prefect import quiet_prefect_env
 from review_sentiment.processes import INTERRUPTED, quiet_cursors_cut_by_ctrl_c
 
@@ -18,14 +19,12 @@ UNFLUSHED = 120  # the exit status when output could not be written at the end, 
 
 def configure() -> None:
     """The process settings an entry script chooses, first thing in its main (importing the package
-    sets nothing): MLflow prints no link per run to stdout (a tracking server would link every trial) and
-    sends no telemetry (MLflow 3 fetches a config and posts usage from every process that tracks, the
-    writer's and the publisher's too: nothing here reaches for the network at run time); Prefect keeps its
-    state inside the project and sends no telemetry, set before Prefect is first imported, since it reads
-    its settings then. Values already in the environment win. A Ctrl-C that cuts a database read short is
-    reported in one line, without SQLAlchemy's traceback of the cursor it left."""
-    os.environ.update(quiet_prefect_env({"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-                                         "MLFLOW_DISABLE_TELEMETRY": "true", **os.environ}))
+    sets nothing): MLflow prints no link per run and sends no telemetry (`QUIET_MLFLOW_ENV`), which the
+    processes the command starts inherit; Prefect keeps its state inside the project and sends no
+    telemetry, set before Prefect is first imported, since it reads its settings then. Values already in
+    the environment win. A Ctrl-C that cuts a database read short is reported in one line, without
+    SQLAlchemy's traceback of the cursor it left."""
+    os.environ.update(quiet_prefect_env({**QUIET_MLFLOW_ENV, **os.environ}))
     quiet_cursors_cut_by_ctrl_c()
 
 

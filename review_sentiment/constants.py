@@ -37,5 +37,9 @@ DEFAULT_PREDICTION_LOG = Path("predictions.db")  # in the working folder: the se
 PREDICTION_LOG_ENV = "REVIEW_SENTIMENT_PREDICTION_LOG"  # overrides it: a PostgreSQL URL that replicas share
 LOCK_URL_ENV = "REVIEW_SENTIMENT_LOCK_URL"  # the PostgreSQL database alias moves lock on, beside a tracking server
 TRACKING_DB_ENV = "REVIEW_SENTIMENT_TRACKING_DB"  # a tracking server's own database: child runs go straight in
+# MLflow in every process the project runs (or a work pool's worker runs for it): no link printed per run (a
+# tracking server would link every trial), no telemetry (MLflow 3 fetches a config and posts usage from every
+# process that tracks: nothing here reaches for the network at run time). Values already set win.
+QUIET_MLFLOW_ENV = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
 API_KEY_ENV = "REVIEW_SENTIMENT_API_KEY"  # the service's API key, where a flag does not give it
 ANONYMOUS = "anonymous"  # who gave a fed-back label, when the service had no API key to tell

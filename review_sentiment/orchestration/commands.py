@@ -21,7 +21,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.workers.process import ProcessWorker
 
-from review_sentiment.constants import PROJECT_DIR
+from review_sentiment.constants import PROJECT_DIR, QUIET_MLFLOW_ENV
 from review_sentiment.data.reviews import ReviewDataError, load_reviews
 from review_sentiment.monitoring.logged import require_log
 from review_sentiment.orchestration.batch_scoring import check_paths, score_reviews
@@ -107,7 +107,9 @@ def deploy_to_pool(pool: str, retrain_cron: str, retrain: dict[str, str], monito
         with contextlib.redirect_stdout(io.StringIO()):  # Prefect's own table, cut to the terminal's width
             _from_project(flow).deploy(name=name + POOL_SUFFIX, work_pool_name=pool, cron=cron,
                                        parameters={k: _absolute(k, v) for k, v in parameters.items()},
-                                       concurrency_limit=NEVER_OVERLAP, print_next_steps=False, ignore_warnings=True)
+                                       # a worker started by hand lacks what the entry scripts set
+                                       job_variables={"env": QUIET_MLFLOW_ENV}, concurrency_limit=NEVER_OVERLAP,
+                                       print_next_steps=False, ignore_warnings=True)
         print(f"Deployed {flow.name}/{name + POOL_SUFFIX} to work pool {pool!r}, cron {cron!r} (UTC)", flush=True)
     print(f"Start a worker where it should run (same environment): prefect worker start --pool {pool}", flush=True)
 

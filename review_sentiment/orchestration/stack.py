@@ -27,7 +27,7 @@ from typing import TypedDict
 
 import psutil
 
-from review_sentiment.constants import LOCK_URL_ENV, TRACKING_DB_ENV
+from review_sentiment.constants import LOCK_URL_ENV, QUIET_MLFLOW_ENV, TRACKING_DB_ENV
 from review_sentiment.databases import sqlalchemy_url
 from review_sentiment.processes import (
     leaderless_group,
@@ -120,7 +120,7 @@ def up(folder: Path, host: str | None = None, ports: dict[str, int] | None = Non
     _save(folder, state)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))} | {
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # a client's settings must not leak into the servers
-        "MLFLOW_DISABLE_TELEMETRY": "true"}  # its UI would fetch MLflow's telemetry config: nothing reaches out
+        **QUIET_MLFLOW_ENV}  # no telemetry (its UI would fetch MLflow's config): nothing reaches out
     if _server(state.mlflow) is None:
         mlflow = start_detached(
             [sys.executable, "-m", "mlflow", "server", "--host", state.host, "--port", str(state.mlflow_port),

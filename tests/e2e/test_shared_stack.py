@@ -188,6 +188,7 @@ def test_a_prefect_worker_on_a_work_pool_runs_the_scheduled_retrain(stack: Stack
     # The cron's next run is hours away: schedule one of the deployment's runs 2 s from now, as the
     # scheduler does (state SCHEDULED, a start time), for the worker to pick up when it is due.
     deployment = api.get(f"/deployments/name/{RETRAIN_FLOW}/{name}").json()
+    assert deployment["job_variables"]["env"]["MLFLOW_DISABLE_TELEMETRY"] == "true"  # whatever the worker's env
     due = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
     scheduled = api.post(f"/deployments/{deployment['id']}/create_flow_run", json={
         "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": due}}}).json()
