@@ -122,9 +122,11 @@ def test_a_server_left_by_a_killed_cli_is_reused_not_duplicated(tmp_path: Path) 
 
 
 def completed_flow_runs(api: str):
+    """The retrain deployment's completed flow runs (the monitor's, served beside it, completes at each full hour)."""
     def runs() -> list[dict]:
         answer = httpx.post(f"{api}/flow_runs/filter", timeout=10,
-                            json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}})
+                            json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+                                  "deployments": {"name": {"any_": [DEPLOYMENT]}}})
         answer.raise_for_status()
         return answer.json()
     return runs
