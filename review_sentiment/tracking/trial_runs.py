@@ -150,7 +150,7 @@ class ChildRunStore:
         self._database = None
         self._why_not = None
         print(f"child runs go through the MLflow server from now on: writing into {TRACKING_DB_ENV} failed "
-              f"({type(err).__name__}: {(str(err).splitlines() or [''])[0]})", file=sys.stderr, flush=True)
+              f"({_one_line(err)})", file=sys.stderr, flush=True)
         return False
 
 
@@ -181,8 +181,14 @@ def _server_database(url: str) -> tuple[mlflow.MlflowClient | None, str]:
         client = mlflow.MlflowClient(sqlalchemy_url(url))
         client._tracking_client.store  # noqa: B018  made now, not on the first trial's way
     except Exception as err:  # noqa: BLE001  no URL, unreachable, refused: the server is written to
-        return None, f"{TRACKING_DB_ENV} cannot be used ({type(err).__name__}: {(str(err).splitlines() or [''])[0]})"
+        return None, f"{TRACKING_DB_ENV} cannot be used ({_one_line(err)})"
     return client, ""
+
+
+def _one_line(err: Exception) -> str:
+    """An error as the writer's one line says it: its kind and its message's first line (SQLAlchemy's go on
+    with the statement and its parameters)."""
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
 
 
 def _logged(client: mlflow.MlflowClient, run: ChildRun) -> str:

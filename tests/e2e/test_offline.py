@@ -30,6 +30,10 @@ def test_a_tuning_run_on_a_local_store_makes_no_network_call_in_any_of_its_proce
     network_log = tmp_path / "network.log"
     env = {k: v for k, v in os.environ.items() if k not in _CI_MARKERS and not k.startswith("MLFLOW_")} | {
         "PYTHONPATH": str(hooks), "NETWORK_LOG": str(network_log)}
+    # the environment really is one where MLflow's telemetry would be on (else this test proves nothing)
+    on = subprocess.run([sys.executable, "-c", "from mlflow.telemetry.utils import is_telemetry_disabled as off; "
+                         "print(not off())"], env=env, capture_output=True, text=True, check=True)
+    assert on.stdout.strip() == "True", on.stdout + on.stderr
     (folder := tmp_path / "run").mkdir()
     done = subprocess.run([sys.executable, str(PROJECT_DIR / "sentiment_mlflow_optuna.py"), "--trials", "2"],
                           cwd=folder, env=env, capture_output=True, text=True, timeout=300)
