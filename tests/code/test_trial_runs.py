@@ -157,6 +157,20 @@ def test_the_writer_takes_child_runs_waiting_together_as_one_batch_in_order_and_
         assert list(_in_batches(theirs, os.getppid())) == []
 
 
+def test_a_trial_ending_while_the_batch_of_the_one_before_is_gathered_joins_that_batch() -> None:
+    """A batch waits `_GATHER_SECONDS` for the trials that end after its first (two workers' end ~25 ms apart):
+    one ending 20 ms after joins it, and the batch comes once the wait is over, with nothing more sent."""
+    first, second = (_TrialRun("1", "p", trial, "MAXIMIZE") for trial in finished_trials(2))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        ours.send(pickle.dumps(first))
+        later = threading.Timer(0.02, ours.send, [pickle.dumps(second)])
+        later.start()
+        batch = next(_in_batches(theirs, os.getppid()))
+        later.join()
+    assert [m.trial.number for m in batch] == [0, 1]
+
+
 def children(client: mlflow.MlflowClient, experiment_id: str, parent: str) -> dict[str, str]:
     """Each child run's trial number and status."""
     return {run.data.tags["number"]: run.info.status for run in client.search_runs(
