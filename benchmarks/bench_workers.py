@@ -12,6 +12,11 @@ runs' end times; the release before logged a trial's run only when it ended).
 - Pinned: `--n-jobs 1` (each worker scores its folds itself), the run on core 0 and its forked worker
   moved to core 1 as soon as it exists, the run's writer process on any core: how trials per second
   scale with workers that each have a core.
+- Where the pinned runs' CPU went between the first and the last trial's end: each process's CPU time
+  (sampled every 20 ms) by what it is (the run, its forked worker, the child-run writer, the publisher),
+  and the rest of the 2 cores' time (idle, or the stack's servers'). On 2 cores, what the writer and the
+  publisher do there is taken from two workers' trials, and from none of one worker's (its second core
+  is free).
 - The ceiling: the trials' compute alone (the same objective, folds and Optuna's sampler and pruner, the
   studies in memory: no storage, no tracking, no writer or publisher), one copy on core 0, then two
   copies at once on cores 0 and 1: how far two workers could scale were nothing else beside them.
@@ -27,6 +32,7 @@ the end.
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import contextlib
 import functools
@@ -40,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +63,7 @@ from review_sentiment.tracking.trial_runs import ChildRunStore, child_run
 PROJECT = Path(__file__).resolve().parents[1]
 TRIALS, FAMILIES = 20, 3
 PIN_SECONDS = 30  # a run's worker and writer exist within seconds of its start
+SAMPLE_SECONDS = 0.02
 
 
 def generate(rows: int, folder: Path) -> Path:
@@ -72,10 +80,68 @@ def baseline_checkout(commit: str, folder: Path) -> Path:
     return folder
 
 
+@dataclass(frozen=True)
+class Run:
+    seconds: float  # wall, launch to exit
+    rate: float  # trials per second, first to last trial's end
+    cpu: dict[str, float]  # CPU seconds in that window by process kind (`CpuSampler.spent`), "window": its length
+
+
+class CpuSampler:
+    """Every process of a run's tree: CPU seconds (user + system) every `SAMPLE_SECONDS`, on a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self._root = psutil.Process(pid)
+        self._times: list[float] = []
+        self._cpu: list[dict[int, float]] = []
+        self._kinds: dict[int, str] = {}
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                if self._root.status() == psutil.STATUS_ZOMBIE:
+                    return
+            except psutil.NoSuchProcess:
+                return
+            cpu = {}
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for process in [self._root, *self._root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        times = process.cpu_times()
+                        cpu[process.pid] = times.user + times.system
+                        if self._kinds.get(process.pid, "python") == "python":  # a forked child names itself soon
+                            self._kinds[process.pid] = self._kind(process)
+            self._times.append(time.time())
+            self._cpu.append(cpu)
+            time.sleep(SAMPLE_SECONDS)
+
+    def _kind(self, process: psutil.Process) -> str:
+        if process.pid == self._root.pid:
+            return "run"
+        if "review_sentiment.tracking.trial_writer" in process.cmdline():
+            return "writer"
+        name = process.name()
+        return "worker" if name[:1] == "w" and name[1:].isdigit() else name
+
+    def spent(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds between the two times (epoch seconds), by process kind; a process's last sample where
+        it ended before `end`."""
+        self._thread.join()
+        first, last = (bisect.bisect_left(self._times, t) for t in (start, end))
+        last = min(last, len(self._times) - 1)
+        spent: collections.Counter[str] = collections.Counter()
+        for pid, kind in self._kinds.items():
+            ended = next((cpu[pid] for cpu in reversed(self._cpu[:last + 1]) if pid in cpu), 0.0)
+            spent[kind] += ended - self._cpu[first].get(pid, 0.0)
+        return dict(spent)
+
+
 def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
-               pin_workers: int | None = None) -> tuple[float, float]:
-    """(wall seconds, trials per second) of one tuning run in a fresh folder. `pin_workers`: the run on
-    core 0 and that many workers it forks each on the next core."""
+               pin_workers: int | None = None) -> Run:
+    """One tuning run in a fresh folder. `pin_workers`: the run on core 0 and that many workers it forks
+    each on the next core."""
     with tempfile.TemporaryDirectory() as work:
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"} | env | {"PYTHONPATH": str(project)}
         # an experiment and a registered model of its own: on the stack, whose store every run shares, a run
@@ -87,6 +153,7 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
                               env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               preexec_fn=None if pin_workers is None else lambda: os.sched_setaffinity(0, {0})) as run:
+            sampler = CpuSampler(run.pid)
             if pin_workers is not None:
                 _pin_forked_workers(run, pin_workers)
             stdout, stderr = run.communicate()
@@ -97,7 +164,8 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
         runs = mlflow.search_runs(experiment_names=[experiment])
         runs = runs[runs["tags.mlflow.parentRunId"].notna()]
         ends = runs.end_time.sort_values()  # the release before logged a trial's run only when it ended
-        return seconds, (len(ends) - 1) / (ends.iloc[-1] - ends.iloc[0]).total_seconds()
+        first, last = ends.iloc[0].timestamp(), ends.iloc[-1].timestamp()
+        return Run(seconds, (len(ends) - 1) / (last - first), sampler.spent(first, last) | {"window": last - first})
 
 
 def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
@@ -268,6 +336,17 @@ def logging_ms(uri: str, database: str = "", calls: int = 40) -> float:
     return statistics.median(times) * 1000
 
 
+def window_cpu(run: Run) -> str:
+    """CPU seconds in the trials' window by process kind, and the rest of the 2 cores' time there: idle, or
+    other processes' (on the stack, its servers')."""
+    window = run.cpu["window"]
+    spent = {kind: cpu for kind, cpu in sorted(run.cpu.items(), key=lambda kv: -kv[1]) if kind != "window"}
+    rest = 2 * window - sum(spent.values())
+    return f"{window:.2f} s x 2 cores: " + ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in spent.items()
+                                                     if cpu >= 0.005) + \
+        f", the rest {rest:.2f} CPU s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=8500)
@@ -292,7 +371,7 @@ def main() -> None:
         stack = up(tmp_path / "stack", "127.0.0.1", dict(zip(DEFAULT_PORTS, (55990, 55991, 55992), strict=True)))
         stack_env = {k: v for k, v in stack.environment().items()
                      if k in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", "REVIEW_SENTIMENT_LOCK_URL", TRACKING_DB_ENV)}
-        configurations: dict[str, Callable[[], tuple[float, float]]] = {
+        configurations: dict[str, Callable[[], Run]] = {
             f"release {args.baseline_commit}, 1 process": lambda: tuning_run(before, reviews, {}),
         }
         stores = {"journal": {}, "SQLite": {"OPTUNA_STORAGE": "sqlite:///optuna.db"}, "stack": stack_env}
@@ -305,14 +384,14 @@ def main() -> None:
                 f"2 workers pinned, {where}": functools.partial(tuning_run, PROJECT, reviews, env, "--workers", "2",
                                                                 "--n-jobs", "1", pin_workers=1),
             }
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in configurations}
+        results: dict[str, list[Run]] = {name: [] for name in configurations}
         ceilings: list[tuple[float, float]] = []
         try:
             for round_ in range(args.rounds):
                 for name, measure in configurations.items():
-                    results[name].append(measure())
-                    seconds, rate = results[name][-1]
-                    print(f"round {round_ + 1}: {name:<32} {seconds:6.1f} s  {rate:5.2f} trials/s", flush=True)
+                    results[name].append(run := measure())
+                    print(f"round {round_ + 1}: {name:<32} {run.seconds:6.1f} s  {run.rate:5.2f} trials/s"
+                          + (f"  {window_cpu(run)}" if "pinned" in name else ""), flush=True)
                 ceilings.append(compute_ceiling(reviews))
                 print(f"round {round_ + 1}: the trials' compute alone, 1 copy / 2 copies on 2 cores: "
                       f"{ceilings[-1][0]:.2f} / {ceilings[-1][1]:.2f} trials/s", flush=True)
@@ -324,7 +403,7 @@ def main() -> None:
             down(tmp_path / "stack")
             subprocess.run(["git", "-C", str(PROJECT), "worktree", "remove", "--force", str(before)],
                            capture_output=True)
-    best = {name: (min(s for s, _ in rows), max(r for _, r in rows)) for name, rows in results.items()}
+    best = {name: (min(r.seconds for r in rows), max(r.rate for r in rows)) for name, rows in results.items()}
     base_s = best[f"release {args.baseline_commit}, 1 process"][0]
     print(f"\nbest of {args.rounds} rounds              wall s   x release   trials/s")
     for name, (seconds, rate) in best.items():
@@ -334,6 +413,10 @@ def main() -> None:
         print(f"pinned, 2 workers / 1, {where}: {two / one:.2f}x the trials per second (goal >= {goal}x); with "
               f"defaults, the whole run {best[f'2 workers, {where}'][0] / best[f'1 worker, {where}'][0]:.2f}x as "
               f"long (goal <= 1)")
+        fastest = {workers: max(results[f"{workers} pinned, {where}"], key=lambda r: r.rate)
+                   for workers in ("1 worker", "2 workers")}
+        print("  in their trials' window (the fastest of each): " + "; ".join(
+            f"{workers}: {window_cpu(run)}" for workers, run in fastest.items()))
     one, two = max(one for one, _ in ceilings), max(two for _, two in ceilings)
     print(f"the ceiling: the trials' compute alone (no storage, tracking, writer or publisher) scales {two / one:.2f}x "
           f"from 1 copy on 1 core to 2 on 2 ({one:.2f} / {two:.2f} trials/s, best of {args.rounds})")
