@@ -3,7 +3,7 @@
 Writing a finished trial as a child run (`trial_runs`) was ~18 ms of SQLAlchemy work a trial on SQLite
 through MLflow's calls. On a thread beside the trials it held the interpreter lock they needed: with it out
 of the process, a tuning run of the published pipeline's reviews took 1.1-1.6 s less (of ~9.5 s), measured.
-(It is now ~4 ms, ~1 ms in the batches this process gathers, for up to 0.25 s after a trial.) The
+(It is now ~4 ms, ~1 ms in the batches this process gathers, for up to 0.25 s after a batch's first.) The
 writer starts before the reviews are read and the pipeline imported, so that its own imports overlap
 the command's; and where the tracking store will be a new SQLite file it makes it meanwhile, under a
 name of its own, linked into place once the command names that store (a run that fails before leaves none).

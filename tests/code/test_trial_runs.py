@@ -38,6 +38,7 @@ from review_sentiment.constants import PROJECT_DIR
 from review_sentiment.data.reviews import Split
 from review_sentiment.modeling.families import build_pipeline
 from review_sentiment.processes import ended
+from review_sentiment.tracking import trial_writer
 from review_sentiment.tracking.model_logging import compact_for_saving
 from review_sentiment.tracking.publication import Publication
 from review_sentiment.tracking.publisher import FORK_AT_MOST_REVIEWS  # imported: starting one opens no file
@@ -157,18 +158,34 @@ def test_the_writer_takes_child_runs_waiting_together_as_one_batch_in_order_and_
         assert list(_in_batches(theirs, os.getppid())) == []
 
 
-def test_a_trial_ending_while_the_batch_of_the_one_before_is_gathered_joins_that_batch() -> None:
+def test_a_trial_ending_while_the_batch_of_the_one_before_is_gathered_joins_that_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch waits `_GATHER_SECONDS` for the trials that end after its first (two workers' end ~25 ms apart):
-    one ending 20 ms after joins it, and the batch comes once the wait is over, with nothing more sent."""
+    one ending 20 ms after joins it, and a flush ends the wait at once (here 10 s: the test would take that)."""
+    monkeypatch.setattr(trial_writer, "_GATHER_SECONDS", 10.0)
     first, second = (_TrialRun("1", "p", trial, "MAXIMIZE") for trial in finished_trials(2))
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours, theirs:
         ours.send(pickle.dumps(first))
-        later = threading.Timer(0.02, ours.send, [pickle.dumps(second)])
+        later = threading.Timer(0.02, lambda: [ours.send(pickle.dumps(m)) for m in (second, _Flush())])
         later.start()
-        batch = next(_in_batches(theirs, os.getppid()))
+        batches = _in_batches(theirs, os.getppid())
+        batch, flush = next(batches), next(batches)
         later.join()
-    assert [m.trial.number for m in batch] == [0, 1]
+    assert [m.trial.number for m in batch] == [0, 1] and flush == _Flush()
+
+
+def test_a_batch_gathered_while_the_command_is_killed_is_left_as_gaps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command killed while a batch waits (its workers keep the socket open, so nothing ends it): the
+    batch is not written after it, as what the command sent and the writer did not write yet never is."""
+    command, killed = os.getppid(), threading.Event()
+    monkeypatch.setattr(trial_writer, "_GATHER_SECONDS", 0.3)
+    monkeypatch.setattr(trial_writer.os, "getppid", lambda: 1 if killed.is_set() else command)  # orphaned
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        ours.send(pickle.dumps(_TrialRun("1", "p", finished_trials(1)[0], "MAXIMIZE")))
+        threading.Timer(0.02, killed.set).start()
+        assert list(_in_batches(theirs, command)) == []
 
 
 def children(client: mlflow.MlflowClient, experiment_id: str, parent: str) -> dict[str, str]:
