@@ -14,9 +14,9 @@ runs' end times; the release before logged a trial's run only when it ended).
   scale with workers that each have a core.
 - Where the pinned runs' CPU went between the first and the last trial's end: each process's CPU time
   (sampled every 20 ms) by what it is (the run, its forked worker, the child-run writer, the publisher),
-  and the rest of the 2 cores' time (idle, or the stack's servers'). On 2 cores, what the writer and the
-  publisher do there is taken from two workers' trials, and from none of one worker's (its second core
-  is free).
+  the sampler's own (its reads of /proc, ~1 ms a sample, on the same cores), and the rest of the 2
+  cores' time (idle, or the stack's servers'). On 2 cores, what the writer and the publisher do there is
+  taken from two workers' trials, and from none of one worker's (its second core is free).
 - The ceiling: the trials' compute alone (the same objective, folds and Optuna's sampler and pruner, the
   studies in memory: no storage, no tracking, no writer or publisher), one copy on core 0, then two
   copies at once on cores 0 and 1: how far two workers could scale were nothing else beside them.
@@ -64,6 +64,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 TRIALS, FAMILIES = 20, 3
 PIN_SECONDS = 30  # a run's worker and writer exist within seconds of its start
 SAMPLE_SECONDS = 0.02
+SAMPLER = -1  # the sampler thread's own CPU, among the pids
 
 
 def generate(rows: int, folder: Path) -> Path:
@@ -99,6 +100,8 @@ class CpuSampler:
         self._thread.start()
 
     def _sample(self) -> None:
+        """Until the run ends; this thread's own CPU (it reads /proc for every process, ~1 ms a sample) is
+        sampled too, as the "sampler", for it is on the same cores."""
         while True:
             try:
                 if self._root.status() == psutil.STATUS_ZOMBIE:
@@ -113,6 +116,7 @@ class CpuSampler:
                         cpu[process.pid] = times.user + times.system
                         if self._kinds.get(process.pid, "python") == "python":  # a forked child names itself soon
                             self._kinds[process.pid] = self._kind(process)
+            cpu[SAMPLER] = time.thread_time()
             self._times.append(time.time())
             self._cpu.append(cpu)
             time.sleep(SAMPLE_SECONDS)
@@ -128,13 +132,14 @@ class CpuSampler:
     def spent(self, start: float, end: float) -> dict[str, float]:
         """CPU seconds between the two times (epoch seconds), by process kind; a process's last sample where
         it ended before `end`."""
-        self._thread.join()
-        first, last = (bisect.bisect_left(self._times, t) for t in (start, end))
-        last = min(last, len(self._times) - 1)
+        self._thread.join(timeout=60)
+        assert self._times and self._times[0] <= start, "sampled from the run's start"
+        first, last = (min(bisect.bisect_left(self._times, t), len(self._times) - 1) for t in (start, end))
         spent: collections.Counter[str] = collections.Counter()
-        for pid, kind in self._kinds.items():
-            ended = next((cpu[pid] for cpu in reversed(self._cpu[:last + 1]) if pid in cpu), 0.0)
-            spent[kind] += ended - self._cpu[first].get(pid, 0.0)
+        for pid, kind in {**self._kinds, SAMPLER: "sampler"}.items():
+            seen = [cpu[pid] for cpu in self._cpu[first:last + 1] if pid in cpu]
+            if seen:  # a process that ended before the window, or began after it, spent nothing in it
+                spent[kind] += seen[-1] - self._cpu[first].get(pid, 0.0)
         return dict(spent)
 
 
@@ -337,12 +342,12 @@ def logging_ms(uri: str, database: str = "", calls: int = 40) -> float:
 
 
 def window_cpu(run: Run) -> str:
-    """CPU seconds in the trials' window by process kind, and the rest of the 2 cores' time there: idle, or
-    other processes' (on the stack, its servers')."""
-    window = run.cpu["window"]
+    """CPU seconds in the trials' window by process kind (and this benchmark's sampler), and the rest of the
+    cores' time there (the benchmark's 2): idle, or other processes' (on the stack, its servers')."""
+    window, cores = run.cpu["window"], len(os.sched_getaffinity(0))
     spent = {kind: cpu for kind, cpu in sorted(run.cpu.items(), key=lambda kv: -kv[1]) if kind != "window"}
-    rest = 2 * window - sum(spent.values())
-    return f"{window:.2f} s x 2 cores: " + ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in spent.items()
+    rest = cores * window - sum(spent.values())
+    return f"{window:.2f} s x {cores} cores: " + ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in spent.items()
                                                      if cpu >= 0.005) + \
         f", the rest {rest:.2f} CPU s"
 
