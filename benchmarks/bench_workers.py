@@ -13,7 +13,7 @@ runs' end times; the release before logged a trial's run only when it ended).
   moved to core 1 as soon as it exists, the run's writer process on any core: how trials per second
   scale with workers that each have a core.
 - Where the pinned runs' CPU went between the first and the last trial's end: each process's CPU time
-  (sampled every 20 ms) by what it is (the run, its forked worker, the child-run writer, the publisher),
+  (sampled every 50 ms) by what it is (the run, its forked worker, the child-run writer, the publisher),
   the sampler's own (its reads of /proc, ~1 ms a sample, on the same cores), and the rest of the 2
   cores' time (idle, or the stack's servers'). On 2 cores, what the writer and the publisher do there is
   taken from two workers' trials, and from none of one worker's (its second core is free).
@@ -63,7 +63,7 @@ from review_sentiment.tracking.trial_runs import ChildRunStore, child_run
 PROJECT = Path(__file__).resolve().parents[1]
 TRIALS, FAMILIES = 20, 3
 PIN_SECONDS = 30  # a run's worker and writer exist within seconds of its start
-SAMPLE_SECONDS = 0.02
+SAMPLE_SECONDS = 0.05  # each sample costs ~1 ms of CPU (reading /proc for every process), on the same cores
 SAMPLER = -1  # the sampler thread's own CPU, among the pids
 
 
