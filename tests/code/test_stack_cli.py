@@ -33,3 +33,16 @@ def test_the_stacks_mlflow_server_keeps_off_the_port_of_mlflows_own_server() -> 
     from mlflow.cli import cli  # here, not at the top: importing MLflow's CLI takes ~1.5 s
     [mlflows_own] = [option.default for option in cli.commands["server"].params if option.name == "port"]
     assert DEFAULT_PORTS["mlflow_port"] != mlflows_own  # where `mlflow ui` (the README's) listens
+
+
+def test_the_image_sets_every_quiet_setting_the_entry_scripts_and_the_stack_set() -> None:
+    """The Dockerfile cannot import `constants`, so it repeats MLflow's and Prefect's no-telemetry settings:
+    each must be there with the same value (a setting added to one place alone would phone home)."""
+    from review_sentiment.constants import QUIET_MLFLOW_ENV
+    from review_sentiment.orchestration.local_prefect import quiet_prefect_env
+
+    dockerfile = (PROJECT_DIR / "Dockerfile").read_text().replace("\\\n", " ")
+    settings = dict(item.split("=", 1) for line in dockerfile.splitlines() if line.startswith("ENV ")
+                    for item in line.split()[1:])
+    quiet = QUIET_MLFLOW_ENV | {k: v for k, v in quiet_prefect_env({}).items() if k != "PREFECT_HOME"}
+    assert {k: settings.get(k) for k in quiet} == quiet
