@@ -55,7 +55,7 @@ import optuna
 import psutil
 from optuna.trial import FrozenTrial, TrialState
 
-from review_sentiment.constants import TRACKING_DB_ENV
+from review_sentiment.constants import LOCK_URL_ENV, TRACKING_DB_ENV
 from review_sentiment.orchestration.stack import DEFAULT_PORTS, down, up
 from review_sentiment.tracking.publisher import NAME as PUBLISHER
 from review_sentiment.tracking.trial_runs import ChildRunStore, child_run
@@ -122,12 +122,7 @@ class CpuSampler:
             time.sleep(SAMPLE_SECONDS)
 
     def _kind(self, process: psutil.Process) -> str:
-        if process.pid == self._root.pid:
-            return "run"
-        if "review_sentiment.tracking.trial_writer" in process.cmdline():
-            return "writer"
-        name = process.name()
-        return "worker" if name[:1] == "w" and name[1:].isdigit() else name
+        return "run" if process.pid == self._root.pid else process_kind(process)
 
     def spent(self, start: float, end: float) -> dict[str, float]:
         """CPU seconds between the two times (epoch seconds), by process kind; a process's last sample where
@@ -173,6 +168,16 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
         return Run(seconds, (len(ends) - 1) / (last - first), sampler.spent(first, last) | {"window": last - first})
 
 
+def process_kind(process: psutil.Process) -> str:
+    """What a child of a run is: the writer (`trial_writer`), a worker (forked: w1, w2, … in ps), else its
+    name (the publisher's, or "python" for a child that has not named itself yet). The writer by its
+    command line first: until it starts its own program it has the run's, and its name."""
+    if "review_sentiment.tracking.trial_writer" in process.cmdline():
+        return "writer"
+    name = process.name()
+    return "worker" if name[:1] == "w" and name[1:].isdigit() else name
+
+
 def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
     """Move each worker the run forks (named w1, w2, … in ps) to its own core, 1, 2, …, and let the run's
     writer process (`trial_writer`) and its publisher (`publisher`) go on any core this benchmark may
@@ -188,13 +193,11 @@ def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
     while run.poll() is None and (len(pinned) < workers or len(freed) < 2) and time.monotonic() < deadline:
         for child in parent.children():
             try:
-                # the writer first: forked, it briefly has the run's own command line; a forked child names
-                # itself at once (until then it is "python")
-                kind = "writer" if "review_sentiment.tracking.trial_writer" in child.cmdline() else child.name()
+                kind = process_kind(child)
                 if kind in ("writer", PUBLISHER) and kind not in freed:
                     child.cpu_affinity(everywhere)
                     freed.add(kind)
-                elif (kind.startswith("w") and child.pid not in pinned and len(pinned) < workers
+                elif (kind == "worker" and child.pid not in pinned and len(pinned) < workers
                       and child.cmdline() == run_command):
                     child.cpu_affinity([len(pinned) + 1])
                     pinned.add(child.pid)
@@ -375,7 +378,7 @@ def main() -> None:
               flush=True)
         stack = up(tmp_path / "stack", "127.0.0.1", dict(zip(DEFAULT_PORTS, (55990, 55991, 55992), strict=True)))
         stack_env = {k: v for k, v in stack.environment().items()
-                     if k in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", "REVIEW_SENTIMENT_LOCK_URL", TRACKING_DB_ENV)}
+                     if k in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", LOCK_URL_ENV, TRACKING_DB_ENV)}
         configurations: dict[str, Callable[[], Run]] = {
             f"release {args.baseline_commit}, 1 process": lambda: tuning_run(before, reviews, {}),
         }

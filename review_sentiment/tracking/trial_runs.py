@@ -41,6 +41,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_USER
+from mlflow.utils.uri import is_http_uri
 from optuna.trial import FrozenTrial, TrialState
 
 from review_sentiment.constants import TRACKING_DB_ENV
@@ -110,7 +111,7 @@ class ChildRunStore:
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
         self.client = mlflow.MlflowClient(tracking_uri)
-        url = os.environ.get(TRACKING_DB_ENV, "") if tracking_uri.startswith(("http://", "https://")) else ""
+        url = os.environ.get(TRACKING_DB_ENV, "") if is_http_uri(tracking_uri) else ""
         self._database, why_not = _server_database(url) if url else (None, "")
         self._why_not: str | None = why_not  # what the next write says; None once said
         self._parents: dict[str, bool] = {}  # parent run id: whether the database holds it

@@ -338,10 +338,12 @@ def serve(messages: socket.socket, answers: BinaryIO, command: int) -> None:
             made = (file is not None and ahead is not None and os.getppid() == command  # not for a command gone
                     and _made_ahead(file, ahead, guessed_uri))
             # after: not on the store's way
+            from mlflow.utils.uri import is_http_uri
+
             from review_sentiment.tracking.trial_runs import ChildRunStore, child_run
 
             # a tracking server's own database, where child runs go straight in: made while the command prepares
-            early = ChildRunStore(guessed_uri) if guessed_uri.startswith(("http://", "https://")) else None
+            early = ChildRunStore(guessed_uri) if is_http_uri(guessed_uri) else None
         opened = _received(messages, command)
         if not isinstance(opened, _OpenStore):
             return  # the command failed before tracking anything: it leaves no store behind

@@ -230,7 +230,7 @@ def test_child_runs_go_straight_into_the_servers_own_database_and_never_into_ano
     that is not the server's (another MLflow database, one at an older MLflow's schema, one without MLflow's
     tables, one not there) is never written to, nor migrated: the child runs go through the server, and the
     writer says so in one line, once."""
-    server_log = Path(os.readlink(f"/proc/{stack.mlflow[0]}/fd/1"))  # the server's output: its access log
+    server_log = access_log(stack)
     client = mlflow.MlflowClient(stack.environment()["MLFLOW_TRACKING_URI"])
     other_mlflow, older = new_database(stack, "other_mlflow"), new_database(stack, "older_mlflow")
     for url in (other_mlflow, older):
@@ -267,7 +267,7 @@ def test_from_a_failed_write_into_the_servers_database_on_child_runs_go_through_
     trials are done: a batch that failed as it committed may be in), and every later child run goes through
     the server, with one line said."""
     monkeypatch.setenv(TRACKING_DB_ENV, stack.environment()[TRACKING_DB_ENV])
-    server_log = Path(os.readlink(f"/proc/{stack.mlflow[0]}/fd/1"))
+    server_log = access_log(stack)
     client = mlflow.MlflowClient(stack.environment()["MLFLOW_TRACKING_URI"])
     experiment = client.create_experiment(f"failed_{uuid.uuid4().hex[:8]}")
     parent = client.create_run(experiment).info.run_id
@@ -282,6 +282,11 @@ def test_from_a_failed_write_into_the_servers_database_on_child_runs_go_through_
     assert server_log.read_text().count("/runs/create") - created == 3
     [line] = [line for line in capfd.readouterr().err.splitlines() if TRACKING_DB_ENV in line]
     assert "from now on" in line and "not a number" in line, line
+
+
+def access_log(stack: StackState) -> Path:
+    """The MLflow server's output: its access log."""
+    return Path(os.readlink(f"/proc/{stack.mlflow[0]}/fd/1"))
 
 
 def numbers_written(client: mlflow.MlflowClient, server_log: Path, experiment: str, parent: str) -> list[str]:
