@@ -10,13 +10,18 @@ runs' end times; the release before logged a trial's run only when it ended).
 - With defaults: each run as a user starts it (`--workers 1` or `2`; on 8,500 reviews each trial scores
   its folds itself, as `--n-jobs 0` does up to 20,000 usable reviews).
 - Pinned: `--n-jobs 1` (each worker scores its folds itself), the run on core 0 and its forked worker
-  moved to core 1 as soon as it exists, the run's writer process on any core: how trials per second
-  scale with workers that each have a core.
+  moved to core 1 as soon as it exists, the run's writer and publisher processes on either core: how
+  trials per second scale with workers that each have a core. One worker's run is measured twice: its
+  writer and publisher free to use the second core (its trials then share their core with nothing), and
+  confined with it to core 0 (the whole run on one core, as `taskset -c 0` would start it: one core
+  per worker in both runs).
 - Where the pinned runs' CPU went between the first and the last trial's end: each process's CPU time
   (sampled every 50 ms) by what it is (the run, its forked worker, the child-run writer, the publisher),
   the sampler's own (its reads of /proc, ~1 ms a sample, on the same cores), and the rest of the 2
   cores' time (idle, or the stack's servers'). On 2 cores, what the writer and the publisher do there is
-  taken from two workers' trials, and from none of one worker's (its second core is free).
+  taken from two workers' trials, and from none of one worker's (its second core is free) unless it is
+  confined. The trials' own CPU per trial (the run's and its workers', divided by the trials finished in
+  the window) shows whether a second worker makes each trial dearer.
 - The ceiling: the trials' compute alone (the same objective, folds and Optuna's sampler and pruner, the
   studies in memory: no storage, no tracking, no writer or publisher), one copy on core 0, then two
   copies at once on cores 0 and 1: how far two workers could scale were nothing else beside them.
@@ -86,6 +91,7 @@ class Run:
     seconds: float  # wall, launch to exit
     rate: float  # trials per second, first to last trial's end
     cpu: dict[str, float]  # CPU seconds in that window by process kind (`CpuSampler.spent`), "window": its length
+    cores: int  # the cores its processes could use
 
 
 class CpuSampler:
@@ -139,9 +145,9 @@ class CpuSampler:
 
 
 def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
-               pin_workers: int | None = None) -> Run:
+               pin_workers: int | None = None, confined: bool = False) -> Run:
     """One tuning run in a fresh folder. `pin_workers`: the run on core 0 and that many workers it forks
-    each on the next core."""
+    each on the next core; its writer and publisher on any core, or, `confined`, on the run's core 0."""
     with tempfile.TemporaryDirectory() as work:
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"} | env | {"PYTHONPATH": str(project)}
         # an experiment and a registered model of its own: on the stack, whose store every run shares, a run
@@ -155,7 +161,7 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
                               preexec_fn=None if pin_workers is None else lambda: os.sched_setaffinity(0, {0})) as run:
             sampler = CpuSampler(run.pid)
             if pin_workers is not None:
-                _pin_forked_workers(run, pin_workers)
+                _pin_forked_workers(run, pin_workers, helpers_free=not confined)
             stdout, stderr = run.communicate()
         seconds = time.perf_counter() - started
         if run.returncode:
@@ -165,7 +171,9 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
         runs = runs[runs["tags.mlflow.parentRunId"].notna()]
         ends = runs.end_time.sort_values()  # the release before logged a trial's run only when it ended
         first, last = ends.iloc[0].timestamp(), ends.iloc[-1].timestamp()
-        return Run(seconds, (len(ends) - 1) / (last - first), sampler.spent(first, last) | {"window": last - first})
+        cores = 1 if confined else len(os.sched_getaffinity(0))
+        return Run(seconds, (len(ends) - 1) / (last - first), sampler.spent(first, last) | {"window": last - first},
+                   cores)
 
 
 def process_kind(process: psutil.Process) -> str:
@@ -178,23 +186,23 @@ def process_kind(process: psutil.Process) -> str:
     return "worker" if name[:1] == "w" and name[1:].isdigit() else name
 
 
-def _pin_forked_workers(run: subprocess.Popen[str], workers: int) -> None:
-    """Move each worker the run forks (named w1, w2, … in ps) to its own core, 1, 2, …, and let the run's
-    writer process (`trial_writer`) and its publisher (`publisher`) go on any core this benchmark may
-    use: they are not workers, and kept on the run's core 0 they take their work out of the one worker's
-    trials (two workers then seemed to scale 2.9×). Gives up after `PIN_SECONDS` (nobody reads the run's
-    output meanwhile)."""
+def _pin_forked_workers(run: subprocess.Popen[str], workers: int, helpers_free: bool) -> None:
+    """Move each worker the run forks (named w1, w2, … in ps) to its own core, 1, 2, …, and, `helpers_free`,
+    let the run's writer process (`trial_writer`) and its publisher (`publisher`) go on any core this
+    benchmark may use (else they stay on the run's core 0, where they were started). Gives up after
+    `PIN_SECONDS` (nobody reads the run's output meanwhile)."""
     everywhere = sorted(os.sched_getaffinity(0))
     pinned: set[int] = set()
     freed: set[str] = set()
     parent = psutil.Process(run.pid)
     run_command = parent.cmdline()
     deadline = time.monotonic() + PIN_SECONDS
-    while run.poll() is None and (len(pinned) < workers or len(freed) < 2) and time.monotonic() < deadline:
+    while (run.poll() is None and (len(pinned) < workers or (helpers_free and len(freed) < 2))
+           and time.monotonic() < deadline):
         for child in parent.children():
             try:
                 kind = process_kind(child)
-                if kind in ("writer", PUBLISHER) and kind not in freed:
+                if helpers_free and kind in ("writer", PUBLISHER) and kind not in freed:
                     child.cpu_affinity(everywhere)
                     freed.add(kind)
                 elif (kind == "worker" and child.pid not in pinned and len(pinned) < workers
@@ -345,14 +353,29 @@ def logging_ms(uri: str, database: str = "", calls: int = 40) -> float:
 
 
 def window_cpu(run: Run) -> str:
-    """CPU seconds in the trials' window by process kind (and this benchmark's sampler), and the rest of the
-    cores' time there (the benchmark's 2): idle, or other processes' (on the stack, its servers')."""
-    window, cores = run.cpu["window"], len(os.sched_getaffinity(0))
+    """CPU seconds in the trials' window by process kind (and this benchmark's sampler), the rest of the
+    run's cores' time there (idle, or other processes': on the stack, its servers'), and the trials' own
+    CPU (the run's and its workers') per trial finished there."""
+    window = run.cpu["window"]
     spent = {kind: cpu for kind, cpu in sorted(run.cpu.items(), key=lambda kv: -kv[1]) if kind != "window"}
-    rest = cores * window - sum(spent.values())
-    return f"{window:.2f} s x {cores} cores: " + ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in spent.items()
-                                                     if cpu >= 0.005) + \
-        f", the rest {rest:.2f} CPU s"
+    # confined to one core, the run leaves the other to this benchmark's sampler
+    rest = run.cores * window - sum(cpu for kind, cpu in spent.items() if run.cores > 1 or kind != "sampler")
+    per_trial = (spent.get("run", 0.0) + spent.get("worker", 0.0)) / (run.rate * window) * 1000
+    return f"{window:.2f} s x {run.cores} cores: " + ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in spent.items()
+                                                         if cpu >= 0.005) + \
+        f", the rest {rest:.2f} CPU s; the trials {per_trial:.0f} ms of CPU each"
+
+
+def charged_rate(two: Run, one: Run) -> float:
+    """Two workers' trials/s, had their window held as much of the writer's and the publisher's CPU as one
+    worker's did. Their work is mostly once a run (imports, three publications): in two workers' shorter
+    window less of it falls, the rest after their last trial. Spread over the two cores, the difference
+    lengthens the window by half of it."""
+    def helpers(run: Run) -> float:
+        return run.cpu.get("writer", 0.0) + run.cpu.get(PUBLISHER, 0.0)
+
+    window = two.cpu["window"]
+    return two.rate * window / (window + max(0.0, helpers(one) - helpers(two)) / two.cores)
 
 
 def main() -> None:
@@ -389,6 +412,8 @@ def main() -> None:
                 f"2 workers, {where}": functools.partial(tuning_run, PROJECT, reviews, env, "--workers", "2"),
                 f"1 worker pinned, {where}": functools.partial(tuning_run, PROJECT, reviews, env, "--n-jobs", "1",
                                                                pin_workers=0),
+                f"1 worker confined, {where}": functools.partial(tuning_run, PROJECT, reviews, env, "--n-jobs", "1",
+                                                                 pin_workers=0, confined=True),
                 f"2 workers pinned, {where}": functools.partial(tuning_run, PROJECT, reviews, env, "--workers", "2",
                                                                 "--n-jobs", "1", pin_workers=1),
             }
@@ -398,8 +423,9 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for name, measure in configurations.items():
                     results[name].append(run := measure())
-                    print(f"round {round_ + 1}: {name:<32} {run.seconds:6.1f} s  {run.rate:5.2f} trials/s"
-                          + (f"  {window_cpu(run)}" if "pinned" in name else ""), flush=True)
+                    print(f"round {round_ + 1}: {name:<34} {run.seconds:6.1f} s  {run.rate:5.2f} trials/s"
+                          + (f"  {window_cpu(run)}" if "pinned" in name or "confined" in name else ""),
+                          flush=True)
                 ceilings.append(compute_ceiling(reviews))
                 print(f"round {round_ + 1}: the trials' compute alone, 1 copy / 2 copies on 2 cores: "
                       f"{ceilings[-1][0]:.2f} / {ceilings[-1][1]:.2f} trials/s", flush=True)
@@ -418,11 +444,14 @@ def main() -> None:
         print(f"{name:<36} {seconds:6.1f}   {seconds / base_s:8.2f}   {rate:8.2f}")
     for where, goal in (("journal", 1.8), ("SQLite", 1.8), ("stack", 1.7)):
         one, two = best[f"1 worker pinned, {where}"][1], best[f"2 workers pinned, {where}"][1]
-        print(f"pinned, 2 workers / 1, {where}: {two / one:.2f}x the trials per second (goal >= {goal}x); with "
-              f"defaults, the whole run {best[f'2 workers, {where}'][0] / best[f'1 worker, {where}'][0]:.2f}x as "
-              f"long (goal <= 1)")
-        fastest = {workers: max(results[f"{workers} pinned, {where}"], key=lambda r: r.rate)
-                   for workers in ("1 worker", "2 workers")}
+        fastest = {workers: max(results[f"{workers}, {where}"], key=lambda r: r.rate)
+                   for workers in ("1 worker pinned", "1 worker confined", "2 workers pinned")}
+        confined, charged = fastest["1 worker confined"], charged_rate(fastest["2 workers pinned"],
+                                                                       fastest["1 worker confined"])
+        print(f"pinned, 2 workers / 1, {where} (goal >= {goal}x): {two / confined.rate:.2f}x one worker confined "
+              f"to one core ({charged / confined.rate:.2f}x charged with its writer's and publisher's CPU); "
+              f"{two / one:.2f}x one worker whose writer and publisher have the second core; with defaults, the "
+              f"whole run {best[f'2 workers, {where}'][0] / best[f'1 worker, {where}'][0]:.2f}x as long (goal <= 1)")
         print("  in their trials' window (the fastest of each): " + "; ".join(
             f"{workers}: {window_cpu(run)}" for workers, run in fastest.items()))
     one, two = max(one for one, _ in ceilings), max(two for _, two in ceilings)
