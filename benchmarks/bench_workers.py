@@ -17,11 +17,11 @@ runs' end times; the release before logged a trial's run only when it ended).
   per worker in both runs).
 - Where the pinned runs' CPU went between the first and the last trial's end: each process's CPU time
   (sampled every 50 ms) by what it is (the run, its forked worker, the child-run writer, the publisher),
-  the sampler's own (its reads of /proc, ~1 ms a sample, on the same cores), and the rest of the 2
-  cores' time (idle, or the stack's servers'). On 2 cores, what the writer and the publisher do there is
-  taken from two workers' trials, and from none of one worker's (its second core is free) unless it is
-  confined. The trials' own CPU per trial (the run's and its workers', divided by the trials finished in
-  the window) shows whether a second worker makes each trial dearer.
+  the sampler's own (its reads of /proc, ~1 ms a sample: on the same cores, or off a confined run's), and
+  the rest of the run's cores' time (idle, or the stack's servers'). On 2 cores, what the writer and the
+  publisher do there is taken from two workers' trials, and from none of one worker's (its second core
+  is free) unless it is confined. The run's and its workers' CPU per trial (trials, refits, hand-offs,
+  divided by the trials finished in the window) shows whether a second worker makes each trial dearer.
 - The ceiling: the trials' compute alone (the same objective, folds and Optuna's sampler and pruner, the
   studies in memory: no storage, no tracking, no writer or publisher), one copy on core 0, then two
   copies at once on cores 0 and 1: how far two workers could scale were nothing else beside them.
@@ -97,8 +97,10 @@ class Run:
 class CpuSampler:
     """Every process of a run's tree: CPU seconds (user + system) every `SAMPLE_SECONDS`, on a thread."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, cores: set[int]) -> None:
+        """`cores`: where it may run (a confined run's sampler keeps off the run's one core)."""
         self._root = psutil.Process(pid)
+        self._cores = cores
         self._times: list[float] = []
         self._cpu: list[dict[int, float]] = []
         self._kinds: dict[int, str] = {}
@@ -107,7 +109,8 @@ class CpuSampler:
 
     def _sample(self) -> None:
         """Until the run ends; this thread's own CPU (it reads /proc for every process, ~1 ms a sample) is
-        sampled too, as the "sampler", for it is on the same cores."""
+        sampled too, as the "sampler", for it may be on the same cores."""
+        os.sched_setaffinity(0, self._cores)  # this thread's alone
         while True:
             try:
                 if self._root.status() == psutil.STATUS_ZOMBIE:
@@ -159,7 +162,9 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
                               env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               preexec_fn=None if pin_workers is None else lambda: os.sched_setaffinity(0, {0})) as run:
-            sampler = CpuSampler(run.pid)
+            cores = {0} if confined else set(range(max(2, (pin_workers or 0) + 1)))  # the run's
+            mine = os.sched_getaffinity(0)
+            sampler = CpuSampler(run.pid, (mine - cores if confined else set()) or mine)  # off a confined run's core
             if pin_workers is not None:
                 _pin_forked_workers(run, pin_workers, helpers_free=not confined)
             stdout, stderr = run.communicate()
@@ -171,9 +176,8 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
         runs = runs[runs["tags.mlflow.parentRunId"].notna()]
         ends = runs.end_time.sort_values()  # the release before logged a trial's run only when it ended
         first, last = ends.iloc[0].timestamp(), ends.iloc[-1].timestamp()
-        cores = 1 if confined else len(os.sched_getaffinity(0))
         return Run(seconds, (len(ends) - 1) / (last - first), sampler.spent(first, last) | {"window": last - first},
-                   cores)
+                   len(cores))
 
 
 def process_kind(process: psutil.Process) -> str:
@@ -189,9 +193,9 @@ def process_kind(process: psutil.Process) -> str:
 def _pin_forked_workers(run: subprocess.Popen[str], workers: int, helpers_free: bool) -> None:
     """Move each worker the run forks (named w1, w2, … in ps) to its own core, 1, 2, …, and, `helpers_free`,
     let the run's writer process (`trial_writer`) and its publisher (`publisher`) go on any core this
-    benchmark may use (else they stay on the run's core 0, where they were started). Gives up after
-    `PIN_SECONDS` (nobody reads the run's output meanwhile)."""
-    everywhere = sorted(os.sched_getaffinity(0))
+    benchmark gives two workers, 0 and 1 (else they stay on the run's core 0, where they were started).
+    Gives up after `PIN_SECONDS` (nobody reads the run's output meanwhile), and says so."""
+    everywhere = list(range(max(2, workers + 1)))
     pinned: set[int] = set()
     freed: set[str] = set()
     parent = psutil.Process(run.pid)
@@ -212,6 +216,9 @@ def _pin_forked_workers(run: subprocess.Popen[str], workers: int, helpers_free: 
             except psutil.NoSuchProcess:
                 continue
         time.sleep(0.01)
+    if run.poll() is None and (len(pinned) < workers or (helpers_free and len(freed) < 2)):
+        print(f"warning: after {PIN_SECONDS} s, {len(pinned)} of {workers} workers pinned, "
+              f"helpers freed: {sorted(freed) if helpers_free else 'none asked'}", file=sys.stderr, flush=True)
 
 
 def storage_ms_per_trial(reviews: Path, env: dict[str, str]) -> tuple[float, float, dict[str, float]]:
@@ -354,16 +361,16 @@ def logging_ms(uri: str, database: str = "", calls: int = 40) -> float:
 
 def window_cpu(run: Run) -> str:
     """CPU seconds in the trials' window by process kind (and this benchmark's sampler), the rest of the
-    run's cores' time there (idle, or other processes': on the stack, its servers'), and the trials' own
-    CPU (the run's and its workers') per trial finished there."""
+    run's cores' time there (idle, or other processes': on the stack, its servers'), and the CPU of the run
+    and its workers (trials, refits, hand-offs) per trial finished there."""
     window = run.cpu["window"]
     spent = {kind: cpu for kind, cpu in sorted(run.cpu.items(), key=lambda kv: -kv[1]) if kind != "window"}
-    # confined to one core, the run leaves the other to this benchmark's sampler
+    # confined to one core, the run leaves the others to this benchmark's sampler
     rest = run.cores * window - sum(cpu for kind, cpu in spent.items() if run.cores > 1 or kind != "sampler")
     per_trial = (spent.get("run", 0.0) + spent.get("worker", 0.0)) / (run.rate * window) * 1000
     return f"{window:.2f} s x {run.cores} cores: " + ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in spent.items()
                                                          if cpu >= 0.005) + \
-        f", the rest {rest:.2f} CPU s; the trials {per_trial:.0f} ms of CPU each"
+        f", the rest {rest:.2f} CPU s; the run and its workers {per_trial:.0f} ms of CPU a trial"
 
 
 def charged_rate(two: Run, one: Run) -> float:
