@@ -27,13 +27,15 @@ class Service:
     client: httpx.Client
 
     @classmethod
-    def start(cls, store_uri: str, workdir: Path, *args: str) -> Service:
+    def start(cls, store_uri: str | None, workdir: Path, *args: str, env: dict[str, str] | None = None) -> Service:
+        """`store_uri` None: MLflow's default for `workdir`; `env`: the environment it starts from (ours)."""
         port = free_port()
         log_path = workdir / f"server-{port}.log"
+        store = {} if store_uri is None else {"MLFLOW_TRACKING_URI": store_uri, "MLFLOW_REGISTRY_URI": store_uri}
         with log_path.open("w") as log:
             process = subprocess.Popen(
                 [sys.executable, str(PROJECT_DIR / "serve_api.py"), "--port", str(port), *args],
-                cwd=workdir, env=dict(os.environ, MLFLOW_TRACKING_URI=store_uri, MLFLOW_REGISTRY_URI=store_uri),
+                cwd=workdir, env=dict(os.environ if env is None else env, **store),
                 stdout=log, stderr=subprocess.STDOUT)
         service = cls(process, port, log_path, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30))
         wait_for(service._answers, timeout=60, what="the server to answer")
@@ -58,9 +60,10 @@ class Service:
 
 
 @contextmanager
-def running_server(store_uri: str, workdir: Path, *args: str) -> Iterator[httpx.Client]:
+def running_server(store_uri: str | None, workdir: Path, *args: str,
+                   env: dict[str, str] | None = None) -> Iterator[httpx.Client]:
     """The service for a block, stopped with Ctrl-C (SIGINT) after: it must exit 0 and log no error."""
-    service = Service.start(store_uri, workdir, *args)
+    service = Service.start(store_uri, workdir, *args, env=env)
     try:
         yield service.client
     finally:

@@ -6,15 +6,13 @@ the one network they may use: the service's clients, the Prefect API the flows r
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from tests.helpers import PROJECT_DIR, free_port, wait_for
+from tests.e2e.served import running_server
+from tests.helpers import PROJECT_DIR, wait_for
 
 # MLflow switches its telemetry off by itself where one of these is set (a CI, pytest): a user has none
 _CI_MARKERS = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI", "JENKINS_URL", "TRAVIS",
@@ -99,25 +97,12 @@ def test_serving_monitoring_scoring_and_a_retrain_reach_nothing_beyond_loopback(
     watched = Watched.make(tmp_path)
     (folder := tmp_path / "run").mkdir()
     watched.run("sentiment_mlflow_optuna.py", "--models", "NaiveBayes", "--trials", "2", folder=folder)
-    port = free_port()
-    with (folder / "service.log").open("w") as log:
-        service = subprocess.Popen([sys.executable, str(PROJECT_DIR / "serve_api.py"), "--port", str(port)],
-                                   cwd=folder, env=watched.env, stdout=log, stderr=subprocess.STDOUT)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-        def answers() -> bool:
-            assert service.poll() is None, (folder / "service.log").read_text()
-            try:
-                return client.get("/health").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(answers, 60, "the service to answer")
+    with running_server(None, folder, env=watched.env) as client:
+        wait_for(lambda: client.get("/health").status_code == 200, 60, "a loaded model")
         predicted = client.post("/predict", json={"reviews": ["great laptop, fast", "stopped working, bad"]})
         assert predicted.status_code == 200, predicted.text
         prediction_id = predicted.json()["predictions"][0]["id"]
         assert client.post("/feedback", json={"prediction_id": prediction_id, "label": "positive"}).status_code == 200
-    service.send_signal(signal.SIGINT)
-    assert service.wait(timeout=60) == 0, (folder / "service.log").read_text()
     watched.run("ml_orchestration_flipkart.py", "monitor", "--no-retrain", folder=folder)
     watched.run("ml_orchestration_flipkart.py", "score", "--input", str(PROJECT_DIR / "data" / "sample_reviews.csv"),
                 "--output", "predictions.csv", folder=folder)
