@@ -162,11 +162,12 @@ def tuning_run(project: Path, reviews: Path, env: dict[str, str], *flags: str,
                               env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               preexec_fn=None if pin_workers is None else lambda: os.sched_setaffinity(0, {0})) as run:
-            cores = {0} if confined else set(range(max(2, (pin_workers or 0) + 1)))  # the run's
             mine = os.sched_getaffinity(0)
+            # the run's cores: pinned, those of its workers (two at least: one worker's helpers take the second)
+            cores = mine if pin_workers is None else {0} if confined else set(range(max(2, pin_workers + 1)))
             sampler = CpuSampler(run.pid, (mine - cores if confined else set()) or mine)  # off a confined run's core
             if pin_workers is not None:
-                _pin_forked_workers(run, pin_workers, helpers_free=not confined)
+                _pin_forked_workers(run, pin_workers, helpers_to=None if confined else cores)
             stdout, stderr = run.communicate()
         seconds = time.perf_counter() - started
         if run.returncode:
@@ -190,24 +191,26 @@ def process_kind(process: psutil.Process) -> str:
     return "worker" if name[:1] == "w" and name[1:].isdigit() else name
 
 
-def _pin_forked_workers(run: subprocess.Popen[str], workers: int, helpers_free: bool) -> None:
-    """Move each worker the run forks (named w1, w2, … in ps) to its own core, 1, 2, …, and, `helpers_free`,
-    let the run's writer process (`trial_writer`) and its publisher (`publisher`) go on any core this
-    benchmark gives two workers, 0 and 1 (else they stay on the run's core 0, where they were started).
-    Gives up after `PIN_SECONDS` (nobody reads the run's output meanwhile), and says so."""
-    everywhere = list(range(max(2, workers + 1)))
+def _pin_forked_workers(run: subprocess.Popen[str], workers: int, helpers_to: set[int] | None) -> None:
+    """Move each worker the run forks (named w1, w2, … in ps) to its own core, 1, 2, …, and let the run's
+    writer process (`trial_writer`) and its publisher (`publisher`) go on any of `helpers_to` (None: they
+    stay on the run's core 0, where they were started). Gives up after `PIN_SECONDS` (nobody reads the
+    run's output meanwhile), and says so."""
     pinned: set[int] = set()
     freed: set[str] = set()
     parent = psutil.Process(run.pid)
     run_command = parent.cmdline()
     deadline = time.monotonic() + PIN_SECONDS
-    while (run.poll() is None and (len(pinned) < workers or (helpers_free and len(freed) < 2))
-           and time.monotonic() < deadline):
+
+    def unfinished() -> bool:
+        return run.poll() is None and (len(pinned) < workers or (helpers_to is not None and len(freed) < 2))
+
+    while unfinished() and time.monotonic() < deadline:
         for child in parent.children():
             try:
                 kind = process_kind(child)
-                if helpers_free and kind in ("writer", PUBLISHER) and kind not in freed:
-                    child.cpu_affinity(everywhere)
+                if helpers_to is not None and kind in ("writer", PUBLISHER) and kind not in freed:
+                    child.cpu_affinity(sorted(helpers_to))
                     freed.add(kind)
                 elif (kind == "worker" and child.pid not in pinned and len(pinned) < workers
                       and child.cmdline() == run_command):
@@ -216,9 +219,10 @@ def _pin_forked_workers(run: subprocess.Popen[str], workers: int, helpers_free: 
             except psutil.NoSuchProcess:
                 continue
         time.sleep(0.01)
-    if run.poll() is None and (len(pinned) < workers or (helpers_free and len(freed) < 2)):
+    if unfinished():
         print(f"warning: after {PIN_SECONDS} s, {len(pinned)} of {workers} workers pinned, "
-              f"helpers freed: {sorted(freed) if helpers_free else 'none asked'}", file=sys.stderr, flush=True)
+              f"helpers freed: {sorted(freed) if helpers_to is not None else 'none asked'}", file=sys.stderr,
+              flush=True)
 
 
 def storage_ms_per_trial(reviews: Path, env: dict[str, str]) -> tuple[float, float, dict[str, float]]:
@@ -450,15 +454,14 @@ def main() -> None:
     for name, (seconds, rate) in best.items():
         print(f"{name:<36} {seconds:6.1f}   {seconds / base_s:8.2f}   {rate:8.2f}")
     for where, goal in (("journal", 1.8), ("SQLite", 1.8), ("stack", 1.7)):
-        one, two = best[f"1 worker pinned, {where}"][1], best[f"2 workers pinned, {where}"][1]
         fastest = {workers: max(results[f"{workers}, {where}"], key=lambda r: r.rate)
                    for workers in ("1 worker pinned", "1 worker confined", "2 workers pinned")}
-        confined, charged = fastest["1 worker confined"], charged_rate(fastest["2 workers pinned"],
-                                                                       fastest["1 worker confined"])
-        print(f"pinned, 2 workers / 1, {where} (goal >= {goal}x): {two / confined.rate:.2f}x one worker confined "
-              f"to one core ({charged / confined.rate:.2f}x charged with its writer's and publisher's CPU); "
-              f"{two / one:.2f}x one worker whose writer and publisher have the second core; with defaults, the "
-              f"whole run {best[f'2 workers, {where}'][0] / best[f'1 worker, {where}'][0]:.2f}x as long (goal <= 1)")
+        one, confined, two = fastest.values()
+        print(f"pinned, 2 workers / 1, {where} (goal >= {goal}x): {two.rate / confined.rate:.2f}x one worker "
+              f"confined to one core ({charged_rate(two, confined) / confined.rate:.2f}x charged with its writer's "
+              f"and publisher's CPU); {two.rate / one.rate:.2f}x one worker whose writer and publisher have the "
+              f"second core; with defaults, the whole run "
+              f"{best[f'2 workers, {where}'][0] / best[f'1 worker, {where}'][0]:.2f}x as long (goal <= 1)")
         print("  in their trials' window (the fastest of each): " + "; ".join(
             f"{workers}: {window_cpu(run)}" for workers, run in fastest.items()))
     one, two = max(one for one, _ in ceilings), max(two for _, two in ceilings)
