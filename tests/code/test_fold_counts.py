@@ -333,23 +333,25 @@ def test_counting_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -
         import numpy as np
         from review_sentiment.modeling import fold_counts
         count = fold_counts._count
-        def announced(texts, job):
+        def announced(texts, job):  # counts for ever: a process that took a job holds it (none takes two)
             print("counting", os.getpid(), flush=True)
-            return count(texts, job)
+            while True:
+                count(texts, job)
         fold_counts._count = announced
         words = np.array([f"w{i}" for i in range(5000)])
         texts = [" ".join(row) for row in np.random.default_rng(0).choice(words, (100_000, 12))]
         fold_counts.counted(texts, np.array([0, 1] * 50_000), folds=3, seed=0, processes=2, held_out=texts[:1000])
-        print("counted", flush=True)
     """))
-    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=PROJECT_DIR)
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           cwd=PROJECT_DIR)
     counting: set[int] = set()
     while len(counting) < 2:  # both processes are counting
-        counting.add(int(run.stdout.readline().split()[1]))
+        line = run.stdout.readline()
+        assert line.startswith("counting "), line + run.stdout.read() + f"(exit code {run.wait()})"
+        counting.add(int(line.split()[1]))
     children = [psutil.Process(pid) for pid in counting]
     run.kill()
-    run.wait()
-    assert "counted" not in run.stdout.read()  # killed while counting
+    assert run.wait() == -signal.SIGKILL
     wait_for(lambda: all(ended(child) for child in children), timeout=10, what="the counting processes to leave")
 
 
