@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -334,7 +335,7 @@ def test_counting_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -
         from review_sentiment.modeling import fold_counts
         count = fold_counts._count
         def announced(texts, job):  # counts for ever: a process that took a job holds it (none takes two)
-            print("counting", os.getpid(), flush=True)
+            os.write(1, f"counting {os.getpid()}\\n".encode())  # one write: print's pieces interleave on the pipe
             while True:
                 count(texts, job)
         fold_counts._count = announced
@@ -345,12 +346,14 @@ def test_counting_processes_leave_with_a_run_killed_by_sigkill(tmp_path: Path) -
     run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            cwd=PROJECT_DIR)
     counting: set[int] = set()
-    while len(counting) < 2:  # both processes are counting
-        line = run.stdout.readline()
-        assert line.startswith("counting "), line + run.stdout.read() + f"(exit code {run.wait()})"
-        counting.add(int(line.split()[1]))
-    children = [psutil.Process(pid) for pid in counting]
-    run.kill()
+    try:
+        while len(counting) < 2:  # both processes are counting
+            line = run.stdout.readline()
+            assert re.fullmatch(r"counting \d+\n", line), line + f"(exit code {run.poll()})"
+            counting.add(int(line.split()[1]))
+        children = [psutil.Process(pid) for pid in counting]
+    finally:
+        run.kill()  # whatever the test found: the counts never end
     assert run.wait() == -signal.SIGKILL
     wait_for(lambda: all(ended(child) for child in children), timeout=10, what="the counting processes to leave")
 
