@@ -3,6 +3,7 @@ message, and the one-line error with exit status 2 for a user's mistake (never a
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -23,9 +24,20 @@ def configure() -> None:
     processes the command starts inherit; Prefect keeps its state inside the project and sends no
     telemetry, set before Prefect is first imported, since it reads its settings then. Values already in
     the environment win. A Ctrl-C that cuts a database read short is reported in one line, without
-    SQLAlchemy's traceback of the cursor it left."""
+    SQLAlchemy's traceback of the cursor it left. Each printed line is written whole (`whole_lines`)."""
     os.environ.update(quiet_prefect_env({**QUIET_MLFLOW_ENV, **os.environ}))
     quiet_cursors_cut_by_ctrl_c()
+    whole_lines()
+
+
+def whole_lines() -> None:
+    """Each line this process prints reaches its stdout or stderr in one write, flushed at its newline.
+    The workers a command forks print on the same pipe, and unbuffered (PYTHONUNBUFFERED=1, as the image
+    sets) `print` writes its text and its newline apart, so two workers' lines merged into one. Only the
+    process's own streams: a test's capture of them is left as it is."""
+    for stream, own in ((sys.stdout, sys.__stdout__), (sys.stderr, sys.__stderr__)):
+        if stream is own and isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True, write_through=False)
 
 
 def end_now(code: int) -> NoReturn:

@@ -1,16 +1,18 @@
 """What the stages share about processes: which process is which across a stepped clock, the collector
 paused while a process imports its libraries, Ctrl-C held while a failed run takes back what it wrote, and
-a command's own folder of temporary files."""
+a command's own folder of temporary files, and lines its forked workers print reaching the pipe whole."""
 from __future__ import annotations
 
 import gc
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import types
 from collections.abc import Iterator
@@ -344,3 +346,33 @@ def test_a_folder_a_killed_command_left_is_removed_by_the_next_once_no_process_o
     assert not ours.exists() and tempfile.gettempdir() == str(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "review-sentiment-fifo", "review-sentiment-not-made-here", "someone-elses"]
+
+
+
+def test_the_lines_a_commands_forked_workers_print_reach_its_pipe_whole_even_unbuffered() -> None:
+    """Two forked workers print 3,000 progress lines each at once on one pipe, unbuffered as the image runs
+    them: after the entry scripts' `cli.configure()` every line arrives whole. Without it, `print` writes a
+    line's text and its newline apart: 2,554–2,888 of the 6,000 lines arrived merged (or empty) in 3 runs."""
+    script = textwrap.dedent("""
+        import os
+        from review_sentiment import cli
+        cli.configure()
+        start, go = os.pipe()
+        workers = []
+        for name in ("w1", "w2"):
+            pid = os.fork()
+            if pid == 0:
+                os.close(go)
+                os.read(start, 1)  # both print at once: they start when the command closes its end
+                for n in range(3000):
+                    print(f"  trial {n:>4} [{name}]  cv_f1=0.8123  best=0.8200", flush=True)
+                os._exit(0)
+            workers.append(pid)
+        os.close(go)
+        for pid in workers:
+            os.waitpid(pid, 0)
+    """)
+    lines = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    merged = [line for line in lines if not re.fullmatch(r"  trial +\d+ \[w[12]\]  cv_f1=0\.8123  best=0\.8200", line)]
+    assert len(lines) == 6000 and not merged, merged[:3]

@@ -162,6 +162,7 @@ def _claim_and_die_after(where: Where, write: str) -> None:
     run_queued_trials(storage, study, objective, (), "dies", lambda *_: None)
 
 
+@pytest.mark.e2e  # forked workers killed mid-claim, and the studies waited on until they fail the trials (~7 s)
 @pytest.mark.parametrize("file", ["s.db", "s.journal"])
 @pytest.mark.parametrize(("write", "left"), CLAIM_WRITES)
 def test_a_worker_killed_after_any_write_of_a_claim_leaves_no_trial_the_study_waits_for_forever(
