@@ -133,11 +133,13 @@ def test_a_command_killed_with_workers_leaves_its_store_closed(store: Store, wor
             tuning.kill()
             break
     tuning.wait()
-    assert {p.name() for p in left} >= {PUBLISHER} and len(stopped) == workers - 1, "".join(printed)
     journal = store.path / "optuna.journal"
-    claimed = trials_made(journal)
-    for worker in stopped:
-        worker.resume()
+    try:
+        assert {p.name() for p in left} >= {PUBLISHER} and len(stopped) == workers - 1, "".join(printed)
+        claimed = trials_made(journal)
+    finally:
+        for worker in stopped:
+            worker.resume()  # even when the test fails: stopped, a worker never sees its command gone
     wait_for(lambda: all(ended(process) for process in left), 60, "the workers, the writer and the publisher to end")
     after = tuning.stdout.read()  # the workers printed on the same pipe: a few lines, all of them ended
     # at most the claim each may have been making as it was stopped; they ran the rest of the studies before

@@ -71,15 +71,18 @@ def test_a_writer_killed_mid_append_loses_only_its_own_log_and_stalls_no_one(dat
     assert journal is not None
     journal.append_logs([{"op_code": 0}])
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, database], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
-    appending = threading.Thread(target=journal.append_logs, args=([{"op_code": 1}, {"op_code": 2}],))
-    appending.start()
-    with psycopg.connect(database) as conn:
-        wait_for(lambda: conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT "
-                                      "granted").fetchone() == (1,), 30, "the append to wait for the log numbered 1")
-    assert appending.is_alive()
-    os.kill(holder.pid, signal.SIGKILL)  # mid-transaction: the server rolls its log back, and the append goes on
-    holder.wait()
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        appending = threading.Thread(target=journal.append_logs, args=([{"op_code": 1}, {"op_code": 2}],))
+        appending.start()
+        with psycopg.connect(database) as conn:
+            wait_for(lambda: conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT "
+                                          "granted").fetchone() == (1,), 30,
+                     "the append to wait for the log numbered 1")
+        assert appending.is_alive()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # mid-transaction: the server rolls its log back, and the append goes on
+        holder.wait()  # (a failed test leaves no transaction holding the shared stack's database for 10 minutes)
     appending.join(30)
     assert not appending.is_alive()
     assert logs_in(database) == [(0, '{"op_code": 0}'), (1, '{"op_code": 1}'), (2, '{"op_code": 2}')]
