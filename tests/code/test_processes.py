@@ -142,6 +142,7 @@ def test_a_ctrl_c_while_a_failed_run_takes_back_what_it_wrote_does_not_cut_it_sh
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Ctrl-C again
 
 
+@pytest.mark.e2e  # another process, importing MLflow, commits in the middle (~2.4 s)
 def test_a_take_back_after_a_ctrl_c_cut_a_read_of_the_store_short_still_takes_back(store: Store) -> None:
     """CI found runs left active: Ctrl-C landed between a query's execution and the fetch of its rows, so
     a pooled connection kept its read of the store open; after the publisher committed, the take-back's
@@ -185,6 +186,7 @@ def failed_attempt(storage: Storage, run: str, studies: list[optuna.Study]) -> N
         raise RuntimeError("the run failed")
 
 
+@pytest.mark.e2e  # another process, importing Optuna, commits in the middle (~1.3 s)
 def test_a_take_back_after_a_ctrl_c_cut_a_read_of_optunas_sqlite_storage_short_deletes_the_studies(
         store: Store, tmp_path: Path) -> None:
     """The same cut read on Optuna's SQLite storage (`--storage sqlite:///...`), a worker committing a trial
@@ -346,7 +348,6 @@ def test_a_folder_a_killed_command_left_is_removed_by_the_next_once_no_process_o
     assert not ours.exists() and tempfile.gettempdir() == str(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "review-sentiment-fifo", "review-sentiment-not-made-here", "someone-elses"]
-
 
 
 def test_the_lines_a_commands_forked_workers_print_reach_its_pipe_whole_even_unbuffered() -> None:

@@ -56,6 +56,7 @@ def test_pinned_nltk_stopwords_are_read_as_nltks_own_reader_reads_them(monkeypat
     assert set(english) - {"not", "no", "nor"} == STOP_WORDS
 
 
+@pytest.mark.e2e  # a fresh interpreter importing NLTK (~1.7 s)
 def test_importing_the_cleaning_leaves_nltk_as_it_was() -> None:
     code = ("import nltk; before = list(nltk.data.path); from nltk.stem import PorterStemmer as P; "
             "steps = dict(vars(P)); import text_cleaning; "
@@ -64,6 +65,7 @@ def test_importing_the_cleaning_leaves_nltk_as_it_was() -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.e2e  # a fresh interpreter in a copied checkout (~1.6 s)
 def test_a_checkout_made_with_umask_002_cleans_as_any_other(tmp_path: Path) -> None:
     """Group-writable folders (umask 002, `git archive | tar`): NLTK refuses to read data from them; the
     cleaning reads its own word list and works (a changed list is refused by the cleaning digest)."""

@@ -99,6 +99,7 @@ def _run_as(where: Where, worker: str) -> None:
     run_queued_trials(storage, study, objective, (), worker, lambda *_: None)
 
 
+@pytest.mark.e2e  # three forked workers race for the trials (~1-1.5 s each storage)
 @pytest.mark.parametrize("file", ["s.db", "s.journal"])
 def test_workers_racing_for_a_lazily_queued_budget_run_exactly_the_budget(file: str, tmp_path: Path) -> None:
     race_for_a_budget(tmp_path / file)
@@ -199,6 +200,7 @@ def test_a_study_of_an_earlier_release_runs_the_trials_it_queued_up_front(tmp_pa
     assert len(study.trials) == 4 and unfinished(study) == []
 
 
+@pytest.mark.e2e  # waits out a heartbeat's grace period (2 s)
 def test_the_journal_fails_as_stale_a_running_trial_silent_past_its_grace_only(tmp_path: Path) -> None:
     stale_past_the_grace_only(tmp_path / "s.journal")
 
