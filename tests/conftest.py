@@ -7,11 +7,12 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 
 from review_sentiment.constants import SAMPLE_DATA
@@ -29,6 +30,7 @@ E2E_DIR = Path(__file__).parent / "e2e"
 CONTAINERS_DIR = Path(__file__).parent / "containers"
 PREFECT_SERVER = pytest.StashKey[LocalServer]()
 IMAGES = pytest.StashKey[Images]()
+FAILED = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,6 +78,28 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     images = session.config.stash.get(IMAGES, None)
     if images:
         images.remove_folder()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_a_failed_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that fails before it ends or joins what it started (forked workers, a stopped writer, a
+    command) would leave it running for the session, and a forked child left running holds up the test
+    process's exit. Once a test has failed, the processes it started that are still alive are killed.
+    Fixtures of a wider scope, set up before this one, started theirs earlier: those are left alone."""
+    before = set(psutil.Process().children(recursive=True))  # a Process is its pid and start time
+    yield
+    if request.node.stash.get(FAILED, False):
+        for process in set(psutil.Process().children(recursive=True)) - before:
+            with suppress(psutil.NoSuchProcess):  # ended meanwhile
+                process.kill()
 
 
 @pytest.fixture(scope="session")
