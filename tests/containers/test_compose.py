@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import secrets
 import shutil
 import subprocess
@@ -133,6 +134,24 @@ def test_a_killed_api_process_is_restarted_and_every_answer_is_in_the_log(compos
     missing = set(answered) - logged
     print(f"answered {len(answered)}, missing from the log {len(missing)}, restarts {restarted.strip()}")
     assert int(restarted) >= 1 and len(answered) > 0 and not missing
+
+
+def test_a_tune_stopped_mid_study_ends_on_sigterm_without_waiting_out_the_timeout(compose: Compose) -> None:
+    """`stop` sends SIGTERM. As PID 1, python dropped it (no handler): the run went on, to its end or to
+    `stop`'s timeout and a kill (without the init: exit 0 after all 400 trials). Under the tune role's
+    init it ends at once (143)."""
+    served(compose)
+    name = "rs-test-tune-stopped"
+    compose("--profile", "tune", "run", "-d", "--name", name, "tune", "--data", "/data/reviews.csv",
+            "--trials", "400")
+    try:
+        wait_for(lambda: re.search(r"trial +\d+ ", podman(compose.env, "logs", name, check=False).stdout),
+                 600, "the stopped tune's first trial")
+        podman(compose.env, "stop", "-t", "120", name)
+        state = podman(compose.env, "inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
+        assert state == "143", f"exit {state}, not SIGTERM's 143 (137: killed after the timeout; 0: it ran to its end)"
+    finally:
+        podman(compose.env, "rm", "-f", name, check=False)
 
 
 def test_down_v_leaves_nothing_of_the_project(compose: Compose) -> None:
