@@ -12,16 +12,7 @@ import psycopg
 import pytest
 
 from review_sentiment.orchestration.stack import DEFAULT_PORTS, StackState, down, up
-from tests.e2e.served import Service, kill_the_services_left_running
 from tests.helpers import Store, free_port
-
-
-@pytest.fixture(autouse=True)
-def _no_service_outlives_its_test() -> Iterator[None]:
-    """A test that fails before it stops its service would leave that server running for the session."""
-    before = len(Service.started)  # a module's fixtures, set up first, started theirs by now
-    yield
-    kill_the_services_left_running(since=before)
 
 
 @pytest.fixture

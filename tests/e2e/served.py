@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import httpx
 
@@ -22,10 +21,9 @@ from tests.helpers import PROJECT_DIR, free_port, wait_for
 
 @dataclass
 class Service:
-    """Every service a test starts is in `Service.started`, so that one a failed test left running is killed
-    at its teardown (`kill_the_services_left_running`, in conftest.py)."""
+    """`python serve_api.py` on a free port, once it answers. One a failed test left running is killed at
+    its teardown, as every process a failed test leaves (tests/conftest.py)."""
 
-    started: ClassVar[list[Service]] = []
     process: subprocess.Popen
     port: int
     log_path: Path
@@ -43,7 +41,6 @@ class Service:
                 cwd=workdir, env=dict(os.environ if env is None else env, **store),
                 stdout=log, stderr=subprocess.STDOUT)
         service = cls(process, port, log_path, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30))
-        cls.started.append(service)
         wait_for(service._answers, timeout=60, what="the server to answer")
         return service
 
@@ -63,17 +60,6 @@ class Service:
             return True
         except httpx.TransportError:
             return False
-
-
-def kill_the_services_left_running(since: int) -> None:
-    """SIGKILL the services started since the first `since` that are still running: those a test started
-    and did not stop (it failed first). A module's fixture started its own before: it stops them."""
-    for service in Service.started[since:]:
-        if service.process.poll() is None:
-            service.client.close()
-            service.process.kill()
-            service.process.wait()
-    del Service.started[since:]
 
 
 @contextmanager
